@@ -1,0 +1,33 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+.PHONY: demo test lint typecheck pytest bench clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+TEST_EXTRAS := test,postgres
+
+demo:
+	@scripts/bootstrap.sh ""
+	@$(PY) examples/demo.py
+
+test: lint typecheck pytest
+
+$(VENV)/.test-ready: pyproject.toml scripts/bootstrap.sh
+	@scripts/system-deps.sh
+	@scripts/bootstrap.sh "$(TEST_EXTRAS)"
+	@touch $@
+
+lint: $(VENV)/.test-ready
+	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/ruff check src tests bench examples
+
+typecheck: $(VENV)/.test-ready
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.test-ready
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.test-ready
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System packages the test suite's real services need, installed only when missing
+# (a new machine has Python, git, Node/npm and apt). Safe to run repeatedly.
+set -euo pipefail
+need=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: installing ${need[*]}" >&2
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "system-deps: missing ${need[*]}; tests that need them will be skipped (fail under CI)" >&2
+  fi
+fi

@@ -1,0 +1,5 @@
+"""``python -m conveyor``: the command line."""
+
+from conveyor.cli import main
+
+raise SystemExit(main())

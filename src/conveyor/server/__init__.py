@@ -1,0 +1,1 @@
+"""The Conveyor API server: `create_app(settings)`."""

@@ -1,0 +1,108 @@
+"""Settings, read once from the environment and passed down.
+
+Nothing in Conveyor reads configuration at import time or in a default argument: the CLI, the
+worker and the server each call `Settings.from_env()` once and hand the object to what they build.
+
+| variable | default | meaning |
+|---|---|---|
+| ``CONVEYOR_HOME`` | ``~/.conveyor`` | root of everything local |
+| ``CONVEYOR_CACHE_DIR`` | ``$CONVEYOR_HOME/cache`` | the code cache |
+| ``CONVEYOR_CACHE_MAX_BYTES`` | ``2GiB`` | cache byte budget (``500MB``, ``2GiB``) |
+| ``CONVEYOR_API_URL`` | unset: embedded | the server to talk to |
+| ``CONVEYOR_API_KEY`` | unset | sent to, or required by, the server |
+| ``CONVEYOR_DATABASE_URL`` | ``sqlite:///$CONVEYOR_HOME/conveyor.db`` | the server's database |
+| ``CONVEYOR_SECRET_KEY`` | key file under home | the key that encrypts stored secrets |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor.errors import ConfigError
+from conveyor.secrets import Secret
+
+__all__ = ["Settings", "parse_size"]
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str, *, name: str = "size") -> int:
+    """``"500MB"`` → 500000000; ``"2GiB"`` → 2147483648; a plain number is bytes."""
+    match = _SIZE.match(text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise ConfigError(
+            f"{name} {text!r} is not a size", hint="write it like 1048576, 500MB or 2GiB"
+        )
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, resolved to concrete values."""
+
+    home: Path
+    cache_dir: Path
+    cache_max_bytes: int = 2 * 1024**3
+    api_url: str | None = None
+    api_key: Secret | None = None
+    database_url: str | None = None
+    secret_key: Secret | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``CONVEYOR_*`` variables (``os.environ`` by default) once."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("CONVEYOR_HOME") or Path.home() / ".conveyor").expanduser()
+        cache_dir = Path(env.get("CONVEYOR_CACHE_DIR") or home / "cache").expanduser()
+        max_bytes = env.get("CONVEYOR_CACHE_MAX_BYTES")
+        api_key = env.get("CONVEYOR_API_KEY")
+        secret_key = env.get("CONVEYOR_SECRET_KEY")
+        return cls(
+            home=home.absolute(),
+            cache_dir=cache_dir.absolute(),
+            cache_max_bytes=(
+                parse_size(max_bytes, name="CONVEYOR_CACHE_MAX_BYTES")
+                if max_bytes
+                else cls.cache_max_bytes
+            ),
+            api_url=(env.get("CONVEYOR_API_URL") or None),
+            api_key=Secret(api_key, name="CONVEYOR_API_KEY") if api_key else None,
+            database_url=env.get("CONVEYOR_DATABASE_URL") or None,
+            secret_key=Secret(secret_key, name="CONVEYOR_SECRET_KEY") if secret_key else None,
+        )
+
+    @property
+    def storage_dir(self) -> Path:
+        """The local bundle store: ``$CONVEYOR_HOME/storage``."""
+        return self.home / "storage"
+
+    @property
+    def results_dir(self) -> Path:
+        """Where non-JSON run results are persisted: ``$CONVEYOR_HOME/results``."""
+        return self.home / "results"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file under home."""
+        return self.database_url or f"sqlite:///{self.home / 'conveyor.db'}"

@@ -1,0 +1,1 @@
+"""Named build / push / pull steps and their registry."""

@@ -1,0 +1,1 @@
+"""The classic storage API (Local, S3, GCS, Azure, GitHub, ...) over `conveyor.sources`."""

@@ -1,0 +1,1 @@
+"""Workers: claim runs from a pool and execute them."""
