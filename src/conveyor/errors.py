@@ -13,6 +13,7 @@ ConveyorError                       .message, .hint; str() is one line
 │   ├── UnsafeArchive               absolute path, `..`, escaping link, device, limits exceeded
 │   └── IntegrityError              fetched code does not match its version (.path)
 ├── FlowLoadError                   an entrypoint could not be turned into a flow
+├── FlowTimeout                     a flow or task ran past its timeout_seconds (also a TimeoutError)
 ├── CommandError                    an external command failed (.command, .returncode: redacted)
 ├── CacheError                      the code cache could not hold a version
 └── ApiError                        talking to the Conveyor server (.status_code)
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigError",
     "ConveyorError",
     "FlowLoadError",
+    "FlowTimeout",
     "IntegrityError",
     "InvalidRequest",
     "MissingDependency",
@@ -134,6 +136,10 @@ class IntegrityError(BundleError):
 
 class FlowLoadError(ConveyorError):
     """An entrypoint could not be loaded as a flow."""
+
+
+class FlowTimeout(ConveyorError, TimeoutError):
+    """A flow or task ran longer than its ``timeout_seconds``."""
 
 
 class CommandError(ConveyorError):
