@@ -6,7 +6,9 @@ import logging
 import os
 import stat
 import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -273,3 +275,38 @@ def test_unwritable_cache_root_is_a_cache_error(tmp_path: Path, state: str) -> N
     with pytest.raises(CacheError, match="cannot create cache directory") as info:
         cache.ensure(FakeSource("app", state=state), "v1")
     assert "CONVEYOR_CACHE_DIR" in (info.value.hint or "")
+
+
+def test_orphaned_bookkeeping_is_swept_but_not_that_of_present_versions(
+    root: Path, state: str
+) -> None:
+    source = FakeSource("app", state=state)
+    cache = CodeCache(root, max_bytes=10**6)
+    cache.ensure(source, "v1")
+    with cache.lease(source, "v1"):
+        pass
+    key_dir = root / source.key()
+    (key_dir / "gone.meta.json").write_text("{}")
+    (key_dir / "gone.lease").touch()
+
+    cache.prune()
+
+    # (lock files stay: unlinking a lock file others may wait on would split them across inodes)
+    left = sorted(os.listdir(key_dir))
+    assert left == [".scratch", "gone.lock", "v1", "v1.lease", "v1.lock", "v1.meta.json"]
+
+
+def test_racing_threads_fetch_once(root: Path, state: str) -> None:
+    source = FakeSource("app", state=state, delay=0.2)
+    cache = CodeCache(root, max_bytes=10**6)
+    barrier = threading.Barrier(6)
+
+    def run() -> Path:
+        barrier.wait(timeout=10)
+        return cache.ensure(source, "v1")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        paths = list(pool.map(lambda _: run(), range(6)))
+
+    assert set(paths) == {root / source.key() / "v1"}
+    assert source.fetches == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -25,17 +26,21 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from conveyor.errors import CacheError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "META_SUFFIX",
     "TMP_PREFIX",
     "TRASH_PREFIX",
     "check_version",
+    "discard",
     "is_leased",
     "lease_path",
     "lock_path",
@@ -44,6 +49,7 @@ __all__ = [
     "read_meta",
     "remove_tree",
     "seal_tree",
+    "sweep",
     "temp_name",
     "tree_size",
     "try_lock_exclusive",
@@ -257,3 +263,73 @@ def is_leased(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def discard(path: Path) -> None:
+    """`remove_tree`, logging instead of raising: debris must never fail the caller."""
+    try:
+        remove_tree(path)
+    except OSError as exc:
+        logger.warning("cache could not remove path=%s error=%s", path, exc.strerror or exc)
+
+
+def sweep(key_dir: Path, *, held: str | None = None) -> None:
+    """Remove debris in one source's directory: trash, fills whose lock nobody holds, and the
+    metadata and lease files of versions that are gone.
+
+    ``held`` is a version whose fill lock the caller holds: its leftovers are stale by definition.
+    """
+    try:
+        names = set(os.listdir(key_dir))
+    except FileNotFoundError:
+        return
+    for name in sorted(names):
+        try:
+            _sweep_one(key_dir, name, names=names, held=held)
+        except OSError as exc:
+            logger.warning("cache could not clean path=%s error=%s", key_dir / name, exc)
+
+
+def _sweep_one(key_dir: Path, name: str, *, names: set[str], held: str | None) -> None:
+    path = key_dir / name
+    if version_of_temp(name, TRASH_PREFIX) is not None:
+        discard(path)
+    elif (version := version_of_temp(name, TMP_PREFIX)) is not None:
+        with _unless_filling(key_dir / version, held=version == held) as free:
+            if free:
+                logger.info("cache removing stale fill path=%s", path)
+                discard(path)
+    elif name.endswith(META_SUFFIX) and name[: -len(META_SUFFIX)] not in names:
+        version = name[: -len(META_SUFFIX)]
+        with _unless_filling(key_dir / version, held=version == held) as free:
+            if free and not (key_dir / version).exists():
+                path.unlink(missing_ok=True)
+    elif name.endswith(".lease") and name.removesuffix(".lease") not in names:
+        fd = try_lock_exclusive(path)
+        if fd is not None:
+            try:
+                if not (key_dir / name.removesuffix(".lease")).exists():
+                    path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+
+
+@contextmanager
+def _unless_filling(checkout: Path, *, held: bool) -> Iterator[bool]:
+    """Yield True while holding ``checkout``'s fill lock (or if the caller holds it already),
+    False when another process is filling it."""
+    from filelock import FileLock, Timeout
+
+    if held:
+        yield True
+        return
+    lock = FileLock(lock_path(checkout), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()

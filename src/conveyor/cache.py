@@ -175,7 +175,7 @@ class CodeCache:
                     if not _touch(path):
                         self._write_meta(source, version, path, fs.tree_size(path))
                     return path
-                _sweep(key_dir, held=version)
+                fs.sweep(key_dir, held=version)
                 self._fetch_into_place(source, version, path)
         except Timeout as exc:
             raise CacheError(
@@ -200,10 +200,10 @@ class CodeCache:
             self._write_meta(source, version, path, size_files)
             os.replace(tmp, path)
         except OSError as exc:
-            _discard(tmp)
+            fs.discard(tmp)
             raise _disk_error("fetch", version, path, exc) from exc
         except BaseException:
-            _discard(tmp)
+            fs.discard(tmp)
             raise
         done = time.perf_counter()
         logger.info(
@@ -244,7 +244,7 @@ class CodeCache:
 
     def _prune(self, budget: int, *, keep: Path | None) -> list[CacheEntry]:
         for key_dir in _subdirs(self.root):
-            _sweep(key_dir)
+            fs.sweep(key_dir)
         entries = self.entries()
         used = sum(e.size for e in entries)
         evicted: list[CacheEntry] = []
@@ -300,7 +300,7 @@ def _evict(entry: CacheEntry) -> bool:
         raise _disk_error("evict", entry.version, path, exc) from exc
     finally:
         os.close(lease_fd)
-    _discard(trash)
+    fs.discard(trash)
     logger.info(
         "cache evicted version=%s source_key=%s bytes=%d",
         entry.version,
@@ -308,36 +308,6 @@ def _evict(entry: CacheEntry) -> bool:
         entry.size,
     )
     return True
-
-
-def _sweep(key_dir: Path, *, held: str | None = None) -> None:
-    """Remove debris in one source's directory: trash, and fills whose lock nobody holds.
-
-    ``held`` is a version whose fill lock the caller holds: its leftovers are stale by definition.
-    """
-    from filelock import FileLock, Timeout
-
-    try:
-        names = os.listdir(key_dir)
-    except FileNotFoundError:
-        return
-    for name in names:
-        if fs.version_of_temp(name, fs.TRASH_PREFIX) is not None:
-            _discard(key_dir / name)
-            continue
-        version = fs.version_of_temp(name, fs.TMP_PREFIX)
-        if version is None:
-            continue
-        if version == held:
-            logger.info("cache removing stale fill path=%s", key_dir / name)
-            _discard(key_dir / name)
-            continue
-        try:
-            with FileLock(key_dir / f"{version}.lock", timeout=0):
-                logger.info("cache removing stale fill path=%s", key_dir / name)
-                _discard(key_dir / name)
-        except Timeout:
-            continue  # a live process is filling that version
 
 
 def _read_entry(source_key: str, path: Path) -> CacheEntry | None:
@@ -386,13 +356,6 @@ def _mkdir(path: Path) -> None:
             f"cannot create cache directory {path}: {exc.strerror or exc}",
             hint="set CONVEYOR_CACHE_DIR to a writable directory",
         ) from exc
-
-
-def _discard(path: Path) -> None:
-    try:
-        fs.remove_tree(path)
-    except OSError as exc:
-        logger.warning("cache could not remove path=%s error=%s", path, exc.strerror or exc)
 
 
 def _disk_error(action: str, version: str, path: Path, exc: OSError) -> CacheError:
