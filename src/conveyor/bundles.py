@@ -1,0 +1,40 @@
+"""Bundles: the deterministic archive and manifest of one version of a code tree.
+
+- `build_manifest` / `compute_version`: walk a tree (leaving out ``.git``, virtual environments,
+  caches, and whatever ``.gitignore``/``.conveyorignore`` exclude; see `conveyor._tree`) into a
+  `Manifest` of `ManifestEntry` (path, sha256, size, executable bit, symlink target). The version
+  is ``sha256-`` + the sha256 of the canonical manifest: the same tree gives the same version in
+  any directory, on any machine, after any ``touch``.
+- `pack`: a zstd-compressed tar with sorted members and normalised metadata, whose first member is
+  the manifest (``.conveyor/manifest.json``): the same tree gives the same archive bytes.
+- `unpack`: one streaming pass that refuses hostile archives (`UnsafeArchive`), hashes every file
+  as it is written and checks it against the manifest and an expected version (`IntegrityError`),
+  and leaves nothing behind on failure.
+- `copy_tree`: lay a live tree out as `unpack` would (the local folder source).
+- `verify_tree`: recompute a tree's version and compare; names the first differing path.
+
+The root ``.conveyor/`` directory is reserved: it is never part of a tree's version, and `unpack`
+and `copy_tree` leave the manifest there, so a checkout says which version it is and `verify_tree`
+can name what differs.
+"""
+
+from __future__ import annotations
+
+from conveyor._archive import ZSTD_LEVEL, UnpackLimits, copy_tree, pack, unpack
+from conveyor._manifest import Manifest, ManifestEntry, is_bundle_version
+from conveyor._tree import MANIFEST_PATH, build_manifest, compute_version, verify_tree
+
+__all__ = [
+    "MANIFEST_PATH",
+    "ZSTD_LEVEL",
+    "Manifest",
+    "ManifestEntry",
+    "UnpackLimits",
+    "build_manifest",
+    "compute_version",
+    "copy_tree",
+    "is_bundle_version",
+    "pack",
+    "unpack",
+    "verify_tree",
+]
