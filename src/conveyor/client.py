@@ -1,44 +1,114 @@
 """Typed client for the Conveyor API (see `conveyor.schemas` for the endpoints).
 
-CONTRACT STUB — the method signatures below are the agreed interface; the server issue fills in
-the bodies. With ``settings.api_url`` unset, the client runs the same app in-process against the
-SQLite database under ``CONVEYOR_HOME`` (the embedded default).
+With ``settings.api_url`` set, requests go over HTTP (``X-API-Key`` when ``settings.api_key``
+is set). With it unset — the embedded default — the client builds the same app in-process
+(`conveyor.server.create_app`) over the SQLite database under ``CONVEYOR_HOME`` and serves its
+requests without a socket, so separate processes work together through that one file.
+
+Errors are translated at this boundary: no answer → `ServerUnavailable` (after a few retries with
+backoff, so a worker rides out a server restart), 401 → `Unauthorized`, 404 → `ObjectNotFound`,
+400/409/422 → `InvalidRequest`, anything else → `ApiError`; each a one-line message with the
+server's hint. Secret values never appear in messages or logs. `ConveyorClient` satisfies
+`conveyor.secrets.SecretStore` (`get_secret`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+from conveyor.errors import (
+    ApiError,
+    InvalidRequest,
+    ObjectNotFound,
+    ServerUnavailable,
+    Unauthorized,
+)
 from conveyor.schemas import (
+    ClaimRequest,
     Deployment,
     DeploymentCreate,
     DeploymentVersion,
     LogLine,
     LogRecord,
     Pool,
+    PoolCreate,
     Run,
+    RunCreate,
+    RunHeartbeat,
     RunHeartbeatReply,
     RunState,
     SecretInfo,
+    SecretPut,
+    SecretValue,
     StateUpdate,
     Worker,
+    WorkerHeartbeat,
 )
+from conveyor.secrets import redact_url
 from conveyor.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ConveyorClient"]
 
+logger = logging.getLogger(__name__)
+
+_EMBEDDED_URL = "http://conveyor.embedded"
+_IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "HEAD"})
+_INVALID = frozenset({400, 409, 422})
+_RETRY_STATUS = frozenset({502, 503, 504})
+
 
 class ConveyorClient:
-    """One object per process; `close()` (or ``with``) releases its connections."""
+    """One object per process; `close()` (or ``with``) releases its connections.
 
-    def __init__(self, settings: Settings) -> None:
+    ``retries``: how many times a request that could not reach the server is repeated (with
+    backoff from 0.1 s, doubling: 4 retries wait 1.5 s in all). ``timeout``: seconds to wait for
+    an answer (a claim adds its ``wait_seconds``). The constructor does no I/O; the HTTP client,
+    or the embedded app, is built on the first request.
+    """
+
+    def __init__(self, settings: Settings, *, retries: int = 4, timeout: float = 30.0) -> None:
         self.settings = settings
+        self.retries = retries
+        self.timeout = timeout
+        self._http: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self._closers: list[Any] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConveyorClient:
         return cls(settings)
 
-    def close(self) -> None: ...
+    @property
+    def embedded(self) -> bool:
+        """True when no server is configured and the app runs in this process."""
+        return not self.settings.api_url
+
+    @property
+    def target(self) -> str:
+        """Where requests go, redacted: the server URL, or ``embedded:<database>``."""
+        if self.settings.api_url:
+            return redact_url(self.settings.api_url)
+        return f"embedded:{redact_url(self.settings.effective_database_url)}"
+
+    def __repr__(self) -> str:
+        return f"ConveyorClient({self.target!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            http, self._http = self._http, None
+            closers, self._closers = self._closers, []
+        if http is not None:
+            http.close()
+        for close in closers:
+            close()
+
     def __enter__(self) -> ConveyorClient:
         return self
 
@@ -47,27 +117,35 @@ class ConveyorClient:
 
     # health
     def health(self) -> dict[str, Any]:
-        raise NotImplementedError
+        data = self._request("GET", "/api/health").json()
+        assert isinstance(data, dict)
+        return data
 
     # pools
     def create_pool(self, name: str, *, type: str = "process", description: str = "") -> Pool:
-        raise NotImplementedError
+        body = PoolCreate(name=name, type=type, description=description)
+        return Pool.model_validate(self._request("POST", "/api/pools", body=body).json())
 
     def list_pools(self) -> list[Pool]:
-        raise NotImplementedError
+        return [Pool.model_validate(p) for p in self._request("GET", "/api/pools").json()]
 
     # deployments ("FLOW/NAME")
     def put_deployment(self, deployment: DeploymentCreate) -> Deployment:
-        raise NotImplementedError
+        response = self._request("PUT", "/api/deployments", body=deployment)
+        return Deployment.model_validate(response.json())
 
     def get_deployment(self, flow_name: str, name: str) -> Deployment:
-        raise NotImplementedError
+        response = self._request("GET", f"/api/deployments/{_q(flow_name)}/{_q(name)}")
+        return Deployment.model_validate(response.json())
 
     def list_deployments(self) -> list[Deployment]:
-        raise NotImplementedError
+        return [
+            Deployment.model_validate(d) for d in self._request("GET", "/api/deployments").json()
+        ]
 
     def list_deployment_versions(self, flow_name: str, name: str) -> list[DeploymentVersion]:
-        raise NotImplementedError
+        path = f"/api/deployments/{_q(flow_name)}/{_q(name)}/versions"
+        return [DeploymentVersion.model_validate(v) for v in self._request("GET", path).json()]
 
     # runs
     def create_run(
@@ -78,18 +156,33 @@ class ConveyorClient:
         parameters: dict[str, Any] | None = None,
         follow_ref: bool | None = None,
     ) -> Run:
-        raise NotImplementedError
+        body = RunCreate(parameters=parameters or {}, follow_ref=follow_ref)
+        path = f"/api/deployments/{_q(flow_name)}/{_q(name)}/runs"
+        return Run.model_validate(self._request("POST", path, body=body).json())
 
     def get_run(self, run_id: str) -> Run:
-        raise NotImplementedError
+        return Run.model_validate(self._request("GET", f"/api/runs/{_q(run_id)}").json())
 
     def list_runs(
-        self, *, deployment: str | None = None, state: RunState | None = None, limit: int = 100
+        self,
+        *,
+        deployment: str | None = None,
+        state: RunState | None = None,
+        limit: int = 100,
+        pool: str | None = None,
     ) -> list[Run]:
-        raise NotImplementedError
+        params: dict[str, Any] = {"limit": limit}
+        if deployment:
+            params["deployment"] = deployment
+        if state is not None:
+            params["state"] = RunState(state).value
+        if pool:
+            params["pool"] = pool
+        runs = self._request("GET", "/api/runs", params=params).json()
+        return [Run.model_validate(r) for r in runs]
 
     def cancel_run(self, run_id: str) -> Run:
-        raise NotImplementedError
+        return Run.model_validate(self._request("POST", f"/api/runs/{_q(run_id)}/cancel").json())
 
     # worker side
     def claim_run(
@@ -101,21 +194,43 @@ class ConveyorClient:
         lease_seconds: float = 30,
         wait_seconds: float = 0,
     ) -> Run | None:
-        raise NotImplementedError
+        body = ClaimRequest(
+            worker=worker,
+            labels=labels or [],
+            lease_seconds=lease_seconds,
+            wait_seconds=wait_seconds,
+        )
+        response = self._request(
+            "POST",
+            f"/api/pools/{_q(pool)}/claim",
+            body=body,
+            timeout=self.timeout + max(wait_seconds, 0),
+        )
+        return None if response.status_code == 204 else Run.model_validate(response.json())
 
     def heartbeat_run(
         self, run_id: str, *, worker: str, lease_seconds: float = 30
     ) -> RunHeartbeatReply:
-        raise NotImplementedError
+        body = RunHeartbeat(worker=worker, lease_seconds=lease_seconds)
+        path = f"/api/runs/{_q(run_id)}/heartbeat"
+        return RunHeartbeatReply.model_validate(
+            self._request("POST", path, body=body, idempotent=True).json()
+        )
 
     def set_run_state(self, run_id: str, update: StateUpdate) -> Run:
-        raise NotImplementedError
+        response = self._request("POST", f"/api/runs/{_q(run_id)}/state", body=update)
+        return Run.model_validate(response.json())
 
     def write_logs(self, run_id: str, records: list[LogRecord]) -> None:
-        raise NotImplementedError
+        if not records:
+            return
+        payload = [r.model_dump(mode="json") for r in records]
+        self._request("POST", f"/api/runs/{_q(run_id)}/logs", json=payload)
 
     def read_logs(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[LogLine]:
-        raise NotImplementedError
+        params = {"after": after, "limit": limit}
+        lines = self._request("GET", f"/api/runs/{_q(run_id)}/logs", params=params).json()
+        return [LogLine.model_validate(line) for line in lines]
 
     def worker_heartbeat(
         self,
@@ -126,20 +241,151 @@ class ConveyorClient:
         limit: int = 1,
         running: int = 0,
     ) -> Worker:
-        raise NotImplementedError
+        body = WorkerHeartbeat(
+            name=name, pool=pool, labels=labels or [], limit=limit, running=running
+        )
+        response = self._request("POST", "/api/workers/heartbeat", body=body, idempotent=True)
+        return Worker.model_validate(response.json())
 
-    def list_workers(self) -> list[Worker]:
-        raise NotImplementedError
+    def list_workers(self, *, pool: str | None = None) -> list[Worker]:
+        params = {"pool": pool} if pool else None
+        workers = self._request("GET", "/api/workers", params=params).json()
+        return [Worker.model_validate(w) for w in workers]
 
     # secrets (values only through get_secret, for `${NAME}` resolution on workers)
     def set_secret(self, name: str, value: str) -> SecretInfo:
-        raise NotImplementedError
+        body = SecretPut(value=value)
+        response = self._request("PUT", f"/api/secrets/{_q(name)}", body=body)
+        return SecretInfo.model_validate(response.json())
 
     def list_secrets(self) -> list[SecretInfo]:
-        raise NotImplementedError
+        return [SecretInfo.model_validate(s) for s in self._request("GET", "/api/secrets").json()]
 
     def delete_secret(self, name: str) -> None:
-        raise NotImplementedError
+        self._request("DELETE", f"/api/secrets/{_q(name)}")
 
     def get_secret(self, name: str) -> str | None:
-        raise NotImplementedError
+        try:
+            response = self._request("GET", f"/api/secrets/{_q(name)}/value")
+        except ObjectNotFound:
+            return None
+        return SecretValue.model_validate(response.json()).value
+
+    # transport
+    def _client(self) -> httpx.Client:
+        if self._http is None:
+            with self._lock:
+                if self._http is None:
+                    self._http = self._build()
+        return self._http
+
+    def _build(self) -> httpx.Client:
+        import httpx
+
+        headers = {"X-API-Key": self.settings.api_key.reveal()} if self.settings.api_key else {}
+        timeout = httpx.Timeout(self.timeout, connect=5.0)
+        if self.settings.api_url:
+            return httpx.Client(
+                base_url=self.settings.api_url.rstrip("/"), headers=headers, timeout=timeout
+            )
+        from conveyor.server.app import create_app, database_of
+        from conveyor.server.embedded import EmbeddedTransport
+
+        app = create_app(self.settings, sweep_every=None)
+        self._closers.append(database_of(app).dispose)
+        return httpx.Client(
+            transport=EmbeddedTransport(app),
+            base_url=_EMBEDDED_URL,
+            headers=headers,
+            timeout=timeout,
+        )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+    ) -> httpx.Response:
+        import httpx
+
+        client = self._client()
+        content = None if body is None else body.model_dump_json().encode()
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        retry_reads = idempotent or method in _IDEMPOTENT
+        delay = 0.1
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = client.request(
+                    method,
+                    path,
+                    content=content,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT
+                    if timeout is None
+                    else httpx.Timeout(timeout, connect=5.0),
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if last:
+                    raise self._unavailable(f"cannot connect ({_reason(exc)})") from exc
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+                if last or not retry_reads:
+                    raise self._unavailable(f"connection lost ({_reason(exc)})") from exc
+            except httpx.TimeoutException as exc:
+                raise self._unavailable("no answer in time") from exc
+            else:
+                if response.status_code in _RETRY_STATUS and not last:
+                    logger.debug("api retry status=%d path=%s", response.status_code, path)
+                elif response.status_code >= 400:
+                    raise _error(response, method=method, path=path)
+                else:
+                    return response
+            logger.debug("api retry attempt=%d delay=%.2f path=%s", attempt + 1, delay, path)
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _unavailable(self, reason: str) -> ServerUnavailable:
+        return ServerUnavailable(
+            f"Conveyor server at {self.target} is unreachable: {reason}", status_code=None
+        )
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text and text[-1] else type(exc).__name__
+
+
+def _error(response: httpx.Response, *, method: str, path: str) -> ApiError:
+    status = response.status_code
+    detail: str | None = None
+    hint: str | None = None
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        raw = data.get("detail")
+        detail = raw if isinstance(raw, str) else None
+        hint = data.get("hint") if isinstance(data.get("hint"), str) else None
+    if status == 401:
+        return Unauthorized(detail or "the server requires an API key", status_code=status)
+    if status == 404:
+        if not detail or detail == "Not Found":
+            detail = f"{method} {path}: not found on the server"
+        return ObjectNotFound(detail, status_code=status, hint=hint)
+    message = detail or f"{method} {path} failed with HTTP {status}"
+    if status in _INVALID:
+        return InvalidRequest(message, status_code=status, hint=hint)
+    return ApiError(f"server error (HTTP {status}): {message}", status_code=status, hint=hint)

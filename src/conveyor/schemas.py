@@ -16,7 +16,7 @@ Endpoints (all JSON, under ``/api``; ``X-API-Key`` header when the server has a 
 | GET  /api/deployments/{flow}/{name} | → Deployment |
 | GET  /api/deployments/{flow}/{name}/versions | → list[DeploymentVersion] |
 | POST /api/deployments/{flow}/{name}/runs | RunCreate → Run (201; 422 bad parameters) |
-| GET  /api/runs?deployment=&state=&limit= | → list[Run] (newest first) |
+| GET  /api/runs?deployment=&state=&pool=&limit= | → list[Run] (newest first) |
 | GET  /api/runs/{id} | → Run |
 | POST /api/runs/{id}/cancel | → Run |
 | POST /api/pools/{pool}/claim | ClaimRequest → Run or 204 (long-poll up to wait_seconds) |
@@ -50,6 +50,7 @@ __all__ = [
     "Pool",
     "PoolCreate",
     "Run",
+    "RunAttempt",
     "RunCreate",
     "RunHeartbeat",
     "RunHeartbeatReply",
@@ -143,6 +144,20 @@ class RunCreate(_Model):
     follow_ref: bool | None = None
 
 
+class RunAttempt(_Model):
+    """How one finished attempt of a run ended (a retry reuses the run with ``attempt + 1``)."""
+
+    attempt: int
+    state: RunState
+    worker: str | None = None
+    version: str
+    pending_at: datetime | None = None
+    running_at: datetime | None = None
+    ended_at: datetime
+    timings: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
+
+
 class Run(_Model):
     id: str
     deployment_id: str
@@ -175,6 +190,11 @@ class Run(_Model):
     result: Any = None
     result_ref: str | None = None
     error: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    """Labels a worker must have to claim the run (from ``job_variables["labels"]``)."""
+    deployment_revision: int | None = None
+    attempts: list[RunAttempt] = Field(default_factory=list)
+    """Every finished attempt, oldest first (crashed/failed tries that were retried included)."""
 
 
 class ClaimRequest(_Model):

@@ -1,0 +1,148 @@
+"""`create_app(settings)`: the Conveyor API as a FastAPI application.
+
+No module-level app or engine: each call builds its own `Database`, brings it to the current
+schema (migrations run here, before the first request), and wires the routes, the error
+translation (every error body is ``{"detail": one line, "hint": ...}``) and, when
+``CONVEYOR_API_KEY`` is set, the API-key check. Served by uvicorn (`conveyor server start`) or
+in-process by the embedded client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from conveyor import __version__
+from conveyor.errors import ApiError, ConveyorError
+from conveyor.server.context import ServerContext
+from conveyor.server.db import Database
+from conveyor.server.migrate import ensure_schema
+from conveyor.server.secrets import SecretBox
+from conveyor.settings import Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAPI:
+    """The API over ``settings.effective_database_url``, migrated to the current schema.
+
+    ``sweep_every``: seconds between background lease-expiry sweeps while the app's lifespan
+    runs (served by uvicorn); leases are also expired lazily on claims, heartbeats and reads.
+    """
+    from conveyor.server.routes import claims, deployments, health, pools, runs, secrets, workers
+
+    db = Database(settings.effective_database_url)
+    ensure_schema(db)
+    context = ServerContext(
+        settings=settings, db=db, box=SecretBox(key=settings.secret_key, home=settings.home)
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweep_forever(context, sweep_every)) if sweep_every else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            db.dispose()
+
+    app = FastAPI(
+        title="Conveyor",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.context = context
+    for module in (health, pools, deployments, runs, claims, workers, secrets):
+        app.include_router(module.router, prefix="/api")
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ConveyorError, _conveyor_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, key=settings.api_key.reveal())
+    return app
+
+
+class ApiKeyMiddleware:
+    """401 for every request whose ``X-API-Key`` header is not the server's key."""
+
+    def __init__(self, app: ASGIApp, *, key: str) -> None:
+        self.app = app
+        self._key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            sent = b""
+            for name, value in scope["headers"]:
+                if name == b"x-api-key":
+                    sent = value
+                    break
+            if not hmac.compare_digest(sent, self._key):
+                response = JSONResponse(
+                    {
+                        "detail": "missing or wrong API key"
+                        if sent
+                        else "this server requires an API key",
+                        "hint": "set CONVEYOR_API_KEY to the key the server was started with",
+                    },
+                    status_code=401,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _sweep_forever(context: ServerContext, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(context.sweep, force=True)
+        except Exception:  # a sweep must never stop the server; the next one retries
+            logger.exception("lease sweep failed")
+
+
+def _body(message: str, hint: str | None) -> dict[str, Any]:
+    return {"detail": message, "hint": hint}
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(_body(exc.message, exc.hint), status_code=exc.status_code or 400)
+
+
+async def _conveyor_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConveyorError)
+    logger.warning("request failed error=%s", exc.message)
+    return JSONResponse(_body(exc.message, exc.hint), status_code=500)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
+    return JSONResponse(_body("invalid request: " + "; ".join(parts), None), status_code=422)
+
+
+def database_of(app: FastAPI) -> Database:
+    """The app's database (for tests and tools)."""
+    context = app.state.context
+    assert isinstance(context, ServerContext)
+    return context.db

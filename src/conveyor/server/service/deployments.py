@@ -1,0 +1,123 @@
+"""Deployments, addressed as ``FLOW/NAME``: create or update, with every revision kept.
+
+A PUT whose content equals the current revision changes nothing and returns it as it is; any
+difference (code version, entrypoint, source, parameters, pool, ...) makes revision ``n + 1``
+and stores a `DeploymentVersionRow` with the whole configuration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conveyor.errors import ObjectNotFound
+from conveyor.schemas import Deployment, DeploymentCreate, DeploymentVersion
+from conveyor.server.service.pools import require_pool
+from conveyor.server.tables import DeploymentRow, DeploymentVersionRow
+
+__all__ = [
+    "find_deployment",
+    "get_deployment",
+    "list_deployment_versions",
+    "list_deployments",
+    "put_deployment",
+]
+
+_FIELDS = tuple(DeploymentCreate.model_fields)
+
+
+def put_deployment(session: Session, body: DeploymentCreate, *, now: datetime) -> Deployment:
+    """Create the deployment, or update it when anything differs from its current revision."""
+    require_pool(session, body.work_pool)
+    config = body.model_dump(mode="json")
+    row = session.scalars(
+        select(DeploymentRow)
+        .where(DeploymentRow.flow_name == body.flow_name, DeploymentRow.name == body.name)
+        .with_for_update()
+    ).first()
+    if row is None:
+        row = DeploymentRow(id=str(uuid.uuid4()), revision=1, created=now, updated=now, **config)
+        session.add(row)
+    elif _config(row) == config:
+        return deployment_model(row)
+    else:
+        for field, value in config.items():
+            setattr(row, field, value)
+        row.revision += 1
+        row.updated = now
+    session.add(
+        DeploymentVersionRow(
+            deployment_id=row.id,
+            revision=row.revision,
+            version=row.version,
+            entrypoint=row.entrypoint,
+            source=row.source,
+            config=config,
+            created=now,
+        )
+    )
+    session.flush()
+    return deployment_model(row)
+
+
+def find_deployment(session: Session, flow_name: str, name: str) -> DeploymentRow:
+    """The deployment row, or 404 with a hint."""
+    row = session.scalars(
+        select(DeploymentRow).where(
+            DeploymentRow.flow_name == flow_name, DeploymentRow.name == name
+        )
+    ).first()
+    if row is None:
+        raise ObjectNotFound(
+            f"deployment '{flow_name}/{name}' not found",
+            status_code=404,
+            hint="conveyor deployments ls",
+        )
+    return row
+
+
+def get_deployment(session: Session, flow_name: str, name: str) -> Deployment:
+    return deployment_model(find_deployment(session, flow_name, name))
+
+
+def list_deployments(session: Session) -> list[Deployment]:
+    rows = session.scalars(
+        select(DeploymentRow).order_by(DeploymentRow.flow_name, DeploymentRow.name)
+    )
+    return [deployment_model(row) for row in rows]
+
+
+def list_deployment_versions(
+    session: Session, flow_name: str, name: str
+) -> list[DeploymentVersion]:
+    """Every revision, newest first."""
+    row = find_deployment(session, flow_name, name)
+    versions = session.scalars(
+        select(DeploymentVersionRow)
+        .where(DeploymentVersionRow.deployment_id == row.id)
+        .order_by(DeploymentVersionRow.revision.desc())
+    )
+    return [
+        DeploymentVersion(
+            revision=v.revision,
+            version=v.version,
+            entrypoint=v.entrypoint,
+            source=v.source,
+            created=v.created,
+        )
+        for v in versions
+    ]
+
+
+def deployment_model(row: DeploymentRow) -> Deployment:
+    return Deployment(
+        id=row.id, revision=row.revision, created=row.created, updated=row.updated, **_config(row)
+    )
+
+
+def _config(row: DeploymentRow) -> dict[str, Any]:
+    return {field: getattr(row, field) for field in _FIELDS}
