@@ -115,7 +115,9 @@ def _link_entry(path: str, rel: str, root_real: str) -> ManifestEntry:
     target = os.readlink(path)
     hint = "make the link relative and inside the folder, or replace it with a copy of the file"
     if os.path.isabs(target):
-        raise _TreeProblem(rel, f"symlink {rel} -> {target} is absolute", hint)
+        raise _TreeProblem(
+            rel, f"symlink {rel} -> {target} points outside the tree (absolute)", hint
+        )
     lexical = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
     real = os.path.realpath(path)
     if (
