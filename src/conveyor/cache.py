@@ -158,7 +158,13 @@ class CodeCache:
         budget = self.max_bytes if max_bytes is None else max_bytes
         if budget < 0:
             raise ConfigError(f"max_bytes must be >= 0, not {budget}")
-        return self._prune(budget, keep=None)
+        try:
+            return self._prune(budget, keep=None)
+        except OSError as exc:
+            raise CacheError(
+                f"could not prune the code cache at {self.root}: {exc.strerror or exc}",
+                hint="check the permissions of the cache directory (CONVEYOR_CACHE_DIR)",
+            ) from exc
 
     # -- filling ---------------------------------------------------------------------------------
 
@@ -185,7 +191,10 @@ class CodeCache:
             ) from exc
         except OSError as exc:
             raise _disk_error("lock", version, path, exc) from exc
-        self._prune(self.max_bytes, keep=path)
+        try:
+            self._prune(self.max_bytes, keep=path)
+        except (OSError, CacheError) as exc:  # the checkout is fine; only the budget slipped
+            logger.warning("cache budget not enforced version=%s error=%s", version, exc)
         return path
 
     def _fetch_into_place(self, source: Source, version: str, path: Path) -> None:
@@ -196,6 +205,7 @@ class CodeCache:
             source.fetch(version, tmp, scratch=self.scratch_dir(source))
             fetched = time.perf_counter()
             source.verify(version, tmp)
+            verified = time.perf_counter()
             size_files = fs.seal_tree(tmp)
             self._write_meta(source, version, path, size_files)
             os.replace(tmp, path)
@@ -207,13 +217,15 @@ class CodeCache:
             raise
         done = time.perf_counter()
         logger.info(
-            "cache filled version=%s source=%s bytes=%d files=%d fetch_s=%.3f verify_s=%.3f",
+            "cache filled version=%s source=%s bytes=%d files=%d fetch_s=%.3f verify_s=%.3f "
+            "seal_s=%.3f",
             version,
             source.describe(),
             size_files[0],
             size_files[1],
             fetched - started,
-            done - fetched,
+            verified - fetched,
+            done - verified,
         )
         if size_files[0] > self.max_bytes:
             logger.warning(
