@@ -1,0 +1,430 @@
+"""Flows and tasks: ``@flow`` and ``@task``, and loading a flow from an entrypoint.
+
+```python
+from conveyor import flow, task
+
+@task(retries=2)
+def fetch(n: int) -> list[int]: ...
+
+@flow(log_prints=True, timeout_seconds=60)
+def pipeline(n: int = 3) -> int:
+    print("fetching")            # also a record on the ``conveyor.flow_runs`` logger
+    return sum(fetch(n))
+
+pipeline(n=5)                    # runs in-process: retries, timeout, log_prints applied
+```
+
+A decorated function keeps its signature for type checkers (``Flow[P, R]`` / ``Task[P, R]``) and
+for `inspect.signature`. Calling a flow does not validate its arguments: it is a plain Python call
+with the flow's policy around it (see `conveyor._running`). A run created from a deployment is
+checked against the stored parameter schema (`validate_parameters`), and the worker converts the
+values with `Flow.call_with_parameters`.
+
+``async def`` functions may be decorated too: calling the flow returns a coroutine that applies
+the same policy (``asyncio.timeout`` for the timeout).
+
+`load_flow` and the entrypoint forms live in `conveyor._loading`; `Flow.from_source` and
+`Flow.deploy` delegate to `conveyor.deploy`. Nothing heavy (pydantic, httpx) is imported here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Self, TypeVar, cast, overload
+
+from conveyor._running import Delay, RunPolicy, call_async, call_sync
+from conveyor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from conveyor.deploy import DeployableFlow
+    from conveyor.schemas import Deployment
+    from conveyor.sources.base import Source
+
+__all__ = ["Flow", "Task", "flow", "load_flow", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Decorated(Generic[P, R]):
+    """What flows and tasks share: the function, its options, and the call policy."""
+
+    _kind: ClassVar[str]
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: Delay = 0.0,
+        timeout_seconds: float | None = None,
+        log_prints: bool | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise ConfigError(f"@{self._kind} expects a function, got {type(fn).__name__}")
+        self._fn = fn
+        self._name = self._check_name(name if name is not None else self._default_name(fn))
+        self._description = description if description is not None else _first_paragraph(fn)
+        self._policy = RunPolicy.checked(
+            self._kind,
+            self._name,
+            retries=retries,
+            retry_delay_seconds=retry_delay_seconds,
+            timeout_seconds=timeout_seconds,
+            log_prints=log_prints,
+        )
+        self._is_async = inspect.iscoroutinefunction(fn)
+        self._scope: AbstractContextManager[object] | None = None
+        # What functools.wraps would copy, so inspect.signature/getdoc/help see the function.
+        self.__wrapped__ = fn
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__name__: str = getattr(fn, "__name__", self._name)
+        self.__qualname__: str = getattr(fn, "__qualname__", self.__name__)
+        self.__module__ = getattr(fn, "__module__", __name__)
+
+    # --- read-only attributes -------------------------------------------------------------------
+    @property
+    def fn(self) -> Callable[P, R]:
+        """The decorated function, undecorated."""
+        return self._fn
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def description(self) -> str | None:
+        """Given, or the first paragraph of the docstring."""
+        return self._description
+
+    @property
+    def retries(self) -> int:
+        return self._policy.retries
+
+    @property
+    def retry_delay_seconds(self) -> float | tuple[float, ...]:
+        return self._policy.retry_delay_seconds
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return self._policy.timeout_seconds
+
+    @property
+    def log_prints(self) -> bool | None:
+        return self._policy.log_prints
+
+    # --- calling --------------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._is_async:
+            return cast(R, self._call_async(args, kwargs))
+        if self._scope is None:
+            return call_sync(self._fn, args, kwargs, self._policy)
+        with self._scope:
+            return call_sync(self._fn, args, kwargs, self._policy)
+
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        fn = cast(Callable[..., Any], self._fn)
+        if self._scope is None:
+            return await call_async(fn, args, kwargs, self._policy)
+        with self._scope:
+            return await call_async(fn, args, kwargs, self._policy)
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> Any: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        """Flows and tasks defined in a class body bind like methods."""
+        getter = getattr(type(self._fn), "__get__", None)
+        if instance is None or getter is None:
+            return self
+        return self._replace(fn=getter(self._fn, instance, owner))
+
+    def with_options(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        retries: int | None = None,
+        retry_delay_seconds: Delay | None = None,
+        timeout_seconds: float | None = None,
+        log_prints: bool | None = None,
+    ) -> Self:
+        """A copy with some options changed (``None`` keeps the current value)."""
+        changes = {
+            "name": name,
+            "description": description,
+            "retries": retries,
+            "retry_delay_seconds": retry_delay_seconds,
+            "timeout_seconds": timeout_seconds,
+            "log_prints": log_prints,
+        }
+        return self._replace(**{k: v for k, v in changes.items() if v is not None})
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "name": self._name,
+            "description": self._description,
+            "retries": self._policy.retries,
+            "retry_delay_seconds": self._policy.retry_delay_seconds,
+            "timeout_seconds": self._policy.timeout_seconds,
+            "log_prints": self._policy.log_prints,
+        }
+
+    def _replace(self, **changes: Any) -> Self:
+        options = self._options() | changes
+        fn = options.pop("fn", self._fn)
+        copy = type(self)(fn, **options)
+        copy._scope = self._scope
+        return copy
+
+    def _entered(self) -> AbstractContextManager[object]:
+        return self._scope if self._scope is not None else nullcontext()
+
+    def _with_scope(self, scope: AbstractContextManager[object]) -> Self:
+        """A copy that enters ``scope`` around every call (see `conveyor._loading`)."""
+        copy = self._replace()
+        copy._scope = scope
+        return copy
+
+    @classmethod
+    def _default_name(cls, fn: Callable[..., Any]) -> str:
+        name = getattr(fn, "__name__", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"@{cls._kind} cannot name {fn!r}", hint="pass name=...")
+        return name
+
+    def _check_name(self, name: str) -> str:
+        if not isinstance(name, str) or not name.strip() or "/" in name:
+            raise ConfigError(
+                f"{self._kind} name {name!r} is not valid",
+                hint="use a non-empty name without '/'",
+            )
+        return name
+
+    def __repr__(self) -> str:
+        target = f"{self.__module__}.{self.__qualname__}"
+        return f"{type(self).__name__}(name={self._name!r}, fn={target})"
+
+
+class Flow(_Decorated[P, R]):
+    """A function decorated with `flow`. Call it to run it in-process."""
+
+    _kind = "flow"
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: Delay = 0.0,
+        timeout_seconds: float | None = None,
+        log_prints: bool | None = None,
+    ) -> None:
+        super().__init__(
+            fn,
+            name=name,
+            description=description,
+            retries=retries,
+            retry_delay_seconds=retry_delay_seconds,
+            timeout_seconds=timeout_seconds,
+            log_prints=log_prints,
+        )
+        if version is not None and (not isinstance(version, str) or not version):
+            raise ConfigError(f"flow {self._name!r}: version must be a non-empty string")
+        self._version = version
+
+    @property
+    def version(self) -> str | None:
+        return self._version
+
+    def _options(self) -> dict[str, Any]:
+        return super()._options() | {"version": self._version}
+
+    @classmethod
+    def _default_name(cls, fn: Callable[..., Any]) -> str:
+        return super()._default_name(fn).replace("_", "-")
+
+    # --- parameters -----------------------------------------------------------------------------
+    def parameter_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the flow's parameters (see `conveyor._params`)."""
+        from conveyor._params import parameter_schema
+
+        with self._entered():
+            return parameter_schema(self._fn)
+
+    def validate_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Check JSON ``params`` against the schema; a one-line `ConfigError` names the problem."""
+        from conveyor._params import validate_parameters
+
+        return validate_parameters(self.parameter_schema(), params)
+
+    def call_with_parameters(self, params: Mapping[str, Any]) -> R:
+        """Run the flow with JSON ``params``: converted to the declared types, then bound."""
+        from conveyor._params import bind_parameters, coerce_parameters
+
+        with self._entered():  # the declared types may live in the flow's sibling modules
+            args, kwargs = bind_parameters(self._fn, coerce_parameters(self._fn, params))
+            call = cast(Callable[..., R], self)
+            return call(*args, **kwargs)
+
+    # --- deployment (implemented in conveyor.deploy) --------------------------------------------
+    @classmethod
+    def from_source(
+        cls, source: Source | str | os.PathLike[str], entrypoint: str, **options: Any
+    ) -> DeployableFlow:
+        """The flow at ``entrypoint`` in ``source`` (a `Source`, a folder or a URL), ready to
+        ``.deploy(...)``; ``options`` go to the source (``branch=``, ``credentials=``)."""
+        from conveyor.deploy import from_source
+
+        return from_source(source, entrypoint, **options)
+
+    def deploy(self, name: str, **kwargs: Any) -> Deployment:
+        """Create or update the deployment ``name`` of this flow (see `conveyor.deploy`)."""
+        from conveyor.deploy import deploy_flow
+
+        return deploy_flow(self, name=name, **kwargs)
+
+
+class Task(_Decorated[P, R]):
+    """A function decorated with `task`: a step of a flow with its own retries and timeout."""
+
+    _kind = "task"
+
+
+class _FlowDecorator:
+    """``@flow`` / ``@flow(...)``, and ``flow.from_source(source, entrypoint)``."""
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Flow[P, R]: ...
+
+    @overload
+    def __call__(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: Delay = 0.0,
+        log_prints: bool | None = None,
+        timeout_seconds: float | None = None,
+    ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+    def __call__(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: Delay = 0.0,
+        log_prints: bool | None = None,
+        timeout_seconds: float | None = None,
+    ) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
+        def decorate(function: Callable[P, R]) -> Flow[P, R]:
+            return Flow(
+                function,
+                name=name,
+                description=description,
+                version=version,
+                retries=retries,
+                retry_delay_seconds=retry_delay_seconds,
+                log_prints=log_prints,
+                timeout_seconds=timeout_seconds,
+            )
+
+        return decorate if fn is None else decorate(fn)
+
+    def from_source(
+        self, source: Source | str | os.PathLike[str], entrypoint: str, **options: Any
+    ) -> DeployableFlow:
+        """Same as `Flow.from_source`: ``flow.from_source("./project", "flows.py:hello")``."""
+        return Flow.from_source(source, entrypoint, **options)
+
+    def __repr__(self) -> str:
+        return "<conveyor.flow decorator>"
+
+
+flow = _FlowDecorator()
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: Delay = 0.0,
+    log_prints: bool | None = None,
+    timeout_seconds: float | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: Delay = 0.0,
+    log_prints: bool | None = None,
+    timeout_seconds: float | None = None,
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """``@task`` / ``@task(...)``: retries, timeout and log_prints for one step of a flow."""
+
+    def decorate(function: Callable[P, R]) -> Task[P, R]:
+        return Task(
+            function,
+            name=name,
+            description=description,
+            retries=retries,
+            retry_delay_seconds=retry_delay_seconds,
+            log_prints=log_prints,
+            timeout_seconds=timeout_seconds,
+        )
+
+    return decorate if fn is None else decorate(fn)
+
+
+def load_flow(
+    entrypoint: str, *, root: Path | str | None = None, isolate: bool = True
+) -> Flow[..., Any]:
+    """The flow at ``entrypoint`` (``path/to/file.py:func``, ``path/to/file.py:Class.method`` or
+    ``package.module:func``), relative to ``root`` (default: the working directory).
+
+    Its modules are kept apart from other loaded trees unless ``isolate=False`` (one flow per
+    process); see `conveyor._loading`.
+    """
+    from conveyor._loading import load_flow as _load
+
+    return _load(entrypoint, root=root, isolate=isolate)
+
+
+def _first_paragraph(fn: Callable[..., Any]) -> str | None:
+    doc = getattr(fn, "__doc__", None)
+    if not isinstance(doc, str) or not doc.strip():
+        return None
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())

@@ -1,0 +1,292 @@
+"""Parameter schemas from signatures, and validating run parameters against a stored schema."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+from typing import Any, Literal
+
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from conveyor import flow
+from conveyor._params import (
+    bind_parameters,
+    coerce_parameters,
+    parameter_schema,
+    validate_parameters,
+)
+from conveyor.errors import ConfigError
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Limits(BaseModel):
+    retries: int
+    label: str = "x"
+
+
+class Opaque:
+    """A type pydantic cannot describe in JSON Schema."""
+
+
+@flow
+def report(
+    name: str,
+    n: int = 3,
+    ratio: float = 0.5,
+    flag: bool = False,
+    tags: list[str] | None = None,
+    color: Color = Color.RED,
+    mode: Literal["fast", "slow"] = "fast",
+    limits: Limits | None = None,
+    day: datetime.date | None = None,
+    anything=None,  # unannotated on purpose
+    token: SecretStr | None = None,
+) -> None:
+    """A flow with one parameter of each kind."""
+
+
+# --- schema ---------------------------------------------------------------------------------------
+
+
+def test_schema_describes_the_signature() -> None:
+    schema = report.parameter_schema()
+    props = schema["properties"]
+
+    assert schema["type"] == "object"
+    assert schema["title"] == "Parameters"
+    assert schema["required"] == ["name"]
+    assert schema["additionalProperties"] is False
+    assert list(props) == [
+        "name",
+        "n",
+        "ratio",
+        "flag",
+        "tags",
+        "color",
+        "mode",
+        "limits",
+        "day",
+        "anything",
+        "token",
+    ]
+    assert [p["position"] for p in props.values()] == list(range(11))
+    assert props["name"] == {"title": "name", "type": "string", "position": 0}
+    assert props["n"] == {"title": "n", "type": "integer", "default": 3, "position": 1}
+    assert props["ratio"]["type"] == "number"
+    assert props["flag"]["type"] == "boolean"
+    assert props["tags"]["anyOf"] == [
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "null"},
+    ]
+    assert props["color"]["$ref"] == "#/$defs/Color"
+    assert schema["$defs"]["Color"]["enum"] == ["red", "blue"]
+    assert props["mode"]["enum"] == ["fast", "slow"]
+    assert props["anything"] == {"title": "anything", "default": None, "position": 9}
+    assert json.loads(json.dumps(schema)) == schema
+
+
+def test_schema_of_awkward_signatures() -> None:
+    marker = object()
+
+    def awkward(
+        schema: int,
+        model_config: str = "x",
+        thing: Opaque | None = None,
+        default_not_json: object = marker,
+        *args: int,
+        **kwargs: str,
+    ) -> None: ...
+
+    schema = parameter_schema(awkward)
+    props = schema["properties"]
+
+    assert list(props) == ["schema", "model_config", "thing", "default_not_json"]
+    assert props["schema"]["type"] == "integer"
+    assert props["thing"] == {"title": "thing", "default": None, "position": 2}
+    assert "default" not in props["default_not_json"]
+    assert schema["additionalProperties"] is True  # **kwargs
+    assert schema["required"] == ["schema"]
+
+
+def test_schema_with_an_annotation_that_does_not_resolve() -> None:
+    def uses_a_name_imported_elsewhere(a: int, b: UndefinedName = None) -> None:  # type: ignore[name-defined]  # noqa: F821
+        ...
+
+    props = parameter_schema(uses_a_name_imported_elsewhere)["properties"]
+
+    assert props["a"]["type"] == "integer"
+    assert "type" not in props["b"]
+
+
+def test_no_parameters() -> None:
+    schema = parameter_schema(lambda: None)
+    assert schema["properties"] == {}
+    validate_parameters(schema, {})
+    with pytest.raises(ConfigError, match="unknown parameter 'x'") as caught:
+        validate_parameters(schema, {"x": 1})
+    assert caught.value.hint == "the flow takes no parameters"
+
+
+# --- validation: the same messages from a flow and from its stored (JSON) schema ------------------
+
+TAKES = "the flow takes: name, n, ratio, flag, tags, color, mode, limits, day, anything, token"
+
+CASES: list[tuple[dict[str, Any], str, str | None]] = [
+    ({}, "missing required parameter 'name'", TAKES),
+    ({"name": "a", "nme": 1}, "unknown parameter 'nme'", "did you mean 'name'?"),
+    ({"name": "a", "zzz": 1}, "unknown parameter 'zzz'", TAKES),
+    ({"name": 1}, "parameter 'name': 1 is not a string", "got a number"),
+    ({"name": "a", "n": "abc"}, "parameter 'n': 'abc' is not a valid integer", "got a string"),
+    (
+        {"name": "a", "n": "3"},
+        "parameter 'n': '3' is not a valid integer",
+        "got a string; values are JSON, so write 3 without quotes",
+    ),
+    ({"name": "a", "n": True}, "parameter 'n': True is not a valid integer", "got a boolean"),
+    ({"name": "a", "n": 2.5}, "parameter 'n': 2.5 is not a valid integer", "got a number"),
+    ({"name": "a", "ratio": "x"}, "parameter 'ratio': 'x' is not a valid number", "got a string"),
+    (
+        {"name": "a", "flag": "yes"},
+        "parameter 'flag': 'yes' is not a boolean (true or false)",
+        "got a string",
+    ),
+    ({"name": "a", "tags": ["x", 2]}, "parameter 'tags[1]': 2 is not a string", "got a number"),
+    ({"name": "a", "tags": "x"}, "parameter 'tags': 'x' is not a list or null", "got a string"),
+    (
+        {"name": "a", "color": "green"},
+        "parameter 'color': 'green' is not one of 'red', 'blue'",
+        "got a string",
+    ),
+    (
+        {"name": "a", "mode": "medium"},
+        "parameter 'mode': 'medium' is not one of 'fast', 'slow'",
+        "got a string",
+    ),
+    (
+        {"name": "a", "limits": {"label": "y"}},
+        "parameter 'limits': missing required key 'retries'",
+        None,
+    ),
+    (
+        {"name": "a", "limits": {"retries": "z"}},
+        "parameter 'limits.retries': 'z' is not a valid integer",
+        "got a string",
+    ),
+    (
+        {"name": "a", "token": 12345},
+        "parameter 'token': **** is not a string or null",
+        "got a number",
+    ),
+]
+
+
+@pytest.mark.parametrize(("params", "message", "hint"), CASES)
+def test_validation_from_the_stored_schema(
+    params: dict[str, Any], message: str, hint: str | None
+) -> None:
+    stored = json.loads(json.dumps(report.parameter_schema()))  # as the server keeps it
+
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(stored, params)
+
+    assert (str(caught.value), caught.value.hint) == (message, hint)
+
+
+@pytest.mark.parametrize(("params", "message", "hint"), CASES[:6])
+def test_validation_from_the_flow_gives_the_same_messages(
+    params: dict[str, Any], message: str, hint: str | None
+) -> None:
+    for validate in (lambda p: validate_parameters(report, p), report.validate_parameters):
+        with pytest.raises(ConfigError) as caught:
+            validate(params)
+        assert (str(caught.value), caught.value.hint) == (message, hint)
+
+
+def test_valid_parameters_come_back_unchanged() -> None:
+    params = {
+        "name": "a",
+        "n": 4,
+        "tags": ["x"],
+        "color": "blue",
+        "limits": {"retries": 2},
+        "day": "2024-02-29",
+        "anything": {"free": ["form"]},
+    }
+
+    result = validate_parameters(report.parameter_schema(), params)
+
+    assert result == params
+    assert result is not params
+
+
+@pytest.mark.parametrize("params", [["name"], {1: "a"}, "name=a"])
+def test_parameters_must_be_a_mapping_of_names(params: Any) -> None:
+    with pytest.raises(ConfigError, match="parameters must be a mapping of parameter names"):
+        validate_parameters(report.parameter_schema(), params)
+
+
+def test_a_broken_stored_schema_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="the parameter schema is not a valid JSON Schema"):
+        validate_parameters({"type": "no-such-type"}, {})
+    with pytest.raises(ConfigError, match="the parameter schema could not be applied"):
+        validate_parameters({"properties": {"a": {"$ref": "#/$defs/Missing"}}}, {"a": 1})
+
+
+def test_an_empty_schema_accepts_anything() -> None:
+    assert validate_parameters({}, {"x": 1}) == {"x": 1}
+
+
+# --- coercion and binding (what a worker does before calling) -------------------------------------
+
+
+def test_coerce_converts_json_to_declared_types() -> None:
+    values = coerce_parameters(
+        report.fn,
+        {"name": "a", "color": "blue", "limits": {"retries": 2}, "day": "2024-02-29", "n": 4},
+    )
+
+    assert values == {
+        "name": "a",
+        "n": 4,
+        "color": Color.BLUE,
+        "limits": Limits(retries=2),
+        "day": datetime.date(2024, 2, 29),
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "missing required parameter 'name'"),
+        ({"name": "a", "nme": 1}, "unknown parameter 'nme'"),
+        ({"name": "a", "n": "abc"}, "parameter 'n': 'abc' is not a valid integer"),
+    ],
+)
+def test_coerce_errors_name_the_parameter(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        coerce_parameters(report.fn, params)
+    assert str(caught.value).startswith(message)
+
+
+def test_coerce_keeps_extra_keyword_arguments() -> None:
+    def takes_kwargs(a: int, **rest: Any) -> None: ...
+
+    assert coerce_parameters(takes_kwargs, {"a": "1", "b": 2}) == {"a": 1, "b": 2}
+
+
+def test_bind_passes_positional_only_parameters_by_position() -> None:
+    def f(a: int, b: int = 2, /, c: int = 3, *, d: int = 4) -> tuple[int, ...]:
+        return (a, b, c, d)
+
+    args, kwargs = bind_parameters(f, {"a": 1, "c": 5, "d": 6})
+
+    assert (args, kwargs) == ((1, 2), {"c": 5, "d": 6})
+    assert f(*args, **kwargs) == (1, 2, 5, 6)
+    with pytest.raises(ConfigError, match="missing required parameter 'a'"):
+        bind_parameters(f, {"b": 1})
