@@ -72,7 +72,11 @@ if TYPE_CHECKING:
         UnsafeArchive,
         VersionNotFound,
     )
-    from conveyor.flows import Flow, Task, flow, load_flow, task
+    from conveyor.flows import Flow as Flow  # `X as X`: an explicit re-export for mypy --strict
+    from conveyor.flows import Task as Task
+    from conveyor.flows import flow as flow
+    from conveyor.flows import load_flow as load_flow
+    from conveyor.flows import task as task
     from conveyor.secrets import Secret
     from conveyor.settings import Settings
     from conveyor.sources.base import PushableSource, Source, source_from_spec, source_from_url
