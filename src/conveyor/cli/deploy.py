@@ -1,11 +1,182 @@
-"""`conveyor deploy` commands."""
+"""`conveyor deploy` and `conveyor run`.
+
+```
+conveyor deploy flows.py:hello --name nightly [--source DIR|URL] [--pool POOL] [--param k=v ...]
+conveyor run hello/nightly [--param k=v ...] [--watch]
+```
+
+``--param`` values are JSON when they parse as JSON (``n=3``, ``tags=["a"]``), else strings.
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["register"]
+import typer
+from rich.text import Text
+
+from conveyor.cli._common import console, err_console, load_settings
+from conveyor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from conveyor.client import ConveyorClient
+    from conveyor.schemas import LogLine, Run
+
+__all__ = ["parse_params", "register", "split_deployment", "watch_run"]
+
+WATCH_POLL_SECONDS = 0.1
+WATCH_MAX_POLL_SECONDS = 0.5
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``["n=3", "name=Ada"]`` → ``{"n": 3, "name": "Ada"}`` (JSON when valid, else a string)."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {item!r} is not KEY=VALUE", hint="e.g. --param n=3")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        params[key.strip()] = value
+    return params
+
+
+def split_deployment(text: str) -> tuple[str, str]:
+    """``"FLOW/NAME"`` → ``("FLOW", "NAME")``."""
+    flow_name, sep, name = text.partition("/")
+    if not sep or not flow_name or not name or "/" in name:
+        raise ConfigError(
+            f"{text!r} is not a deployment", hint="name it FLOW/DEPLOYMENT, e.g. hello/nightly"
+        )
+    return flow_name, name
+
+
+def deploy(
+    entrypoint: str = typer.Argument(..., help="path/to/file.py:function or package.module:func"),
+    name: str = typer.Option(..., "--name", "-n", help="Deployment name."),
+    source: str | None = typer.Option(
+        None, "--source", help="Folder or URL of the code (default: the current folder)."
+    ),
+    pool: str = typer.Option("default", "--pool", help="Work pool the runs go to."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Default parameter KEY=VALUE."),
+    tag: list[str] = typer.Option([], "--tag", help="Tag (repeatable)."),
+    branch: str | None = typer.Option(None, "--branch", help="Branch or tag of a git source."),
+    credentials: str | None = typer.Option(
+        None, "--credentials", help="Name of the credentials a git or blob source uses."
+    ),
+    description: str | None = typer.Option(None, "--description", help="Description."),
+    follow_ref: bool = typer.Option(
+        False, "--follow-ref", help="Run the ref's latest version instead of the pinned one."
+    ),
+) -> None:
+    """Deploy a flow: pin its code version, check that it loads, store the deployment."""
+    from conveyor.deploy import from_source
+
+    options = {
+        key: value
+        for key, value in (("branch", branch), ("credentials", credentials))
+        if value is not None
+    }
+    parameters = parse_params(param)
+    deployable = from_source(source or ".", entrypoint, **options)
+    deployment = deployable.deploy(
+        name,
+        work_pool=pool,
+        parameters=parameters,
+        tags=tag,
+        description=description,
+        follow_ref=follow_ref,
+        settings=load_settings(),
+    )
+    console.print(
+        f"deployment {deployment.flow_name}/{deployment.name} "
+        f"version {deployment.version} (revision {deployment.revision})"
+    )
+
+
+def run(
+    deployment: str = typer.Argument(..., help="FLOW/DEPLOYMENT"),
+    param: list[str] = typer.Option([], "--param", "-p", help="Parameter KEY=VALUE."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Stream logs until the run ends."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="With --watch: give up after this many seconds."
+    ),
+) -> None:
+    """Start a run of a deployment; print its id (with --watch: its logs, state and result)."""
+    from conveyor.client import ConveyorClient
+
+    flow_name, name = split_deployment(deployment)
+    parameters = parse_params(param)
+    with ConveyorClient.from_settings(load_settings()) as client:
+        created = client.create_run(flow_name, name, parameters=parameters)
+        console.print(created.id)
+        if not watch:
+            return
+        final = watch_run(client, created.id, timeout=timeout)
+    _print_final(final)
+    if final.state.value != "completed":
+        raise typer.Exit(1)
+
+
+def watch_run(client: ConveyorClient, run_id: str, *, timeout: float | None = None) -> Run:
+    """Print the run's logs as they arrive; return the run once it is final."""
+    after = 0
+    delay = WATCH_POLL_SECONDS
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        run = client.get_run(run_id)
+        lines = client.read_logs(run_id, after=after)
+        for line in lines:
+            _print_line(line)
+            after = max(after, line.seq)
+        if run.state.is_final:
+            while lines:  # the last lines may have landed with the final state
+                lines = client.read_logs(run_id, after=after)
+                for line in lines:
+                    _print_line(line)
+                    after = max(after, line.seq)
+            return run
+        if deadline is not None and time.monotonic() > deadline:
+            raise ConfigError(
+                f"run {run_id} is still {run.state.value} after {timeout:g}s",
+                hint=f"follow it with `conveyor runs logs {run_id} --follow`",
+            )
+        delay = WATCH_POLL_SECONDS if lines else min(delay * 1.5, WATCH_MAX_POLL_SECONDS)
+        time.sleep(delay)
+
+
+def _print_line(line: LogLine) -> None:
+    stamp = _local_time(line.timestamp)
+    level = "" if line.level == "INFO" else f"{line.level} "
+    console.print(Text.assemble((stamp, "dim"), " ", level, line.message), highlight=False)
+
+
+def _local_time(when: datetime) -> str:
+    return when.astimezone().strftime("%H:%M:%S")
+
+
+def _print_final(run: Run) -> None:
+    state = run.state.value
+    colour = "green" if state == "completed" else "red"
+    version = run.version[:19] if run.version.startswith("sha256-") else run.version[:12]
+    console.print(f"run {run.id} [{colour}]{state}[/] (version {version})", markup=True)
+    if run.error:
+        err_console.print(f"error: {run.error}", highlight=False)
+    if run.result_ref:
+        console.print(f"result: stored as {run.result_ref}")
+    elif state == "completed":
+        console.print(f"result: {json.dumps(run.result)}")
+    if run.timings:
+        shown = ", ".join(f"{k} {v:.3f}s" for k, v in run.timings.items())
+        console.print(f"[dim]timings: {shown}[/]", markup=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("deploy")(deploy)
+    app.command("run")(run)

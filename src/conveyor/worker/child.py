@@ -1,0 +1,233 @@
+"""The child process that runs one flow: ``python -m conveyor.worker.child CONTROL_DIR``.
+
+The worker starts it with the run's writable workspace as the working directory (so
+``sys.path[0]`` is the workspace and sibling imports work) and a control directory holding
+``input.json``::
+
+    {"run_id": "...", "entrypoint": "flow.py:hello", "parameters": {...}}
+
+It loads the flow and calls it once with its parameters converted to the declared types
+(`Flow.call_with_parameters`). Retries are new attempts, made by the server; the flow's own
+timeout applies, and the worker kills a child that outlives it. It writes ``output.json`` (plus
+``result.pickle`` for a result that is not JSON)::
+
+    {"status": "completed" | "failed", "result": ..., "result_file": "result.pickle" | null,
+     "error": "ValueError: ..." | null, "entered": <time.time()>, "finished": <time.time()>}
+
+``print`` output goes to stdout/stderr pipes; `logging` records go, one JSON object per line, to
+the file descriptor named by ``CONVEYOR_LOG_FD``; a traceback is logged there too. The worker
+streams all three to the server. Nothing heavy is imported here before the flow: no pydantic, no
+httpx, so a run starts in tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import pickle
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["INPUT_FILE", "LOG_FD_ENV", "OUTPUT_FILE", "main", "run_flow"]
+
+INPUT_FILE = "input.json"
+OUTPUT_FILE = "output.json"
+RESULT_FILE = "result.pickle"
+LOG_FD_ENV = "CONVEYOR_LOG_FD"
+WORKER_PID_ENV = "CONVEYOR_WORKER_PID"
+
+_FLOW_LOGGER = "conveyor.flow"
+
+
+class JsonLineHandler(logging.Handler):
+    """Writes each record as one JSON line to a stream (the log pipe to the worker)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
+            line = json.dumps(
+                {
+                    "t": record.created,
+                    "level": record.levelname,
+                    "logger": record.name,
+                    "message": message,
+                }
+            )
+            self.acquire()
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            finally:
+                self.release()
+        except Exception:
+            self.handleError(record)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL us when the worker dies, so no run outlives a killed worker."""
+    expected = os.environ.get(WORKER_PID_ENV)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        except (OSError, AttributeError):
+            pass
+    if expected and os.getppid() != int(expected):  # the worker died before prctl took effect
+        os._exit(137)
+
+
+def _install_logging() -> None:
+    fd = os.environ.get(LOG_FD_ENV)
+    stream: TextIO = (
+        os.fdopen(int(fd), "w", encoding="utf-8", errors="replace") if fd else sys.stderr
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [JsonLineHandler(stream)]
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    name = type(exc).__name__
+    return f"{name}: {first}" if first else name
+
+
+def _store_result(result: Any, control: Path) -> dict[str, Any]:
+    from conveyor.results import is_json_result
+
+    if is_json_result(result):
+        return {"result": result, "result_file": None}
+    try:
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # unpicklable: the run still completed
+        logging.getLogger(_FLOW_LOGGER).warning(
+            "result of type %s could not be stored: %s", type(result).__name__, _one_line(exc)
+        )
+        return {"result": None, "result_file": None}
+    (control / RESULT_FILE).write_bytes(data)
+    return {"result": None, "result_file": RESULT_FILE}
+
+
+_PLAIN_TYPES: frozenset[Any] = frozenset({str, int, float, bool, list, dict, Any})
+
+
+def _plain_call(function: Any, parameters: dict[str, Any]) -> bool:
+    """True when the values already have the declared types (nothing to convert).
+
+    Then the flow is called directly; otherwise `Flow.call_with_parameters` converts them (with
+    pydantic, whose import alone costs a short flow most of its start-up time).
+    """
+    import typing
+
+    try:
+        signature = inspect.signature(function)
+        hints = typing.get_type_hints(function)
+    except Exception:  # an annotation that does not evaluate: let pydantic say what is wrong
+        return False
+    for name, value in parameters.items():
+        param = signature.parameters.get(name)
+        if param is None or param.kind in (param.POSITIONAL_ONLY, param.VAR_POSITIONAL):
+            return False
+        if param.kind is param.VAR_KEYWORD:
+            return False
+        hint = hints.get(name, Any)
+        if hint not in _PLAIN_TYPES:
+            return False
+        if hint is not Any and type(value) is not hint:
+            return False
+    return True
+
+
+def _call(flow: Any, parameters: dict[str, Any]) -> Any:
+    if _plain_call(flow.fn, parameters):
+        return flow(**parameters)
+    return flow.call_with_parameters(parameters)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def run_flow(control: Path, workspace: Path) -> dict[str, Any]:
+    """Load and call the flow described in ``control/input.json``; return the output record."""
+    spec = json.loads((control / INPUT_FILE).read_text(encoding="utf-8"))
+    entrypoint: str = spec["entrypoint"]
+    parameters: dict[str, Any] = spec.get("parameters") or {}
+    log = logging.getLogger(_FLOW_LOGGER)
+    entered = finished = time.time()
+    try:
+        from conveyor.flows import load_flow
+
+        # One attempt per process: retries are new attempts, made by the server.
+        flow = load_flow(entrypoint, root=workspace).with_options(retries=0)
+        entered = time.time()
+        try:
+            result = _call(flow, parameters)
+            if inspect.isawaitable(result):
+                import asyncio
+
+                result = asyncio.run(_awaited(result))
+        finally:
+            finished = time.time()
+    except BaseException as exc:  # user code: every failure is data on the run
+        finished = max(finished, entered)
+        log.error("flow run failed\n%s", traceback.format_exc().rstrip())
+        if isinstance(exc, KeyboardInterrupt):
+            error = "flow interrupted"
+        elif isinstance(exc, SystemExit):
+            error = f"flow called sys.exit({exc.code!r})"
+        else:
+            error = _one_line(exc)
+        return {"status": "failed", "error": error, "entered": entered, "finished": finished}
+    stored = _store_result(result, control)
+    return {
+        "status": "completed",
+        "error": None,
+        "entered": entered,
+        "finished": finished,
+        **stored,
+    }
+
+
+def _write_output(control: Path, output: dict[str, Any]) -> None:
+    tmp = control / (OUTPUT_FILE + ".tmp")
+    tmp.write_text(json.dumps(output), encoding="utf-8")
+    os.replace(tmp, control / OUTPUT_FILE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the flow described in the control directory given as the only argument."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m conveyor.worker.child CONTROL_DIR", file=sys.stderr)
+        return 2
+    _die_with_parent()
+    _install_logging()
+    control = Path(args[0])
+    workspace = Path.cwd()
+    if str(workspace) not in sys.path:
+        sys.path.insert(0, str(workspace))
+    output = run_flow(control, workspace)
+    _write_output(control, output)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

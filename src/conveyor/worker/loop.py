@@ -1,0 +1,299 @@
+"""The worker: one readable loop that claims runs from a pool and hands them to threads.
+
+```
+while not stopping:
+    heartbeat (every HEARTBEAT_SECONDS)
+    if max_runs reached: stop
+    if every slot is busy: wait for one to free up
+    run = claim (long-poll: returns as soon as a run is queued, or after poll_seconds)
+    if no run: in burst mode, stop once nothing is running
+    else: execute it on a thread (`RunHandler.handle`: fetch, child process, report)
+drain: let running runs finish (up to shutdown_timeout), then stop them
+```
+
+SIGTERM/SIGINT stop the claiming; a second signal stops the running runs too. A server that goes
+away is waited for with a bounded backoff (logged once); a failure of user code is the run's
+state and never reaches this loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from conveyor.errors import ApiError, ObjectNotFound, ServerUnavailable, Unauthorized
+from conveyor.schemas import Run
+from conveyor.worker.executors import Executor, Interrupt, ProcessExecutor, StopReason
+from conveyor.worker.runner import RunHandler
+
+if TYPE_CHECKING:
+    from conveyor.cache import CodeCache
+    from conveyor.client import ConveyorClient
+    from conveyor.results import ResultStore
+    from conveyor.settings import Settings
+
+__all__ = ["Worker", "default_worker_name"]
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10.0
+MAX_BACKOFF_SECONDS = 5.0
+MIN_EMPTY_CLAIM_SECONDS = 0.1
+
+
+def default_worker_name() -> str:
+    """``<host>-<pid>``: unique on a machine, readable in `conveyor workers ls`."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    """Claims runs from ``pool`` and executes up to ``limit`` of them at a time."""
+
+    def __init__(
+        self,
+        client: ConveyorClient,
+        *,
+        pool: str,
+        handler: RunHandler,
+        name: str,
+        labels: Sequence[str] = (),
+        limit: int = 1,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 2.0,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.pool = pool
+        self.handler = handler
+        self.name = name
+        self.labels = list(labels)
+        self.limit = max(1, limit)
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.shutdown_timeout = shutdown_timeout
+        self.started = 0
+        self._running: dict[str, tuple[threading.Thread, Interrupt]] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        self._stopping = threading.Event()
+        self._force = threading.Event()
+        self._next_heartbeat = 0.0
+        self._unreachable = False
+        self._backoff = 0.25
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        client: ConveyorClient,
+        *,
+        pool: str,
+        name: str | None = None,
+        executor: Executor | None = None,
+        cache: CodeCache | None = None,
+        results: ResultStore | None = None,
+        lease_seconds: float = 30.0,
+        **options: object,
+    ) -> Worker:
+        """A worker with the default cache, result store and process executor of ``settings``."""
+        from conveyor.cache import CodeCache
+        from conveyor.results import ResultStore
+
+        name = name or default_worker_name()
+        handler = RunHandler(
+            client,
+            cache=cache or CodeCache.from_settings(settings),
+            executor=executor or ProcessExecutor(),
+            results=results or ResultStore.from_settings(settings),
+            worker=name,
+            work_dir=settings.home / "work",
+            lease_seconds=lease_seconds,
+        )
+        return cls(
+            client,
+            pool=pool,
+            handler=handler,
+            name=name,
+            lease_seconds=lease_seconds,
+            **options,  # type: ignore[arg-type]
+        )
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def work(self, *, burst: bool = False, max_runs: int | None = None) -> int:
+        """Claim and execute runs until stopped; returns the exit code (0)."""
+        self._install_signal_handlers()
+        logger.info(
+            "worker started name=%s pool=%s limit=%d burst=%s",
+            self.name,
+            self.pool,
+            self.limit,
+            burst,
+        )
+        while not self._stopping.is_set():
+            self._heartbeat_if_due()
+            if max_runs is not None and self.started >= max_runs:
+                break
+            if self.running >= self.limit:
+                self._wait_for_change(HEARTBEAT_SECONDS)
+                continue
+            asked = time.monotonic()
+            run = self._claim(wait_seconds=0 if burst else self.poll_seconds)
+            if run is None and not burst and time.monotonic() - asked < MIN_EMPTY_CLAIM_SECONDS:
+                self._stopping.wait(MIN_EMPTY_CLAIM_SECONDS)  # a server that does not long-poll
+            if run is not None:
+                self._start(run)
+            elif burst and self.running == 0 and not self._unreachable:
+                break
+            elif burst:
+                self._wait_for_change(self.poll_seconds)
+        self._drain()
+        self._heartbeat_if_due(force=True)
+        logger.info("worker stopped name=%s runs=%d", self.name, self.started)
+        return 0
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop claiming; with ``force``, stop the running runs too (from any thread)."""
+        self._stopping.set()
+        self._changed.set()
+        if force:
+            self._force.set()
+            self._interrupt_all(StopReason.SHUTDOWN)
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # --- steps of the loop ----------------------------------------------------------------------
+
+    def _claim(self, *, wait_seconds: float) -> Run | None:
+        try:
+            run = self.client.claim_run(
+                self.pool,
+                worker=self.name,
+                labels=self.labels,
+                lease_seconds=self.lease_seconds,
+                wait_seconds=wait_seconds,
+            )
+        except ServerUnavailable as exc:
+            self._back_off(exc)
+            return None
+        except (Unauthorized, ObjectNotFound):
+            raise  # a wrong key or an unknown pool will not fix itself
+        except ApiError as exc:
+            logger.warning("claim failed error=%s", exc)
+            self._back_off(exc)
+            return None
+        self._reachable()
+        return run
+
+    def _start(self, run: Run) -> None:
+        interrupt = Interrupt()
+        thread = threading.Thread(
+            target=self._execute, args=(run, interrupt), name=f"run-{run.id[:8]}", daemon=True
+        )
+        with self._lock:
+            self._running[run.id] = (thread, interrupt)
+            self.started += 1
+        logger.info(
+            "run claimed run=%s deployment=%s/%s attempt=%d",
+            run.id,
+            run.flow_name,
+            run.deployment_name,
+            run.attempt,
+        )
+        if self._force.is_set():
+            interrupt.set(StopReason.SHUTDOWN)
+        thread.start()
+
+    def _execute(self, run: Run, interrupt: Interrupt) -> None:
+        try:
+            self.handler.handle(run, interrupt=interrupt)
+        except Exception:  # handle() turns failures into states; this is a last resort
+            logger.exception("run handling failed run=%s", run.id)
+        finally:
+            with self._lock:
+                self._running.pop(run.id, None)
+            self._changed.set()
+
+    def _wait_for_change(self, timeout: float) -> None:
+        self._changed.wait(timeout)
+        self._changed.clear()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        if self.running:
+            logger.info("waiting for running runs count=%d", self.running)
+        while self.running and time.monotonic() < deadline and not self._force.is_set():
+            self._wait_for_change(min(1.0, max(deadline - time.monotonic(), 0.01)))
+        if self.running:
+            logger.warning("stopping runs that did not finish count=%d", self.running)
+            self._interrupt_all(StopReason.SHUTDOWN)
+        with self._lock:
+            threads = [thread for thread, _ in self._running.values()]
+        for thread in threads:
+            thread.join()
+
+    def _interrupt_all(self, reason: StopReason) -> None:
+        with self._lock:
+            interrupts = [interrupt for _, interrupt in self._running.values()]
+        for interrupt in interrupts:
+            interrupt.set(reason)
+
+    def _heartbeat_if_due(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if now < self._next_heartbeat and not force:
+            return
+        self._next_heartbeat = now + HEARTBEAT_SECONDS
+        try:
+            self.client.worker_heartbeat(
+                self.name,
+                pool=self.pool,
+                labels=self.labels,
+                limit=self.limit,
+                running=self.running,
+            )
+        except Unauthorized:
+            raise
+        except ApiError as exc:
+            logger.debug("worker heartbeat failed error=%s", exc)
+
+    def _back_off(self, exc: ApiError) -> None:
+        if not self._unreachable:
+            logger.warning("server unavailable, retrying: %s", exc)
+        self._unreachable = True
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
+        self._stopping.wait(self._backoff)
+
+    def _reachable(self) -> None:
+        if self._unreachable:
+            logger.warning("server reachable again")
+            self._next_heartbeat = 0.0
+        self._unreachable = False
+        self._backoff = 0.25
+        self._backoff = 0.25
+
+    # --- signals --------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping.is_set():
+            logger.warning("%s again: stopping running runs", name)
+            self.stop(force=True)
+        else:
+            logger.warning("%s: no new runs; waiting for running runs (again to stop them)", name)
+            self.stop()

@@ -1,0 +1,315 @@
+"""One claimed run, from claim to final state: keep the lease, fetch, execute, report.
+
+`RunHandler.handle` is what a worker thread does with a run it claimed:
+
+1. start a `LeaseKeeper` (extends the lease every ``lease / 3``; notices ``cancel_requested``
+   and a lost lease) and a `RunLogs` shipper;
+2. rebuild the source from its spec, resolve the ref when the run follows one, resolve
+   ``${NAME}`` templates in the job variables (environment first, then the server's secrets);
+3. ``cache.lease(source, version)`` and copy the checkout into a writable workspace;
+4. report ``running`` with the version and the queue and fetch timings, and execute;
+5. report the final state with every timing, the result (or a ``result_ref``) and a one-line
+   error; the workspace is removed.
+
+Any failure here — of the flow, of the source, of the worker itself — becomes the run's state,
+never an exception out of `handle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import (
+    ApiError,
+    ConveyorError,
+    InvalidRequest,
+    ObjectNotFound,
+    ServerUnavailable,
+)
+from conveyor.schemas import Run, RunState, StateUpdate
+from conveyor.secrets import resolve_templates, reveal
+from conveyor.worker.executors import ChildJob, Executor, Interrupt, Outcome, StopReason
+from conveyor.worker.logs import RunLogs
+from conveyor.worker.workspace import Workspace
+
+if TYPE_CHECKING:
+    from conveyor.cache import CodeCache
+    from conveyor.client import ConveyorClient
+    from conveyor.results import ResultStore
+
+__all__ = ["LeaseKeeper", "RunHandler"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_PATIENCE_SECONDS = 600.0
+TIMEOUT_MARGIN_SECONDS = 1.0
+"""The flow's own timeout fires first (a clean `FlowTimeout`); the kill is the backstop."""
+
+
+class LeaseKeeper:
+    """Extends one run's lease every ``lease / 3`` seconds until stopped."""
+
+    def __init__(
+        self,
+        client: ConveyorClient,
+        run_id: str,
+        *,
+        worker: str,
+        lease_seconds: float,
+        interrupt: Interrupt,
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+        self.interrupt = interrupt
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{run_id[:8]}", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        unreachable = False
+        while not self._done.wait(self.lease_seconds / 3):
+            try:
+                reply = self.client.heartbeat_run(
+                    self.run_id, worker=self.worker, lease_seconds=self.lease_seconds
+                )
+            except ServerUnavailable:
+                if not unreachable:
+                    logger.warning("lease extension failed: server unavailable run=%s", self.run_id)
+                unreachable = True
+                continue
+            except (InvalidRequest, ObjectNotFound) as exc:
+                if not self._done.is_set():
+                    logger.warning("lease lost run=%s error=%s", self.run_id, exc)
+                    self.interrupt.set(StopReason.LOST)
+                return
+            except Exception:
+                logger.exception("lease extension failed run=%s", self.run_id)
+                continue
+            unreachable = False
+            if reply.cancel_requested:
+                self.interrupt.set(StopReason.CANCELLED)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    version: str
+    env: dict[str, str]
+    fetch_seconds: float
+
+
+class RunHandler:
+    """Executes claimed runs for one worker (thread-safe: one `handle` call per run)."""
+
+    def __init__(
+        self,
+        client: ConveyorClient,
+        *,
+        cache: CodeCache,
+        executor: Executor,
+        results: ResultStore,
+        worker: str,
+        work_dir: Path,
+        lease_seconds: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.executor = executor
+        self.results = results
+        self.worker = worker
+        self.work_dir = work_dir
+        self.lease_seconds = lease_seconds
+
+    def handle(self, run: Run, *, interrupt: Interrupt | None = None) -> RunState | None:
+        """Run ``run`` to a final state and report it; returns that state (None: lease lost)."""
+        interrupt = interrupt or Interrupt()
+        timings = {"queue": run.timings.get("queue", _queue_seconds(run))}
+        logs = RunLogs(self.client, run.id).start()
+        keeper = LeaseKeeper(
+            self.client,
+            run.id,
+            worker=self.worker,
+            lease_seconds=self.lease_seconds,
+            interrupt=interrupt,
+        ).start()
+        workspace = Workspace.create(self.work_dir, run.id, attempt=run.attempt)
+        update: StateUpdate | None
+        try:
+            update = self._run(run, workspace, logs=logs, interrupt=interrupt, timings=timings)
+        except ConveyorError as exc:  # the source, the cache, a template, a lost lease
+            logs.emit(f"run failed before the flow started: {exc}", level="ERROR", stream="worker")
+            if exc.hint:
+                logs.emit(f"hint: {exc.hint}", level="ERROR", stream="worker")
+            update = self._update(RunState.FAILED, version=run.version, error=str(exc))
+        except Exception as exc:  # a bug in the worker: still data on the run
+            logger.exception("worker error run=%s", run.id)
+            logs.emit(traceback.format_exc().rstrip(), level="ERROR", stream="worker")
+            error = f"worker error: {type(exc).__name__}: {exc}"
+            update = self._update(RunState.CRASHED, version=run.version, error=error)
+        finally:
+            workspace.remove()
+        logs.close()
+        reported = interrupt.reason is not StopReason.LOST and update is not None
+        if reported and update is not None and not self._report(run.id, update):
+            update = None
+        keeper.stop()
+        state = None if update is None else update.state
+        logger.info(
+            "run finished run=%s state=%s%s",
+            run.id,
+            state.value if state else "lost",
+            f" error={update.error}" if update and update.error else "",
+        )
+        return state
+
+    # --- the steps ------------------------------------------------------------------------------
+
+    def _run(
+        self,
+        run: Run,
+        workspace: Workspace,
+        *,
+        logs: RunLogs,
+        interrupt: Interrupt,
+        timings: dict[str, float],
+    ) -> StateUpdate | None:
+        from conveyor.sources.base import source_from_spec
+
+        source = source_from_spec(dict(run.source))
+        version = run.version
+        if run.follow_ref:
+            version = source.resolve()
+            logs.emit(f"following the ref: {source.describe()} is at {version}", stream="worker")
+        env = self._environment(run, version)
+        started = time.monotonic()
+        with self.cache.lease(source, version) as checkout:
+            timings["fetch"] = time.monotonic() - started
+            copy_started = time.monotonic()
+            workspace.fill(checkout)
+            timings["workspace"] = time.monotonic() - copy_started
+        if interrupt.reason is not None:  # cancelled or lost while fetching
+            return self._interrupted(interrupt.reason, version=version, timings=timings)
+        try:
+            self.client.set_run_state(
+                run.id,
+                self._update(RunState.RUNNING, version=version, timings=dict(timings)),
+            )
+        except (InvalidRequest, ObjectNotFound) as exc:
+            logger.warning("run taken away before start run=%s error=%s", run.id, exc)
+            interrupt.set(StopReason.LOST)
+            return None
+        job = ChildJob(
+            run_id=run.id,
+            entrypoint=run.entrypoint,
+            parameters=dict(run.parameters),
+            workspace=workspace.code,
+            control=workspace.control,
+            env=env,
+            timeout_seconds=run.timeout_seconds,
+            kill_margin_seconds=TIMEOUT_MARGIN_SECONDS,
+        )
+        outcome = self.executor.execute(job, logs=logs, interrupt=interrupt)
+        return self._final(run, outcome, logs=logs, version=version, timings=timings)
+
+    def _environment(self, run: Run, version: str) -> dict[str, str]:
+        variables = resolve_templates(dict(run.job_variables), store=self.client)
+        resolve_templates(list(run.pull_steps), store=self.client)  # fail early on a missing one
+        env: dict[str, str] = {}
+        extra = variables.get("env") if isinstance(variables, Mapping) else None
+        if isinstance(extra, Mapping):
+            env.update({str(k): reveal(v) if v is not None else "" for k, v in extra.items()})
+        env.update(
+            {
+                "CONVEYOR_RUN_ID": run.id,
+                "CONVEYOR_FLOW_NAME": run.flow_name,
+                "CONVEYOR_DEPLOYMENT_NAME": run.deployment_name,
+                "CONVEYOR_RUN_VERSION": version,
+                "CONVEYOR_RUN_ATTEMPT": str(run.attempt),
+            }
+        )
+        return env
+
+    def _final(
+        self,
+        run: Run,
+        outcome: Outcome,
+        *,
+        logs: RunLogs,
+        version: str,
+        timings: dict[str, float],
+    ) -> StateUpdate | None:
+        if outcome.state is None:
+            return None
+        if outcome.error and outcome.entered is None:  # the child did not get to say why
+            logs.emit(outcome.error, level="ERROR", stream="worker")
+        if outcome.entered is not None:
+            timings["start"] = max(outcome.entered - outcome.spawned, 0.0)
+            if outcome.finished is not None:
+                timings["run"] = max(outcome.finished - outcome.entered, 0.0)
+        result_ref = None
+        if outcome.result_file is not None:
+            result_ref = self.results.put_file(run.id, outcome.result_file)
+        return self._update(
+            outcome.state,
+            version=version,
+            timings=timings,
+            result=outcome.result,
+            result_ref=result_ref,
+            error=outcome.error,
+        )
+
+    def _interrupted(
+        self, reason: StopReason, *, version: str, timings: dict[str, float]
+    ) -> StateUpdate | None:
+        if reason is StopReason.LOST:
+            return None
+        if reason is StopReason.CANCELLED:
+            return self._update(
+                RunState.CANCELLED, version=version, timings=timings, error="cancelled"
+            )
+        error = "worker stopped before the run started"
+        return self._update(RunState.CRASHED, version=version, timings=timings, error=error)
+
+    def _update(self, state: RunState, **fields: Any) -> StateUpdate:
+        return StateUpdate(worker=self.worker, state=state, **fields)
+
+    def _report(self, run_id: str, update: StateUpdate) -> bool:
+        """Send the final state, waiting out a server restart; False if it was refused."""
+        deadline = time.monotonic() + REPORT_PATIENCE_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                self.client.set_run_state(run_id, update)
+                return True
+            except ServerUnavailable:
+                if time.monotonic() > deadline:
+                    logger.error("final state not reported run=%s state=%s", run_id, update.state)
+                    return False
+                logger.info("server unavailable, retrying final state run=%s", run_id)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except ApiError as exc:
+                logger.warning("final state refused run=%s error=%s", run_id, exc)
+                return False
+
+
+def _queue_seconds(run: Run) -> float:
+    claimed = run.pending_at or run.running_at
+    if claimed is None:
+        return 0.0
+    return max((claimed - run.created).total_seconds(), 0.0)

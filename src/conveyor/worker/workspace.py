@@ -1,0 +1,91 @@
+"""The per-run directory: a writable copy of the checkout, and the child's control files.
+
+``<CONVEYOR_HOME>/work/<run-id>-<attempt>-<random>/``::
+
+    code/       the run's working directory: a copy of the checkout, every file writable
+    control/    input.json, output.json, result.pickle (see `conveyor.worker.child`)
+
+The code is *copied*, never hard-linked: a hard link shares the inode, so a flow writing to
+``data.csv`` would write into the shared cache, and read-only bits do not stop root. A copy of a
+few megabytes costs milliseconds. Symbolic links are copied as links (the cache only holds links
+that stay inside the tree). The directory is removed when the run ends.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Workspace", "copy_tree"]
+
+
+def copy_tree(source: Path, dest: Path) -> int:
+    """Copy the tree at ``source`` into the new directory ``dest``; returns the bytes copied.
+
+    Files become ordinary writable files (their executable bits kept), directories ``0o755``.
+    """
+    total = 0
+    dest.mkdir(mode=0o755)
+    for dirpath, dirnames, filenames in os.walk(source):
+        relative = os.path.relpath(dirpath, source)
+        target_dir = dest if relative == "." else dest / relative
+        for name in list(dirnames):
+            src = os.path.join(dirpath, name)
+            if os.path.islink(src):  # os.walk does not descend into links: copy them as links
+                os.symlink(os.readlink(src), target_dir / name)
+                dirnames.remove(name)
+            else:
+                (target_dir / name).mkdir(mode=0o755)
+        for name in filenames:
+            src = os.path.join(dirpath, name)
+            dst = target_dir / name
+            info = os.lstat(src)
+            if stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(src), dst)
+            elif stat.S_ISREG(info.st_mode):
+                shutil.copyfile(src, dst)
+                os.chmod(dst, 0o644 | (info.st_mode & 0o111))
+                total += info.st_size
+    return total
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One run's directory under ``<home>/work``."""
+
+    root: Path
+
+    @classmethod
+    def create(cls, work_dir: Path, run_id: str, *, attempt: int = 1) -> Workspace:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        root = work_dir / f"{run_id}-{attempt}-{secrets.token_hex(3)}"
+        root.mkdir(mode=0o700)
+        (root / "control").mkdir()
+        return cls(root)
+
+    @property
+    def code(self) -> Path:
+        return self.root / "code"
+
+    @property
+    def control(self) -> Path:
+        return self.root / "control"
+
+    def fill(self, checkout: Path) -> int:
+        """Copy the checkout into ``code/``; returns the bytes copied."""
+        return copy_tree(checkout, self.code)
+
+    def remove(self) -> None:
+        """Delete the whole run directory (whatever the flow left in it)."""
+
+        def _writable(func: Callable[[str], object], path: str, _exc: object) -> None:
+            os.chmod(os.path.dirname(path), 0o700)  # a flow made its directory read-only
+            func(path)
+
+        if self.root.exists():
+            shutil.rmtree(self.root, onerror=_writable)
