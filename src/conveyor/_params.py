@@ -17,6 +17,7 @@ pydantic and jsonschema are imported on first use, never at import time.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import json
 import warnings
@@ -155,7 +156,7 @@ def validate_parameters(schema_or_flow: Any, params: Mapping[str, Any], /) -> di
         )
     values = dict(params)
     try:
-        Draft202012Validator.check_schema(schema)
+        _check_schema(json.dumps(schema, sort_keys=True))
         errors = list(Draft202012Validator(schema).iter_errors(values))
     except SchemaError as exc:
         raise ConfigError(
@@ -171,6 +172,14 @@ def validate_parameters(schema_or_flow: Any, params: Mapping[str, Any], /) -> di
         errors.sort(key=_rank)
         raise _schema_error(_focus(errors[0]), schema, values)
     return values
+
+
+@functools.lru_cache(maxsize=256)
+def _check_schema(text: str) -> None:
+    """Meta-validate a schema once per distinct schema (it costs ~100x the validation)."""
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(json.loads(text))
 
 
 def _schema_of(schema_or_flow: Any) -> Mapping[str, Any]:
