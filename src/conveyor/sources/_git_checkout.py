@@ -1,0 +1,344 @@
+"""Materialise one commit's tree from a mirror into a directory, and check it afterwards.
+
+`list_tree` reads the commit's entries (``git ls-tree -r -z``), `select` keeps those a
+``directories`` list asks for (git's cone mode: the listed directories, recursively, plus the
+files at the top level), and `write_blobs` streams the blobs out of one ``git cat-file --batch``
+(lazy fetches disabled: the caller fetched them first) into files with git's modes. Nothing of git
+is left in the destination: no ``.git``, no index.
+
+Paths and symlinks are checked as for an archive: no ``..``, no ``.git`` component, no absolute
+path, no entry below a symlink, no symlink pointing outside the tree (`UnsafeArchive`).
+
+A `Manifest` (path → mode, blob id) is what `verify_tree` compares the directory against, hashing
+each file as git does (``blob <size>\\0<bytes>``): a missing, extra or changed file, a wrong
+executable bit or symlink target is an `IntegrityError` naming the first differing path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import stat
+import subprocess
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor.errors import IntegrityError, SourceError, UnsafeArchive, VersionNotFound
+from conveyor.secrets import reveal
+from conveyor.sources._git_cmd import OFFLINE, git_environment
+
+__all__ = [
+    "GITLINK",
+    "SYMLINK",
+    "Manifest",
+    "ManifestEntry",
+    "TreeEntry",
+    "list_tree",
+    "select",
+    "verify_tree",
+    "write_blobs",
+]
+
+SYMLINK = "120000"
+GITLINK = "160000"
+_EXEC = "100755"
+_FILE_MODES = {"100644", _EXEC}
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One ``ls-tree -r`` entry of a commit."""
+
+    mode: str
+    kind: str
+    oid: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """What one path in a checkout must be: mode, blob id, and the hash that names it."""
+
+    path: str
+    mode: str
+    oid: str
+    algorithm: str = "sha1"
+
+
+Manifest = tuple[ManifestEntry, ...]
+
+
+def _check_path(path: str) -> None:
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\0" in path
+        or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts)
+    ):
+        raise UnsafeArchive(f"git tree entry {path!r} is not a safe relative path")
+
+
+def _local_git(git_dir: Path, *args: str) -> bytes:
+    """A local, read-only git command in ``git_dir`` (lazy fetches off); raw stdout bytes."""
+    env = {k: reveal(v) for k, v in git_environment().items()}
+    done = subprocess.run(
+        ["git", "--git-dir", str(git_dir), *OFFLINE, *args],
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip().splitlines()
+        raise SourceError(f"git {args[0]} failed: {err[-1] if err else done.returncode}")
+    return done.stdout
+
+
+def list_tree(git_dir: Path, sha: str) -> list[TreeEntry]:
+    """Every file, symlink and submodule entry of commit ``sha`` (no network)."""
+    out = _local_git(git_dir, "ls-tree", "-r", "-z", "--full-tree", sha)
+    entries = []
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        meta, _, raw_path = record.partition(b"\t")
+        mode, kind, oid = meta.decode().split()
+        path = os.fsdecode(raw_path)
+        _check_path(path)
+        entries.append(TreeEntry(mode, kind, oid, path))
+    return entries
+
+
+def select(
+    entries: Sequence[TreeEntry], directories: Sequence[str] | None, *, sha: str, source: str
+) -> list[TreeEntry]:
+    """The entries a sparse checkout of ``directories`` holds (all of them when None)."""
+    if not directories:
+        return list(entries)
+    chosen = []
+    found = dict.fromkeys(directories, False)
+    for entry in entries:
+        if "/" not in entry.path:
+            chosen.append(entry)
+        for d in directories:
+            if entry.path == d or entry.path.startswith(d + "/"):
+                found[d] = True
+                if "/" in entry.path:
+                    chosen.append(entry)
+                break
+    absent = [d for d, ok in found.items() if not ok]
+    if absent:
+        raise VersionNotFound(
+            f"commit {sha} of {source} has no directory {absent[0]!r}", source=source
+        )
+    return chosen
+
+
+def _safe_link(path: str, target: bytes) -> None:
+    text = target.decode("utf-8", errors="surrogateescape")
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), text))
+    if text.startswith("/") or joined == ".." or joined.startswith("../") or "\0" in text:
+        raise UnsafeArchive(f"symlink {path!r} points outside the tree ({text!r})")
+
+
+class _Writer:
+    """Writes entries below ``dest`` refusing anything below a symlink."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.links: set[str] = set()
+        self.dirs: set[str] = {""}
+
+    def _parent(self, path: str) -> Path:
+        parent = posixpath.dirname(path)
+        missing = []
+        probe = parent
+        while probe not in self.dirs:
+            if probe in self.links:
+                raise UnsafeArchive(f"git tree entry {path!r} is below a symlink")
+            missing.append(probe)
+            probe = posixpath.dirname(probe)
+        for d in reversed(missing):
+            os.mkdir(self.dest / d)
+            self.dirs.add(d)
+        return self.dest / parent
+
+    def file(self, entry: TreeEntry, data: bytes) -> None:
+        if entry.path in self.dirs or entry.path in self.links:
+            raise UnsafeArchive(f"git tree entry {entry.path!r} appears twice")
+        self._parent(entry.path)
+        target = self.dest / entry.path
+        if entry.mode == SYMLINK:
+            _safe_link(entry.path, data)
+            os.symlink(data, target)
+            self.links.add(entry.path)
+            return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(target, flags, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, 0o755 if entry.mode == _EXEC else 0o644)
+        finally:
+            os.close(fd)
+
+    def directory(self, path: str) -> None:
+        self._parent(path)
+        if path not in self.dirs:
+            os.mkdir(self.dest / path)
+            self.dirs.add(path)
+
+
+def write_blobs(git_dir: Path, entries: Sequence[TreeEntry], dest: Path, *, source: str) -> None:
+    """Write ``entries`` (their blobs already in the mirror) into ``dest``; gitlinks as empty
+    directories (submodules are filled by the caller)."""
+    writer = _Writer(dest)
+    blobs = [e for e in entries if e.kind == "blob"]
+    for entry in entries:
+        if entry.mode == GITLINK:
+            writer.directory(entry.path)
+        elif entry.kind != "blob" or entry.mode not in (*_FILE_MODES, SYMLINK):
+            raise UnsafeArchive(f"git tree entry {entry.path!r} has unsupported mode {entry.mode}")
+    if not blobs:
+        return
+    env = {k: reveal(v) for k, v in git_environment().items()}
+    proc = subprocess.Popen(
+        [
+            "git",
+            "--git-dir",
+            str(git_dir),
+            *OFFLINE,
+            "cat-file",
+            "--batch",
+            "--buffer",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    request = "".join(f"{e.oid}\n" for e in blobs).encode()
+
+    def feed() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(request)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        for entry in blobs:
+            header = proc.stdout.readline().split()
+            if len(header) != 3 or header[1] != b"blob":
+                raise SourceError(
+                    f"file {entry.path!r} ({entry.oid}) is missing from the mirror of {source}",
+                    source=source,
+                )
+            size = int(header[2])
+            data = proc.stdout.read(size)
+            proc.stdout.read(1)
+            if len(data) != size:
+                raise SourceError(f"git cat-file ended early at {entry.path!r}", source=source)
+            writer.file(entry, data)
+    finally:
+        feeder.join(timeout=60)
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.stderr.close()
+        code = proc.wait(timeout=60)
+    if code != 0:
+        raise SourceError(
+            f"git cat-file failed for {source}: {err.decode(errors='replace').strip()[-200:]}",
+            source=source,
+        )
+
+
+def manifest_of(
+    entries: Iterable[TreeEntry], *, prefix: str = "", algorithm: str = "sha1"
+) -> list[ManifestEntry]:
+    """The manifest of written entries (gitlinks as empty directories, mode 160000)."""
+    return [
+        ManifestEntry(prefix + e.path, e.mode, e.oid, algorithm)
+        for e in entries
+        if e.kind == "blob" or e.mode == GITLINK
+    ]
+
+
+def _blob_id(data: bytes, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    digest.update(b"blob %d\0" % len(data))
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def _file_id(path: Path, size: int, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    digest.update(b"blob %d\0" % size)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _on_disk(root: Path) -> tuple[set[str], set[str]]:
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for top, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(top, root)
+        base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        for d in list(dirnames):
+            if os.path.islink(os.path.join(top, d)):
+                files.add(base + d)
+                dirnames.remove(d)
+            else:
+                dirs.add(base + d)
+        files.update(base + f for f in filenames)
+    return files, dirs
+
+
+def verify_tree(root: Path, manifest: Manifest, *, version: str) -> None:
+    """Raise `IntegrityError` unless ``root`` holds exactly ``manifest``."""
+    files, dirs = _on_disk(root)
+    expected = {e.path for e in manifest if e.mode != GITLINK}
+    for entry in sorted(manifest, key=lambda e: e.path):
+        path = root / entry.path
+        where = f"{entry.path!r} in the checkout of {version}"
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise IntegrityError(f"{where} is missing", path=entry.path) from None
+        if entry.mode == GITLINK:
+            if not stat.S_ISDIR(st.st_mode):
+                raise IntegrityError(f"{where} is not a directory", path=entry.path)
+            continue
+        if entry.mode == SYMLINK:
+            if not stat.S_ISLNK(st.st_mode):
+                raise IntegrityError(f"{where} is not a symlink", path=entry.path)
+            actual = _blob_id(os.fsencode(os.readlink(path)), entry.algorithm)
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise IntegrityError(f"{where} is not a regular file", path=entry.path)
+            if bool(st.st_mode & stat.S_IXUSR) != (entry.mode == _EXEC):
+                raise IntegrityError(f"{where} has the wrong executable bit", path=entry.path)
+            actual = _file_id(path, st.st_size, entry.algorithm)
+        if actual != entry.oid:
+            raise IntegrityError(f"{where} does not match commit {version}", path=entry.path)
+    extra = sorted(files - expected)
+    if extra:
+        raise IntegrityError(
+            f"{extra[0]!r} in the checkout of {version} is not in the commit", path=extra[0]
+        )
+    if ".git" in dirs or ".git" in files:
+        raise IntegrityError(f"the checkout of {version} holds a .git", path=".git")

@@ -1,0 +1,230 @@
+"""One bare mirror per repository, kept in the source's scratch directory.
+
+The mirror is a partial (``blob:none``), shallow bare repository whose only remote is the
+repository URL (never a credential: credentials reach each git child through its environment).
+A commit is fetched only when it is missing (``git cat-file -e <sha>^{commit}``), with
+``--depth=1 --filter=blob:none``, and kept by a ref ``refs/conveyor/<sha>`` so nothing prunes it;
+the blobs a checkout needs are then fetched in one batch. Servers that do not allow filters
+answer with everything at once (git warns and ignores the filter); servers that refuse to serve
+an unadvertised commit get a fetch of all branches and tags instead.
+
+All of it runs under a file lock (``mirror.git.lock``) held by the caller: one process at a time
+updates or reads a mirror. Stale ``*.lock`` files left by a killed git are removed on entry, and a
+mirror whose creation did not finish is made again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from conveyor.errors import CacheError, VersionNotFound
+from conveyor.sources._git_auth import AuthSession
+from conveyor.sources._git_cmd import OFFLINE, Failure, GitFailed, git, raise_for
+
+__all__ = ["Mirror"]
+
+logger = logging.getLogger(__name__)
+
+_MARKER = "conveyor-mirror"
+_STALE_LOCKS = ("shallow.lock", "config.lock", "packed-refs.lock", "HEAD.lock", "index.lock")
+
+
+def _keep(sha: str) -> str:
+    """The refspec that fetches ``sha`` and keeps it by a ref (so nothing prunes it)."""
+    return f"+{sha}:refs/conveyor/{sha}"
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Mirror:
+    """The bare mirror of ``url`` at ``path`` (a ``*.git`` directory inside scratch)."""
+
+    lock_timeout: float = 3600.0
+
+    def __init__(self, path: Path, url: str, *, source: str, object_format: str = "sha1"):
+        self.path = path
+        self.url = url
+        self.source = source
+        self.object_format = object_format
+
+    # -- locking and creation --------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[Mirror]:
+        """Hold the mirror's lock (across processes) and make sure the mirror exists."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path) + ".lock", timeout=self.lock_timeout)
+        try:
+            with lock:
+                self._prepare()
+                yield self
+        except Timeout as exc:
+            raise CacheError(
+                f"timed out waiting for the git mirror lock of {self.source}",
+                hint=f"if no conveyor process is running, remove {self.path}.lock",
+            ) from exc
+
+    def _prepare(self) -> None:
+        if self.path.is_dir() and not (self.path / _MARKER).is_file():
+            logger.info("removing unfinished git mirror path=%s", self.path)
+            shutil.rmtree(self.path, ignore_errors=True)
+        for leftover in self.path.parent.glob(self.path.name + ".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if self.path.is_dir():
+            self._remove_stale_locks()
+            return
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{time.time_ns()}")
+        args = ["init", "--bare", "-q"]
+        if self.object_format != "sha1":
+            args.append(f"--object-format={self.object_format}")
+        try:
+            git([*args, str(tmp)])
+        except GitFailed as exc:
+            raise raise_for(exc, source=self.source, action="creating a mirror of") from None
+        with open(tmp / "config", "a", encoding="utf-8") as fh:
+            fh.write(
+                "[core]\n\trepositoryformatversion = 1\n\tlogAllRefUpdates = false\n"
+                "[extensions]\n\tpartialClone = origin\n"
+                f'[remote "origin"]\n\turl = {_quote(self.url)}\n\tpromisor = true\n'
+                "\tpartialCloneFilter = blob:none\n"
+                "[gc]\n\tauto = 0\n[fetch]\n\twriteCommitGraph = false\n"
+            )
+        (tmp / _MARKER).write_text(self.url + "\n", encoding="utf-8")
+        tmp.rename(self.path)
+        logger.debug("created git mirror path=%s", self.path)
+
+    def _remove_stale_locks(self) -> None:
+        # We hold the mirror's flock, so no git of ours is running here: any lock is stale.
+        for name in _STALE_LOCKS:
+            (self.path / name).unlink(missing_ok=True)
+        for stale in (self.path / "refs").rglob("*.lock"):
+            stale.unlink(missing_ok=True)
+
+    # -- queries (no network) --------------------------------------------------------------------
+
+    def _git(self, *args: str, input: bytes | None = None) -> str:
+        """A local git command in the mirror; lazy fetches are disabled."""
+        done = git(["--git-dir", str(self.path), *OFFLINE, *args], input=input)
+        return done.stdout
+
+    def has_commit(self, sha: str) -> bool:
+        """Whether the commit (and so its trees: they arrive in the same pack) is here."""
+        try:
+            self._git("cat-file", "-e", f"{sha}^{{commit}}")
+        except GitFailed:
+            return False
+        return True
+
+    def missing_objects(self, sha: str, wanted: Iterable[str]) -> list[str]:
+        """Which of ``wanted`` (objects of ``sha``'s tree) are not in the mirror yet."""
+        want = set(wanted)
+        if not want:
+            return []
+        out = self._git("rev-list", "--objects", "--no-walk", "--missing=print", sha)
+        missing = {line[1:].split()[0] for line in out.splitlines() if line.startswith("?")}
+        return sorted(missing & want)
+
+    # -- network -----------------------------------------------------------------------------------
+
+    def _fetch(
+        self, auth: AuthSession, *args: str, input: bytes | None = None, noop: bool = False
+    ) -> str:
+        negotiation = ["-c", "fetch.negotiationAlgorithm=noop"] if noop else []
+        done = git(
+            [
+                "--git-dir",
+                str(self.path),
+                *negotiation,
+                "fetch",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--recurse-submodules=no",
+                "--quiet",
+                *args,
+            ],
+            auth=auth.env(),
+            network=True,
+            input=input,
+        )
+        return done.stderr
+
+    def fetch_commit(self, sha: str, auth: AuthSession) -> None:
+        """Fetch commit ``sha`` (depth 1, no blobs where the server allows it); keep a ref to it."""
+        started = time.perf_counter()
+        try:
+            stderr = self._fetch(auth, "--depth=1", "--filter=blob:none", "origin", _keep(sha))
+        except GitFailed as exc:
+            if exc.failure is not Failure.UNADVERTISED:
+                raise raise_for(exc, source=self.source, action=f"fetching {sha} from") from None
+            logger.info("server refuses fetch by commit; fetching branches and tags sha=%s", sha)
+            self._fetch_all_refs(sha, auth)
+        else:
+            if "filtering not recognized" in stderr:
+                logger.info("git server ignores filters; fetched whole tree source=%s", self.source)
+        logger.info(
+            "git fetched commit=%s source=%s seconds=%.3f",
+            sha,
+            self.source,
+            time.perf_counter() - started,
+        )
+
+    def _fetch_all_refs(self, sha: str, auth: AuthSession) -> None:
+        try:
+            self._fetch(
+                auth,
+                "--filter=blob:none",
+                "origin",
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            )
+        except GitFailed as exc:
+            raise raise_for(exc, source=self.source, action="fetching branches from") from None
+        if not self.has_commit(sha):
+            raise VersionNotFound(
+                f"commit {sha} is not on any branch or tag of {self.source}", source=self.source
+            )
+        git(["--git-dir", str(self.path), "update-ref", f"refs/conveyor/{sha}", sha])
+
+    def fetch_objects(self, sha: str, oids: list[str], auth: AuthSession) -> None:
+        """Fetch ``oids`` (blobs of ``sha``'s tree) in one request; fall back to a refetch."""
+        if not oids:
+            return
+        started = time.perf_counter()
+        try:
+            self._fetch(
+                auth,
+                "--filter=blob:none",
+                "--stdin",
+                "origin",
+                input=("\n".join(oids) + "\n").encode(),
+                noop=True,
+            )
+        except GitFailed as exc:
+            if exc.failure not in (Failure.UNADVERTISED, Failure.VERSION):
+                raise raise_for(exc, source=self.source, action="fetching files from") from None
+            logger.info("server refuses blob fetches; refetching the whole commit sha=%s", sha)
+            try:
+                self._fetch(auth, "--refetch", "--no-filter", "--depth=1", "origin", _keep(sha))
+            except GitFailed as exc2:
+                raise raise_for(exc2, source=self.source, action="fetching files from") from None
+        still = self.missing_objects(sha, oids)
+        if still:
+            raise VersionNotFound(
+                f"{len(still)} files of commit {sha} could not be fetched from {self.source}",
+                source=self.source,
+            )
+        logger.info(
+            "git fetched files count=%d source=%s seconds=%.3f",
+            len(oids),
+            self.source,
+            time.perf_counter() - started,
+        )

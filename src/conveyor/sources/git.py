@@ -1,0 +1,502 @@
+"""Git repositories as a source: GitHub, GitLab, Bitbucket (Cloud and Server), CodeCommit, any host.
+
+``GitRepository(url, credentials=..., branch=...)`` resolves the branch or tag (or the remote's
+HEAD) to a full commit at deploy time with ``git ls-remote``, and fetches exactly that commit at
+run time: one bare mirror per repository in the cache's scratch directory, fetched only when the
+commit is missing (partial ``blob:none``, depth 1), then the commit's tree written into the
+cache's directory with no ``.git`` (only ``directories`` when given; submodules when asked) and
+verified file by file against the commit.
+
+Credentials are named in the deployment (``credentials="gh"``), looked up on the worker when the
+network is needed (see `conveyor.credentials.load_credentials`), and handed to git only through
+the child's environment. The URL is stored without user info; a URL with a password is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+from conveyor.credentials import (
+    PROVIDERS,
+    GitCredentials,
+    load_credentials,
+    provider_fits,
+    template_name,
+)
+from conveyor.errors import ConfigError, IntegrityError, SourceError, VersionNotFound
+from conveyor.sources._git_auth import AuthSession, GitAuth, is_ssh_url
+from conveyor.sources._git_checkout import (
+    GITLINK,
+    Manifest,
+    ManifestEntry,
+    list_tree,
+    manifest_of,
+    select,
+    verify_tree,
+    write_blobs,
+)
+from conveyor.sources._git_cmd import OFFLINE, GitFailed, git, raise_for
+from conveyor.sources._git_mirror import Mirror
+from conveyor.sources._git_submodules import read_gitmodules, resolve_submodule_url, same_host
+from conveyor.sources.base import Source
+
+__all__ = ["GitRepository"]
+
+logger = logging.getLogger(__name__)
+
+_SHA = re.compile(r"^[0-9a-fA-F]{4,64}$")
+_FULL = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|\.lock$|^/|/$|\.$")
+_TRANSPORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_SCHEMES = {"https", "http", "ssh", "git", "file", "git+ssh", "ssh+git"}
+_MAX_SUBMODULE_DEPTH = 8
+
+
+def _clean_url(url: str) -> str:
+    """The URL to store: validated, without a password (refused) or an HTTP user name."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError("a git repository URL is required")
+    url = url.strip()
+    if url.startswith("-") or any(ord(c) < 0x20 or c == "\x7f" for c in url):
+        raise ConfigError("the git repository URL is not valid", hint="pass the clone URL")
+    if _TRANSPORT.match(url):
+        raise ConfigError(
+            "git remote-helper URLs (<transport>::<address>) are not supported",
+            hint="use https://, ssh://, git://, file:// or user@host:path",
+        )
+    if "://" not in url:
+        if is_ssh_url(url):
+            user_host = url.split(":", 1)[0]
+            if ":" in user_host.rpartition("@")[0]:
+                raise _password_in_url()
+        return url
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            f"git URLs starting with {scheme}:// are not supported",
+            hint="use https://, ssh://, git://, file:// or user@host:path",
+        )
+    if parts.password is not None:
+        raise _password_in_url()
+    netloc = parts.netloc
+    if "@" in netloc and scheme in {"http", "https"}:
+        netloc = netloc.rpartition("@")[2]  # a user name alone may be a token: never store it
+    return urlunsplit((scheme, netloc, parts.path, parts.query, ""))
+
+
+def _password_in_url() -> ConfigError:
+    return ConfigError(
+        "the repository URL carries a password or token; it would be stored and shown",
+        hint="remove it from the URL and pass credentials=: save them with "
+        "`conveyor credentials create github|gitlab|bitbucket NAME` (token read from stdin)",
+    )
+
+
+def _check_ref(branch: str) -> str:
+    if not isinstance(branch, str) or not branch or branch.startswith("-"):
+        raise ConfigError(f"branch {branch!r} is not valid (it may not start with '-')")
+    if _BAD_REF.search(branch):
+        raise ConfigError(f"branch {branch!r} is not a valid git ref name")
+    return branch
+
+
+def _check_directories(directories: Sequence[str] | None) -> tuple[str, ...] | None:
+    if directories is None:
+        return None
+    if isinstance(directories, str):
+        directories = [directories]
+    cleaned = []
+    for d in directories:
+        if not isinstance(d, str) or d.startswith("-"):
+            raise ConfigError(f"directory {d!r} is not valid (it may not start with '-')")
+        norm = d.strip().strip("/")
+        while norm.startswith("./"):
+            norm = norm[2:]
+        parts = norm.split("/")
+        if not norm or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
+            raise ConfigError(f"directory {d!r} is not a relative path inside the repository")
+        cleaned.append(norm)
+    return tuple(dict.fromkeys(cleaned)) or None
+
+
+class GitRepository(Source):
+    """A git repository; versions are full commit hashes."""
+
+    kind: ClassVar[str] = "git"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        credentials: GitCredentials | str | None = None,
+        branch: str | None = None,
+        commit_sha: str | None = None,
+        include_submodules: bool = False,
+        directories: Sequence[str] | None = None,
+        provider: str | None = None,
+        follow_ref: bool = False,
+    ) -> None:
+        self.url = _clean_url(url)
+        if branch is not None and commit_sha is not None:
+            raise ConfigError("pass a branch or a commit_sha, not both")
+        self.branch = _check_ref(branch) if branch is not None else None
+        if commit_sha is not None and not (isinstance(commit_sha, str) and _SHA.match(commit_sha)):
+            raise ConfigError(
+                f"commit_sha {commit_sha!r} is not a commit hash (4 to 64 hex digits)",
+                hint="to follow a branch or tag, pass branch= instead",
+            )
+        self.commit_sha = commit_sha.lower() if commit_sha else None
+        if follow_ref and self.commit_sha:
+            raise ConfigError("follow_ref needs a branch or tag: a commit_sha never moves")
+        if provider is not None and provider not in PROVIDERS:
+            raise ConfigError(
+                f"unknown git provider {provider!r}", hint=f"use one of: {', '.join(PROVIDERS)}"
+            )
+        if credentials is not None and not isinstance(credentials, str | GitCredentials):
+            raise ConfigError("credentials must be a credentials object or a saved name")
+        if isinstance(credentials, str) and not credentials.strip():
+            credentials = None
+        if isinstance(credentials, GitCredentials) and not provider_fits(
+            credentials.provider, provider
+        ):
+            raise ConfigError(f"{credentials.type} credentials do not fit provider {provider!r}")
+        self.credentials = credentials
+        self.include_submodules = bool(include_submodules)
+        self.directories = _check_directories(directories)
+        self.provider = provider
+        self.follow_ref = bool(follow_ref)
+        self._manifests: dict[tuple[str, str], Manifest] = {}
+        self._scratch: Path | None = None
+
+    # -- identity and specs ------------------------------------------------------------------------
+
+    @property
+    def credentials_name(self) -> str | None:
+        """The name the deployment stores for the credentials (None when there are none)."""
+        if self.credentials is None:
+            return None
+        if isinstance(self.credentials, str):
+            return self.credentials.strip()
+        if self.credentials.name is None:
+            raise ConfigError(
+                "these credentials are not saved, so a deployment cannot name them",
+                hint='save them first: creds.save("NAME"), then pass credentials="NAME"',
+            )
+        return self.credentials.name
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"kind": self.kind, "url": self.url}
+        optional: dict[str, Any] = {
+            "branch": self.branch,
+            "commit_sha": self.commit_sha,
+            "include_submodules": self.include_submodules or None,
+            "directories": list(self.directories) if self.directories else None,
+            "provider": self.provider,
+            "follow_ref": self.follow_ref or None,
+            "credentials": self.credentials_name,
+        }
+        spec.update({k: v for k, v in optional.items() if v is not None})
+        return spec
+
+    def identity(self) -> dict[str, Any]:
+        """The repository and what shapes a checkout; not the ref, not the credentials."""
+        ident: dict[str, Any] = {"kind": self.kind, "url": self.url.rstrip("/")}
+        if self.directories:
+            ident["directories"] = sorted(self.directories)
+        if self.include_submodules:
+            ident["include_submodules"] = True
+        return ident
+
+    def to_pull_step(self) -> dict[str, Any]:
+        """This repository as a ``git_clone`` pull step (credentials by name or template only)."""
+        args: dict[str, Any] = {"repository": self.url, "branch": self.branch}
+        if self.commit_sha:
+            args["commit_sha"] = self.commit_sha
+        if self.include_submodules:
+            args["include_submodules"] = True
+        if self.directories:
+            args["directories"] = list(self.directories)
+        if self.provider:
+            args["provider"] = self.provider
+        if self.follow_ref:
+            args["follow_ref"] = True
+        name = self.credentials_name
+        if name is not None:
+            args["access_token" if template_name(name) else "credentials"] = name
+        return {"git_clone": args}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GitRepository):
+            return NotImplemented
+        return self._compare() == other._compare()
+
+    def __hash__(self) -> int:
+        return hash(repr(self._compare()))
+
+    def _compare(self) -> tuple[Any, ...]:
+        creds = self.credentials
+        return (
+            self.url,
+            self.branch,
+            self.commit_sha,
+            self.include_submodules,
+            self.directories,
+            self.provider,
+            self.follow_ref,
+            creds if not isinstance(creds, str) else creds.strip(),
+        )
+
+    # -- credentials -------------------------------------------------------------------------------
+
+    def _auth_for(self, url: str) -> GitAuth | None:
+        if self.credentials is None:
+            return None
+        creds = self.credentials
+        if not isinstance(creds, GitCredentials):
+            creds = load_credentials(creds)
+        if not provider_fits(creds.provider, self.provider):
+            raise ConfigError(f"{creds.type} credentials do not fit provider {self.provider!r}")
+        return creds.git_auth(url, provider=self.provider)
+
+    def _session(self, url: str | None = None) -> AuthSession:
+        target = url or self.url
+        if url is not None and not same_host(url, self.url):
+            return AuthSession(target, lambda: None)
+        return AuthSession(target, lambda: self._auth_for(target))
+
+    # -- deploy time -------------------------------------------------------------------------------
+
+    def resolve(self) -> str:
+        """The full commit the branch, tag, short hash or remote HEAD names right now."""
+        if self.commit_sha and _FULL.match(self.commit_sha):
+            return self.commit_sha
+        with self._session() as auth:
+            refs = self._ls_remote(auth)
+            if self.commit_sha:
+                return self._resolve_short(refs, auth)
+            return self._pick(refs)
+
+    def _ls_remote(self, auth: AuthSession) -> dict[str, str]:
+        patterns = ["HEAD"] if self.branch is None else self._candidates(self.branch)
+        try:
+            out = git(
+                ["ls-remote", "--", self.url, *patterns]
+                if self.commit_sha is None
+                else ["ls-remote", "--", self.url],
+                auth=auth.env(),
+                network=True,
+            ).stdout
+        except GitFailed as exc:
+            raise raise_for(exc, source=self.describe_url(), action="listing refs of") from None
+        refs: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if sha and ref:
+                refs[ref.strip()] = sha.strip().lower()
+        return refs
+
+    @staticmethod
+    def _candidates(branch: str) -> list[str]:
+        if branch.startswith("refs/"):
+            return [branch, f"{branch}^{{}}"]
+        return [f"refs/heads/{branch}", f"refs/tags/{branch}", f"refs/tags/{branch}^{{}}"]
+
+    def _pick(self, refs: dict[str, str]) -> str:
+        if self.branch is None:
+            if "HEAD" in refs:
+                return refs["HEAD"]
+            raise VersionNotFound(
+                f"{self.describe_url()} has no default branch (remote HEAD)",
+                source=self.describe_url(),
+                hint="pass branch=",
+            )
+        order = (
+            [f"{self.branch}^{{}}", self.branch]
+            if self.branch.startswith("refs/")
+            else [
+                f"refs/heads/{self.branch}",
+                f"refs/tags/{self.branch}^{{}}",
+                f"refs/tags/{self.branch}",
+            ]
+        )
+        for ref in order:
+            if ref in refs:
+                return refs[ref]
+        raise VersionNotFound(
+            f"no branch or tag {self.branch!r} in {self.describe_url()}",
+            source=self.describe_url(),
+        )
+
+    def _resolve_short(self, refs: dict[str, str], auth: AuthSession) -> str:
+        assert self.commit_sha is not None
+        prefix = self.commit_sha
+        tips = {sha for sha in refs.values() if sha.startswith(prefix)}
+        if len(tips) == 1:
+            return tips.pop()
+        tmp = Path(tempfile.mkdtemp(prefix="conveyor-resolve-"))
+        try:
+            mirror = Mirror(tmp / "m.git", self.url, source=self.describe_url())
+            with mirror.locked():
+                try:
+                    git(
+                        [
+                            "--git-dir",
+                            str(mirror.path),
+                            "fetch",
+                            "--quiet",
+                            "--no-tags",
+                            "--filter=tree:0",
+                            "origin",
+                            "+refs/heads/*:refs/heads/*",
+                            "+refs/tags/*:refs/tags/*",
+                        ],
+                        auth=auth.env(),
+                        network=True,
+                    )
+                    out = git(
+                        [
+                            "--git-dir",
+                            str(mirror.path),
+                            *OFFLINE,
+                            "rev-parse",
+                            "--verify",
+                            "--quiet",
+                            f"{prefix}^{{commit}}",
+                        ]
+                    ).stdout
+                except GitFailed as exc:
+                    if exc.command.startswith("git") and "rev-parse" in exc.command:
+                        raise VersionNotFound(
+                            f"no single commit {prefix} on a branch or tag of "
+                            f"{self.describe_url()}",
+                            source=self.describe_url(),
+                            hint="pass the full 40-character commit hash",
+                        ) from None
+                    raise raise_for(exc, source=self.describe_url(), action="resolving") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out.strip().lower()
+
+    def describe_url(self) -> str:
+        """The repository URL, safe to show (it never holds credentials)."""
+        return self.url
+
+    # -- run time ----------------------------------------------------------------------------------
+
+    def fetch(self, version: str, dest: Path, *, scratch: Path | None = None) -> None:
+        """Write commit ``version``'s tree into ``dest`` (an empty directory), no ``.git``."""
+        version = self._check_version(version)
+        own_scratch = scratch is None
+        work = Path(tempfile.mkdtemp(prefix="conveyor-git-")) if scratch is None else scratch
+        try:
+            manifest = self._materialise(
+                self.url, version, Path(dest), work, self.directories, self.include_submodules, 0
+            )
+        finally:
+            if own_scratch:
+                shutil.rmtree(work, ignore_errors=True)
+        self._manifests[(version, str(Path(dest).resolve()))] = manifest
+        self._scratch = None if own_scratch else work
+
+    def verify(self, version: str, path: Path) -> None:
+        """Check every file in ``path`` against commit ``version`` (git blob ids, modes)."""
+        version = self._check_version(version)
+        manifest = self._manifests.get((version, str(Path(path).resolve())))
+        if manifest is None and self._scratch is not None:
+            manifest = self._manifest_offline(self._scratch, version)
+        if manifest is None:
+            raise IntegrityError(
+                f"cannot verify {version}: this source did not fetch it and has no mirror",
+                path=str(path),
+            )
+        verify_tree(Path(path), manifest, version=version)
+
+    def _check_version(self, version: str) -> str:
+        if not isinstance(version, str) or not _FULL.match(version.lower()):
+            raise VersionNotFound(
+                f"{version!r} is not a full git commit hash", source=self.describe_url()
+            )
+        return version.lower()
+
+    def _mirror(self, url: str, scratch: Path, depth: int, sha: str) -> Mirror:
+        import hashlib
+
+        name = (
+            "mirror.git"
+            if depth == 0
+            else (f"modules/{hashlib.sha256(url.encode()).hexdigest()[:16]}.git")
+        )
+        return Mirror(
+            scratch / name, url, source=url, object_format="sha256" if len(sha) == 64 else "sha1"
+        )
+
+    def _materialise(
+        self,
+        url: str,
+        sha: str,
+        dest: Path,
+        scratch: Path,
+        directories: Sequence[str] | None,
+        submodules: bool,
+        depth: int,
+    ) -> Manifest:
+        mirror = self._mirror(url, scratch, depth, sha)
+        with self._session(url) as auth, mirror.locked():
+            if not mirror.has_commit(sha):
+                mirror.fetch_commit(sha, auth)
+            entries = select(list_tree(mirror.path, sha), directories, sha=sha, source=url)
+            wanted = [e.oid for e in entries if e.kind == "blob"]
+            if submodules:
+                wanted += [e.oid for e in list_tree(mirror.path, sha) if e.path == ".gitmodules"]
+            mirror.fetch_objects(sha, mirror.missing_objects(sha, wanted), auth)
+            write_blobs(mirror.path, entries, dest, source=url)
+            modules = read_gitmodules(mirror.path, sha) if submodules else {}
+        algorithm = "sha256" if len(sha) == 64 else "sha1"
+        manifest = manifest_of(entries, algorithm=algorithm)
+        for entry in (e for e in entries if e.mode == GITLINK and submodules):
+            manifest += self._submodule(url, entry.path, entry.oid, modules, dest, scratch, depth)
+        return tuple(manifest)
+
+    def _submodule(
+        self,
+        url: str,
+        path: str,
+        sha: str,
+        modules: dict[str, str],
+        dest: Path,
+        scratch: Path,
+        depth: int,
+    ) -> list[ManifestEntry]:
+        if path not in modules:
+            raise SourceError(
+                f"submodule {path!r} of {url} has no URL in .gitmodules", source=self.url
+            )
+        if depth + 1 > _MAX_SUBMODULE_DEPTH:
+            raise SourceError(f"submodules of {self.url} nest too deep", source=self.url)
+        sub_url = resolve_submodule_url(url, modules[path])
+        sub = self._materialise(sub_url, sha, dest / path, scratch, None, True, depth + 1)
+        return [ManifestEntry(f"{path}/{e.path}", e.mode, e.oid, e.algorithm) for e in sub]
+
+    def _manifest_offline(self, scratch: Path, sha: str) -> Manifest | None:
+        """Recompute the manifest from the mirror (no network); None when it cannot."""
+        mirror = self._mirror(self.url, scratch, 0, sha)
+        try:
+            with mirror.locked():
+                if not mirror.has_commit(sha):
+                    return None
+                entries = select(
+                    list_tree(mirror.path, sha), self.directories, sha=sha, source=self.url
+                )
+        except (GitFailed, SourceError):
+            return None
+        if self.include_submodules and any(e.mode == GITLINK for e in entries):
+            return None
+        return tuple(manifest_of(entries, algorithm="sha256" if len(sha) == 64 else "sha1"))
