@@ -108,7 +108,7 @@ class FakeSource(Source):
         if self.os_error:
             raise PermissionError(13, "Permission denied", str(dest / "data.bin"))
         if self.block:
-            (state / f"started-{os.getpid()}").write_text(str(dest))
+            write_atomic(state / f"started-{os.getpid()}", str(dest))
             deadline = time.monotonic() + 30
             while not (state / "release").exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -148,6 +148,13 @@ class FakeSource(Source):
 
     def identity(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that a reader polling for ``path`` never sees it half-written."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _append(path: Path, line: str) -> None:
@@ -193,7 +200,7 @@ def main(argv: list[str]) -> int:
         return 0
     if mode == "lease":
         with cache.lease(source, version) as path:
-            Path(extra[0]).write_text(str(path))
+            write_atomic(Path(extra[0]), str(path))
             time.sleep(60)
         return 0
     raise SystemExit(f"unknown mode {mode}")
