@@ -1,3 +1,4 @@
+# ruff: noqa: F401, F811  (fixtures imported from fixtures.git_server are parameters here)
 """`GitRepository` on ``file://`` repositories: the source contract, resolve, fetch through the
 mirror, sparse directories, submodules, verification, validation and specs."""
 
@@ -21,7 +22,7 @@ from conveyor.errors import (
 )
 from conveyor.sources.base import Source, source_from_spec, source_from_url
 from conveyor.sources.git import GitRepository
-from fixtures.git_server import Repo, Repos, repos, git_repos_root, run_git  # noqa: F401
+from fixtures.git_server import Repo, Repos, git_repos_root, repos, run_git
 from sources.contract import SourceContract, snapshot, write_known_tree
 
 
@@ -279,7 +280,7 @@ def test_submodules_are_fetched_when_asked(repos: Repos, tmp_path: Path) -> None
     assert (without / "libs/lib").is_dir()
     assert list((without / "libs/lib").iterdir()) == []
     (with_sub / "libs/lib/lib.py").write_text("tampered\n")
-    with pytest.raises(IntegrityError, match="libs/lib/lib.py"):
+    with pytest.raises(IntegrityError, match=r"libs/lib/lib\.py"):
         source.verify(sha, with_sub)
 
 
@@ -406,7 +407,8 @@ def test_spec_holds_credentials_by_name_and_round_trips() -> None:
     unsaved = GitRepository("https://github.com/o/r.git", credentials=GitHubCredentials("t0k"))
     with pytest.raises(ConfigError, match="not saved"):
         unsaved.to_spec()
-    assert "t0k" not in repr(unsaved) and "t0k" not in unsaved.describe()
+    assert "t0k" not in repr(unsaved)
+    assert "t0k" not in unsaved.describe()
 
 
 def test_identity_drops_refs_and_credentials_so_refs_share_a_mirror() -> None:

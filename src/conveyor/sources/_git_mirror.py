@@ -6,7 +6,8 @@ A commit is fetched only when it is missing (``git cat-file -e <sha>^{commit}``)
 ``--depth=1 --filter=blob:none``, and kept by a ref ``refs/conveyor/<sha>`` so nothing prunes it;
 the blobs a checkout needs are then fetched in one batch. Servers that do not allow filters
 answer with everything at once (git warns and ignores the filter); servers that refuse to serve
-an unadvertised commit get a fetch of all branches and tags instead.
+an unadvertised commit (protocol v0 without ``uploadpack.allowReachableSHA1InWant``) get a full
+fetch of all branches and tags instead.
 
 All of it runs under a file lock (``mirror.git.lock``) held by the caller: one process at a time
 updates or reads a mirror. Stale ``*.lock`` files left by a killed git are removed on entry, and a
@@ -179,9 +180,10 @@ class Mirror:
 
     def _fetch_all_refs(self, sha: str, auth: AuthSession) -> None:
         try:
+            # A server that refuses unadvertised commits refuses blobs by id too: take them all.
             self._fetch(
                 auth,
-                "--filter=blob:none",
+                "--no-filter",
                 "origin",
                 "+refs/heads/*:refs/remotes/origin/*",
                 "+refs/tags/*:refs/tags/*",

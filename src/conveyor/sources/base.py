@@ -107,7 +107,14 @@ def source_from_spec(spec: dict[str, Any]) -> Source:
     kind = spec.get("kind")
     if not isinstance(kind, str):
         raise ConfigError(f"source spec has no kind: {sorted(spec)}")
-    return get_source_class(kind).from_spec(spec)
+    cls = get_source_class(kind)
+    try:
+        return cls.from_spec(spec)
+    except TypeError as exc:
+        raise ConfigError(
+            f"source spec of kind {kind!r} does not fit {cls.__name__}: {exc}",
+            hint="the deployment was made by another Conveyor version; redeploy it",
+        ) from None
 
 
 def source_from_url(url: str | Path, **options: Any) -> Source:
