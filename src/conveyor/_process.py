@@ -80,11 +80,18 @@ def run(
             timeout=timeout,
             check=False,
         )
-    except FileNotFoundError as exc:
+    except FileNotFoundError:
+        if cwd is not None and not Path(cwd).is_dir():
+            raise ConfigError(f"working directory {str(cwd)!r} does not exist") from None
         raise ConfigError(
             f"executable {str(cmd[0])!r} was not found",
             hint=f"install {str(cmd[0])!r} and make sure it is on PATH",
-        ) from exc
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"executable {str(cmd[0])!r} cannot be run (permission denied)",
+            hint="check that the file is executable",
+        ) from None
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
         raise CommandError(

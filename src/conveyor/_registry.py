@@ -108,7 +108,21 @@ def get_source_class(kind: str) -> type[Source]:
             not spec.packages or missing in {p.split(".")[0] for p in spec.packages}
         ):
             raise MissingDependency(
-                missing or spec.packages[0], extra=spec.extra, feature=f"the {kind} source"
+                missing or spec.extra, extra=spec.extra, feature=f"the {kind} source"
             ) from exc
-        raise
+        if kind in BUILTIN_SOURCES:
+            raise
+        raise _broken_plugin(kind, spec, exc) from exc
+    except (ImportError, AttributeError) as exc:
+        if kind in BUILTIN_SOURCES:
+            raise
+        raise _broken_plugin(kind, spec, exc) from exc
     return cls
+
+
+def _broken_plugin(kind: str, spec: BackendSpec, exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"source kind {kind!r} could not be loaded from {spec.target!r}: {exc}",
+        hint=f"check the package that registers {kind!r} in the {ENTRY_POINT_GROUP!r} "
+        "entry-point group",
+    )

@@ -65,6 +65,12 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
+    def __copy__(self) -> Secret:
+        return self  # immutable: copying (copy.copy, deepcopy of a config) keeps the same value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
     def __reduce__(self) -> Any:
         raise TypeError("a Secret cannot be pickled; pass its name and resolve it where it is used")
 
@@ -74,33 +80,69 @@ def reveal(value: str | Secret) -> str:
     return value.reveal() if isinstance(value, Secret) else value
 
 
+# Query parameters that carry credentials (Azure SAS ``sig``, presigned S3/GCS URLs, tokens).
+_SECRET_QUERY_KEYS = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "apikey",
+        "client_secret",
+        "key",
+        "password",
+        "private_token",
+        "secret",
+        "sig",
+        "signature",
+        "token",
+        "x-amz-security-token",
+        "x-amz-signature",
+        "x-goog-signature",
+    }
+)
+
+
+def _redact_query(query: str) -> str:
+    parts = []
+    for part in query.split("&"):
+        key, sep, value = part.partition("=")
+        parts.append(
+            f"{key}={REDACTED}" if sep and value and key.lower() in _SECRET_QUERY_KEYS else part
+        )
+    return "&".join(parts)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``****`` (a bare token user name too).
+    """The URL with any password replaced by ``****`` (a bare token user name too), and the
+    values of credential query parameters (``sig``, ``token``, ``X-Amz-Signature``, ...).
 
     >>> redact_url("https://user:tok@host/x.git")
     'https://user:****@host/x.git'
     >>> redact_url("https://ghp_abc@github.com/o/r.git")
     'https://****@github.com/o/r.git'
+    >>> redact_url("https://acct.blob.core.windows.net/c?sv=2022&sig=abc")
+    'https://acct.blob.core.windows.net/c?sv=2022&sig=****'
     """
     try:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
-    if not parts.netloc or "@" not in parts.netloc:
+    query = _redact_query(parts.query) if parts.query else parts.query
+    if (not parts.netloc or "@" not in parts.netloc) and query == parts.query:
         return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user, sep, _password = userinfo.partition(":")
-    # A user name alone (https://TOKEN@host) is how tokens are often passed: hide it too,
-    # unless it is a conventional, non-secret user name.
-    if sep:
-        safe_user = user
-        userinfo = f"{safe_user}:{REDACTED}"
-    elif user.lower() in {"git", "x-access-token", "oauth2", "x-token-auth", "ssh"}:
-        userinfo = user
-    else:
-        userinfo = REDACTED
-    redacted = SplitResult(parts.scheme, f"{userinfo}@{hostport}", parts.path, parts.query, "")
-    return urlunsplit(redacted)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        # A user name alone (https://TOKEN@host) is how tokens are often passed: hide it too,
+        # unless it is a conventional, non-secret user name.
+        if sep:
+            userinfo = f"{user}:{REDACTED}"
+        elif user.lower() in {"git", "x-access-token", "oauth2", "x-token-auth", "ssh"}:
+            userinfo = user
+        else:
+            userinfo = REDACTED
+        netloc = f"{userinfo}@{hostport}"
+    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redact_text(text: str, secrets: Iterable[str | Secret]) -> str:
