@@ -240,6 +240,7 @@ def test_task_inside_flow_retries_on_its_own() -> None:
 def test_log_prints_sends_lines_to_the_run_logger(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Given a log_prints flow that prints whole lines, split lines, and calls a task that prints
     @task
     def inner() -> None:
         print("from the task")
@@ -253,9 +254,11 @@ def test_log_prints_sends_lines_to_the_run_logger(
         print("no newline at the end", end="")
         return 1
 
+    # When it runs
     with caplog.at_level(logging.INFO, logger=RUN_LOGGER):
         assert chatty() == 1
 
+    # Then every line is a record on the run logger, and nothing reaches stdout
     lines = [r.getMessage() for r in caplog.records if r.name == RUN_LOGGER]
     assert lines == ["line one", "part two", "from the task", "no newline at the end"]
     assert capsys.readouterr().out == ""
@@ -316,6 +319,7 @@ def test_timeout_raises_a_clear_error_on_time() -> None:
 
 
 def test_timeout_from_another_thread_uses_the_thread_fallback() -> None:
+    # Given tasks with timeouts, called from a thread that is not the main one
     @task(timeout_seconds=0.2)
     def sleepy() -> None:
         time.sleep(3)
@@ -333,10 +337,12 @@ def test_timeout_from_another_thread_uses_the_thread_fallback() -> None:
         except FlowTimeout as exc:
             outcome["error"] = str(exc)
 
+    # When one finishes in time and one does not
     thread = threading.Thread(target=run)
     thread.start()
     thread.join(5)
 
+    # Then the slow one times out on time and the quick one returns
     assert outcome == {"quick": 2, "error": "task 'sleepy' timed out after 0.2s"}
 
 

@@ -75,6 +75,7 @@ def test_file_entrypoint_relative_to_root(tmp_path: Path) -> None:
 
 
 def test_file_entrypoint_in_a_subfolder_imports_siblings_and_root_modules(tmp_path: Path) -> None:
+    # Given a flow file in a subfolder importing a sibling module and a module at the root
     write_tree(
         tmp_path,
         {
@@ -92,6 +93,7 @@ def test_file_entrypoint_in_a_subfolder_imports_siblings_and_root_modules(tmp_pa
         },
     )
 
+    # When it is loaded and called, then both imports resolved
     assert load_flow("pipelines/nightly/flows.py:nightly", root=tmp_path)() == "ROOT-LEVEL"
 
 
@@ -106,6 +108,7 @@ def test_absolute_path_and_default_root_is_cwd(
 
 
 def test_class_method_and_attribute_entrypoints(tmp_path: Path) -> None:
+    # Given flows defined on a class as an attribute, a staticmethod and a classmethod
     write_tree(
         tmp_path,
         {
@@ -131,12 +134,14 @@ def test_class_method_and_attribute_entrypoints(tmp_path: Path) -> None:
         },
     )
 
+    # When each is loaded as file.py:Class.name and called, then each runs
     assert load_flow("flows.py:Pipelines.static", root=tmp_path)(1) == 2
     assert load_flow("flows.py:Pipelines.tripled", root=tmp_path)(2) == 6
     assert load_flow("flows.py:Pipelines.owner", root=tmp_path)() == "Pipelines"
 
 
 def test_package_module_entrypoint_with_relative_imports(tmp_path: Path) -> None:
+    # Given a package with a flow module that uses relative imports
     write_tree(
         tmp_path,
         {
@@ -154,8 +159,10 @@ def test_package_module_entrypoint_with_relative_imports(tmp_path: Path) -> None
         },
     )
 
+    # When it is loaded as package.module:function
     loaded = load_flow("myproj.flows.main:answer", root=tmp_path)
 
+    # Then it runs, and the package is not left in sys.modules or sys.path
     assert loaded() == 42
     assert "myproj" not in sys.modules
     assert str(tmp_path) not in sys.path
@@ -408,6 +415,7 @@ def test_sys_exit_at_import_time_is_a_load_error(tmp_path: Path) -> None:
 
 
 def test_missing_name_lists_the_flows_the_file_defines(tmp_path: Path) -> None:
+    # Given a file with module-level flows, a task and a flow on a class
     write_tree(
         tmp_path,
         {
@@ -431,8 +439,10 @@ def test_missing_name_lists_the_flows_the_file_defines(tmp_path: Path) -> None:
         },
     )
 
+    # When the entrypoint names something it does not define
     error = load_error("flows.py:helo", tmp_path)
 
+    # Then the error lists the flows it does define (not the task)
     assert str(error) == "flows.py does not define 'helo'"
     assert error.hint == "it defines: Pipelines.nightly, hello, other"
     assert str(load_error("flows.py:Pipelines.weekly", tmp_path)) == (
@@ -461,6 +471,7 @@ def test_missing_name_when_the_file_defines_no_flows(tmp_path: Path) -> None:
     ],
 )
 def test_object_that_is_not_a_flow(tmp_path: Path, attribute: str, message: str, hint: str) -> None:
+    # Given a file with a constant, a function, a class and a task
     write_tree(
         tmp_path,
         {
@@ -482,8 +493,10 @@ def test_object_that_is_not_a_flow(tmp_path: Path, attribute: str, message: str,
         },
     )
 
+    # When the entrypoint names one of them
     error = load_error(f"flows.py:{attribute}", tmp_path)
 
+    # Then the error says what it is and how to make it a flow
     assert str(error) == message
     assert error.hint is not None
     assert error.hint.startswith(hint)

@@ -55,9 +55,12 @@ def report(
 
 
 def test_schema_describes_the_signature() -> None:
+    # Given a flow with one parameter of each kind
     schema = report.parameter_schema()
+    # When its schema is built
     props = schema["properties"]
 
+    # Then each parameter is described, in order, and the schema is plain JSON
     assert schema["type"] == "object"
     assert schema["title"] == "Parameters"
     assert schema["required"] == ["name"]
