@@ -49,40 +49,39 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from conveyor.cache import CodeCache
-    from conveyor.client import ConveyorClient
-    from conveyor.credentials import (
-        BitBucketCredentials,
-        CodeCommitCredentials,
-        GitHubCredentials,
-        GitLabCredentials,
-        SSHCredentials,
-    )
-    from conveyor.errors import (
-        ApiError,
-        AuthenticationError,
-        BundleError,
-        ConfigError,
-        ConveyorError,
-        FlowLoadError,
-        IntegrityError,
-        SourceError,
-        SourceNotFound,
-        UnsafeArchive,
-        VersionNotFound,
-    )
-    from conveyor.flows import Flow as Flow  # `X as X`: an explicit re-export for mypy --strict
+if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can import them
+    from conveyor.cache import CodeCache as CodeCache
+    from conveyor.client import ConveyorClient as ConveyorClient
+    from conveyor.credentials import BitBucketCredentials as BitBucketCredentials
+    from conveyor.credentials import CodeCommitCredentials as CodeCommitCredentials
+    from conveyor.credentials import GitHubCredentials as GitHubCredentials
+    from conveyor.credentials import GitLabCredentials as GitLabCredentials
+    from conveyor.credentials import SSHCredentials as SSHCredentials
+    from conveyor.errors import ApiError as ApiError
+    from conveyor.errors import AuthenticationError as AuthenticationError
+    from conveyor.errors import BundleError as BundleError
+    from conveyor.errors import ConfigError as ConfigError
+    from conveyor.errors import ConveyorError as ConveyorError
+    from conveyor.errors import FlowLoadError as FlowLoadError
+    from conveyor.errors import IntegrityError as IntegrityError
+    from conveyor.errors import SourceError as SourceError
+    from conveyor.errors import SourceNotFound as SourceNotFound
+    from conveyor.errors import UnsafeArchive as UnsafeArchive
+    from conveyor.errors import VersionNotFound as VersionNotFound
+    from conveyor.flows import Flow as Flow
     from conveyor.flows import Task as Task
     from conveyor.flows import flow as flow
     from conveyor.flows import load_flow as load_flow
     from conveyor.flows import task as task
-    from conveyor.secrets import Secret
-    from conveyor.settings import Settings
-    from conveyor.sources.base import PushableSource, Source, source_from_spec, source_from_url
-    from conveyor.sources.git import GitRepository
-    from conveyor.sources.local import LocalSource
-    from conveyor.sources.store import LocalStoreSource
+    from conveyor.secrets import Secret as Secret
+    from conveyor.settings import Settings as Settings
+    from conveyor.sources.base import PushableSource as PushableSource
+    from conveyor.sources.base import Source as Source
+    from conveyor.sources.base import source_from_spec as source_from_spec
+    from conveyor.sources.base import source_from_url as source_from_url
+    from conveyor.sources.git import GitRepository as GitRepository
+    from conveyor.sources.local import LocalSource as LocalSource
+    from conveyor.sources.store import LocalStoreSource as LocalStoreSource
 
 
 def __getattr__(name: str) -> Any:
