@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
 
 __all__ = [
+    "CREDENTIALS_PREFIX",
     "PROVIDERS",
     "BitBucketCredentials",
     "CodeCommitCredentials",
@@ -65,7 +66,7 @@ _USER_FOR_TOKEN = {
     "bitbucket": "x-token-auth",
     "generic": "x-access-token",
 }
-_PREFIX = "credentials."
+CREDENTIALS_PREFIX = "credentials."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _USERNAME = re.compile(r"^[^\s:/]{1,200}$")
 
@@ -84,7 +85,7 @@ def credentials_secret_name(name: str) -> str:
             f"{name!r} is not a valid credentials name",
             hint="use letters, digits, '.', '_' and '-' (e.g. github-ci)",
         )
-    return _PREFIX + name
+    return CREDENTIALS_PREFIX + name
 
 
 def _as_secret(value: Secret | str | None, what: str) -> Secret | None:
@@ -92,7 +93,7 @@ def _as_secret(value: Secret | str | None, what: str) -> Secret | None:
         return None
     if not isinstance(value, Secret | str):
         raise ConfigError(f"{what} must be a string or a Secret")
-    return value if isinstance(value, Secret) else Secret(value, name=what)
+    return value if isinstance(value, Secret) else Secret(value)
 
 
 def _check_username(username: str | None, what: str = "username") -> None:
