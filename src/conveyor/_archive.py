@@ -28,7 +28,7 @@ __all__ = ["ZSTD_LEVEL", "UnpackLimits", "copy_tree", "pack", "unpack"]
 
 logger = logging.getLogger(__name__)
 
-ZSTD_LEVEL = 6
+ZSTD_LEVEL = 3  # zstd's default: on the bench tree 2x faster than 6, archives 0.2% larger
 _CHUNK = 1 << 20
 _HEADER_SLACK = 64 * 1024  # most bytes a member's headers (ustar + PAX/GNU) may take
 _MAX_MANIFEST = 64 * 1024 * 1024
