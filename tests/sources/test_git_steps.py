@@ -1,0 +1,228 @@
+# ruff: noqa: F401, F811  (fixtures imported from fixtures.git_server are parameters here)
+"""Pull steps (``git_clone``, ``set_working_directory``), their registry, and ``conveyor.yaml``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conveyor.errors import ConfigError
+from conveyor.project import load_project, project_defaults
+from conveyor.sources.git import GitRepository
+from conveyor.steps import parse_step, run_steps, source_from_pull_steps
+from fixtures.git_server import GitHttpServer, Repos, git_http, git_repos_root, repos
+
+TOKEN = "ghp_STEPS_token_8841"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "git_clone",
+        "conveyor.steps.git_clone",
+        "prefect.deployments.steps.git_clone",
+        "prefect.deployments.steps.pull.git_clone",
+    ],
+)
+def test_step_names_and_aliases(name: str) -> None:
+    assert parse_step({name: {"id": "clone", "repository": "x"}}) == (
+        "git_clone",
+        {"repository": "x"},
+        "clone",
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"nope": {}}, "unknown step 'nope'"),
+        ({"git_clone": {}, "other": {}}, "one key"),
+        (["git_clone"], "one key"),
+        ({"git_clone": "https://x"}, "must map to its arguments"),
+    ],
+)
+def test_malformed_steps(step: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_step(step)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        GitRepository("https://github.com/o/r.git"),
+        GitRepository("https://github.com/o/r.git", branch="dev", credentials="gh"),
+        GitRepository("https://github.com/o/r.git", commit_sha="a" * 40, credentials="${GH}"),
+        GitRepository(
+            "https://gitlab.com/o/r.git", credentials="{{ secrets.gl }}", provider="gitlab"
+        ),
+        GitRepository(
+            "git@github.com:o/r.git",
+            branch="main",
+            include_submodules=True,
+            directories=["flows", "lib"],
+            follow_ref=True,
+        ),
+    ],
+)
+def test_git_repository_round_trips_through_a_git_clone_step(source: GitRepository) -> None:
+    step = json.loads(json.dumps(source.to_pull_step()))
+    assert list(step) == ["git_clone"]
+    rebuilt = source_from_pull_steps([step])
+    assert rebuilt == source
+    assert rebuilt.to_spec() == source.to_spec()
+    assert rebuilt.to_pull_step() == step
+
+
+def test_template_token_is_a_step_access_token_and_names_are_credentials() -> None:
+    assert (
+        GitRepository("https://h/r.git", credentials="${GH}").to_pull_step()["git_clone"][
+            "access_token"
+        ]
+        == "${GH}"
+    )
+    assert (
+        GitRepository("https://h/r.git", credentials="gh").to_pull_step()["git_clone"][
+            "credentials"
+        ]
+        == "gh"
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"access_token": TOKEN}, "never the token itself"),
+        ({"access_token": "${A}", "credentials": "b"}, "not both"),
+        ({"credentials": {"token": TOKEN}}, "must name saved credentials"),
+        ({"bogus": 1}, "unexpected keyword"),
+    ],
+)
+def test_git_clone_step_refuses_literal_tokens_and_bad_arguments(
+    arguments: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        source_from_pull_steps([{"git_clone": {"repository": "https://h/r.git", **arguments}}])
+    assert TOKEN not in str(caught.value)
+
+
+def test_credentials_placeholders_name_saved_credentials() -> None:
+    step = {"git_clone": {"repository": "https://h/r.git", "credentials": "{{ credentials.gh }}"}}
+    assert source_from_pull_steps([step]).credentials == "gh"
+
+
+def test_pull_steps_must_name_exactly_one_source() -> None:
+    with pytest.raises(ConfigError, match="no pull step"):
+        source_from_pull_steps([{"set_working_directory": {"directory": "x"}}])
+    clone = {"git_clone": {"repository": "https://h/r.git"}}
+    with pytest.raises(ConfigError, match="more than one"):
+        source_from_pull_steps([clone, clone])
+
+
+def test_run_steps_clones_through_the_cache_and_sets_the_directory(
+    repos: Repos, git_http: GitHttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a private repository and its token in the environment (a ${TEMPLATE})
+    repo = repos.make("steps")
+    sha = repo.commit({"flows/etl.py": "X = 1\n"})
+    repo.configure(basic=[f"x-access-token:{TOKEN}"])
+    monkeypatch.setenv("STEPS_TOKEN", TOKEN)
+
+    # When the steps run
+    outputs = run_steps(
+        [
+            {
+                "git_clone": {
+                    "id": "clone",
+                    "repository": git_http.url(repo),
+                    "access_token": "${STEPS_TOKEN}",
+                }
+            },
+            {"set_working_directory": {"directory": "{{ clone.directory }}"}},
+            {"set_working_directory": {"directory": "flows"}},
+        ]
+    )
+
+    # Then the code is in the cache at the commit, and the directory is inside it
+    assert outputs["clone"]["commit"] == sha
+    checkout = Path(outputs["clone"]["directory"])
+    assert (checkout / "flows/etl.py").read_text() == "X = 1\n"
+    assert outputs["directory"] == str(checkout / "flows")
+    assert TOKEN not in json.dumps({k: str(v) for k, v in outputs.items()})
+
+
+PROJECT = """
+name: analytics
+pull:
+  - prefect.deployments.steps.git_clone:
+      repository: https://github.com/org/flows.git
+      branch: main
+      credentials: gh
+deployments:
+  - name: nightly
+    entrypoint: flows/etl.py:main
+    work_pool: {name: big, job_variables: {env: {A: "1"}}}
+    parameters: {days: 1}
+    tags: [etl]
+  - name: hourly
+    entrypoint: flows/etl.py:main
+    follow_ref: true
+    pull:
+      - git_clone:
+          repository: https://github.com/org/flows.git
+          branch: dev
+          access_token: ${GH_TOKEN}
+"""
+
+
+def test_load_project(tmp_path: Path) -> None:
+    (tmp_path / "conveyor.yaml").write_text(PROJECT)
+    project = load_project(tmp_path)
+    assert project.name == "analytics"
+    nightly = project.deployment("nightly")
+    assert nightly is not None
+    assert nightly.work_pool == "big"
+    assert nightly.job_variables == {"env": {"A": "1"}}
+    assert nightly.parameters == {"days": 1}
+    assert project.source(nightly) == GitRepository(
+        "https://github.com/org/flows.git", branch="main", credentials="gh"
+    )
+    hourly = project.deployment("hourly")
+    assert hourly is not None
+    assert hourly.follow_ref is True
+    assert project.source(hourly) == GitRepository(
+        "https://github.com/org/flows.git", branch="dev", credentials="${GH_TOKEN}"
+    )
+    assert project.deployment(entrypoint="flows/etl.py:main") is None  # two match: ambiguous
+    defaults = project_defaults(tmp_path, name="hourly")
+    assert defaults is not None
+    assert defaults.deployment == hourly
+    assert defaults.pull_steps[0]["git_clone"]["access_token"] == "${GH_TOKEN}"
+    assert project_defaults(tmp_path / "elsewhere") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("pull: [\n", "not valid YAML"),
+        ("- a\n", "must be a mapping"),
+        ("schedules: []\n", "schedules"),
+        ("deployments:\n  - name: a\n", "entrypoint"),
+        ("deployments:\n  - {name: a, entrypoint: f.py:m, pool: x}\n", "pool"),
+        (
+            "deployments:\n  - {name: a, entrypoint: f.py:m}\n  - {name: a, entrypoint: g.py:m}\n",
+            "defined twice",
+        ),
+    ],
+)
+def test_bad_project_files(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "conveyor.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_project(tmp_path / "conveyor.yaml")
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_project_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_project(tmp_path)
