@@ -32,6 +32,7 @@ ZSTD_LEVEL = 3  # zstd's default: on the bench tree 2x faster than 6, archives 0
 _CHUNK = 1 << 20
 _HEADER_SLACK = 64 * 1024  # most bytes a member's headers (ustar + PAX/GNU) may take
 _MAX_MANIFEST = 64 * 1024 * 1024
+_MAX_WINDOW = 1 << 25  # bounds the decompressor's memory; pack's level 3 uses at most 2 MiB
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,8 @@ def unpack(
         except OSError as exc:
             raise BundleError(f"cannot read archive {archive}: {exc.strerror}") from None
         try:
-            reader = zstandard.ZstdDecompressor().stream_reader(fh, read_size=_CHUNK, closefd=False)
+            decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
+            reader = decompressor.stream_reader(fh, read_size=_CHUNK, closefd=False)
             budget = _Budget(reader)
             with tarfile.open(fileobj=budget, mode="r|", encoding="utf-8") as tar:  # type: ignore[call-overload]
                 manifest = _read_manifest(tar, budget, limits)

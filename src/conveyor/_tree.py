@@ -175,7 +175,10 @@ def _manifest_or_problem(root: Path) -> Manifest:
     top = os.fspath(root)
     if not os.path.isdir(top):
         raise _TreeProblem(".", f"{root} is not a directory")
-    return Manifest(tuple(_walk(top, "", os.path.realpath(top), [])))
+    try:
+        return Manifest(tuple(_walk(top, "", os.path.realpath(top), [])))
+    except RecursionError:
+        raise _TreeProblem(".", f"{root} is nested too deeply to bundle") from None
 
 
 def build_manifest(root: Path) -> Manifest:

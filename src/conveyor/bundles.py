@@ -1,7 +1,6 @@
 """Bundles: the deterministic archive and manifest of one version of a code tree.
 
-- `build_manifest` / `compute_version`: walk a tree (leaving out ``.git``, virtual environments,
-  caches, and whatever ``.gitignore``/``.conveyorignore`` exclude; see `conveyor._tree`) into a
+- `build_manifest` / `compute_version`: walk a tree into a
   `Manifest` of `ManifestEntry` (path, sha256, size, executable bit, symlink target). The version
   is ``sha256-`` + the sha256 of the canonical manifest: the same tree gives the same version in
   any directory, on any machine, after any ``touch``.
@@ -12,6 +11,14 @@
   and leaves nothing behind on failure.
 - `copy_tree`: lay a live tree out as `unpack` would (the local folder source).
 - `verify_tree`: recompute a tree's version and compare; names the first differing path.
+
+Left out of every bundle: ``.git``/``.hg``/``.svn`` and any directory holding a ``pyvenv.cfg``.
+Left out by default (a ``!pattern`` in ``.conveyorignore`` brings them back): ``__pycache__``,
+``*.pyc``/``*.pyo``, ``.venv``, ``venv``, ``.mypy_cache``, ``.pytest_cache``, ``.ruff_cache``,
+``.tox``, ``.nox`` and ``node_modules`` (a flow's tree rarely needs them, and they are large).
+Also left out: whatever the tree's ``.gitignore`` and ``.conveyorignore`` files exclude, nested
+ones included, with git's rules (see `conveyor._tree`). Symlinks are kept as links; one leaving the
+tree is refused.
 
 The root ``.conveyor/`` directory is reserved: it is never part of a tree's version, and `unpack`
 and `copy_tree` leave the manifest there, so a checkout says which version it is and `verify_tree`
