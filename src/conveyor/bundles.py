@@ -1,9 +1,9 @@
 """Bundles: the deterministic archive and manifest of one version of a code tree.
 
-- `build_manifest` / `compute_version`: walk a tree into a
-  `Manifest` of `ManifestEntry` (path, sha256, size, executable bit, symlink target). The version
-  is ``sha256-`` + the sha256 of the canonical manifest: the same tree gives the same version in
-  any directory, on any machine, after any ``touch``.
+- `build_manifest` / `compute_version`: walk a tree into a `Manifest` of `ManifestEntry` (path,
+  sha256, size, executable bit, symlink target). The version is ``sha256-`` + the sha256 of the
+  canonical manifest: the same tree gives the same version in any directory, on any machine,
+  after any ``touch``.
 - `pack`: a zstd-compressed tar with sorted members and normalised metadata, whose first member is
   the manifest (``.conveyor/manifest.json``): the same tree gives the same archive bytes.
 - `unpack`: one streaming pass that refuses hostile archives (`UnsafeArchive`), hashes every file
