@@ -182,8 +182,9 @@ class DeployableFlow:
             from conveyor.settings import Settings
 
             settings = Settings.from_env()
-        spec, version, info = self._prepare(settings, follow_ref=follow_ref)
-        _check_parameters(info, parameters or {})
+        spec, version, info = self._prepare(
+            settings, follow_ref=follow_ref, parameters=parameters or {}
+        )
         request = DeploymentCreate(
             flow_name=info.flow_name,
             name=name,
@@ -210,9 +211,10 @@ class DeployableFlow:
             return own.put_deployment(request)
 
     def _prepare(
-        self, settings: Settings, *, follow_ref: bool
+        self, settings: Settings, *, follow_ref: bool, parameters: Mapping[str, Any]
     ) -> tuple[dict[str, Any], str, FlowInfo]:
-        """The deployment's source spec, its version and the preflight's answer."""
+        """The deployment's source spec, its version and the preflight's answer (every check
+        is done before the bundle is pushed)."""
         from conveyor.sources.local import LocalSource
 
         if isinstance(self.source, LocalSource):
@@ -233,6 +235,7 @@ class DeployableFlow:
                 info = check.result()
             finally:
                 check.cancel()
+            _check_parameters(info, parameters)
             store = self.source.store
             pushed = store.push(folder)
             if pushed != version:
@@ -245,6 +248,7 @@ class DeployableFlow:
         version = self.source.resolve()
         checkout = CodeCache.from_settings(settings).ensure(self.source, version)
         info = Preflight(checkout, self.entrypoint).result()
+        _check_parameters(info, parameters)
         return self.source.to_spec(), version, info
 
 

@@ -339,6 +339,8 @@ class InProcessExecutor(Executor):
             handler = _RecordForwarder(logs)
             root = logging.getLogger()
             root.addHandler(handler)
+            level = root.level
+            root.setLevel(min(level, logging.INFO) if level else logging.INFO)
             previous = Path.cwd()
             added = str(job.workspace) not in sys.path
             if added:
@@ -352,6 +354,7 @@ class InProcessExecutor(Executor):
                 if added:
                     sys.path.remove(str(job.workspace))
                 root.removeHandler(handler)
+                root.setLevel(level)
                 wake.set()
 
         thread = threading.Thread(target=target, name=f"run-{job.run_id[:8]}", daemon=True)

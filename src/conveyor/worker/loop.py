@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ApiError, ObjectNotFound, ServerUnavailable, Unauthorized
 from conveyor.schemas import Run
@@ -129,7 +129,15 @@ class Worker:
 
     def work(self, *, burst: bool = False, max_runs: int | None = None) -> int:
         """Claim and execute runs until stopped; returns the exit code (0)."""
-        self._install_signal_handlers()
+        previous = self._install_signal_handlers()
+        try:
+            return self._work(burst=burst, max_runs=max_runs)
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+
+    def _work(self, *, burst: bool, max_runs: int | None) -> int:
         logger.info(
             "worker started name=%s pool=%s limit=%d burst=%s",
             self.name,
@@ -283,11 +291,14 @@ class Worker:
 
     # --- signals --------------------------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """Handle SIGTERM/SIGINT (main thread only); the handlers they replace."""
         if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+            return {}
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name

@@ -210,7 +210,10 @@ class RunHandler:
                 self._update(RunState.RUNNING, version=version, timings=dict(timings)),
             )
         except (InvalidRequest, ObjectNotFound) as exc:
-            logger.warning("run taken away before start run=%s error=%s", run.id, exc)
+            if interrupt.reason is StopReason.CANCELLED:
+                logger.info("run cancelled before it started run=%s", run.id)
+            else:
+                logger.warning("run taken away before it started run=%s error=%s", run.id, exc)
             interrupt.set(StopReason.LOST)
             return None
         job = ChildJob(

@@ -1,0 +1,227 @@
+"""Deploying: version pinning, the preflight child, the bundle store, and nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor import flow, load_flow
+from conveyor.cli.deploy import parse_params, split_deployment
+from conveyor.client import ConveyorClient
+from conveyor.deploy import DeployableFlow, Preflight, entrypoint_for, from_source
+from conveyor.errors import ConfigError, FlowLoadError, ObjectNotFound
+from conveyor.settings import Settings
+from conveyor.sources.local import LocalSource
+from worker.flows_project import write_project
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[ConveyorClient]:
+    with ConveyorClient.from_settings(settings) as api:
+        yield api
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_project(tmp_path / "project")
+
+
+def inject(project: Path, code: str) -> None:
+    """Add ``code`` to flows.py right after its ``from __future__`` line."""
+    text = (project / "flows.py").read_text()
+    head, sep, tail = text.partition("from __future__ import annotations\n")
+    (project / "flows.py").write_text(head + sep + code + tail)
+
+
+def stored_bundles(settings: Settings) -> dict[str, int]:
+    if not settings.storage_dir.exists():
+        return {}
+    return {p.name: p.stat().st_mtime_ns for p in settings.storage_dir.iterdir()}
+
+
+def test_local_folder_is_pinned_and_pushed_to_the_store(settings, client, project) -> None:
+    deployment = from_source(project, "flows.py:hello").deploy(
+        "nightly", settings=settings, client=client, parameters={"name": "Ada"}, tags=["t"]
+    )
+
+    assert deployment.flow_name == "hello"
+    assert deployment.source == {"kind": "store"}
+    assert deployment.version == LocalSource(project).resolve()
+    assert deployment.entrypoint == "flows.py:hello"
+    assert deployment.parameters == {"name": "Ada"}
+    assert deployment.parameter_schema["properties"]["name"]["type"] == "string"
+    assert deployment.tags == ["t"]
+    assert stored_bundles(settings).keys() == {f"{deployment.version}.tar.zst"}
+
+
+def test_redeploying_unchanged_code_writes_nothing_new(settings, client, project) -> None:
+    first = from_source(project, "flows.py:hello").deploy("n", settings=settings, client=client)
+    before = stored_bundles(settings)
+
+    again = from_source(project, "flows.py:hello").deploy("n", settings=settings, client=client)
+
+    assert again.revision == first.revision
+    assert again.version == first.version
+    assert stored_bundles(settings) == before
+
+
+def test_changed_code_is_a_new_version_and_revision(settings, client, project) -> None:
+    first = from_source(project, "flows.py:hello").deploy("n", settings=settings, client=client)
+    (project / "helpers.py").write_text("def shout(text):\n    return text\n")
+
+    second = from_source(project, "flows.py:hello").deploy("n", settings=settings, client=client)
+
+    assert second.version != first.version
+    assert second.revision == first.revision + 1
+    assert len(stored_bundles(settings)) == 2
+    versions = client.list_deployment_versions("hello", "n")
+    assert {v.version for v in versions} == {first.version, second.version}
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "import nope_not_installed\n",
+            "no module named 'nope_not_installed' (flows.py, line 2)",
+        ),
+        ("def broken(:\n", "syntax error in flows.py, line 2"),
+        ("raise RuntimeError('at import')\n", "RuntimeError: at import"),
+    ],
+)
+def test_flow_that_does_not_load_fails_the_deploy_and_writes_nothing(
+    settings, client, project, source: str, message: str
+) -> None:
+    inject(project, source)
+
+    with pytest.raises(FlowLoadError) as caught:
+        from_source(project, "flows.py:hello").deploy("n", settings=settings, client=client)
+
+    assert message in caught.value.message
+    assert "\n" not in caught.value.message
+    assert stored_bundles(settings) == {}
+    with pytest.raises(ObjectNotFound):
+        client.get_deployment("hello", "n")
+
+
+def test_unknown_function_names_what_the_file_defines(settings, client, project) -> None:
+    with pytest.raises(FlowLoadError) as caught:
+        from_source(project, "flows.py:helo").deploy("n", settings=settings, client=client)
+
+    assert "helo" in caught.value.message
+    assert caught.value.hint is not None
+    assert "hello" in caught.value.hint
+
+
+def test_unknown_default_parameter_is_refused_before_anything_is_written(
+    settings, client, project
+) -> None:
+    with pytest.raises(ConfigError, match="unknown parameter 'nmae'"):
+        from_source(project, "flows.py:hello").deploy(
+            "n", settings=settings, client=client, parameters={"nmae": "x"}
+        )
+    assert stored_bundles(settings) == {}
+
+
+def test_preflight_writes_no_bytecode_into_the_folder(settings, client, project) -> None:
+    from_source(project, "flows.py:hello").deploy("n", settings=settings, client=client)
+
+    assert not list(project.rglob("__pycache__"))
+    assert "helpers" not in sys.modules  # the user's code was imported in the child only
+
+
+def test_what_the_module_prints_at_import_does_not_confuse_the_preflight(project) -> None:
+    inject(project, 'print(\'{"not": "the answer"}\')\n')
+
+    info = Preflight(project, "flows.py:hello").start().result()
+
+    assert info.flow_name == "hello"
+
+
+def test_entrypoint_inside_the_folder_may_be_absolute(project) -> None:
+    deployable = from_source(project, f"{project / 'flows.py'}:hello")
+
+    assert deployable.entrypoint == "flows.py:hello"
+    assert deployable.source.to_spec() == LocalSource(project).to_spec()
+    with pytest.raises(ConfigError, match="not inside the source folder"):
+        from_source(project, "/etc/flows.py:hello")
+
+
+def test_follow_ref_makes_no_sense_for_a_folder(settings, client, project) -> None:
+    with pytest.raises(ConfigError, match="follow_ref"):
+        from_source(project, "flows.py:hello").deploy(
+            "n", settings=settings, client=client, follow_ref=True
+        )
+
+
+def test_source_options_that_do_not_apply_are_a_clear_error(project) -> None:
+    with pytest.raises(ConfigError, match="branch"):
+        from_source(project, "flows.py:hello", branch="main")
+
+
+def test_a_loaded_flow_deploys_from_the_folder_it_came_from(
+    settings, client, project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)
+    hello = load_flow("flows.py:hello", root=project)
+
+    assert entrypoint_for(hello) == (project.resolve(), "flows.py:hello")
+    deployment = hello.deploy("from-flow", settings=settings, client=client)
+    assert (deployment.flow_name, deployment.entrypoint) == ("hello", "flows.py:hello")
+
+
+def test_flow_decorator_from_source_is_the_same_as_deploy_from_source(project) -> None:
+    deployable = flow.from_source(project, "flows.py:hello")
+
+    assert isinstance(deployable, DeployableFlow)
+    assert deployable.source.to_spec() == {"kind": "local", "path": str(project)}
+
+
+def test_a_flow_defined_in_a_function_cannot_be_located() -> None:
+    @flow
+    def local_flow() -> None:
+        return None
+
+    with pytest.raises(ConfigError, match="cannot tell where"):
+        entrypoint_for(local_flow)
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["n=3"], {"n": 3}),
+        (["name=Ada"], {"name": "Ada"}),
+        (['tags=["a", "b"]'], {"tags": ["a", "b"]}),
+        (["flag=true", "none=null"], {"flag": True, "none": None}),
+        (["expr=a=b"], {"expr": "a=b"}),
+        (["empty="], {"empty": ""}),
+        (['quoted="3"'], {"quoted": "3"}),
+    ],
+)
+def test_parse_params(items: list[str], expected: dict[str, object]) -> None:
+    assert parse_params(items) == expected
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=3"])
+def test_parse_params_refuses_what_is_not_key_value(bad: str) -> None:
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_params([bad])
+
+
+@pytest.mark.parametrize("bad", ["hello", "hello/", "/x", "a/b/c"])
+def test_deployment_names_are_flow_slash_name(bad: str) -> None:
+    with pytest.raises(ConfigError, match="is not a deployment") as caught:
+        split_deployment(bad)
+    assert "FLOW/DEPLOYMENT" in (caught.value.hint or "")
+
+
+def test_preflight_runs_in_a_separate_interpreter(project) -> None:
+    inject(project, "import os\nopen('pid.txt', 'w').write(str(os.getpid()))\n")
+
+    Preflight(project, "flows.py:hello").start().result()
+
+    assert int((project / "pid.txt").read_text()) != os.getpid()

@@ -1,0 +1,271 @@
+"""The worker loop against the real app (embedded, in this process): claim, execute, report."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.bundles import verify_tree
+from conveyor.cache import CodeCache
+from conveyor.client import ConveyorClient
+from conveyor.deploy import from_source
+from conveyor.errors import ServerUnavailable
+from conveyor.results import ResultStore
+from conveyor.schemas import Deployment, DeploymentCreate, Run, RunState
+from conveyor.settings import Settings
+from conveyor.sources.store import LocalStoreSource
+from conveyor.worker.loop import Worker
+from fixtures.ports import wait_until
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[ConveyorClient]:
+    with ConveyorClient.from_settings(settings) as api:
+        yield api
+
+
+@pytest.fixture
+def deploy(settings: Settings, client: ConveyorClient, project: Path):
+    def deploy_one(function: str, **options: Any) -> Deployment:
+        return from_source(project, f"flows.py:{function}").deploy(
+            "test", settings=settings, client=client, **options
+        )
+
+    return deploy_one
+
+
+def make_worker(settings: Settings, client: ConveyorClient, **options: Any) -> Worker:
+    options.setdefault("lease_seconds", 3.0)
+    options.setdefault("poll_seconds", 0.2)
+    return Worker.from_settings(settings, client, pool="default", name="w1", **options)
+
+
+def start(client: ConveyorClient, deployment: Deployment, **parameters: Any) -> Run:
+    return client.create_run(deployment.flow_name, deployment.name, parameters=parameters)
+
+
+def test_burst_worker_runs_queued_runs_and_reports_everything(settings, client, deploy) -> None:
+    # Given two queued runs of a deployment
+    deployment = deploy("hello")
+    first = start(client, deployment, name="Ada")
+    second = start(client, deployment, name="Bo")
+    # When a burst worker works
+    exit_code = make_worker(settings, client).work(burst=True)
+    # Then both completed with their results, the pinned version and every timing
+    assert exit_code == 0
+    for run, result in ((first, "HELLO ADA"), (second, "HELLO BO")):
+        done = client.get_run(run.id)
+        assert done.state is RunState.COMPLETED
+        assert done.result == result
+        assert done.version == deployment.version
+        assert done.worker == "w1"
+        assert {"queue", "fetch", "start", "run"} <= set(done.timings)
+        assert all(value >= 0 for value in done.timings.values())
+        messages = [line.message for line in client.read_logs(run.id)]
+        assert f"hello {result.split()[1].title()}" in messages
+        assert f"logged {result.split()[1].title()}" in messages
+    assert not any((settings.home / "work").iterdir())  # workspaces removed
+
+
+def test_failing_flow_does_not_stop_the_worker(settings, client, deploy) -> None:
+    failing = start(client, deploy("boom"))
+    fine = start(client, deploy("hello"))
+
+    make_worker(settings, client).work(burst=True)
+
+    failed = client.get_run(failing.id)
+    assert failed.state is RunState.FAILED
+    assert failed.error == "ValueError: kaboom"
+    assert any("Traceback" in line.message for line in client.read_logs(failing.id))
+    assert client.get_run(fine.id).state is RunState.COMPLETED
+
+
+def test_result_that_is_not_json_is_stored_and_referenced(settings, client, deploy) -> None:
+    run = start(client, deploy("pair"))
+
+    make_worker(settings, client).work(burst=True)
+
+    done = client.get_run(run.id)
+    assert done.state is RunState.COMPLETED
+    assert done.result is None
+    assert done.result_ref == f"local:{run.id}/result.pickle"
+    assert (settings.results_dir / run.id / "result.pickle").is_file()
+    assert ResultStore.from_settings(settings).load(done.result_ref) == (1, 2)
+
+
+def test_limit_runs_that_many_at_the_same_time(settings, client, deploy, tmp_path) -> None:
+    deployment = deploy("sleepy")
+    runs = [
+        start(client, deployment, seconds=1.5, marker=str(tmp_path / f"m{i}")) for i in range(2)
+    ]
+    started = time.monotonic()
+
+    make_worker(settings, client, limit=2).work(burst=True)
+
+    assert time.monotonic() - started < 2.9  # two 1.5 s runs side by side
+    assert all(client.get_run(r.id).state is RunState.COMPLETED for r in runs)
+
+
+def test_max_runs_stops_after_that_many(settings, client, deploy) -> None:
+    deployment = deploy("hello")
+    runs = [start(client, deployment) for _ in range(3)]
+
+    make_worker(settings, client).work(max_runs=1)
+
+    states = [client.get_run(r.id).state for r in runs]
+    assert states.count(RunState.COMPLETED) == 1
+    assert states.count(RunState.SCHEDULED) == 2
+
+
+def test_cancelling_a_running_run_stops_its_child(settings, client, deploy, tmp_path) -> None:
+    marker = tmp_path / "pid"
+    run = start(client, deploy("sleepy"), seconds=60, marker=str(marker))
+
+    def cancel_when_started() -> None:
+        if wait_until(marker.exists, timeout=20):
+            client.cancel_run(run.id)
+
+    threading.Thread(target=cancel_when_started, daemon=True).start()
+    started = time.monotonic()
+    make_worker(settings, client, lease_seconds=1.5).work(burst=True)
+
+    done = client.get_run(run.id)
+    assert done.state is RunState.CANCELLED
+    assert time.monotonic() - started < 15
+
+
+def test_job_variable_templates_resolve_from_the_secret_store(settings, client, deploy) -> None:
+    client.set_secret("GREETING_TOKEN", "s3cr3t-value")
+    deployment = deploy("env", job_variables={"env": {"GREETING": "${GREETING_TOKEN}"}})
+    run = start(client, deployment, name="GREETING")
+
+    make_worker(settings, client).work(burst=True)
+
+    done = client.get_run(run.id)
+    assert done.state is RunState.COMPLETED
+    assert done.result == "s3cr3t-value"
+    stored = client.get_deployment(deployment.flow_name, deployment.name)
+    assert stored.job_variables == {"env": {"GREETING": "${GREETING_TOKEN}"}}
+
+
+def test_missing_template_fails_the_run_before_the_flow_starts(settings, client, deploy) -> None:
+    run = start(
+        client, deploy("env", job_variables={"env": {"X": "${NOT_DEFINED_ANYWHERE}"}}), name="X"
+    )
+
+    make_worker(settings, client).work(burst=True)
+
+    done = client.get_run(run.id)
+    assert done.state is RunState.FAILED
+    assert done.error == "template ${NOT_DEFINED_ANYWHERE} has no value"
+    assert "start" not in done.timings
+
+
+def test_flow_cannot_modify_the_cached_checkout(settings, client, deploy) -> None:
+    deployment = deploy("write_files")
+    run = start(client, deployment)
+
+    make_worker(settings, client).work(burst=True)
+
+    done = client.get_run(run.id)
+    assert done.state is RunState.COMPLETED
+    checkout = CodeCache.from_settings(settings).path_for(LocalStoreSource(), deployment.version)
+    assert (checkout / "data.txt").read_text() == "original"
+    assert not (checkout / "new.txt").exists()
+    verify_tree(checkout, deployment.version)
+    assert not Path(done.result).is_relative_to(checkout)
+
+
+def test_follow_ref_runs_the_version_the_source_has_at_run_time(
+    settings, client, project: Path
+) -> None:
+    # Given a deployment that follows a local folder instead of pinning a version
+    deployment = client.put_deployment(
+        DeploymentCreate(
+            flow_name="hello",
+            name="latest",
+            entrypoint="flows.py:hello",
+            source={"kind": "local", "path": str(project)},
+            version="sha256-" + "0" * 64,
+            follow_ref=True,
+        )
+    )
+    # When the folder changes and a run starts
+    (project / "helpers.py").write_text("def shout(text):\n    return text + '!'\n")
+    run = start(client, deployment, name="Cy")
+    make_worker(settings, client).work(burst=True)
+    # Then the run used, and reported, the folder's current version
+    done = client.get_run(run.id)
+    assert done.state is RunState.COMPLETED
+    assert done.result == "hello Cy!"
+    assert done.version != deployment.version
+    assert done.version.startswith("sha256-")
+
+
+def test_stop_lets_the_running_run_finish(settings, client, deploy, tmp_path) -> None:
+    marker = tmp_path / "pid"
+    run = start(client, deploy("sleepy"), seconds=1, marker=str(marker))
+    worker = make_worker(settings, client)
+    threading.Thread(
+        target=lambda: wait_until(marker.exists, timeout=20) and worker.stop(), daemon=True
+    ).start()
+
+    worker.work()
+
+    assert client.get_run(run.id).state is RunState.COMPLETED
+
+
+def test_forced_stop_reports_the_run_crashed(settings, client, deploy, tmp_path) -> None:
+    marker = tmp_path / "pid"
+    run = start(client, deploy("sleepy"), seconds=60, marker=str(marker))
+    worker = make_worker(settings, client)
+    threading.Thread(
+        target=lambda: wait_until(marker.exists, timeout=20) and worker.stop(force=True),
+        daemon=True,
+    ).start()
+
+    worker.work()
+
+    done = client.get_run(run.id)
+    assert done.state in (RunState.CRASHED, RunState.SCHEDULED)  # crashed, or retried
+    assert done.error == "worker stopped before the run finished" or done.attempts[0].error == (
+        "worker stopped before the run finished"
+    )
+
+
+class FlakyClient:
+    """The real client, but the first few claims find the server away."""
+
+    def __init__(self, client: ConveyorClient, failures: int) -> None:
+        self._client = client
+        self.failures = failures
+
+    def claim_run(self, *args: Any, **kwargs: Any) -> Run | None:
+        if self.failures:
+            self.failures -= 1
+            raise ServerUnavailable("cannot reach http://127.0.0.1:9")
+        return self._client.claim_run(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_worker_waits_out_an_unavailable_server_and_says_so_once(
+    settings, client, deploy, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = start(client, deploy("hello"))
+    flaky = FlakyClient(client, failures=2)
+
+    with caplog.at_level(logging.INFO, logger="conveyor.worker"):
+        make_worker(settings, flaky).work(burst=True)  # type: ignore[arg-type]
+
+    assert client.get_run(run.id).state is RunState.COMPLETED
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("server unavailable" in m for m in messages) == 1
+    assert sum("server reachable again" in m for m in messages) == 1
