@@ -202,6 +202,30 @@ class ProjectDefaults:
     pull_steps: list[dict[str, Any]]
     deployment: ProjectDeployment | None
 
+    def deploy_options(
+        self,
+        *,
+        parameters: Mapping[str, Any],
+        work_pool: str,
+        tags: list[str],
+        follow_ref: bool,
+        description: str | None,
+    ) -> dict[str, Any]:
+        """`DeployableFlow.deploy` keywords: the command line's values over the file's (a
+        ``work_pool`` of ``"default"`` means none was given)."""
+        entry = self.deployment
+        return {
+            "parameters": {**(entry.parameters if entry else {}), **parameters},
+            "work_pool": entry.work_pool if entry and work_pool == "default" else work_pool,
+            "tags": tags or list(entry.tags if entry else ()),
+            "follow_ref": follow_ref or bool(entry and entry.follow_ref),
+            "job_variables": dict(entry.job_variables) if entry else {},
+            "description": description
+            if description is not None or not entry
+            else entry.description,
+            "pull_steps": self.pull_steps,
+        }
+
 
 def project_defaults(
     directory: Path | str, *, name: str | None = None, entrypoint: str | None = None

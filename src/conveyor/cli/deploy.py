@@ -60,7 +60,10 @@ def deploy(
     entrypoint: str = typer.Argument(..., help="path/to/file.py:function or package.module:func"),
     name: str = typer.Option(..., "--name", "-n", help="Deployment name."),
     source: str | None = typer.Option(
-        None, "--source", help="Folder or URL of the code (default: the current folder)."
+        None,
+        "--source",
+        help="Folder or URL of the code (default: conveyor.yaml's pull steps, else the "
+        "current folder).",
     ),
     pool: str = typer.Option("default", "--pool", help="Work pool the runs go to."),
     param: list[str] = typer.Option([], "--param", "-p", help="Default parameter KEY=VALUE."),
@@ -83,16 +86,23 @@ def deploy(
         if value is not None
     }
     parameters = parse_params(param)
-    deployable = from_source(source or ".", entrypoint, **options)
-    deployment = deployable.deploy(
-        name,
-        work_pool=pool,
-        parameters=parameters,
-        tags=tag,
-        description=description,
-        follow_ref=follow_ref,
-        settings=load_settings(),
-    )
+    chosen: Any = source or "."
+    keywords: dict[str, Any] = {
+        "work_pool": pool,
+        "parameters": parameters,
+        "tags": tag,
+        "description": description,
+        "follow_ref": follow_ref,
+    }
+    if source is None and not options:  # conveyor.yaml's pull steps say where the code is
+        from conveyor.project import project_defaults
+
+        project = project_defaults(".", name=name, entrypoint=entrypoint)
+        if project is not None:
+            chosen = project.source
+            keywords = project.deploy_options(**keywords)
+    deployable = from_source(chosen, entrypoint, **options)
+    deployment = deployable.deploy(name, **keywords, settings=load_settings())
     console.print(
         f"deployment {deployment.flow_name}/{deployment.name} "
         f"version {deployment.version} (revision {deployment.revision})"
