@@ -42,6 +42,7 @@ from fixtures.git_server import (
     git_repos_root,
     install_git_wrapper,
     repos,
+    run_git,
 )
 from fixtures.ports import free_port
 from sources.contract import SourceContract, write_known_tree
@@ -270,35 +271,71 @@ def test_partial_clone_fetches_commit_then_only_needed_blobs(
     assert sum(p.stat().st_size for p in packs) < 200_000
 
 
-def test_server_without_filters_falls_back_to_a_whole_fetch(
+def test_whole_tree_comes_with_its_commit_in_one_round_trip(
     repos: Repos, git_http: GitHttpServer, tmp_path: Path
 ) -> None:
-    repo, creds = _creds_repo(repos, "nofilter")
-    repo.allow_filter(False)
+    repo, creds = _creds_repo(repos, "whole")
     sha = repo.commit({"a.py": "A\n", "lib/b.py": "B\n"})
     dest = _fetch(GitRepository(git_http.url(repo), credentials=creds), sha, tmp_path)
     assert (dest / "lib/b.py").read_text() == "B\n"
+    assert len([r for r in git_http.requests(repo) if r[2] == "fetch"]) == 1
+
+
+def test_server_without_filters_falls_back_to_a_whole_fetch(
+    repos: Repos, git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    # Given a server that does not allow filters, and a sparse checkout (which asks for one)
+    repo, creds = _creds_repo(repos, "nofilter")
+    repo.allow_filter(False)
+    sha = repo.commit({"a.py": "A\n", "lib/b.py": "B\n", "other/c.py": "C\n"})
+    source = GitRepository(git_http.url(repo), credentials=creds, directories=["lib"])
+
+    # When fetched
+    dest = _fetch(source, sha, tmp_path)
+
+    # Then everything came at once (git ignored the filter): no second request for blobs
+    assert (dest / "lib/b.py").read_text() == "B\n"
+    assert not (dest / "other").exists()
     fetches = [r for r in git_http.requests(repo) if r[2] == "fetch"]
-    assert len(fetches) == 1  # everything came at once; no blob fetch was needed
+    assert len(fetches) == 1
+    missing = run_git(
+        "rev-list",
+        "--objects",
+        "--no-walk",
+        "--missing=print",
+        sha,
+        cwd=tmp_path / "scratch/mirror.git",
+    )
+    assert "?" not in missing
 
 
-@pytest.mark.parametrize("allow_filter", [True, False])
+@pytest.mark.parametrize(
+    ("allow_filter", "directories"),
+    [(True, None), (False, None), (True, ["lib"]), (False, ["lib"])],
+)
 def test_protocol_v0_server_refusing_unadvertised_commits_falls_back(
-    allow_filter: bool, repos: Repos, git_http: GitHttpServer, tmp_path: Path
+    allow_filter: bool,
+    directories: list[str] | None,
+    repos: Repos,
+    git_http: GitHttpServer,
+    tmp_path: Path,
 ) -> None:
     # Given a server that speaks protocol v0 only (it drops the Git-Protocol header)
     repo = repos.make("v0")
     repo.allow_filter(allow_filter)
-    old = repo.commit({"a.py": "old\n"})
+    old = repo.commit({"a.py": "old\n", "lib/x.py": "X\n"})
     repo.commit({"a.py": "new\n"})
     repo.configure(basic=[f"x-access-token:{TOKEN}"], v2=False)
-    source = GitRepository(git_http.url(repo), credentials=GitHubCredentials(TOKEN))
+    source = GitRepository(
+        git_http.url(repo), credentials=GitHubCredentials(TOKEN), directories=directories
+    )
 
     # When a commit that is not a branch tip is fetched
     dest = _fetch(source, old, tmp_path)
 
     # Then the fallback (fetch all branches and tags) delivered it
     assert (dest / "a.py").read_text() == "old\n"
+    assert (dest / "lib/x.py").read_text() == "X\n"
     with pytest.raises(VersionNotFound):
         _fetch(source, "ab" * 20, tmp_path, "dest2")
 

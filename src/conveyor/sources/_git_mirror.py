@@ -1,10 +1,11 @@
 """One bare mirror per repository, kept in the source's scratch directory.
 
-The mirror is a partial (``blob:none``), shallow bare repository whose only remote is the
-repository URL (never a credential: credentials reach each git child through its environment).
-A commit is fetched only when it is missing (``git cat-file -e <sha>^{commit}``), with
-``--depth=1 --filter=blob:none``, and kept by a ref ``refs/conveyor/<sha>`` so nothing prunes it;
-the blobs a checkout needs are then fetched in one batch. Servers that do not allow filters
+The mirror is a partial-clone-capable (promisor remote, ``blob:none``), shallow bare repository
+whose only remote is the repository URL (never a credential: credentials reach each git child
+through its environment). A commit is fetched only when it is missing (``git cat-file -e
+<sha>^{commit}``), at ``--depth=1``, and kept by a ref ``refs/conveyor/<sha>`` so nothing prunes
+it: with ``--filter=blob:none`` when only some blobs are needed (they are then fetched in one
+batch), or with its blobs in the same round trip otherwise. Servers that do not allow filters
 answer with everything at once (git warns and ignores the filter); servers that refuse to serve
 an unadvertised commit (protocol v0 without ``uploadpack.allowReachableSHA1InWant``) get a full
 fetch of all branches and tags instead.
@@ -158,11 +159,13 @@ class Mirror:
         )
         return done.stderr
 
-    def fetch_commit(self, sha: str, auth: AuthSession) -> None:
-        """Fetch commit ``sha`` (depth 1, no blobs where the server allows it); keep a ref to it."""
+    def fetch_commit(self, sha: str, auth: AuthSession, *, blobs: bool = False) -> None:
+        """Fetch commit ``sha`` at depth 1 and keep a ref to it: without its blobs (a partial
+        fetch, where the server allows filters), or with them when ``blobs``."""
         started = time.perf_counter()
+        wanted = "--no-filter" if blobs else "--filter=blob:none"
         try:
-            stderr = self._fetch(auth, "--depth=1", "--filter=blob:none", "origin", _keep(sha))
+            stderr = self._fetch(auth, "--depth=1", wanted, "origin", _keep(sha))
         except GitFailed as exc:
             if exc.failure is not Failure.UNADVERTISED:
                 raise raise_for(exc, source=self.source, action=f"fetching {sha} from") from None
