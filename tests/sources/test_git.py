@@ -93,8 +93,10 @@ def test_short_sha_not_at_a_branch_tip_is_resolved_by_fetching_history(repos: Re
 def test_full_commit_sha_resolves_without_io(monkeypatch: pytest.MonkeyPatch) -> None:
     sha = "a" * 40
     source = GitRepository("https://example.invalid/o/r.git", commit_sha=sha)
-    monkeypatch.setattr("conveyor.sources.git.git", None)  # any git call would fail
-    assert source.resolve() == sha
+    from sources.contract import no_io
+
+    with no_io(monkeypatch):  # no process, no socket, no file
+        assert source.resolve() == sha
 
 
 def test_fetch_reuses_the_mirror_and_fetches_only_missing_commits(

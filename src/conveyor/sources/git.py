@@ -17,13 +17,11 @@ the child's environment. The URL is stored without user info; a URL with a passw
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 from conveyor.credentials import (
     PROVIDERS,
@@ -33,7 +31,7 @@ from conveyor.credentials import (
     template_name,
 )
 from conveyor.errors import ConfigError, IntegrityError, SourceError, VersionNotFound
-from conveyor.sources._git_auth import AuthSession, GitAuth, is_ssh_url
+from conveyor.sources._git_auth import AuthSession, GitAuth
 from conveyor.sources._git_checkout import (
     GITLINK,
     Manifest,
@@ -44,20 +42,23 @@ from conveyor.sources._git_checkout import (
     verify_tree,
     write_blobs,
 )
-from conveyor.sources._git_cmd import OFFLINE, GitFailed, git, raise_for
+from conveyor.sources._git_cmd import GitFailed
 from conveyor.sources._git_mirror import Mirror
+from conveyor.sources._git_resolve import resolve_ref, resolve_short
 from conveyor.sources._git_submodules import read_gitmodules, resolve_submodule_url, same_host
+from conveyor.sources._git_validate import (
+    FULL_SHA,
+    check_commit,
+    check_directories,
+    check_ref,
+    clean_url,
+)
 from conveyor.sources.base import Source
 
 __all__ = ["GitRepository"]
 
 logger = logging.getLogger(__name__)
 
-_SHA = re.compile(r"^[0-9a-fA-F]{4,64}$")
-_FULL = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|\.lock$|^/|/$|\.$")
-_TRANSPORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
-_SCHEMES = {"https", "http", "ssh", "git", "file", "git+ssh", "ssh+git"}
 _MAX_SUBMODULE_DEPTH = 8
 PARTIAL_WHOLE_TREE = False
 """Fetch whole-tree checkouts partially too (commit and trees, then the blobs: two round trips).
@@ -65,74 +66,6 @@ PARTIAL_WHOLE_TREE = False
 Off: a checkout of the whole tree needs every blob anyway, so its commit is fetched with its
 blobs in one round trip (``bench/git.py``: 0.9x a plain shallow clone, against 1.5x for two
 rounds). A sparse checkout (``directories``) always fetches partially: only its blobs come."""
-
-
-def _clean_url(url: str) -> str:
-    """The URL to store: validated, without a password (refused) or an HTTP user name."""
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigError("a git repository URL is required")
-    url = url.strip()
-    if url.startswith("-") or any(ord(c) < 0x20 or c == "\x7f" for c in url):
-        raise ConfigError("the git repository URL is not valid", hint="pass the clone URL")
-    if _TRANSPORT.match(url):
-        raise ConfigError(
-            "git remote-helper URLs (<transport>::<address>) are not supported",
-            hint="use https://, ssh://, git://, file:// or user@host:path",
-        )
-    if "://" not in url:
-        if is_ssh_url(url):
-            user_host = url.split(":", 1)[0]
-            if ":" in user_host.rpartition("@")[0]:
-                raise _password_in_url()
-        return url
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ConfigError(
-            f"git URLs starting with {scheme}:// are not supported",
-            hint="use https://, ssh://, git://, file:// or user@host:path",
-        )
-    if parts.password is not None:
-        raise _password_in_url()
-    netloc = parts.netloc
-    if "@" in netloc and scheme in {"http", "https"}:
-        netloc = netloc.rpartition("@")[2]  # a user name alone may be a token: never store it
-    return urlunsplit((scheme, netloc, parts.path, parts.query, ""))
-
-
-def _password_in_url() -> ConfigError:
-    return ConfigError(
-        "the repository URL carries a password or token; it would be stored and shown",
-        hint="remove it from the URL and pass credentials=: save them with "
-        "`conveyor credentials create github|gitlab|bitbucket NAME` (token read from stdin)",
-    )
-
-
-def _check_ref(branch: str) -> str:
-    if not isinstance(branch, str) or not branch or branch.startswith("-"):
-        raise ConfigError(f"branch {branch!r} is not valid (it may not start with '-')")
-    if _BAD_REF.search(branch):
-        raise ConfigError(f"branch {branch!r} is not a valid git ref name")
-    return branch
-
-
-def _check_directories(directories: Sequence[str] | None) -> tuple[str, ...] | None:
-    if directories is None:
-        return None
-    if isinstance(directories, str):
-        directories = [directories]
-    cleaned = []
-    for d in directories:
-        if not isinstance(d, str) or d.startswith("-"):
-            raise ConfigError(f"directory {d!r} is not valid (it may not start with '-')")
-        norm = d.strip().strip("/")
-        while norm.startswith("./"):
-            norm = norm[2:]
-        parts = norm.split("/")
-        if not norm or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
-            raise ConfigError(f"directory {d!r} is not a relative path inside the repository")
-        cleaned.append(norm)
-    return tuple(dict.fromkeys(cleaned)) or None
 
 
 class GitRepository(Source):
@@ -152,16 +85,11 @@ class GitRepository(Source):
         provider: str | None = None,
         follow_ref: bool = False,
     ) -> None:
-        self.url = _clean_url(url)
+        self.url = clean_url(url)
         if branch is not None and commit_sha is not None:
             raise ConfigError("pass a branch or a commit_sha, not both")
-        self.branch = _check_ref(branch) if branch is not None else None
-        if commit_sha is not None and not (isinstance(commit_sha, str) and _SHA.match(commit_sha)):
-            raise ConfigError(
-                f"commit_sha {commit_sha!r} is not a commit hash (4 to 64 hex digits)",
-                hint="to follow a branch or tag, pass branch= instead",
-            )
-        self.commit_sha = commit_sha.lower() if commit_sha else None
+        self.branch = check_ref(branch) if branch is not None else None
+        self.commit_sha = check_commit(commit_sha)
         if follow_ref and self.commit_sha:
             raise ConfigError("follow_ref needs a branch or tag: a commit_sha never moves")
         if provider is not None and provider not in PROVIDERS:
@@ -178,7 +106,7 @@ class GitRepository(Source):
             raise ConfigError(f"{credentials.type} credentials do not fit provider {provider!r}")
         self.credentials = credentials
         self.include_submodules = bool(include_submodules)
-        self.directories = _check_directories(directories)
+        self.directories = check_directories(directories)
         self.provider = provider
         self.follow_ref = bool(follow_ref)
         self._manifests: dict[tuple[str, str], Manifest] = {}
@@ -284,114 +212,12 @@ class GitRepository(Source):
 
     def resolve(self) -> str:
         """The full commit the branch, tag, short hash or remote HEAD names right now."""
-        if self.commit_sha and _FULL.match(self.commit_sha):
+        if self.commit_sha and FULL_SHA.match(self.commit_sha):
             return self.commit_sha
         with self._session() as auth:
-            refs = self._ls_remote(auth)
             if self.commit_sha:
-                return self._resolve_short(refs, auth)
-            return self._pick(refs)
-
-    def _ls_remote(self, auth: AuthSession) -> dict[str, str]:
-        patterns = ["HEAD"] if self.branch is None else self._candidates(self.branch)
-        try:
-            out = git(
-                ["ls-remote", "--", self.url, *patterns]
-                if self.commit_sha is None
-                else ["ls-remote", "--", self.url],
-                auth=auth.env(),
-                network=True,
-            ).stdout
-        except GitFailed as exc:
-            raise raise_for(exc, source=self.describe_url(), action="listing refs of") from None
-        refs: dict[str, str] = {}
-        for line in out.splitlines():
-            sha, _, ref = line.partition("\t")
-            if sha and ref:
-                refs[ref.strip()] = sha.strip().lower()
-        return refs
-
-    @staticmethod
-    def _candidates(branch: str) -> list[str]:
-        if branch.startswith("refs/"):
-            return [branch, f"{branch}^{{}}"]
-        return [f"refs/heads/{branch}", f"refs/tags/{branch}", f"refs/tags/{branch}^{{}}"]
-
-    def _pick(self, refs: dict[str, str]) -> str:
-        if self.branch is None:
-            if "HEAD" in refs:
-                return refs["HEAD"]
-            raise VersionNotFound(
-                f"{self.describe_url()} has no default branch (remote HEAD)",
-                source=self.describe_url(),
-                hint="pass branch=",
-            )
-        order = (
-            [f"{self.branch}^{{}}", self.branch]
-            if self.branch.startswith("refs/")
-            else [
-                f"refs/heads/{self.branch}",
-                f"refs/tags/{self.branch}^{{}}",
-                f"refs/tags/{self.branch}",
-            ]
-        )
-        for ref in order:
-            if ref in refs:
-                return refs[ref]
-        raise VersionNotFound(
-            f"no branch or tag {self.branch!r} in {self.describe_url()}",
-            source=self.describe_url(),
-        )
-
-    def _resolve_short(self, refs: dict[str, str], auth: AuthSession) -> str:
-        assert self.commit_sha is not None
-        prefix = self.commit_sha
-        tips = {sha for sha in refs.values() if sha.startswith(prefix)}
-        if len(tips) == 1:
-            return tips.pop()
-        tmp = Path(tempfile.mkdtemp(prefix="conveyor-resolve-"))
-        try:
-            mirror = Mirror(tmp / "m.git", self.url, source=self.describe_url())
-            with mirror.locked():
-                try:
-                    git(
-                        [
-                            "--git-dir",
-                            str(mirror.path),
-                            "fetch",
-                            "--quiet",
-                            "--no-tags",
-                            "--filter=tree:0",
-                            "origin",
-                            "+refs/heads/*:refs/heads/*",
-                            "+refs/tags/*:refs/tags/*",
-                        ],
-                        auth=auth.env(),
-                        network=True,
-                    )
-                    out = git(
-                        [
-                            "--git-dir",
-                            str(mirror.path),
-                            *OFFLINE,
-                            "rev-parse",
-                            "--verify",
-                            "--quiet",
-                            f"{prefix}^{{commit}}",
-                        ]
-                    ).stdout
-                except GitFailed as exc:
-                    if exc.command.startswith("git") and "rev-parse" in exc.command:
-                        raise VersionNotFound(
-                            f"no single commit {prefix} on a branch or tag of "
-                            f"{self.describe_url()}",
-                            source=self.describe_url(),
-                            hint="pass the full 40-character commit hash",
-                        ) from None
-                    raise raise_for(exc, source=self.describe_url(), action="resolving") from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out.strip().lower()
+                return resolve_short(self.url, self.commit_sha, auth)
+            return resolve_ref(self.url, self.branch, auth)
 
     def describe_url(self) -> str:
         """The repository URL, safe to show (it never holds credentials)."""
@@ -428,7 +254,7 @@ class GitRepository(Source):
         verify_tree(Path(path), manifest, version=version)
 
     def _check_version(self, version: str) -> str:
-        if not isinstance(version, str) or not _FULL.match(version.lower()):
+        if not isinstance(version, str) or not FULL_SHA.match(version.lower()):
             raise VersionNotFound(
                 f"{version!r} is not a full git commit hash", source=self.describe_url()
             )

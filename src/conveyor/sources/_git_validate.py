@@ -1,0 +1,103 @@
+"""Checks on what a `GitRepository` is built from, before any git runs (no I/O).
+
+URLs are stored without user info: a password is refused (it would be stored and shown), a bare
+HTTP user name is dropped (it may be a token); ``<transport>::`` remote-helper URLs and
+option-like values are refused so nothing user-given can become a git option.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from conveyor.errors import ConfigError
+from conveyor.sources._git_auth import is_ssh_url
+
+__all__ = ["FULL_SHA", "check_commit", "check_directories", "check_ref", "clean_url"]
+
+_SHA = re.compile(r"^[0-9a-fA-F]{4,64}$")
+FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|\.lock$|^/|/$|\.$")
+_TRANSPORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_SCHEMES = {"https", "http", "ssh", "git", "file", "git+ssh", "ssh+git"}
+
+
+def clean_url(url: str) -> str:
+    """The URL to store: validated, without a password (refused) or an HTTP user name."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError("a git repository URL is required")
+    url = url.strip()
+    if url.startswith("-") or any(ord(c) < 0x20 or c == "\x7f" for c in url):
+        raise ConfigError("the git repository URL is not valid", hint="pass the clone URL")
+    if _TRANSPORT.match(url):
+        raise ConfigError(
+            "git remote-helper URLs (<transport>::<address>) are not supported",
+            hint="use https://, ssh://, git://, file:// or user@host:path",
+        )
+    if "://" not in url:
+        if is_ssh_url(url):
+            user_host = url.split(":", 1)[0]
+            if ":" in user_host.rpartition("@")[0]:
+                raise _password_in_url()
+        return url
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            f"git URLs starting with {scheme}:// are not supported",
+            hint="use https://, ssh://, git://, file:// or user@host:path",
+        )
+    if parts.password is not None:
+        raise _password_in_url()
+    netloc = parts.netloc
+    if "@" in netloc and scheme in {"http", "https"}:
+        netloc = netloc.rpartition("@")[2]  # a user name alone may be a token: never store it
+    return urlunsplit((scheme, netloc, parts.path, parts.query, ""))
+
+
+def _password_in_url() -> ConfigError:
+    return ConfigError(
+        "the repository URL carries a password or token; it would be stored and shown",
+        hint="remove it from the URL and pass credentials=: save them with "
+        "`conveyor credentials create github|gitlab|bitbucket NAME` (token read from stdin)",
+    )
+
+
+def check_ref(branch: str) -> str:
+    if not isinstance(branch, str) or not branch or branch.startswith("-"):
+        raise ConfigError(f"branch {branch!r} is not valid (it may not start with '-')")
+    if _BAD_REF.search(branch):
+        raise ConfigError(f"branch {branch!r} is not a valid git ref name")
+    return branch
+
+
+def check_directories(directories: Sequence[str] | None) -> tuple[str, ...] | None:
+    if directories is None:
+        return None
+    if isinstance(directories, str):
+        directories = [directories]
+    cleaned = []
+    for d in directories:
+        if not isinstance(d, str) or d.startswith("-"):
+            raise ConfigError(f"directory {d!r} is not valid (it may not start with '-')")
+        norm = d.strip().strip("/")
+        while norm.startswith("./"):
+            norm = norm[2:]
+        parts = norm.split("/")
+        if not norm or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
+            raise ConfigError(f"directory {d!r} is not a relative path inside the repository")
+        cleaned.append(norm)
+    return tuple(dict.fromkeys(cleaned)) or None
+
+
+def check_commit(commit_sha: str | None) -> str | None:
+    """A 4-to-64 hex digit commit hash, lower-cased (None stays None)."""
+    if commit_sha is None:
+        return None
+    if not (isinstance(commit_sha, str) and _SHA.match(commit_sha)):
+        raise ConfigError(
+            f"commit_sha {commit_sha!r} is not a commit hash (4 to 64 hex digits)",
+            hint="to follow a branch or tag, pass branch= instead",
+        )
+    return commit_sha.lower()
