@@ -427,3 +427,35 @@ def test_source_from_url_builds_a_git_repository() -> None:
     assert isinstance(source, GitRepository)
     assert source.to_spec()["branch"] == "dev"
     assert isinstance(source_from_url("git@github.com:o/r.git"), GitRepository)
+
+
+def _ensure_in_child(args: tuple[str, str, str, str]) -> str:
+    cache_root, url, version, start_flag = args
+    import time as _time
+
+    while not Path(start_flag).exists():  # a barrier: start together
+        _time.sleep(0.005)
+    cache = CodeCache(Path(cache_root), max_bytes=10**9)
+    path = cache.ensure(GitRepository(url), version)
+    return (path / "v.txt").read_text()
+
+
+def test_processes_racing_on_one_mirror_each_get_their_commit(repos: Repos, tmp_path: Path) -> None:
+    # Given two commits of one repository and six processes ensuring them at the same moment
+    import multiprocessing
+
+    repo = repos.make("race")
+    one = repo.commit({"v.txt": "one"})
+    two = repo.commit({"v.txt": "two"})
+    flag = tmp_path / "go"
+    jobs = [(str(tmp_path / "cache"), repo.file_url, v, str(flag)) for v in [one, two] * 3]
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        pending = pool.map_async(_ensure_in_child, jobs)
+        flag.write_text("")
+        results = pending.get(timeout=120)
+
+    # Then each got its own commit's content, through one mirror holding both
+    assert results == ["one", "two"] * 3
+    (mirror,) = (tmp_path / "cache").rglob("mirror.git")
+    refs = run_git("--git-dir", mirror, "for-each-ref", "--format=%(refname)").splitlines()
+    assert sorted(refs) == sorted([f"refs/conveyor/{one}", f"refs/conveyor/{two}"])
