@@ -225,3 +225,12 @@ def test_preflight_runs_in_a_separate_interpreter(project) -> None:
     Preflight(project, "flows.py:hello").start().result()
 
     assert int((project / "pid.txt").read_text()) != os.getpid()
+
+
+def test_unknown_work_pool_is_refused_before_anything_is_written(settings, client, project) -> None:
+    with pytest.raises(ConfigError, match="work pool 'nope' does not exist") as caught:
+        from_source(project, "flows.py:hello").deploy(
+            "n", settings=settings, client=client, work_pool="nope"
+        )
+    assert "conveyor pool create nope" in (caught.value.hint or "")
+    assert stored_bundles(settings) == {}

@@ -182,8 +182,28 @@ class DeployableFlow:
             from conveyor.settings import Settings
 
             settings = Settings.from_env()
+        if client is None:
+            from conveyor.client import ConveyorClient
+
+            with ConveyorClient.from_settings(settings) as own:
+                return self.deploy(
+                    name,
+                    work_pool=work_pool,
+                    parameters=parameters,
+                    job_variables=job_variables,
+                    tags=tags,
+                    description=description,
+                    follow_ref=follow_ref,
+                    pull_steps=pull_steps,
+                    settings=settings,
+                    client=own,
+                )
         spec, version, info = self._prepare(
-            settings, follow_ref=follow_ref, parameters=parameters or {}
+            settings,
+            client=client,
+            work_pool=work_pool,
+            follow_ref=follow_ref,
+            parameters=parameters or {},
         )
         request = DeploymentCreate(
             flow_name=info.flow_name,
@@ -203,18 +223,22 @@ class DeployableFlow:
             retry_delay_seconds=info.retry_delay_seconds,
             timeout_seconds=info.timeout_seconds,
         )
-        if client is not None:
-            return client.put_deployment(request)
-        from conveyor.client import ConveyorClient
-
-        with ConveyorClient.from_settings(settings) as own:
-            return own.put_deployment(request)
+        return client.put_deployment(request)
 
     def _prepare(
-        self, settings: Settings, *, follow_ref: bool, parameters: Mapping[str, Any]
+        self,
+        settings: Settings,
+        *,
+        client: ConveyorClient,
+        work_pool: str,
+        follow_ref: bool,
+        parameters: Mapping[str, Any],
     ) -> tuple[dict[str, Any], str, FlowInfo]:
-        """The deployment's source spec, its version and the preflight's answer (every check
-        is done before the bundle is pushed)."""
+        """The deployment's source spec, its version and the preflight's answer.
+
+        Every check — the flow loads, the parameters exist, the server answers (key, pool) — is
+        done before the bundle is pushed, so a refused deploy writes nothing.
+        """
         from conveyor.sources.local import LocalSource
 
         if isinstance(self.source, LocalSource):
@@ -229,9 +253,10 @@ class DeployableFlow:
                     f"folder {folder} does not exist or is not a directory",
                     source=self.source.describe(),
                 )
-            check = Preflight(folder, self.entrypoint).start()
+            check = Preflight(folder, self.entrypoint).start()  # runs while we resolve and ask
             try:
                 version = self.source.resolve()
+                _check_server(client, work_pool)
                 info = check.result()
             finally:
                 check.cancel()
@@ -245,6 +270,7 @@ class DeployableFlow:
             return store.to_spec(), version, info
         from conveyor.cache import CodeCache
 
+        _check_server(client, work_pool)
         version = self.source.resolve()
         checkout = CodeCache.from_settings(settings).ensure(self.source, version)
         info = Preflight(checkout, self.entrypoint).result()
@@ -322,6 +348,16 @@ def _relative_entrypoint(source: Source, entrypoint: str) -> str:
             )
         path = path.resolve().relative_to(source.path.resolve())
     return f"{path.as_posix().removeprefix('./')}:{attribute}"
+
+
+def _check_server(client: ConveyorClient, work_pool: str) -> None:
+    """The server answers (with our key) and has the work pool."""
+    pools = {pool.name for pool in client.list_pools()}
+    if work_pool not in pools:
+        raise ConfigError(
+            f"work pool {work_pool!r} does not exist",
+            hint=f"create it with `conveyor pool create {work_pool}`",
+        )
 
 
 def _check_name(name: str) -> None:

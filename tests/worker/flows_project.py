@@ -116,6 +116,24 @@ async def doubled(x: int = 2) -> int:
 
 
 @flow
+def append_run_id(path: str) -> None:
+    with open(path, "a") as out:  # O_APPEND: concurrent small writes do not interleave
+        out.write(os.environ["CONVEYOR_RUN_ID"] + "\\n")
+
+
+@flow(retries=1)
+def marked_sleep(seconds: float, log: str) -> int:
+    attempt = int(os.environ["CONVEYOR_RUN_ATTEMPT"])
+    with open(log, "a") as out:
+        out.write(f"start {attempt} {os.getpid()}\\n")
+    print(f"attempt {attempt} sleeping {seconds}s")
+    time.sleep(seconds)
+    with open(log, "a") as out:
+        out.write(f"end {attempt}\\n")
+    return attempt
+
+
+@flow
 def chatty(lines: int = 500) -> int:
     for i in range(lines):
         print(f"line {i}")

@@ -54,6 +54,7 @@ class RunLogs:
         self.client = client
         self.run_id = run_id
         self.dropped = 0
+        self._unreachable = False
         self._pending: list[LogRecord] = []
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -103,6 +104,13 @@ class RunLogs:
                         self.client.write_logs(self.run_id, batch[:BATCH_SIZE])
                         batch = batch[BATCH_SIZE:]
                 except ServerUnavailable:
+                    if not self._unreachable:
+                        logger.warning(
+                            "server unavailable, keeping logs run=%s count=%d",
+                            self.run_id,
+                            len(batch),
+                        )
+                    self._unreachable = True
                     self._requeue(batch)
                     if attempt + 1 < attempts:
                         self._closed.wait(min(0.5 * 2**attempt, 5.0))
@@ -110,6 +118,7 @@ class RunLogs:
                 except ApiError as exc:  # the server refused the batch: do not retry it forever
                     logger.warning("logs refused run=%s error=%s", self.run_id, exc)
                     return True
+                self._unreachable = False
                 return True
             return False
 
