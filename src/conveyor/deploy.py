@@ -262,12 +262,17 @@ class DeployableFlow:
                 check.cancel()
             _check_parameters(info, parameters)
             store = self.source.store
+            spec = store.to_spec()
+            if "root" not in spec:  # the default store: this deploy's settings say where it is
+                from conveyor.sources.store import LocalStoreSource
+
+                store = LocalStoreSource(settings.storage_dir)
             pushed = store.push(folder)
             if pushed != version:
                 raise ConfigError(
                     f"folder {folder} changed while it was being deployed", hint="deploy again"
                 )
-            return store.to_spec(), version, info
+            return spec, version, info
         from conveyor.cache import CodeCache
 
         _check_server(client, work_pool)
