@@ -1,11 +1,280 @@
-"""`conveyor runs` commands."""
+"""`conveyor runs ls | inspect RUN | logs RUN [--follow] | cancel RUN | code RUN --output DIR`.
+
+RUN is a run id or a unique prefix of one (``conveyor runs ls`` shows the first 8 characters).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
 
-__all__ = ["register"]
+from conveyor.cli._common import client, console, load_settings
+from conveyor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from conveyor.client import ConveyorClient
+    from conveyor.schemas import LogLine, Run
+
+__all__ = ["print_log_line", "register"]
+
+runs_app = typer.Typer(
+    name="runs", help="Runs: list, inspect, logs, cancel, code.", no_args_is_help=True
+)
+
+_STATE_STYLE = {
+    "scheduled": "cyan",
+    "pending": "yellow",
+    "running": "blue",
+    "completed": "green",
+    "failed": "red",
+    "crashed": "magenta",
+    "cancelled": "dim",
+}
+_FOLLOW_EVERY = 0.25
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.add_typer(runs_app, name="runs")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _state(state: str) -> str:
+    return f"[{_STATE_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def _duration(run: Run) -> str:
+    if run.running_at is None:
+        return "-"
+    end = run.ended_at or datetime.now(run.running_at.tzinfo)
+    return f"{(end - run.running_at).total_seconds():.2f}s"
+
+
+@runs_app.command("ls")
+def ls(
+    deployment: str | None = typer.Option(None, "--deployment", "-d", help="Only FLOW/NAME."),
+    state: str | None = typer.Option(None, "--state", help="Only runs in this state."),
+    pool: str | None = typer.Option(None, "--pool", help="Only runs of this work pool."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000, help="How many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List runs, newest first."""
+    from rich.table import Table
+
+    from conveyor.schemas import RunState
+
+    try:
+        wanted = RunState(state) if state else None
+    except ValueError:
+        choices = ", ".join(s.value for s in RunState)
+        raise ConfigError(f"unknown state {state!r}", hint=f"use one of: {choices}") from None
+    with client() as api:
+        runs = api.list_runs(deployment=deployment, state=wanted, limit=limit, pool=pool)
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+        return
+    if not runs:
+        console.print("no runs")
+        return
+    table = Table(title_justify="left")
+    table.add_column("run", no_wrap=True, min_width=8)
+    table.add_column("deployment", overflow="fold")
+    table.add_column("state", no_wrap=True, min_width=9)
+    table.add_column("try", no_wrap=True)
+    table.add_column("worker", overflow="fold")
+    table.add_column("created", no_wrap=True, min_width=14)
+    table.add_column("duration", no_wrap=True)
+    for run in runs:
+        table.add_row(
+            run.id[:8],
+            f"{run.flow_name}/{run.deployment_name}",
+            _state(run.state.value),
+            f"{run.attempt}/{run.max_retries + 1}",
+            run.worker or "-",
+            run.created.astimezone().strftime("%m-%d %H:%M:%S"),
+            _duration(run),
+        )
+    console.print(table)
+
+
+@runs_app.command("inspect")
+def inspect(
+    run_id: str = typer.Argument(..., metavar="RUN"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a run: state, code version, worker, timings, attempts, result or error."""
+    from rich.table import Table
+
+    with client() as api:
+        run = api.get_run(run_id)
+    if as_json:
+        typer.echo(run.model_dump_json(indent=2))
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    state = _state(run.state.value) + (" (cancel requested)" if run.cancel_requested else "")
+    timings = ", ".join(f"{k} {v:.3f}s" for k, v in run.timings.items()) or "-"
+    rows = [
+        ("run", run.id),
+        (
+            "deployment",
+            f"{run.flow_name}/{run.deployment_name} (revision {run.deployment_revision})",
+        ),
+        ("state", state),
+        ("attempt", f"{run.attempt} of {run.max_retries + 1}"),
+        ("version", run.version + (" (follows ref)" if run.follow_ref else "")),
+        ("entrypoint", run.entrypoint),
+        ("source", json.dumps(run.source, sort_keys=True)),
+        ("work pool", run.work_pool + (f" (labels {', '.join(run.labels)})" if run.labels else "")),
+        ("worker", run.worker or "-"),
+        ("parameters", json.dumps(run.parameters, sort_keys=True)),
+        ("created", _when(run.created)),
+        ("scheduled", _when(run.scheduled_at)),
+        ("pending", _when(run.pending_at)),
+        ("running", _when(run.running_at)),
+        ("ended", _when(run.ended_at)),
+        ("timings", timings),
+    ]
+    if run.result is not None:
+        rows.append(("result", json.dumps(run.result)))
+    if run.result_ref:
+        rows.append(("result ref", run.result_ref))
+    if run.error:
+        rows.append(("error", run.error))
+    for key, value in rows:
+        grid.add_row(key, value)
+    console.print(grid)
+    if run.attempts:
+        table = Table(title="attempts", title_justify="left")
+        table.add_column("#", no_wrap=True)
+        table.add_column("state", no_wrap=True, min_width=9)
+        table.add_column("worker", overflow="fold")
+        table.add_column("version", overflow="fold")
+        table.add_column("ended", no_wrap=True, min_width=14)
+        table.add_column("error", overflow="fold")
+        for attempt in run.attempts:
+            table.add_row(
+                str(attempt.attempt),
+                _state(attempt.state.value),
+                attempt.worker or "-",
+                attempt.version[:19],
+                attempt.ended_at.astimezone().strftime("%m-%d %H:%M:%S"),
+                attempt.error or "",
+            )
+        console.print(table)
+
+
+def print_log_line(line: LogLine) -> None:
+    """One log line as ``HH:MM:SS LEVEL message`` (stdout/stderr lines without a level)."""
+    from rich.markup import escape
+
+    stamp = line.timestamp.astimezone().strftime("%H:%M:%S")
+    level = "" if line.stream in {"stdout", "stderr"} else f"{line.level:<7} "
+    console.print(f"[dim]{stamp}[/] {escape(level + line.message)}", highlight=False)
+
+
+@runs_app.command("logs")
+def logs(
+    run_id: str = typer.Argument(..., metavar="RUN"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+    after: int = typer.Option(0, "--after", min=0, help="Only lines after this seq."),
+) -> None:
+    """Print a run's logs (with --follow, until the run reaches a final state)."""
+    with client() as api:
+        run = api.get_run(run_id)
+        try:
+            _print_logs(api, run.id, after=after, follow=follow)
+        except KeyboardInterrupt:
+            return
+
+
+def _print_logs(api: ConveyorClient, run_id: str, *, after: int, follow: bool) -> None:
+    while True:
+        lines = api.read_logs(run_id, after=after)
+        for line in lines:
+            print_log_line(line)
+            after = line.seq
+        if lines:
+            continue
+        if not follow or api.get_run(run_id).state.is_final:
+            # One last read: lines written between the read and the state check.
+            for line in api.read_logs(run_id, after=after):
+                print_log_line(line)
+            return
+        time.sleep(_FOLLOW_EVERY)
+
+
+@runs_app.command("cancel")
+def cancel(run_id: str = typer.Argument(..., metavar="RUN")) -> None:
+    """Cancel a run (a running run is stopped by its worker)."""
+    with client() as api:
+        run = api.cancel_run(run_id)
+    if run.state.value == "cancelled":
+        console.print(f"cancelled run {run.id}")
+    else:
+        console.print(
+            f"cancellation requested: run {run.id} is {run.state.value}; its worker stops it"
+        )
+
+
+@runs_app.command("code")
+def code(
+    run_id: str = typer.Argument(..., metavar="RUN"),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write the code into."),
+) -> None:
+    """Write the exact code version a run used into an empty (or new) directory."""
+    from conveyor.cache import CodeCache
+    from conveyor.sources.base import source_from_spec
+
+    settings = load_settings()
+    with client(settings) as api:
+        run = api.get_run(run_id)
+    if not run.version:
+        raise ConfigError(f"run {run.id} has no resolved code version yet")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConfigError(
+            f"{output} exists and is not an empty directory", hint="pick a new --output"
+        )
+    source = source_from_spec(run.source)
+    with CodeCache.from_settings(settings).lease(source, run.version) as checkout:
+        count = _copy_tree(checkout, output)
+    console.print(
+        f"wrote {run.version} ({count} files) of {run.flow_name}/{run.deployment_name} to {output}"
+    )
+
+
+def _copy_tree(src: Path, dest: Path) -> int:
+    """Copy a read-only checkout into a writable tree (modes keep only the executable bits)."""
+    count = 0
+    dest.mkdir(parents=True, exist_ok=True)
+    for root, dirs, files in os.walk(src):
+        here = Path(root)
+        target = dest / here.relative_to(src)
+        for name in dirs:
+            path = here / name
+            if path.is_symlink():
+                os.symlink(os.readlink(path), target / name)
+            else:
+                (target / name).mkdir()
+        dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
+        for name in files:
+            path = here / name
+            if path.is_symlink():
+                os.symlink(os.readlink(path), target / name)
+            else:
+                shutil.copyfile(path, target / name)
+                mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+                os.chmod(target / name, mode)
+            count += 1
+    return count
