@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conveyor import __version__
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAP
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ConveyorError, _conveyor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.reveal())
     return app
@@ -139,6 +141,23 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
         parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
     return JSONResponse(_body("invalid request: " + "; ".join(parts), None), status_code=422)
+
+
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    """503 (the client retries) when the database is down or busy; 409 for a lost write race.
+
+    Only the driver's first line is shown: SQLAlchemy's own text carries statement parameters.
+    """
+    assert isinstance(exc, DBAPIError)
+    lines = str(exc.orig).strip().splitlines()
+    reason = lines[0] if lines else type(exc.orig).__name__
+    if isinstance(exc, IntegrityError):
+        return JSONResponse(_body(f"conflicting write: {reason}", None), status_code=409)
+    logger.warning("database error reason=%s", reason)
+    return JSONResponse(
+        _body(f"database unavailable: {reason}", "the server retries; check the database"),
+        status_code=503,
+    )
 
 
 def database_of(app: FastAPI) -> Database:

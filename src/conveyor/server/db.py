@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from conveyor.errors import ConfigError, MissingDependency
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _BUSY_TIMEOUT_MS = 10_000
-_WRITE_ATTEMPTS = 8
+_ATTEMPTS = 8
 _WRITE_OPTION = "conveyor_write"
 
 
@@ -80,9 +80,8 @@ class Database:
         return self._engine
 
     def read(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in a read transaction and return its result."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            return fn(session)
+        """Run ``fn`` in a read transaction and return its result (retried when busy)."""
+        return self._transact(fn, self.engine)
 
     def write(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` in a write transaction, retried from the start when the database is busy.
@@ -91,15 +90,18 @@ class Database:
         """
         self.engine  # noqa: B018 - creates the writer engine too
         assert self._writer is not None
+        return self._transact(fn, self._writer)
+
+    def _transact(self, fn: Callable[[Session], T], engine: Engine) -> T:
         delay = 0.02
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+        for attempt in range(1, _ATTEMPTS + 1):
             try:
-                with Session(self._writer, expire_on_commit=False) as session, session.begin():
+                with Session(engine, expire_on_commit=False) as session, session.begin():
                     return fn(session)
-            except (OperationalError, DBAPIError) as exc:
-                if attempt == _WRITE_ATTEMPTS or not _is_transient(exc):
+            except DBAPIError as exc:
+                if attempt == _ATTEMPTS or not _is_transient(exc):
                     raise
-                logger.debug("db write retry attempt=%d reason=%s", attempt, type(exc.orig))
+                logger.debug("db retry attempt=%d reason=%s", attempt, type(exc.orig).__name__)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
         raise AssertionError("unreachable")

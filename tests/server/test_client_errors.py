@@ -1,0 +1,55 @@
+"""How the client reports failures: one line, the right class, nothing secret, bounded retries."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from conveyor.client import ConveyorClient
+from conveyor.errors import ApiError, ServerUnavailable
+from conveyor.secrets import Secret
+from fixtures.ports import free_port
+
+
+def test_unreachable_server_is_retried_with_backoff_then_reported(settings):
+    url = f"http://127.0.0.1:{free_port()}"
+    remote = dataclasses.replace(settings, api_url=url, api_key=Secret("key-never-shown"))
+    started = time.monotonic()
+    with ConveyorClient(remote, retries=2) as api, pytest.raises(ServerUnavailable) as info:
+        api.list_runs()
+    elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 5  # waited 0.1 s + 0.2 s between the three tries
+    message = str(info.value)
+    assert message.startswith(f"Conveyor server at {url} is unreachable: cannot connect")
+    assert "\n" not in message
+    assert "key-never-shown" not in message + (info.value.hint or "")
+    assert info.value.hint == "check CONVEYOR_API_URL and that `conveyor server start` is running"
+
+
+def test_client_does_no_io_until_the_first_call(settings):
+    api = ConveyorClient(settings)
+    assert api.embedded
+    assert api.target.startswith("embedded:sqlite:///")
+    assert not (settings.home / "conveyor.db").exists()
+    api.close()
+
+
+@pytest.mark.postgres
+def test_database_outage_is_a_503_the_client_reports_in_one_line(
+    settings, postgres_cluster, postgres_url
+):
+    # Given an embedded client working against PostgreSQL
+    pg = dataclasses.replace(settings, database_url=postgres_url)
+    with ConveyorClient(pg, retries=1) as api:
+        api.set_secret("TOKEN", "value-never-shown")
+        # When the database goes away under it
+        postgres_cluster.drop_database(postgres_url)
+        # Then calls fail with one line naming the database problem, after a retry
+        with pytest.raises(ApiError) as info:
+            api.set_secret("TOKEN", "value-never-shown")
+    assert info.value.status_code == 503
+    assert str(info.value).startswith("server error (HTTP 503): database unavailable: ")
+    assert "\n" not in str(info.value)
+    assert "value-never-shown" not in str(info.value)
