@@ -11,10 +11,13 @@ allowed) on 127.0.0.1. Medians of several runs:
   commit with its blobs, files written from ``git cat-file --batch``, verify every blob, seal,
   rename), interleaved run by run with the plain clone;
 - cold code-ready, sparse: the same with ``directories=["pkg0"]`` (a tenth of the files): a
-  partial ``blob:none`` fetch, then one batch of just those blobs;
+  partial ``blob:none`` fetch, then one batch of just those blobs (all cold variants and the
+  plain clone take turns, run by run, so that load on the machine hits them alike);
 - warm code-ready: `CodeCache.ensure` of the cached commit, **with the git server stopped**;
 - trigger → completed: ``create_run`` until the run is final, with a worker (the real process
-  executor) already constructed: cold (empty cache) and warm.
+  executor) already constructed: cold (empty cache) and warm;
+- for comparison, the whole tree fetched partially (``PARTIAL_WHOLE_TREE``: ``blob:none``, then
+  the blobs: two round trips), which is not the default.
 
 Run: ``.venv/bin/python bench/git.py [--runs 5] [--warm 200]``. Prints a Markdown table.
 """
@@ -149,6 +152,7 @@ def main() -> None:
     for key in ("CONVEYOR_API_URL", "CONVEYOR_CACHE_DIR", "CONVEYOR_DATABASE_URL"):
         os.environ.pop(key, None)
 
+    import conveyor.sources.git as git_source
     from conveyor.cache import CodeCache
     from conveyor.client import ConveyorClient
     from conveyor.deploy import from_source
@@ -178,13 +182,17 @@ def main() -> None:
 
         # interleaved, so that load on the machine hits both sides alike
         clone = plain_clone(url, scratch)
-        clone_all, cold_all, sparse_all = [], [], []
+        clone_all, cold_all, sparse_all, two_rounds_all = [], [], [], []
         for _ in range(args.runs):
             clone_all.append(clone())
             cold_all.append(cold_ensure(source))
             sparse_all.append(cold_ensure(sparse))
+            git_source.PARTIAL_WHOLE_TREE = True
+            two_rounds_all.append(cold_ensure(source))
+            git_source.PARTIAL_WHOLE_TREE = False
         clone_s, cold_s = statistics.median(clone_all), statistics.median(cold_all)
         sparse_s = statistics.median(sparse_all)
+        two_rounds_s = statistics.median(two_rounds_all)
 
         # trigger -> completed, on the embedded server with a ready worker
         settings = Settings.from_env()
@@ -245,6 +253,11 @@ def main() -> None:
             ("plain `git clone --depth 1` (token header)", clone_s, clone_all),
             ("cold code-ready (`ensure`, empty cache)", cold_s, cold_all),
             ("cold code-ready, sparse `directories=[pkg0]` (partial clone)", sparse_s, sparse_all),
+            (
+                "cold code-ready, whole tree fetched partially (2 round trips, not the default)",
+                two_rounds_s,
+                two_rounds_all,
+            ),
             ("warm code-ready (`ensure`, git server stopped)", warm_s, []),
             ("trigger → completed, cold cache", trigger_cold_s, trigger_cold_all),
             ("trigger → completed, warm (git server stopped)", trigger_warm_s, trigger_warm_all),
