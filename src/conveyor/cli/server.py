@@ -47,7 +47,12 @@ def start(
     )
     sys.stdout.flush()
     config = uvicorn.Config(
-        app, log_level=log_level, access_log=log_level == "debug", lifespan="on", ws="none"
+        app,
+        log_level=log_level,
+        access_log=log_level == "debug",
+        lifespan="on",
+        ws="none",
+        timeout_graceful_shutdown=5,  # long-polling claims are cut short on stop
     )
     uvicorn.Server(config).run(sockets=[sock])
 
