@@ -161,6 +161,35 @@ def test_killed_worker_crashes_its_run_within_a_lease_and_another_worker_retries
     assert "end 2" in marks.read_text()
 
 
+@pytest.mark.postgres
+def test_sigterm_lets_the_running_run_finish_and_claims_nothing_more(
+    project: Path, pg_server, pool, background, tmp_path: Path
+) -> None:
+    # Given a worker in the middle of a run
+    env = command_env(CONVEYOR_API_URL=pg_server.url)
+    ok(
+        conveyor(
+            "deploy", "flows.py:marked_sleep", "--name", pool, "--pool", pool, env=env, cwd=project
+        )
+    )
+    marks = tmp_path / "marks.txt"
+    worker = background("worker", "start", "--pool", pool, env=env, name="worker")
+    with api(env) as client:
+        run = client.create_run(
+            "marked-sleep", pool, parameters={"seconds": 1.5, "log": str(marks)}
+        )
+        assert wait_until(lambda: marks.exists() and "start 1" in marks.read_text(), timeout=60)
+        # When it gets SIGTERM, and another run is queued after that
+        worker.proc.send_signal(signal.SIGTERM)
+        later = client.create_run(
+            "marked-sleep", pool, parameters={"seconds": 0, "log": str(marks)}
+        )
+        # Then the running run finishes, the worker exits 0, and the later run is left queued
+        assert worker.wait(60) == 0
+        assert client.get_run(run.id).state.value == "completed"
+        assert client.get_run(later.id).state.value == "scheduled"
+
+
 def test_wrong_api_key_is_refused_with_one_line(project: Path, background, tmp_path: Path) -> None:
     home = tmp_path / "server-home"
     server = Server.start(

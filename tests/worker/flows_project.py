@@ -111,6 +111,13 @@ def grandchild(marker: str) -> None:
 
 
 @flow
+def sibling_in_subprocess() -> str:
+    code = "import helpers; print(helpers.shout('from a subprocess'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)
+    return out.stdout.strip() or out.stderr.strip()
+
+
+@flow
 async def doubled(x: int = 2) -> int:
     return x * 2
 

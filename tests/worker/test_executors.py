@@ -215,3 +215,9 @@ def test_in_process_executor_runs_the_same_child_code(run_child) -> None:
     assert outcome.result == "HELLO BO"
     assert "logged Bo" in logs.messages()
     assert os.getcwd() == cwd
+
+
+def test_the_flows_own_subprocesses_can_import_its_modules(run_child) -> None:
+    outcome, _, _ = run_child("sibling_in_subprocess")
+
+    assert outcome.result == "FROM A SUBPROCESS"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -29,6 +30,7 @@ def worker_argv(
     lease_seconds: float | None = None,
     poll_seconds: float | None = None,
     shutdown_timeout: float | None = None,
+    work_dir: Path | None = None,
     debug: bool = False,
 ) -> list[str]:
     """The ``python -m conveyor.worker`` command line for these options."""
@@ -44,6 +46,7 @@ def worker_argv(
         ("--lease-seconds", lease_seconds),
         ("--poll-seconds", poll_seconds),
         ("--shutdown-timeout", shutdown_timeout),
+        ("--work-dir", work_dir),
     ):
         if value is not None:
             argv += [flag, str(value)]
@@ -71,6 +74,9 @@ def start(
     shutdown_timeout: float = typer.Option(
         30.0, "--shutdown-timeout", min=0.0, help="On SIGTERM, how long running runs may finish."
     ),
+    work_dir: Path | None = typer.Option(
+        None, "--work-dir", help="Where run workspaces go (default: $CONVEYOR_HOME/work)."
+    ),
 ) -> None:
     """Claim runs from POOL and execute each in a child process, until stopped (or, with
     --burst, until the pool is empty). SIGTERM/Ctrl-C: finish running runs, then exit."""
@@ -84,6 +90,7 @@ def start(
         lease_seconds=lease_seconds,
         poll_seconds=poll_seconds,
         shutdown_timeout=shutdown_timeout,
+        work_dir=work_dir.absolute() if work_dir else None,
         debug=logging.getLogger().level == logging.DEBUG,
     )
     sys.stdout.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 __all__ = ["main", "parser"]
 
@@ -26,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-seconds", type=float, default=30.0, help="lease length")
     p.add_argument("--poll-seconds", type=float, default=2.0, help="long-poll length")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, help="drain time on SIGTERM")
+    p.add_argument("--work-dir", type=Path, default=None, help="where run workspaces go")
     p.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
     return p
 
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 lease_seconds=args.lease_seconds,
                 poll_seconds=args.poll_seconds,
                 shutdown_timeout=args.shutdown_timeout,
+                work_dir=args.work_dir,
             )
             return worker.work(burst=args.burst, max_runs=args.max_runs)
     except ConveyorError as exc:

@@ -261,9 +261,13 @@ class ProcessExecutor(Executor):
 
     def launch(self, job: ChildJob, *, logs: RunLogs, wake: threading.Event) -> Child:
         read_fd, write_fd = os.pipe()
+        env = {**os.environ, **job.env}
+        # The flow's own subprocesses import its modules too.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(job.workspace), env.get("PYTHONPATH", "")) if p
+        )
         env = {
-            **os.environ,
-            **job.env,
+            **env,
             child_protocol.LOG_FD_ENV: str(write_fd),
             child_protocol.WORKER_PID_ENV: str(os.getpid()),
             "PYTHONUNBUFFERED": "1",

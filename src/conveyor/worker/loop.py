@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +89,8 @@ class Worker:
         self._next_heartbeat = 0.0
         self._unreachable = False
         self._backoff = 0.25
+        self.own_dir: Path | None = None
+        """This worker's directory (workspaces, spares), removed when `work` returns."""
 
     @classmethod
     def from_settings(
@@ -100,23 +104,33 @@ class Worker:
         cache: CodeCache | None = None,
         results: ResultStore | None = None,
         lease_seconds: float = 30.0,
+        work_dir: Path | None = None,
         **options: object,
     ) -> Worker:
-        """A worker with the default cache, result store and process executor of ``settings``."""
+        """A worker with the default cache, result store and process executor of ``settings``.
+
+        Run workspaces go under ``work_dir`` (default ``$CONVEYOR_HOME/work``): a fast local disk
+        or a tmpfs makes the per-run copy of the checkout cheaper.
+        """
         from conveyor.cache import CodeCache
         from conveyor.results import ResultStore
+        from conveyor.worker.spares import SparePool
+        from conveyor.worker.workspace import worker_dir
 
         name = name or default_worker_name()
+        cache = cache or CodeCache.from_settings(settings)
+        own_dir = worker_dir(work_dir or settings.home / "work")
         handler = RunHandler(
             client,
-            cache=cache or CodeCache.from_settings(settings),
+            cache=cache,
             executor=executor or ProcessExecutor(),
             results=results or ResultStore.from_settings(settings),
             worker=name,
-            work_dir=settings.home / "work",
+            work_dir=own_dir / "runs",
             lease_seconds=lease_seconds,
+            spares=SparePool(own_dir / "spares", cache=cache),
         )
-        return cls(
+        worker = cls(
             client,
             pool=pool,
             handler=handler,
@@ -124,6 +138,8 @@ class Worker:
             lease_seconds=lease_seconds,
             **options,  # type: ignore[arg-type]
         )
+        worker.own_dir = own_dir
+        return worker
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -136,6 +152,9 @@ class Worker:
             for signum, handler in previous.items():
                 if handler is not None:
                     signal.signal(signum, handler)
+            self.handler.close()
+            if self.own_dir is not None:
+                shutil.rmtree(self.own_dir, ignore_errors=True)
 
     def _work(self, *, burst: bool, max_runs: int | None) -> int:
         logger.info(

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from conveyor.cache import CodeCache
     from conveyor.client import ConveyorClient
     from conveyor.results import ResultStore
+    from conveyor.worker.spares import SparePool
 
 __all__ = ["LeaseKeeper", "RunHandler"]
 
@@ -126,6 +127,7 @@ class RunHandler:
         worker: str,
         work_dir: Path,
         lease_seconds: float = 30.0,
+        spares: SparePool | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -134,6 +136,12 @@ class RunHandler:
         self.worker = worker
         self.work_dir = work_dir
         self.lease_seconds = lease_seconds
+        self.spares = spares
+
+    def close(self) -> None:
+        """Release what the handler keeps between runs (its spare workspaces)."""
+        if self.spares is not None:
+            self.spares.close()
 
     def handle(self, run: Run, *, interrupt: Interrupt | None = None) -> RunState | None:
         """Run ``run`` to a final state and report it; returns that state (None: lease lost)."""
@@ -147,27 +155,30 @@ class RunHandler:
             lease_seconds=self.lease_seconds,
             interrupt=interrupt,
         ).start()
-        workspace = Workspace.create(self.work_dir, run.id, attempt=run.attempt)
+        workspace: Workspace | None = None
         update: StateUpdate | None
         try:
+            workspace = Workspace.create(self.work_dir, run.id, attempt=run.attempt)
             update = self._run(run, workspace, logs=logs, interrupt=interrupt, timings=timings)
         except ConveyorError as exc:  # the source, the cache, a template, a lost lease
             logs.emit(f"run failed before the flow started: {exc}", level="ERROR", stream="worker")
             if exc.hint:
                 logs.emit(f"hint: {exc.hint}", level="ERROR", stream="worker")
             update = self._update(RunState.FAILED, version=run.version, error=str(exc))
-        except Exception as exc:  # a bug in the worker: still data on the run
+        except Exception as exc:  # a bug in the worker, a full disk: still data on the run
             logger.exception("worker error run=%s", run.id)
             logs.emit(traceback.format_exc().rstrip(), level="ERROR", stream="worker")
             error = f"worker error: {type(exc).__name__}: {exc}"
             update = self._update(RunState.CRASHED, version=run.version, error=error)
+        try:
+            logs.close()
+            reported = interrupt.reason is not StopReason.LOST and update is not None
+            if reported and update is not None and not self._report(run.id, update):
+                update = None
         finally:
-            workspace.remove()
-        logs.close()
-        reported = interrupt.reason is not StopReason.LOST and update is not None
-        if reported and update is not None and not self._report(run.id, update):
-            update = None
-        keeper.stop()
+            keeper.stop()
+            if workspace is not None:  # after the report: not on the run's critical path
+                workspace.remove()
         state = None if update is None else update.state
         logger.info(
             "run finished run=%s state=%s%s",
@@ -200,7 +211,8 @@ class RunHandler:
         with self.cache.lease(source, version) as checkout:
             timings["fetch"] = time.monotonic() - started
             copy_started = time.monotonic()
-            workspace.fill(checkout)
+            if self.spares is None or not self.spares.take(source, version, workspace.code):
+                workspace.fill(checkout)
             timings["workspace"] = time.monotonic() - copy_started
         if interrupt.reason is not None:  # cancelled or lost while fetching
             return self._interrupted(interrupt.reason, version=version, timings=timings)
@@ -227,6 +239,8 @@ class RunHandler:
             kill_margin_seconds=TIMEOUT_MARGIN_SECONDS,
         )
         outcome = self.executor.execute(job, logs=logs, interrupt=interrupt)
+        if self.spares is not None:
+            self.spares.refill(source, version)  # in the background, for the next run
         return self._final(run, outcome, logs=logs, version=version, timings=timings)
 
     def _environment(self, run: Run, version: str) -> dict[str, str]:

@@ -1,6 +1,8 @@
 """The per-run directory: a writable copy of the checkout, and the child's control files.
 
-``<CONVEYOR_HOME>/work/<run-id>-<attempt>-<random>/``::
+Each worker process has its own directory, ``<CONVEYOR_HOME>/work/w-<pid>-<random>/`` (see
+`worker_dir`: a new worker removes those of dead workers), holding ``spares/`` (see
+`conveyor.worker.spares`) and one directory per run, ``runs/<run-id>-<attempt>-<random>/``::
 
     code/       the run's working directory: a copy of the checkout, every file writable
     control/    input.json, output.json, result.pickle (see `conveyor.worker.child`)
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Workspace", "copy_tree"]
+__all__ = ["Workspace", "copy_tree", "worker_dir"]
 
 
 def copy_tree(source: Path, dest: Path) -> int:
@@ -89,3 +91,28 @@ class Workspace:
 
         if self.root.exists():
             shutil.rmtree(self.root, onerror=_writable)
+
+
+def worker_dir(base: Path) -> Path:
+    """A new directory for this worker process under ``base``; removes dead workers' ones.
+
+    Named ``w-<pid>-<random>``: a directory whose process is gone was left by a killed worker.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    for entry in base.glob("w-*-*"):
+        pid_text = entry.name.split("-")[1]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            shutil.rmtree(entry, ignore_errors=True)
+    own = base / f"w-{os.getpid()}-{secrets.token_hex(3)}"
+    own.mkdir(mode=0o700)
+    return own
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,112 @@
+"""Spare workspaces: a ready copy of a recently run version, so the next run need not wait for one.
+
+Copying a checkout is cheap on a quiet disk, but on a busy one (other processes' ``fsync`` forcing
+ext4's journal to flush our fresh copies) a 5 MB tree can take hundreds of milliseconds. After a
+run, the worker copies that version's checkout once more, in a background thread, into a spare;
+the next run of the same version takes the spare with one ``rename`` instead of copying. A spare
+is a pristine copy (nothing ever runs in it) made under a cache lease, so taking it is the same
+as copying the checkout at that moment. At most `SparePool.keep` spares are kept (the oldest are
+dropped), each worker's under its own directory, removed when the worker stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import shutil
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conveyor.worker.workspace import copy_tree
+
+if TYPE_CHECKING:
+    from conveyor.cache import CodeCache
+    from conveyor.sources.base import Source
+
+__all__ = ["SparePool"]
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+"""(source key, version)."""
+
+
+class SparePool:
+    """Ready-made copies of recent versions' checkouts under ``root``."""
+
+    def __init__(self, root: Path, *, cache: CodeCache, keep: int = 2) -> None:
+        self.root = root
+        self.cache = cache
+        self.keep = keep
+        self._ready: OrderedDict[Key, Path] = OrderedDict()
+        self._lock = threading.Lock()
+        self._wanted: queue.Queue[tuple[Source, str] | None] = queue.Queue()
+        self._pending: set[Key] = set()
+        self._thread: threading.Thread | None = None
+
+    def take(self, source: Source, version: str, dest: Path) -> bool:
+        """Move a spare of ``version`` to ``dest`` (which must not exist); False if none."""
+        with self._lock:
+            spare = self._ready.pop((source.key(), version), None)
+        if spare is None:
+            return False
+        try:
+            os.rename(spare, dest)
+        except OSError:
+            shutil.rmtree(spare.parent, ignore_errors=True)
+            return False
+        shutil.rmtree(spare.parent, ignore_errors=True)
+        return True
+
+    def refill(self, source: Source, version: str) -> None:
+        """Make a spare of ``version`` in the background, unless one is there or on its way."""
+        key = (source.key(), version)
+        with self._lock:
+            if self.keep <= 0 or key in self._ready or key in self._pending:
+                return
+            self._pending.add(key)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="spares", daemon=True)
+                self._thread.start()
+        self._wanted.put((source, version))
+
+    def close(self) -> None:
+        """Stop making spares and delete them all."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            self._wanted.put(None)
+            thread.join()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _loop(self) -> None:
+        while (item := self._wanted.get()) is not None:
+            source, version = item
+            key = (source.key(), version)
+            try:
+                spare = self._make(source, version)
+            except Exception as exc:  # a spare is an optimisation: never fail a run for it
+                logger.debug("spare not made version=%s error=%s", version, exc)
+                spare = None
+            with self._lock:
+                self._pending.discard(key)
+                if spare is not None:
+                    self._ready[key] = spare
+                    while len(self._ready) > self.keep:
+                        _, old = self._ready.popitem(last=False)
+                        shutil.rmtree(old.parent, ignore_errors=True)
+
+    def _make(self, source: Source, version: str) -> Path:
+        holder = self.root / f"{version[:24]}-{secrets.token_hex(4)}"
+        holder.mkdir(parents=True)
+        try:
+            with self.cache.lease(source, version) as checkout:
+                copy_tree(checkout, holder / "code")
+        except BaseException:
+            shutil.rmtree(holder, ignore_errors=True)
+            raise
+        return holder / "code"
