@@ -74,3 +74,18 @@ def test_a_new_worker_removes_what_dead_workers_left(tmp_path: Path) -> None:
     assert other != mine
     assert other.name.startswith(f"w-{os.getpid()}-")
     assert other.stat().st_mtime >= before - 1
+
+
+def test_a_spare_being_made_is_waited_for(settings, project, tmp_path) -> None:
+    cache = CodeCache.from_settings(settings)
+    source = LocalStoreSource(settings.storage_dir)
+    (version,) = _versions(settings, project, 1)
+    pool = SparePool(tmp_path / "spares", cache=cache)
+
+    pool.refill(source, version)
+    dest = tmp_path / "code"
+    taken = pool.take(source, version, dest)  # right away: the copy is (probably) still going
+
+    assert taken
+    assert (dest / "data.txt").read_text() == "version 0"
+    pool.close()

@@ -164,24 +164,26 @@ class Worker:
             self.limit,
             burst,
         )
-        while not self._stopping.is_set():
-            self._heartbeat_if_due()
-            if max_runs is not None and self.started >= max_runs:
-                break
-            if self.running >= self.limit:
-                self._wait_for_change(HEARTBEAT_SECONDS)
-                continue
-            asked = time.monotonic()
-            run = self._claim(wait_seconds=0 if burst else self.poll_seconds)
-            if run is None and not burst and time.monotonic() - asked < MIN_EMPTY_CLAIM_SECONDS:
-                self._stopping.wait(MIN_EMPTY_CLAIM_SECONDS)  # a server that does not long-poll
-            if run is not None:
-                self._start(run)
-            elif burst and self.running == 0 and not self._unreachable:
-                break
-            elif burst:
-                self._wait_for_change(self.poll_seconds)
-        self._drain()
+        try:
+            while not self._stopping.is_set():
+                self._heartbeat_if_due()
+                if max_runs is not None and self.started >= max_runs:
+                    break
+                if self.running >= self.limit:
+                    self._wait_for_change(HEARTBEAT_SECONDS)
+                    continue
+                asked = time.monotonic()
+                run = self._claim(wait_seconds=0 if burst else self.poll_seconds)
+                if run is not None:
+                    self._start(run)
+                elif burst and self.running == 0 and not self._unreachable:
+                    break
+                elif burst:
+                    self._wait_for_change(self.poll_seconds)
+                elif time.monotonic() - asked < MIN_EMPTY_CLAIM_SECONDS:
+                    self._stopping.wait(MIN_EMPTY_CLAIM_SECONDS)  # a server that does not long-poll
+        finally:  # also when a wrong key or an unknown pool ends the loop
+            self._drain()
         self._heartbeat_if_due(force=True)
         logger.info("worker stopped name=%s runs=%d", self.name, self.started)
         return 0

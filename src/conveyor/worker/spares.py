@@ -31,6 +31,9 @@ __all__ = ["SparePool"]
 
 logger = logging.getLogger(__name__)
 
+WAIT_SECONDS = 30.0
+"""The longest a run waits for a spare being made before copying the checkout itself."""
+
 Key = tuple[str, str]
 """(source key, version)."""
 
@@ -44,14 +47,27 @@ class SparePool:
         self.keep = keep
         self._ready: OrderedDict[Key, Path] = OrderedDict()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._wanted: queue.Queue[tuple[Source, str] | None] = queue.Queue()
         self._pending: set[Key] = set()
+        self._awaited: set[Key] = set()
         self._thread: threading.Thread | None = None
 
     def take(self, source: Source, version: str, dest: Path) -> bool:
-        """Move a spare of ``version`` to ``dest`` (which must not exist); False if none."""
-        with self._lock:
-            spare = self._ready.pop((source.key(), version), None)
+        """Move a spare of ``version`` to ``dest`` (which must not exist); False if none.
+
+        A spare being made is waited for (by one run at a time): it has a head start on a copy
+        started now.
+        """
+        key = (source.key(), version)
+        with self._changed:
+            if key in self._pending and key not in self._awaited:
+                self._awaited.add(key)
+                try:
+                    self._changed.wait_for(lambda: key not in self._pending, timeout=WAIT_SECONDS)
+                finally:
+                    self._awaited.discard(key)
+            spare = self._ready.pop(key, None)
         if spare is None:
             return False
         try:
@@ -92,13 +108,14 @@ class SparePool:
             except Exception as exc:  # a spare is an optimisation: never fail a run for it
                 logger.debug("spare not made version=%s error=%s", version, exc)
                 spare = None
-            with self._lock:
+            with self._changed:
                 self._pending.discard(key)
                 if spare is not None:
                     self._ready[key] = spare
                     while len(self._ready) > self.keep:
                         _, old = self._ready.popitem(last=False)
                         shutil.rmtree(old.parent, ignore_errors=True)
+                self._changed.notify_all()
 
     def _make(self, source: Source, version: str) -> Path:
         holder = self.root / f"{version[:24]}-{secrets.token_hex(4)}"
