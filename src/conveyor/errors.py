@@ -13,7 +13,7 @@ ConveyorError                       .message, .hint; str() is one line
 │   ├── UnsafeArchive               absolute path, `..`, escaping link, device, limits exceeded
 │   └── IntegrityError              fetched code does not match its version (.path)
 ├── FlowLoadError                   an entrypoint could not be turned into a flow
-├── FlowTimeout                     a flow or task ran past its timeout_seconds (also a TimeoutError)
+├── FlowTimeout                     a flow or task ran past timeout_seconds (a TimeoutError)
 ├── CommandError                    an external command failed (.command, .returncode: redacted)
 ├── CacheError                      the code cache could not hold a version
 └── ApiError                        talking to the Conveyor server (.status_code)
