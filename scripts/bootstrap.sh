@@ -16,12 +16,17 @@ else
   uv=(python3 -m uv)
 fi
 stamp=".venv/.installed-${extras//,/-}"
+# Compiled bytecode for our own modules too: this environment may set PYTHONDONTWRITEBYTECODE,
+# which would otherwise recompile them on every start of the CLI, a worker child or the server.
+compile_src() { .venv/bin/python -m compileall -q -j 0 src >/dev/null 2>&1 || true; }
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+  compile_src
   exit 0
 fi
 [ -x .venv/bin/python ] || "${uv[@]}" venv --quiet --python python3 .venv
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
-VIRTUAL_ENV=.venv "${uv[@]}" pip install --quiet -e "$spec"
+VIRTUAL_ENV=.venv "${uv[@]}" pip install --quiet --compile-bytecode -e "$spec"
 rm -f .venv/.installed-*
 touch "$stamp"
+compile_src
