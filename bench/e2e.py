@@ -15,8 +15,11 @@ files, half Python-like text, half random bytes). For each backend — the embed
 - **worker memory**: idle RSS of the worker process, and the peak RSS of the worker plus all its
   children while it works through those 100 runs (sampled every 20 ms from ``/proc``).
 
-Run: ``.venv/bin/python bench/e2e.py [--runs N]``. Prints a Markdown report. Subprocesses run
-without ``PYTHONDONTWRITEBYTECODE`` (with it, every command recompiles its imports).
+Run: ``.venv/bin/python bench/e2e.py [--runs N] [--gap SECONDS] [--work-dir DIR]``. Prints a
+Markdown report. Single triggers wait ``--gap`` seconds first (0.5: an idle worker, whose spare
+workspace is ready; back-to-back runs are what the throughput figure measures). ``--work-dir``
+is passed to the workers (``/dev/shm/...`` takes the disk out of the per-run copy). Subprocesses
+run without ``PYTHONDONTWRITEBYTECODE`` (with it, every command recompiles its imports).
 """
 
 from __future__ import annotations
@@ -178,7 +181,15 @@ def spread(values: list[float]) -> str:
     return f"{min(values) * 1000:.0f}-{max(values) * 1000:.0f}"
 
 
-def bench_backend(label: str, env: dict[str, str], project: Path, runs: int) -> dict[str, Any]:
+def bench_backend(
+    label: str,
+    env: dict[str, str],
+    project: Path,
+    runs: int,
+    *,
+    gap: float,
+    worker_args: list[str],
+) -> dict[str, Any]:
     from conveyor.client import ConveyorClient
     from conveyor.deploy import from_source
     from conveyor.settings import Settings
@@ -208,33 +219,48 @@ def bench_backend(label: str, env: dict[str, str], project: Path, runs: int) -> 
             for _ in range(max(3, runs // 2))
         ]
 
-        def trigger() -> tuple[float, float]:
+        phases: dict[str, list[dict[str, float]]] = {"warm": [], "cold": []}
+
+        def trigger(kind: str = "") -> tuple[float, float]:
+            if kind:
+                time.sleep(gap)  # an idle worker, as between runs triggered by people or schedules
             start = time.perf_counter()
             run = client.create_run("noop", "bench")
             while not (done := client.get_run(run.id)).state.is_final:
                 time.sleep(POLL_SECONDS)
             assert done.state.value == "completed", done.error
             assert done.ended_at is not None
+            if kind:
+                phases[kind].append(dict(done.timings))
             return (done.ended_at - done.created).total_seconds(), time.perf_counter() - start
 
-        with background(["worker", "start"], env=env, log=home / "worker.log") as worker:
+        with background(
+            ["worker", "start", *worker_args], env=env, log=home / "worker.log"
+        ) as worker:
             wait_for(lambda: "worker started" in (home / "worker.log").read_text())
             time.sleep(2)
             out["idle_rss_kb"] = rss_kb(worker.pid)
             trigger()  # the current version into the cache
-            warm = [trigger() for _ in range(runs * 2)]
+            warm = [trigger("warm") for _ in range(runs * 2)]
             cold = []
             for i in range(runs):
                 (project / "pkg0" / "sub0" / "module_0.py").write_text(f"y = {i}  # cold\n")
                 deployable.deploy("bench", settings=settings, client=client)
-                cold.append(trigger())
+                cold.append(trigger("cold"))
+            for kind, samples in phases.items():
+                medians = {
+                    k: round(statistics.median(p.get(k, 0.0) for p in samples) * 1000)
+                    for k in ("queue", "fetch", "workspace", "start", "run")
+                }
+                print(f"{label} {kind} phases (median ms): {medians}", file=sys.stderr)
             out["warm_server"], out["warm_client"] = [w[0] for w in warm], [w[1] for w in warm]
             out["cold_server"], out["cold_client"] = [c[0] for c in cold], [c[1] for c in cold]
 
         throughput, peaks = [], []
         for attempt in range(3):
             log = home / f"worker-limit4-{attempt}.log"
-            with background(["worker", "start", "--limit", "4"], env=env, log=log) as worker:
+            args = ["worker", "start", "--limit", "4", *worker_args]
+            with background(args, env=env, log=log) as worker:
                 wait_for(lambda log=log: "worker started" in log.read_text())
                 trigger()
                 with PeakSampler(worker.pid) as sampler:
@@ -317,7 +343,15 @@ def report(results: list[dict[str, Any]], *, size: int, runs: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="samples per figure (warm: twice)")
+    parser.add_argument(
+        "--gap", type=float, default=0.5, help="idle seconds before each single trigger"
+    )
+    parser.add_argument("--work-dir", default=None, help="the workers' --work-dir")
     args = parser.parse_args()
+    options: dict[str, Any] = {
+        "gap": args.gap,
+        "worker_args": ["--work-dir", args.work_dir] if args.work_dir else [],
+    }
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     results = []
@@ -325,7 +359,9 @@ def main() -> int:
     embedded_home = WORK / "embedded"
     project = WORK / "project-embedded"
     size = make_project(project)
-    results.append(bench_backend("embedded (SQLite)", env_for(embedded_home), project, args.runs))
+    results.append(
+        bench_backend("embedded (SQLite)", env_for(embedded_home), project, args.runs, **options)
+    )
 
     server_home = WORK / "server"
     server_env = env_for(server_home / "srv")
@@ -340,9 +376,10 @@ def main() -> int:
         project = WORK / "project-server"
         make_project(project)
         env = env_for(client_home, CONVEYOR_API_URL=url.group(1))
-        results.append(bench_backend("server (HTTP, SQLite)", env, project, args.runs))
+        results.append(bench_backend("server (HTTP, SQLite)", env, project, args.runs, **options))
 
     print(report(results, size=size, runs=args.runs))
+    print(f"\nCommand: .venv/bin/python bench/e2e.py {' '.join(sys.argv[1:])}".rstrip())
     return 0
 
 

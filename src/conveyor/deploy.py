@@ -22,7 +22,9 @@ flow.from_source("./project", "flows.py:hello").deploy(name="nightly", parameter
 4. **put** the deployment: only the source's secret-free spec (credential *names*), the pinned
    version and the flow's parameter schema. Unchanged code and options make no new revision.
 
-For a local folder the preflight child starts first and runs while the version is computed.
+Before anything is written, the server is asked for the work pool (so a wrong key, an
+unreachable server or an unknown pool fail the deploy cleanly). For a local folder the preflight
+child starts first and runs while the version is computed and the server is asked.
 """
 
 from __future__ import annotations
