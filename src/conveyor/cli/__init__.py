@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-import click
 import typer
+from rich.markup import escape
 
 from conveyor.cli import (
     bundle,
@@ -75,16 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConveyorError as exc:
         if _DEBUG["on"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+            err_console.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False)
         return 1
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         err_console.print("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except typer.TyperException as exc:  # typer's click: usage errors, bad parameters
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {escape(str(exc))}", highlight=False)
+        return int(getattr(exc, "exit_code", 2))
     return result if isinstance(result, int) else 0
