@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
+from conveyor._fs import atomic_write
 from conveyor._manifest import (
     RESERVED_DIR,
     Manifest,
@@ -123,21 +123,10 @@ def pack(root: Path, out: Path | BinaryIO, *, manifest: Manifest | None = None) 
     target = Path(out)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with atomic_write(target, fsync=True) as fh:
+            _write_archive(top, manifest, fh)
     except OSError as exc:
         raise BundleError(f"cannot write {target}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_archive(top, manifest, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise BundleError(f"cannot write {target}: {exc.strerror}") from None
-        raise
     logger.debug("packed version=%s files=%d out=%s", manifest.version, manifest.file_count, out)
     return manifest
 

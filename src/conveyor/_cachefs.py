@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from conveyor._fs import atomic_write
 from conveyor.errors import CacheError
 
 logger = logging.getLogger(__name__)
@@ -180,11 +181,8 @@ def remove_tree(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: dict[str, Any], *, tmp: Path) -> None:
     """Write ``data`` to ``path`` through the temporary file ``tmp`` and `os.replace`."""
-    try:
-        tmp.write_text(json.dumps(data, sort_keys=True, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, tmp=tmp) as out:
+        out.write((json.dumps(data, sort_keys=True, indent=1) + "\n").encode())
 
 
 def read_meta(path: Path) -> dict[str, Any] | None:

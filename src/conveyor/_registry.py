@@ -86,7 +86,8 @@ def known_kinds() -> list[str]:
     return sorted(_all_specs())
 
 
-def _import_target(target: str) -> Any:
+def import_target(target: str) -> Any:
+    """The object named by ``"package.module:attr"``, imported now."""
     module_name, _, attr = target.partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, attr)
@@ -101,7 +102,7 @@ def get_source_class(kind: str) -> type[Source]:
             hint=f"use one of: {', '.join(known_kinds())}",
         )
     try:
-        cls: type[Source] = _import_target(spec.target)
+        cls: type[Source] = import_target(spec.target)
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if spec.extra and (

@@ -279,8 +279,8 @@ class DeployableFlow:
 
         _check_server(client, work_pool)
         version = self.source.resolve()
-        checkout = CodeCache.from_settings(settings).ensure(self.source, version)
-        info = Preflight(checkout, self.entrypoint).result()
+        with CodeCache.from_settings(settings).lease(self.source, version) as checkout:
+            info = Preflight(checkout, self.entrypoint).result()  # not evicted while it reads
         _check_parameters(info, parameters)
         return self.source.to_spec(), version, info
 

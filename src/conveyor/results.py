@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor._fs import atomic_write
 from conveyor.errors import ConfigError
 from conveyor.settings import Settings
 
@@ -95,13 +96,8 @@ class ResultStore:
         ref = self.ref_for(run_id)
         dest = self.path_for(ref)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp_name, dest)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
+        with atomic_write(dest, mode=0o600) as out:
+            pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
         return ref
 
     def load(self, ref: str) -> Any:

@@ -10,13 +10,13 @@ argument names the step's outputs for later ``{{ id.key }}`` templates.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
+from conveyor._registry import import_target
 from conveyor.errors import ConfigError
 
 __all__ = [
@@ -85,8 +85,7 @@ def get_step_spec(name: str) -> tuple[str, StepSpec]:
 
 
 def _load(target: str) -> Callable[..., Any]:
-    module_name, _, attr = target.partition(":")
-    function: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+    function: Callable[..., Any] = import_target(target)
     return function
 
 

@@ -33,6 +33,8 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from conveyor._fs import atomic_write
+
 __all__ = ["INPUT_FILE", "LOG_FD_ENV", "OUTPUT_FILE", "main", "run_flow"]
 
 INPUT_FILE = "input.json"
@@ -204,9 +206,8 @@ def run_flow(control: Path, workspace: Path) -> dict[str, Any]:
 
 
 def _write_output(control: Path, output: dict[str, Any]) -> None:
-    tmp = control / (OUTPUT_FILE + ".tmp")
-    tmp.write_text(json.dumps(output), encoding="utf-8")
-    os.replace(tmp, control / OUTPUT_FILE)
+    with atomic_write(control / OUTPUT_FILE) as out:
+        out.write(json.dumps(output).encode())
 
 
 def main(argv: list[str] | None = None) -> int:
