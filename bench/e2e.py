@@ -190,14 +190,14 @@ def bench_backend(
     gap: float,
     worker_args: list[str],
 ) -> dict[str, Any]:
-    from conveyor.client import ConveyorClient
+    from conveyor.connect import connect
     from conveyor.deploy import from_source
     from conveyor.settings import Settings
 
     settings = Settings.from_env(env)
     out: dict[str, Any] = {"label": label}
     home = settings.home
-    with ConveyorClient(settings) as client:
+    with connect(settings) as client:
         client.list_pools()  # warm the client (the embedded app is built on first use)
         deployable = from_source(project, "flows.py:noop")
         deployable.deploy("bench", settings=settings, client=client)

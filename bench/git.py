@@ -154,7 +154,7 @@ def main() -> None:
 
     import conveyor.sources.git as git_source
     from conveyor.cache import CodeCache
-    from conveyor.client import ConveyorClient
+    from conveyor.connect import connect
     from conveyor.deploy import from_source
     from conveyor.schemas import RunState
     from conveyor.settings import Settings
@@ -196,7 +196,7 @@ def main() -> None:
 
         # trigger -> completed, on the embedded server with a ready worker
         settings = Settings.from_env()
-        client = ConveyorClient.from_settings(settings)
+        client = connect(settings)
         deployment = from_source(source, "flow.py:main").deploy(
             "bench", settings=settings, client=client
         )

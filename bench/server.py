@@ -93,8 +93,8 @@ def bench_embedded_first_call(runs: int, env: dict[str, str], scratch: Path) -> 
     home = scratch / "embedded"
     code = (
         "import time; t=time.perf_counter()\n"
-        "from conveyor.client import ConveyorClient\nfrom conveyor.settings import Settings\n"
-        "c = ConveyorClient(Settings.from_env()); c.health(); print(time.perf_counter() - t)"
+        "from conveyor.connect import connect\nfrom conveyor.settings import Settings\n"
+        "c = connect(Settings.from_env()); c.health(); print(time.perf_counter() - t)"
     )
     subprocess.run(  # creates the database and warms the bytecode cache
         [sys.executable, "-c", code],
@@ -116,13 +116,13 @@ def bench_embedded_first_call(runs: int, env: dict[str, str], scratch: Path) -> 
 
 
 def bench_api(calls: int, settings_env: dict[str, str]) -> dict[str, tuple[float, float]]:
-    from conveyor.client import ConveyorClient
+    from conveyor.connect import connect
     from conveyor.schemas import DeploymentCreate, RunState, StateUpdate
     from conveyor.settings import Settings
 
     settings = Settings.from_env(settings_env)
     results: dict[str, list[float]] = {"create run": [], "claim": [], "state report": []}
-    with ConveyorClient(settings) as api:
+    with connect(settings) as api:
         api.put_deployment(
             DeploymentCreate(
                 flow_name="bench",

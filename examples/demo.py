@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conveyor import flow
-from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.schemas import Run
 from conveyor.settings import Settings
 
@@ -69,7 +69,7 @@ def main() -> int:
     shutil.rmtree(HOME, ignore_errors=True)
     env = demo_env()
     settings = Settings.from_env(env)
-    with ConveyorClient(settings) as client:
+    with connect(settings) as client:
         started = time.perf_counter()
         deployment = flow.from_source(PROJECT, "flows.py:hello").deploy(
             "demo", parameters={"name": "Conveyor"}, settings=settings, client=client

@@ -21,7 +21,7 @@ from typing import Any
 
 from conveyor.cache import CodeCache
 from conveyor.errors import IntegrityError, SourceUnavailable
-from conveyor.sources.base import Source
+from conveyor.sources.base import FetchContext, Source
 
 HELPER = Path(__file__).resolve()
 
@@ -75,7 +75,9 @@ class FakeSource(Source):
         os_error: bool = False,
         corrupt: bool = False,
         reject: bool = False,
+        scratch: bool = False,
     ) -> None:
+        self.uses_scratch = scratch  # type: ignore[misc]
         self.name = name
         self.state = state
         self.size = size
@@ -94,12 +96,13 @@ class FakeSource(Source):
     def verifies(self) -> int:
         return count_lines(Path(self.state) / "verifies.log")
 
-    def resolve(self) -> str:
+    def resolve(self, ctx: FetchContext | None = None) -> str:
         return "v1"
 
-    def fetch(self, version: str, dest: Path, *, scratch: Path | None = None) -> None:
+    def fetch(self, version: str, dest: Path, ctx: FetchContext | None = None) -> None:
         state = Path(self.state)
         state.mkdir(parents=True, exist_ok=True)
+        scratch = ctx.scratch if ctx is not None else None
         _append(state / "fetches.log", f"{os.getpid()} {version} {dest.name} {scratch}\n")
         files = expected_files(version, self.size)
         (dest / "flow.py").write_bytes(files["flow.py"])  # something partial first
@@ -121,7 +124,7 @@ class FakeSource(Source):
         if self.corrupt:
             (dest / "data.bin").write_bytes(b"tampered")
 
-    def verify(self, version: str, path: Path) -> None:
+    def verify(self, version: str, path: Path, ctx: FetchContext | None = None) -> None:
         _append(Path(self.state) / "verifies.log", f"{os.getpid()} {version} {path.name}\n")
         if self.reject:
             raise IntegrityError(f"{version} was rejected by the test", path="flow.py")
@@ -144,6 +147,7 @@ class FakeSource(Source):
             "os_error": self.os_error,
             "corrupt": self.corrupt,
             "reject": self.reject,
+            "scratch": self.uses_scratch,
         }
 
     def identity(self) -> dict[str, Any]:

@@ -168,7 +168,7 @@ def test_stale_fill_left_by_dead_process_is_removed(root: Path, state: str) -> N
 
 
 def test_scratch_dir_is_persistent_per_source_and_not_an_entry(root: Path, state: str) -> None:
-    source = FakeSource("app", state=state)
+    source = FakeSource("app", state=state, scratch=True)
     cache = CodeCache(root, max_bytes=10**6)
     scratch = cache.scratch_dir(source)
     (scratch / "mirror").write_text("kept")
@@ -293,7 +293,13 @@ def test_orphaned_bookkeeping_is_swept_but_not_that_of_present_versions(
 
     # (lock files stay: unlinking a lock file others may wait on would split them across inodes)
     left = sorted(os.listdir(key_dir))
-    assert left == [".scratch", "gone.lock", "v1", "v1.lease", "v1.lock", "v1.meta.json"]
+    assert left == [
+        "gone.lock",
+        "v1",
+        "v1.lease",
+        "v1.lock",
+        "v1.meta.json",
+    ]
 
 
 def test_racing_threads_fetch_once(root: Path, state: str) -> None:

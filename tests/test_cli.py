@@ -62,3 +62,21 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "dir[1]" in result.stderr
+
+
+def test_version_prints_the_version_and_exits_0() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conveyor import __version__
+
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "conveyor"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"conveyor {__version__}"

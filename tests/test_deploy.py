@@ -12,6 +12,7 @@ import pytest
 from conveyor import flow, load_flow
 from conveyor.cli.deploy import parse_params, split_deployment
 from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.deploy import DeployableFlow, Preflight, entrypoint_for, from_source
 from conveyor.errors import ConfigError, FlowLoadError, ObjectNotFound
 from conveyor.settings import Settings
@@ -21,7 +22,7 @@ from worker.flows_project import write_project
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[ConveyorClient]:
-    with ConveyorClient.from_settings(settings) as api:
+    with connect(settings) as api:
         yield api
 
 
@@ -49,7 +50,7 @@ def test_local_folder_is_pinned_and_pushed_to_the_store(settings, client, projec
     )
 
     assert deployment.flow_name == "hello"
-    assert deployment.source == {"kind": "store"}
+    assert deployment.source == {"kind": "store", "url": str(settings.storage_dir)}
     assert deployment.version == LocalSource(project).resolve()
     assert deployment.entrypoint == "flows.py:hello"
     assert deployment.parameters == {"name": "Ada"}

@@ -443,3 +443,31 @@ def test_call_with_parameters_converts_json_values() -> None:
     assert report.call_with_parameters({"day": "2024-02-29", "n": 3}) == "2024-02-29 3 None"
     with pytest.raises(ConfigError, match="missing required parameter 'day'"):
         report.call_with_parameters({})
+
+
+def test_options_live_in_one_frozen_value_and_with_options_replaces_it() -> None:
+    import dataclasses
+
+    from conveyor.flows import Options
+
+    @flow(retries=2, storage="s3://bucket/flows", result_storage="file:///tmp/results")
+    def stored() -> int:
+        return 1
+
+    assert isinstance(stored.options, Options)
+    assert stored.storage == "s3://bucket/flows"
+    assert stored.result_storage == "file:///tmp/results"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stored.options.retries = 5  # type: ignore[misc]
+    changed = stored.with_options(retries=0, name="renamed")
+    assert (changed.retries, changed.name, changed.storage) == (0, "renamed", "s3://bucket/flows")
+    assert stored.retries == 2
+
+
+def test_an_unknown_option_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="unknown option 'retry'") as caught:
+        flow(retry=3)(lambda: None)  # type: ignore[call-overload]
+    assert caught.value.hint is not None
+    assert "retries" in caught.value.hint
+    with pytest.raises(ConfigError, match="unknown option 'storage'"):
+        task(storage="x")(lambda: None)  # type: ignore[call-overload]

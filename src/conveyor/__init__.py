@@ -9,29 +9,29 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from conveyor._version import __version__ as __version__
 
 # name -> module that defines it. Keep sorted; tests check it against __all__.
 _EXPORTS: dict[str, str] = {
     "ApiError": "conveyor.errors",
     "AuthenticationError": "conveyor.errors",
-    "BitBucketCredentials": "conveyor.credentials",
+    "BitBucketCredentials": "conveyor.sources.git.credentials",
     "BundleError": "conveyor.errors",
     "CodeCache": "conveyor.cache",
-    "CodeCommitCredentials": "conveyor.credentials",
+    "CodeCommitCredentials": "conveyor.sources.git.credentials",
     "ConfigError": "conveyor.errors",
     "ConveyorClient": "conveyor.client",
     "ConveyorError": "conveyor.errors",
     "Flow": "conveyor.flows",
     "FlowLoadError": "conveyor.errors",
-    "GitHubCredentials": "conveyor.credentials",
-    "GitLabCredentials": "conveyor.credentials",
-    "GitRepository": "conveyor.sources.git",
+    "GitHubCredentials": "conveyor.sources.git.credentials",
+    "GitLabCredentials": "conveyor.sources.git.credentials",
+    "GitRepository": "conveyor.sources.git.repository",
     "IntegrityError": "conveyor.errors",
     "LocalSource": "conveyor.sources.local",
     "LocalStoreSource": "conveyor.sources.store",
     "PushableSource": "conveyor.sources.base",
-    "SSHCredentials": "conveyor.credentials",
+    "SSHCredentials": "conveyor.sources.git.credentials",
     "Secret": "conveyor.secrets",
     "Settings": "conveyor.settings",
     "Source": "conveyor.sources.base",
@@ -41,22 +41,18 @@ _EXPORTS: dict[str, str] = {
     "UnsafeArchive": "conveyor.errors",
     "VersionNotFound": "conveyor.errors",
     "flow": "conveyor.flows",
-    "load_flow": "conveyor.flows",
-    "source_from_spec": "conveyor.sources.base",
-    "source_from_url": "conveyor.sources.base",
+    "load_flow": "conveyor._loading",
+    "source_from_spec": "conveyor.sources",
+    "source_from_url": "conveyor.sources",
     "task": "conveyor.flows",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can import them
+    from conveyor._loading import load_flow as load_flow
     from conveyor.cache import CodeCache as CodeCache
     from conveyor.client import ConveyorClient as ConveyorClient
-    from conveyor.credentials import BitBucketCredentials as BitBucketCredentials
-    from conveyor.credentials import CodeCommitCredentials as CodeCommitCredentials
-    from conveyor.credentials import GitHubCredentials as GitHubCredentials
-    from conveyor.credentials import GitLabCredentials as GitLabCredentials
-    from conveyor.credentials import SSHCredentials as SSHCredentials
     from conveyor.errors import ApiError as ApiError
     from conveyor.errors import AuthenticationError as AuthenticationError
     from conveyor.errors import BundleError as BundleError
@@ -71,15 +67,19 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor.flows import Flow as Flow
     from conveyor.flows import Task as Task
     from conveyor.flows import flow as flow
-    from conveyor.flows import load_flow as load_flow
     from conveyor.flows import task as task
     from conveyor.secrets import Secret as Secret
     from conveyor.settings import Settings as Settings
+    from conveyor.sources import source_from_spec as source_from_spec
+    from conveyor.sources import source_from_url as source_from_url
     from conveyor.sources.base import PushableSource as PushableSource
     from conveyor.sources.base import Source as Source
-    from conveyor.sources.base import source_from_spec as source_from_spec
-    from conveyor.sources.base import source_from_url as source_from_url
-    from conveyor.sources.git import GitRepository as GitRepository
+    from conveyor.sources.git.credentials import BitBucketCredentials as BitBucketCredentials
+    from conveyor.sources.git.credentials import CodeCommitCredentials as CodeCommitCredentials
+    from conveyor.sources.git.credentials import GitHubCredentials as GitHubCredentials
+    from conveyor.sources.git.credentials import GitLabCredentials as GitLabCredentials
+    from conveyor.sources.git.credentials import SSHCredentials as SSHCredentials
+    from conveyor.sources.git.repository import GitRepository as GitRepository
     from conveyor.sources.local import LocalSource as LocalSource
     from conveyor.sources.store import LocalStoreSource as LocalStoreSource
 

@@ -24,7 +24,7 @@ from conveyor.errors import BundleError, IntegrityError, UnsafeArchive
 if TYPE_CHECKING:
     import tarfile
 
-__all__ = ["ZSTD_LEVEL", "UnpackLimits", "copy_tree", "pack", "unpack"]
+__all__ = ["ZSTD_LEVEL", "UnpackLimits", "lay_out_tree", "pack", "unpack"]
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def unpack(
     return manifest
 
 
-def copy_tree(root: Path, dest: Path, *, manifest: Manifest | None = None) -> Manifest:
+def lay_out_tree(root: Path, dest: Path, *, manifest: Manifest | None = None) -> Manifest:
     """Copy the bundled files of ``root`` into ``dest`` as `unpack` would lay them out.
 
     ``manifest`` (default: ``build_manifest(root)``) is what is copied; a file that no longer

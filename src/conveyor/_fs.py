@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "copy_writable"]
 
 
 @contextmanager
@@ -41,3 +43,36 @@ def atomic_write(
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def copy_writable(source: Path, dest: Path) -> tuple[int, int]:
+    """Copy the tree at ``source`` (a read-only checkout) into the existing, empty directory
+    ``dest`` as ordinary writable files; returns ``(bytes, files)`` copied.
+
+    Files become ``0o644`` (``0o755`` when executable), directories ``0o755``; symbolic links are
+    copied as links (a checkout only holds links that stay inside the tree).
+    """
+    total = files = 0
+    for dirpath, dirnames, filenames in os.walk(source):
+        relative = os.path.relpath(dirpath, source)
+        target_dir = dest if relative == "." else dest / relative
+        for name in list(dirnames):
+            src = os.path.join(dirpath, name)
+            if os.path.islink(src):  # os.walk does not descend into links: copy them as links
+                os.symlink(os.readlink(src), target_dir / name)
+                dirnames.remove(name)
+                files += 1
+            else:
+                (target_dir / name).mkdir(mode=0o755)
+        for name in filenames:
+            src = os.path.join(dirpath, name)
+            dst = target_dir / name
+            info = os.lstat(src)
+            if stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(src), dst)
+            elif stat.S_ISREG(info.st_mode):
+                shutil.copyfile(src, dst)
+                os.chmod(dst, 0o644 | (info.st_mode & 0o111 and 0o111))
+                total += info.st_size
+            files += 1
+    return total, files

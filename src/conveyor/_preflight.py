@@ -1,73 +1,124 @@
-"""``python -m conveyor._preflight ROOT ENTRYPOINT``: load a flow in a fresh interpreter.
+"""Deploy's preflight: load the flow in a fresh interpreter, from the code tree alone.
 
-Deploy time runs this in a child process, so the user's module is imported exactly as a worker
-will import it (from the code tree alone, nothing from the deploying process), and whatever the
-import does stays out of the deploying process. It prints one JSON object on stdout::
-
-    {"flow_name": ..., "parameter_schema": {...}, "retries": 0, "retry_delay_seconds": 0.0,
-     "timeout_seconds": null, "description": ""}
-
-or, when the flow cannot be loaded, ``{"error": "<one line>"}`` and exits with status 1.
-Byte-code is not written (``-B``): the tree may be a read-only checkout.
+`Preflight(root, entrypoint).start()` spawns ``python -m conveyor.worker.child --describe ROOT
+ENTRYPOINT`` (the same child entry point a worker runs flows with), so the user's module is
+imported exactly as a worker will import it, and whatever the import does stays out of the
+deploying process. `Preflight.result` waits for its one JSON line and returns a `FlowInfo`, or
+raises `FlowLoadError` with the child's one-line error.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
+import os
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["describe_flow", "main"]
+from conveyor.errors import FlowLoadError
+
+__all__ = ["PREFLIGHT_TIMEOUT_SECONDS", "FlowInfo", "Preflight"]
+
+logger = logging.getLogger(__name__)
+
+PREFLIGHT_TIMEOUT_SECONDS = 120.0
 
 
-def describe_flow(root: Path, entrypoint: str) -> dict[str, Any]:
-    """What a deployment needs to know about the flow at ``entrypoint`` under ``root``."""
-    from conveyor.flows import load_flow
+@dataclass(frozen=True)
+class FlowInfo:
+    """What the preflight learnt about the flow."""
 
-    flow = load_flow(entrypoint, root=root)
-    delay = flow.retry_delay_seconds
-    if isinstance(delay, tuple):  # one delay per retry: the deployment keeps the first
-        delay = delay[0] if delay else 0.0
-    return {
-        "flow_name": flow.name,
-        "parameter_schema": flow.parameter_schema(),
-        "retries": flow.retries,
-        "retry_delay_seconds": float(delay),
-        "timeout_seconds": flow.timeout_seconds,
-        "description": flow.description or "",
-    }
+    flow_name: str
+    parameter_schema: dict[str, Any]
+    retries: int = 0
+    retry_delay_seconds: float = 0.0
+    timeout_seconds: float | None = None
+    description: str = ""
 
 
-def _one_line(exc: BaseException) -> str:
-    from conveyor.errors import ConveyorError
+class Preflight:
+    """Loading the flow at ``entrypoint`` under ``root`` in a child interpreter."""
 
-    if isinstance(exc, ConveyorError):
-        return exc.message
-    lines = str(exc).strip().splitlines()
-    first = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    def __init__(self, root: Path, entrypoint: str) -> None:
+        self.root = root
+        self.entrypoint = entrypoint
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
+
+    def start(self) -> Preflight:
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        self._started = time.monotonic()
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-B",
+                "-m",
+                "conveyor.worker.child",
+                "--describe",
+                str(self.root),
+                self.entrypoint,
+            ],
+            cwd=self.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        return self
+
+    def cancel(self) -> None:
+        """Stop the child (the deploy failed for another reason)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.communicate()
+
+    def result(self, *, timeout: float = PREFLIGHT_TIMEOUT_SECONDS) -> FlowInfo:
+        if self._proc is None:
+            self.start()
+        assert self._proc is not None
+        try:
+            out, err = self._proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            raise FlowLoadError(
+                f"loading flow {self.entrypoint} took longer than {timeout:g}s",
+                hint="does the module do slow work at import time?",
+            ) from None
+        logger.debug(
+            "preflight done entrypoint=%s seconds=%.3f",
+            self.entrypoint,
+            time.monotonic() - self._started,
+        )
+        answer = _last_json_line(out)
+        if answer is None:
+            tail = err.decode(errors="replace").strip().splitlines()
+            why = tail[-1] if tail else f"exit status {self._proc.returncode}"
+            raise FlowLoadError(f"flow {self.entrypoint} could not be loaded: {why}")
+        if "error" in answer:
+            raise FlowLoadError(
+                f"flow {self.entrypoint} could not be loaded: {answer['error']}",
+                hint=answer.get("hint") or None,
+            )
+        return FlowInfo(
+            flow_name=str(answer["flow_name"]),
+            parameter_schema=dict(answer.get("parameter_schema") or {}),
+            retries=int(answer.get("retries") or 0),
+            retry_delay_seconds=float(answer.get("retry_delay_seconds") or 0.0),
+            timeout_seconds=answer.get("timeout_seconds"),
+            description=str(answer.get("description") or ""),
+        )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print(json.dumps({"error": "usage: python -m conveyor._preflight ROOT ENTRYPOINT"}))
-        return 2
-    sys.dont_write_bytecode = True
-    root, entrypoint = Path(args[0]), args[1]
-    try:
-        with contextlib.redirect_stdout(sys.stderr):  # what the module prints is not our answer
-            info = describe_flow(root, entrypoint)
-            text = json.dumps(info)
-    except BaseException as exc:  # anything the user's import does is reported, not raised
-        hint = getattr(exc, "hint", None)
-        print(json.dumps({"error": _one_line(exc), "hint": hint}))
-        return 1
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _last_json_line(out: bytes) -> dict[str, Any] | None:
+    for line in reversed(out.decode(errors="replace").strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None

@@ -33,6 +33,9 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+    stdout_bytes: bytes = b""
+    """What the command printed, unredacted and undecoded: for binary output (``git ls-tree
+    -z``) of commands that see no secret; never log it."""
 
 
 def format_command(cmd: Sequence[CommandArg]) -> str:
@@ -102,4 +105,10 @@ def run(
     if check and proc.returncode != 0:
         logger.debug("command failed command=%s returncode=%d", shown, proc.returncode)
         raise CommandError(shown, returncode=proc.returncode, stderr=stderr, hint=hint)
-    return Completed(command=shown, returncode=proc.returncode, stdout=stdout, stderr=stderr)
+    return Completed(
+        command=shown,
+        returncode=proc.returncode,
+        stdout=stdout,
+        stderr=stderr,
+        stdout_bytes=b"" if secrets else proc.stdout,
+    )

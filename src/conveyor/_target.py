@@ -1,6 +1,6 @@
 """An empty directory being filled with a tree, safely, with nothing left behind on failure.
 
-Used by `conveyor.bundles.unpack` and `conveyor.bundles.copy_tree`. Files are created with
+Used by `conveyor.bundles.unpack` and `conveyor.bundles.lay_out_tree`. Files are created with
 ``O_EXCL | O_NOFOLLOW`` under directories this object made itself; symlinks are created only at the
 end (so no file is ever written through a link) and each must then resolve inside the tree. On any
 error, everything written is removed: a destination that existed (empty) is emptied again, and a

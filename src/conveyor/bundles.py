@@ -9,7 +9,7 @@
 - `unpack`: one streaming pass that refuses hostile archives (`UnsafeArchive`), hashes every file
   as it is written and checks it against the manifest and an expected version (`IntegrityError`),
   and leaves nothing behind on failure.
-- `copy_tree`: lay a live tree out as `unpack` would (the local folder source).
+- `lay_out_tree`: lay a live tree out as `unpack` would (the local folder source).
 - `verify_tree`: recompute a tree's version and compare; names the first differing path.
 
 Left out of every bundle: ``.git``/``.hg``/``.svn`` and any directory holding a ``pyvenv.cfg``.
@@ -20,14 +20,14 @@ Also left out: whatever the tree's ``.gitignore`` and ``.conveyorignore`` files 
 ones included, with git's rules (see `conveyor._tree`). Symlinks are kept as links; one leaving the
 tree is refused.
 
-The root ``.conveyor/`` directory is reserved: it is never part of a tree's version, and `unpack`
-and `copy_tree` leave the manifest there, so a checkout says which version it is and `verify_tree`
-can name what differs.
+The root ``.conveyor/`` directory is reserved: it is never part of a tree's version, and
+`unpack` and `lay_out_tree` leave the manifest there, so a checkout says which version it is and
+`verify_tree` can name what differs.
 """
 
 from __future__ import annotations
 
-from conveyor._archive import ZSTD_LEVEL, UnpackLimits, copy_tree, pack, unpack
+from conveyor._archive import ZSTD_LEVEL, UnpackLimits, lay_out_tree, pack, unpack
 from conveyor._manifest import Manifest, ManifestEntry, is_bundle_version
 from conveyor._tree import MANIFEST_PATH, build_manifest, compute_version, verify_tree
 
@@ -39,8 +39,8 @@ __all__ = [
     "UnpackLimits",
     "build_manifest",
     "compute_version",
-    "copy_tree",
     "is_bundle_version",
+    "lay_out_tree",
     "pack",
     "unpack",
     "verify_tree",

@@ -10,9 +10,14 @@
   place, then evict least-recently-used unleased versions until the byte budget holds.
 
 A process killed mid-fill leaves only a ``.tmp-*`` directory, removed by the next fill (only
-when its lock is free). `CodeCache.lease` holds a shared flock for as long as a run uses a
-checkout; eviction skips any version whose lease file it cannot lock exclusively, and the lock
-dies with its process. See `conveyor._cachefs` for the on-disk layout.
+when its lock is free). `CodeCache.checkout` (the one way a caller gets a usable tree) holds a
+shared flock for as long as a run uses a checkout; eviction skips any version whose lease file it
+cannot lock exclusively, and the lock dies with its process. See `conveyor._cachefs` for the
+on-disk layout.
+
+The cache hands each source a `FetchContext`: the one it was built with (secret store,
+environment, settings), plus the source's persistent scratch directory, which the cache holds
+locked (``.scratch.lock``) around the source's ``fetch`` and ``verify``.
 """
 
 from __future__ import annotations
@@ -29,8 +34,12 @@ from typing import TYPE_CHECKING
 
 from conveyor import _cachefs as fs
 from conveyor.errors import CacheError, ConfigError
+from conveyor.sources.base import FetchContext
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from conveyor.settings import Settings
     from conveyor.sources.base import Source
 
@@ -78,16 +87,22 @@ class CodeCache:
     lease_timeout: float = 60.0
     """Seconds to wait for an eviction in progress before a lease is taken."""
 
-    def __init__(self, root: Path, *, max_bytes: int) -> None:
+    def __init__(self, root: Path, *, max_bytes: int, context: FetchContext | None = None) -> None:
         if max_bytes < 0:
             raise ConfigError(f"cache max_bytes must be >= 0, not {max_bytes}")
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.context = context or FetchContext()
+        """What sources get besides their scratch directory (secrets, environment, settings)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CodeCache:
+    def from_settings(cls, settings: Settings, *, context: FetchContext | None = None) -> CodeCache:
         """The cache at ``settings.cache_dir`` with budget ``settings.cache_max_bytes``."""
-        return cls(settings.cache_dir, max_bytes=settings.cache_max_bytes)
+        return cls(
+            settings.cache_dir,
+            max_bytes=settings.cache_max_bytes,
+            context=context or FetchContext(settings=settings),
+        )
 
     def __repr__(self) -> str:
         return f"CodeCache({str(self.root)!r}, max_bytes={self.max_bytes})"
@@ -103,6 +118,27 @@ class CodeCache:
         _mkdir(path)
         return path
 
+    @contextmanager
+    def scratch(self, source: Source) -> Iterator[FetchContext]:
+        """The context for ``source``'s fetch and verify: with its scratch directory, held
+        locked across processes, when it uses one (``uses_scratch``)."""
+        from filelock import FileLock, Timeout
+
+        if not source.uses_scratch:
+            yield self.context
+            return
+        path = self.scratch_dir(source)
+        lock = FileLock(str(path) + ".lock", timeout=self.lock_timeout)
+        try:
+            with lock:
+                yield self.context.with_scratch(path)
+        except Timeout as exc:
+            raise CacheError(
+                f"timed out after {self.lock_timeout:g}s waiting for another process using "
+                f"the scratch directory of {source.describe()}",
+                hint=f"if no conveyor process is running, remove {path}.lock",
+            ) from exc
+
     def ensure(self, source: Source, version: str) -> Path:
         """A read-only, verified checkout of ``version``, fetched at most once across processes.
 
@@ -114,6 +150,16 @@ class CodeCache:
         if _touch(path):
             return path
         return self._fill(source, version, path)
+
+    @contextmanager
+    def checkout(self, source: Source | Mapping[str, Any], version: str) -> Iterator[Path]:
+        """The one way to get a usable tree: ``version`` of ``source`` (a `Source` or a stored
+        spec), fetched and verified if needed, kept from eviction until the block exits."""
+        from conveyor.sources.base import Source
+
+        built = source if isinstance(source, Source) else _from_spec(source)
+        with self.lease(built, version) as path:
+            yield path
 
     @contextmanager
     def lease(self, source: Source, version: str) -> Iterator[Path]:
@@ -202,10 +248,11 @@ class CodeCache:
         tmp = path.with_name(fs.temp_name(fs.TMP_PREFIX, version))
         try:
             tmp.mkdir()
-            source.fetch(version, tmp, scratch=self.scratch_dir(source))
-            fetched = time.perf_counter()
-            source.verify(version, tmp)
-            verified = time.perf_counter()
+            with self.scratch(source) as ctx:
+                source.fetch(version, tmp, ctx)
+                fetched = time.perf_counter()
+                source.verify(version, tmp, ctx)
+                verified = time.perf_counter()
             size_files = fs.seal_tree(tmp)
             self._write_meta(source, version, path, size_files)
             os.replace(tmp, path)
@@ -273,6 +320,12 @@ class CodeCache:
                 "cache over budget used_bytes=%d max_bytes=%d reason=versions in use", used, budget
             )
         return evicted
+
+
+def _from_spec(spec: Mapping[str, Any]) -> Source:
+    from conveyor.sources import source_from_spec
+
+    return source_from_spec(spec)
 
 
 def _touch(path: Path) -> bool:

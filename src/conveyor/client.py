@@ -1,9 +1,9 @@
 """Typed client for the Conveyor API (see `conveyor.schemas` for the endpoints).
 
-With ``settings.api_url`` set, requests go over HTTP (``X-API-Key`` when ``settings.api_key``
-is set). With it unset — the embedded default — the client builds the same app in-process
-(`conveyor.server.create_app`) over the SQLite database under ``CONVEYOR_HOME`` and serves its
-requests without a socket, so separate processes work together through that one file.
+``ConveyorClient(base_url, *, transport=None, api_key=None)`` speaks HTTP through httpx and knows
+nothing of the server: `conveyor.connect.connect(settings)` is what chooses a real server
+(``CONVEYOR_API_URL``) or the embedded default, an in-process transport over the local database
+(`conveyor.server.local.LocalTransport`). Any httpx transport can be injected (tests, tools).
 
 Errors are translated at this boundary: no answer → `ServerUnavailable` (after a few retries with
 backoff, so a worker rides out a server restart), 401 → `Unauthorized`, 404 → `ObjectNotFound`,
@@ -14,9 +14,11 @@ server's hint. Secret values never appear in messages or logs. `ConveyorClient` 
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -28,6 +30,7 @@ from conveyor.errors import (
     Unauthorized,
 )
 from conveyor.schemas import (
+    DEFAULT_LEASE_SECONDS,
     ClaimRequest,
     Deployment,
     DeploymentCreate,
@@ -48,17 +51,19 @@ from conveyor.schemas import (
     Worker,
     WorkerHeartbeat,
 )
-from conveyor.secrets import redact_url
-from conveyor.settings import Settings
+from conveyor.secrets import Secret, redact_url, reveal
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
+    from pathlib import Path
+    from typing import BinaryIO
+
     import httpx
 
-__all__ = ["ConveyorClient"]
+__all__ = ["ConveyorClient", "ServerBundles"]
 
 logger = logging.getLogger(__name__)
-
-_EMBEDDED_URL = "http://conveyor.embedded"
 _IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "HEAD"})
 _INVALID = frozenset({400, 409, 422})
 _RETRY_STATUS = frozenset({502, 503, 504})
@@ -73,29 +78,30 @@ class ConveyorClient:
     or the embedded app, is built on the first request.
     """
 
-    def __init__(self, settings: Settings, *, retries: int = 4, timeout: float = 30.0) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        api_key: Secret | str | None = None,
+        retries: int = 4,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.transport = transport
+        self.api_key = api_key
         self.retries = retries
         self.timeout = timeout
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()
-        self._closers: list[Any] = []
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ConveyorClient:
-        return cls(settings)
-
-    @property
-    def embedded(self) -> bool:
-        """True when no server is configured and the app runs in this process."""
-        return not self.settings.api_url
 
     @property
     def target(self) -> str:
-        """Where requests go, redacted: the server URL, or ``embedded:<database>``."""
-        if self.settings.api_url:
-            return redact_url(self.settings.api_url)
-        return f"embedded:{redact_url(self.settings.effective_database_url)}"
+        """Where requests go, redacted: the server URL, or what the transport says it is."""
+        describe = getattr(self.transport, "describe", None)
+        if callable(describe):
+            return str(describe())
+        return redact_url(self.base_url)
 
     def __repr__(self) -> str:
         return f"ConveyorClient({self.target!r})"
@@ -103,11 +109,10 @@ class ConveyorClient:
     def close(self) -> None:
         with self._lock:
             http, self._http = self._http, None
-            closers, self._closers = self._closers, []
         if http is not None:
             http.close()
-        for close in closers:
-            close()
+        elif self.transport is not None:
+            self.transport.close()
 
     def __enter__(self) -> ConveyorClient:
         return self
@@ -191,7 +196,7 @@ class ConveyorClient:
         *,
         worker: str,
         labels: list[str] | None = None,
-        lease_seconds: float = 30,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         wait_seconds: float = 0,
     ) -> Run | None:
         body = ClaimRequest(
@@ -209,7 +214,7 @@ class ConveyorClient:
         return None if response.status_code == 204 else Run.model_validate(response.json())
 
     def heartbeat_run(
-        self, run_id: str, *, worker: str, lease_seconds: float = 30
+        self, run_id: str, *, worker: str, lease_seconds: float = DEFAULT_LEASE_SECONDS
     ) -> RunHeartbeatReply:
         body = RunHeartbeat(worker=worker, lease_seconds=lease_seconds)
         path = f"/api/runs/{_q(run_id)}/heartbeat"
@@ -271,6 +276,49 @@ class ConveyorClient:
             return None
         return SecretValue.model_validate(response.json()).value
 
+    # the server's bundle store
+    def bundle_exists(self, version: str) -> bool:
+        path = f"/api/bundles/{_q(version)}"
+        try:
+            self._request("HEAD", path)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def upload_bundle(self, version: str, archive: Path) -> bool:
+        """Upload the archive of ``version``; False when the server had it already."""
+        response = self._request(
+            "PUT",
+            f"/api/bundles/{_q(version)}",
+            content=archive.read_bytes(),
+            timeout=max(self.timeout, 300.0),
+        )
+        return response.status_code == 201
+
+    @contextmanager
+    def download_bundle(self, version: str) -> Iterator[BinaryIO]:
+        """A stream of the archive of ``version`` (`ObjectNotFound` when the server lacks it)."""
+        import httpx
+
+        client = self._client()
+        request = client.build_request("GET", f"/api/bundles/{_q(version)}")
+        for attempt in range(self.retries + 1):
+            try:
+                response = client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt == self.retries:
+                    raise self._unavailable(f"cannot connect ({_reason(exc)})") from exc
+                time.sleep(0.1 * 2**attempt)
+                continue
+            break
+        try:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response, method="GET", path=request.url.path)
+            yield io.BufferedReader(_ResponseStream(response, self), 1 << 20)
+        finally:
+            response.close()
+
     # transport
     def _client(self) -> httpx.Client:
         if self._http is None:
@@ -282,22 +330,12 @@ class ConveyorClient:
     def _build(self) -> httpx.Client:
         import httpx
 
-        headers = {"X-API-Key": self.settings.api_key.reveal()} if self.settings.api_key else {}
-        timeout = httpx.Timeout(self.timeout, connect=5.0)
-        if self.settings.api_url:
-            return httpx.Client(
-                base_url=self.settings.api_url.rstrip("/"), headers=headers, timeout=timeout
-            )
-        from conveyor.server.app import create_app, database_of
-        from conveyor.server.embedded import EmbeddedTransport
-
-        app = create_app(self.settings, sweep_every=None)
-        self._closers.append(database_of(app).dispose)
+        headers = {"X-API-Key": reveal(self.api_key)} if self.api_key else {}
         return httpx.Client(
-            transport=EmbeddedTransport(app),
-            base_url=_EMBEDDED_URL,
+            base_url=self.base_url,
+            transport=self.transport,
             headers=headers,
-            timeout=timeout,
+            timeout=httpx.Timeout(self.timeout, connect=5.0),
         )
 
     def _request(
@@ -307,6 +345,7 @@ class ConveyorClient:
         *,
         body: Any = None,
         json: Any = None,
+        content: bytes | None = None,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
         idempotent: bool = False,
@@ -314,8 +353,10 @@ class ConveyorClient:
         import httpx
 
         client = self._client()
-        content = None if body is None else body.model_dump_json().encode()
-        headers = {"Content-Type": "application/json"} if content is not None else None
+        headers = None
+        if body is not None:
+            content = body.model_dump_json().encode()
+            headers = {"Content-Type": "application/json"}
         retry_reads = idempotent or method in _IDEMPOTENT
         delay = 0.1
         for attempt in range(self.retries + 1):
@@ -356,6 +397,56 @@ class ConveyorClient:
         return ServerUnavailable(
             f"Conveyor server at {self.target} is unreachable: {reason}", status_code=None
         )
+
+
+class _ResponseStream(io.RawIOBase):
+    """A streamed response body as a readable binary file (for the unpacker)."""
+
+    def __init__(self, response: httpx.Response, client: ConveyorClient) -> None:
+        self._chunks = response.iter_bytes(1 << 20)
+        self._client = client
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        import httpx
+
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+            except httpx.HTTPError as exc:
+                raise self._client._unavailable(f"download cut ({_reason(exc)})") from exc
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
+class ServerBundles:
+    """The Conveyor server's bundle store, as the bundle store's backend (``/api/bundles``)."""
+
+    def __init__(self, client: ConveyorClient) -> None:
+        self.client = client
+
+    def describe(self) -> str:
+        return f"the bundle store of {self.client.target}"
+
+    def exists(self, name: str) -> bool:
+        return self.client.bundle_exists(_version_of(name))
+
+    def open(self, name: str) -> AbstractContextManager[BinaryIO]:
+        return self.client.download_bundle(_version_of(name))
+
+    def put(self, name: str, path: Path) -> bool:
+        return self.client.upload_bundle(_version_of(name), path)
+
+
+def _version_of(name: str) -> str:
+    return name.removesuffix(".tar.zst")
 
 
 def _q(segment: str) -> str:

@@ -1,86 +1,63 @@
-"""Credentials for git hosts, saved in the server's encrypted secret store and loaded by name.
+"""Credentials as a type: saved by name in the server's encrypted secret store, loaded by name.
 
-- `GitHubCredentials(token)`: ``x-access-token`` + the token (PAT or app installation token).
-- `GitLabCredentials(token, username=None, url=None)`: ``oauth2`` + a personal/project/group
-  access token; a deploy token with its own user name. ``url`` binds them to a self-hosted host.
-- `BitBucketCredentials(token=None, username=None, password=None, url=None, server=False)`:
-  Cloud: ``x-token-auth`` + an access token, or user + app password; Server/Data Center
-  (``server=True``): user + token.
-- `CodeCommitCredentials(aws_access_key_id, aws_secret_access_key, aws_session_token=None,
-  region=None)`: access key id + a SigV4-derived password computed for each git command.
-- `TokenCredentials(token, username=None)`: a plain secret holding a token; the user name follows
-  the repository's ``provider=`` (GitHub ``x-access-token``, GitLab ``oauth2``, Bitbucket
-  ``x-token-auth``; ``user:token`` carries its own).
-- `SSHCredentials(private_key, known_hosts=None, accept_new_host_keys=False)`: a private key;
-  host keys are checked strictly unless ``accept_new_host_keys``.
+Every kind of credentials (git hosts in `conveyor.sources.git.credentials`, and the kinds other
+sources bring) is a frozen dataclass deriving from `Credentials`, with a ``type`` and secret
+fields held as `Secret`. ``creds.save("gh")`` stores them as the secret ``credentials.gh``
+(JSON); ``GitHubCredentials.load("gh")`` reads them back. A deployment stores only the name;
+workers load them through the secret store their context gives them.
 
-The provider comes from the credentials type (or the repository's explicit ``provider=``), never
-from the host name.
+The kinds are found through `CREDENTIAL_TYPES`, a `Registry` keyed by ``type`` (third parties
+register in the ``conveyor.credentials`` entry-point group).
 
-Every secret field is a `Secret` (``repr`` shows ``****``). ``creds.save("gh")`` stores them as
-the secret ``credentials.gh`` (JSON) through `ConveyorClient.set_secret`; ``GitHubCredentials.load
-("gh")`` reads them back. A deployment stores only the name. `load_credentials` resolves a name on
-the worker: typed credentials ``credentials.NAME`` first, then a plain secret ``NAME`` holding a
-token, then an environment variable ``NAME``; a ``${NAME}`` template means a plain token
-(environment first, then the store), like every other template.
+``save`` and ``load`` take the store to use. Called without one (``creds.save("gh")``, as
+Prefect users write it), they are public helpers, like ``flow.deploy()``: they connect to the
+configured server (or the embedded database) the way the command line does.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import fields
+from typing import Any, ClassVar, Self
 
+from conveyor._registry import Entry, Registry
 from conveyor.errors import ConfigError
-from conveyor.secrets import Secret, SecretStore, reveal
-from conveyor.sources._git_auth import GitAuth, HttpAuth, SshAuth
-
-if TYPE_CHECKING:
-    from conveyor.client import ConveyorClient
+from conveyor.secrets import Secret, SecretStore, WritableSecretStore, reveal
 
 __all__ = [
     "CREDENTIALS_PREFIX",
-    "PROVIDERS",
-    "BitBucketCredentials",
-    "CodeCommitCredentials",
-    "GitCredentials",
-    "GitHubCredentials",
-    "GitLabCredentials",
-    "SSHCredentials",
-    "TokenCredentials",
+    "CREDENTIAL_TYPES",
+    "Credentials",
+    "as_secret",
     "credentials_secret_name",
-    "load_credentials",
-    "provider_fits",
-    "template_name",
+    "load_saved",
 ]
 
-PROVIDERS = ("github", "gitlab", "bitbucket", "bitbucket-server", "codecommit", "generic")
-"""Git hosting providers: they differ in the user name sent with a token."""
-
-_USER_FOR_TOKEN = {
-    "github": "x-access-token",
-    "gitlab": "oauth2",
-    "bitbucket": "x-token-auth",
-    "generic": "x-access-token",
-}
 CREDENTIALS_PREFIX = "credentials."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_USERNAME = re.compile(r"^[^\s:/]{1,200}$")
 
-
-def provider_fits(credentials_provider: str | None, provider: str | None) -> bool:
-    """Whether credentials made for one provider may be used with a repository's ``provider=``."""
-    if not credentials_provider or not provider or credentials_provider == provider:
-        return True
-    return credentials_provider == "bitbucket" and provider == "bitbucket-server"
+_GIT = "conveyor.sources.git.credentials"
+CREDENTIAL_TYPES: Registry[type[Credentials]] = Registry(
+    "credentials type",
+    group="conveyor.credentials",
+    builtins={
+        "github": Entry(f"{_GIT}:GitHubCredentials"),
+        "gitlab": Entry(f"{_GIT}:GitLabCredentials"),
+        "bitbucket": Entry(f"{_GIT}:BitBucketCredentials"),
+        "codecommit": Entry(f"{_GIT}:CodeCommitCredentials"),
+        "token": Entry(f"{_GIT}:TokenCredentials"),
+        "ssh": Entry(f"{_GIT}:SSHCredentials"),
+    },
+)
+"""``type`` → credentials class."""
 
 
 def credentials_secret_name(name: str) -> str:
     """The secret under which credentials ``name`` are stored: ``credentials.<name>``."""
-    if not _NAME.match(name or ""):
+    if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(
             f"{name!r} is not a valid credentials name",
             hint="use letters, digits, '.', '_' and '-' (e.g. github-ci)",
@@ -88,7 +65,8 @@ def credentials_secret_name(name: str) -> str:
     return CREDENTIALS_PREFIX + name
 
 
-def _as_secret(value: Secret | str | None, what: str) -> Secret | None:
+def as_secret(value: Secret | str | None, what: str) -> Secret | None:
+    """``value`` as a `Secret` (None stays None); anything but a string is refused."""
     if value is None:
         return None
     if not isinstance(value, Secret | str):
@@ -96,37 +74,12 @@ def _as_secret(value: Secret | str | None, what: str) -> Secret | None:
     return value if isinstance(value, Secret) else Secret(value)
 
 
-def _check_username(username: str | None, what: str = "username") -> None:
-    if username is not None and not _USERNAME.match(username):
-        raise ConfigError(f"{what} {username!r} is not a valid git user name")
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    text = url if "://" in url else f"https://{url}"
-    return (urlsplit(text).hostname or "").lower()
-
-
-def _check_url(creds_url: str | None, repo_url: str, kind: str) -> None:
-    """Credentials bound to a host (``url=``) are never sent to another host."""
-    if creds_url and "://" in repo_url and _host(creds_url) != _host(repo_url):
-        raise ConfigError(
-            f"{kind} credentials are for {_host(creds_url)}, not {_host(repo_url)}",
-            hint="use credentials made for the repository's host",
-        )
-
-
-class GitCredentials(ABC):
-    """Base of every credentials type. ``name`` is set by `save` / `load`."""
+class Credentials:
+    """Base of every credentials kind (subclasses are frozen dataclasses with a ``name`` field
+    that `save` and `load` set)."""
 
     type: ClassVar[str]
-    provider: ClassVar[str | None]
     name: str | None
-
-    @abstractmethod
-    def git_auth(self, url: str, *, provider: str | None = None) -> GitAuth:
-        """How to authenticate git to ``url`` (``provider`` matters only for plain tokens)."""
 
     def to_data(self) -> dict[str, Any]:
         """Every field, secrets revealed: only for writing to the encrypted store."""
@@ -140,282 +93,50 @@ class GitCredentials(ABC):
         return data
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any], *, name: str | None = None) -> GitCredentials:
+    def from_data(cls, data: Mapping[str, Any], *, name: str | None = None) -> Self:
         """Rebuild credentials from `to_data` output (dispatching on ``type``)."""
         kind = data.get("type")
-        target = _TYPES.get(str(kind))
-        if target is None:
-            raise ConfigError(f"unknown credentials type {kind!r}")
-        if cls is not GitCredentials and not issubclass(target, cls):
+        if not isinstance(kind, str) or kind not in CREDENTIAL_TYPES:
+            raise ConfigError(f"stored credentials {name!r} have an unknown type {kind!r}")
+        target = CREDENTIAL_TYPES.get(kind)
+        if not issubclass(target, cls):
             raise ConfigError(f"credentials {name!r} are {kind} credentials, not {cls.type}")
         args = {k: v for k, v in data.items() if k != "type"}
         try:
-            made: GitCredentials = target(**args)
+            made = target(**args)
         except TypeError as exc:
             raise ConfigError(f"stored credentials {name!r} are malformed: {exc}") from None
         object.__setattr__(made, "name", name)
         return made
 
-    def save(self, name: str, *, client: ConveyorClient | None = None) -> Self:
-        """Store these credentials as ``name`` in the server's encrypted secret store."""
+    def save(self, name: str, *, store: WritableSecretStore | None = None) -> Self:
+        """Store these credentials as ``name`` in the encrypted secret store (replacing any)."""
         secret_name = credentials_secret_name(name)
         payload = json.dumps(self.to_data(), sort_keys=True)
-        with _client_scope(client) as store:
-            store.set_secret(secret_name, payload)
+        with _store(store) as target:
+            if not isinstance(target, WritableSecretStore):
+                raise ConfigError("this secret store cannot save credentials")
+            target.set_secret(secret_name, payload)
         object.__setattr__(self, "name", name)
         return self
 
     @classmethod
-    def load(cls, name: str, *, client: ConveyorClient | None = None) -> Self:
-        """The credentials saved as ``name`` (of this type; `GitCredentials.load` takes any)."""
-        with _client_scope(client) as store:
-            found = _load_typed(name, store)
+    def load(cls, name: str, *, store: SecretStore | None = None) -> Self:
+        """The credentials saved as ``name`` (of this kind, or any kind on the base class)."""
+        with _store(store) as source:
+            found = load_saved(name, source)
         if found is None:
             raise ConfigError(
                 f"no credentials named {name!r}",
-                hint=f"create them with `conveyor credentials create <provider> {name}`",
+                hint=f"create them with `conveyor credentials create <kind> {name}`",
             )
         if not isinstance(found, cls):
             raise ConfigError(f"credentials {name!r} are {found.type} credentials, not {cls.type}")
         return found
 
 
-def _post_init(obj: Any, *secret_fields: str) -> None:
-    for f in secret_fields:
-        object.__setattr__(obj, f, _as_secret(getattr(obj, f), f))
-
-
-@dataclass(frozen=True)
-class GitHubCredentials(GitCredentials):
-    """A GitHub token (fine-grained or classic PAT, or an app installation token)."""
-
-    type: ClassVar[str] = "github"
-    provider: ClassVar[str | None] = "github"
-    token: Secret | str
-    name: str | None = field(default=None, compare=False, kw_only=True)
-
-    def __post_init__(self) -> None:
-        _post_init(self, "token")
-        if not self.token:
-            raise ConfigError("GitHubCredentials need a token")
-
-    def git_auth(self, url: str, *, provider: str | None = None) -> GitAuth:
-        return HttpAuth("x-access-token", Secret(reveal(self.token)))
-
-
-@dataclass(frozen=True)
-class GitLabCredentials(GitCredentials):
-    """A GitLab personal/project/group access token (``oauth2``), or a deploy token + its user.
-
-    ``url`` is the GitLab instance (self-hosted); when set, the token is only sent to that host.
-    """
-
-    type: ClassVar[str] = "gitlab"
-    provider: ClassVar[str | None] = "gitlab"
-    token: Secret | str
-    username: str | None = None
-    url: str | None = None
-    name: str | None = field(default=None, compare=False, kw_only=True)
-
-    def __post_init__(self) -> None:
-        _post_init(self, "token")
-        _check_username(self.username)
-        if not self.token:
-            raise ConfigError("GitLabCredentials need a token")
-
-    def git_auth(self, url: str, *, provider: str | None = None) -> GitAuth:
-        _check_url(self.url, url, "GitLab")
-        return HttpAuth(self.username or "oauth2", Secret(reveal(self.token)))
-
-
-@dataclass(frozen=True)
-class BitBucketCredentials(GitCredentials):
-    """Bitbucket Cloud (access token, or user + app password) or Server/Data Center (user + token).
-
-    ``server=True`` selects Bitbucket Server/Data Center; ``url`` binds the credentials to a host.
-    """
-
-    type: ClassVar[str] = "bitbucket"
-    provider: ClassVar[str | None] = "bitbucket"
-    token: Secret | str | None = None
-    username: str | None = None
-    password: Secret | str | None = None
-    url: str | None = None
-    server: bool = False
-    name: str | None = field(default=None, compare=False, kw_only=True)
-
-    def __post_init__(self) -> None:
-        _post_init(self, "token", "password")
-        _check_username(self.username)
-        if not self.token and not self.password:
-            raise ConfigError("BitBucketCredentials need a token or a password")
-        if self.token and self.password:
-            raise ConfigError("BitBucketCredentials take a token or a password, not both")
-        if self.password and not self.username:
-            raise ConfigError("a Bitbucket app password needs its username")
-        if self.server and not self.username:
-            raise ConfigError(
-                "Bitbucket Server/Data Center credentials need a username",
-                hint="pass username= (the token's owner)",
-            )
-
-    def git_auth(self, url: str, *, provider: str | None = None) -> GitAuth:
-        _check_url(self.url, url, "Bitbucket")
-        secret = Secret(reveal(self.token or self.password or ""))
-        return HttpAuth(self.username or "x-token-auth", secret)
-
-
-@dataclass(frozen=True)
-class CodeCommitCredentials(GitCredentials):
-    """AWS credentials for CodeCommit over HTTPS (the password is derived per command, SigV4).
-
-    ``region`` defaults to the one in the repository's host name.
-    """
-
-    type: ClassVar[str] = "codecommit"
-    provider: ClassVar[str | None] = "codecommit"
-    aws_access_key_id: str
-    aws_secret_access_key: Secret | str
-    aws_session_token: Secret | str | None = None
-    region: str | None = None
-    name: str | None = field(default=None, compare=False, kw_only=True)
-
-    def __post_init__(self) -> None:
-        _post_init(self, "aws_secret_access_key", "aws_session_token")
-        if not self.aws_access_key_id or not self.aws_secret_access_key:
-            raise ConfigError("CodeCommitCredentials need an access key id and a secret key")
-        _check_username(self.aws_access_key_id, "aws_access_key_id")
-
-    def repository_url(self, repository: str) -> str:
-        """The HTTPS clone URL of ``repository`` in this credentials' region."""
-        from conveyor.sources._git_codecommit import codecommit_url
-
-        if not self.region:
-            raise ConfigError("CodeCommitCredentials need a region to build a repository URL")
-        return codecommit_url(repository, region=self.region)
-
-    def git_auth(self, url: str, *, provider: str | None = None) -> GitAuth:
-        from conveyor.sources._git_codecommit import codecommit_region, sign_codecommit
-
-        region = self.region or codecommit_region(url)
-        if not region:
-            raise ConfigError(
-                "CodeCommitCredentials need a region for a URL that does not name one",
-                hint="pass region='us-east-1' (or the repository's region)",
-            )
-        password = sign_codecommit(
-            url, secret_access_key=reveal(self.aws_secret_access_key), region=region
-        )
-        if self.aws_session_token:
-            user = Secret(f"{self.aws_access_key_id}%{reveal(self.aws_session_token)}")
-            return HttpAuth(user, Secret(password))
-        return HttpAuth(self.aws_access_key_id, Secret(password))
-
-
-@dataclass(frozen=True)
-class TokenCredentials(GitCredentials):
-    """A plain token (a secret in the store); the user name follows the repository's provider.
-
-    A token written ``user:token`` carries its own user name (GitLab deploy tokens, Bitbucket
-    Server).
-    """
-
-    type: ClassVar[str] = "token"
-    provider: ClassVar[str | None] = None
-    token: Secret | str
-    username: str | None = None
-    name: str | None = field(default=None, compare=False, kw_only=True)
-
-    def __post_init__(self) -> None:
-        _post_init(self, "token")
-        _check_username(self.username)
-        if not self.token:
-            raise ConfigError("the token is empty")
-
-    def git_auth(self, url: str, *, provider: str | None = None) -> GitAuth:
-        text = reveal(self.token).strip()
-        user = self.username
-        if user is None and ":" in text:
-            user, _, text = text.partition(":")
-        if user is None:
-            chosen = provider or "generic"
-            if chosen == "bitbucket-server":
-                raise ConfigError(
-                    "a Bitbucket Server token needs its user name",
-                    hint="store the secret as 'user:token', or use BitBucketCredentials",
-                )
-            if chosen == "codecommit":
-                raise ConfigError("CodeCommit needs CodeCommitCredentials, not a plain token")
-            user = _USER_FOR_TOKEN.get(chosen, "x-access-token")
-        return HttpAuth(user, Secret(text))
-
-
-@dataclass(frozen=True)
-class SSHCredentials(GitCredentials):
-    """An SSH private key (unencrypted, OpenSSH/PEM text) and the host keys to trust.
-
-    ``known_hosts`` is known_hosts text (``ssh-keyscan HOST``); without it the user's and the
-    system's known_hosts files are used. Host keys are always checked (``StrictHostKeyChecking
-    =yes``); ``accept_new_host_keys=True`` trusts a host seen for the first time
-    (``accept-new``), never a changed key.
-    """
-
-    type: ClassVar[str] = "ssh"
-    provider: ClassVar[str | None] = None
-    private_key: Secret | str
-    known_hosts: str | None = None
-    accept_new_host_keys: bool = False
-    name: str | None = field(default=None, compare=False, kw_only=True)
-
-    def __post_init__(self) -> None:
-        _post_init(self, "private_key")
-        if "PRIVATE KEY" not in reveal(self.private_key):
-            raise ConfigError(
-                "private_key does not look like a private key",
-                hint="pass the text of the key file (-----BEGIN ... PRIVATE KEY-----)",
-            )
-
-    def git_auth(self, url: str, *, provider: str | None = None) -> GitAuth:
-        return SshAuth(
-            Secret(reveal(self.private_key)), self.known_hosts, self.accept_new_host_keys
-        )
-
-
-_TYPES: dict[str, type[GitCredentials]] = {
-    cls.type: cls
-    for cls in (
-        GitHubCredentials,
-        GitLabCredentials,
-        BitBucketCredentials,
-        CodeCommitCredentials,
-        TokenCredentials,
-        SSHCredentials,
-    )
-}
-
-
-class _client_scope:
-    """A secret store: the given client, or one built from the environment and closed after."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._own: Any = None
-
-    def __enter__(self) -> Any:
-        if self._client is not None:
-            return self._client
-        from conveyor.client import ConveyorClient
-        from conveyor.settings import Settings
-
-        self._own = ConveyorClient.from_settings(Settings.from_env())
-        return self._own
-
-    def __exit__(self, *exc: object) -> None:
-        if self._own is not None:
-            self._own.close()
-
-
-def _load_typed(name: str, store: SecretStore) -> GitCredentials | None:
+def load_saved(name: str, store: SecretStore) -> Credentials | None:
+    """The credentials saved as ``name`` in ``store``, or None when there are none."""
     raw = store.get_secret(credentials_secret_name(name))
     if raw is None:
         return None
@@ -425,53 +146,16 @@ def _load_typed(name: str, store: SecretStore) -> GitCredentials | None:
         raise ConfigError(f"stored credentials {name!r} are not valid JSON") from None
     if not isinstance(data, dict):
         raise ConfigError(f"stored credentials {name!r} are malformed")
-    return GitCredentials.from_data(data, name=name)
+    return Credentials.from_data(data, name=name)
 
 
-_TEMPLATE = re.compile(r"^\s*(?:\$\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}|\{\{\s*(.+?)\s*\}\})\s*$")
+@contextmanager
+def _store(store: SecretStore | None) -> Iterator[SecretStore]:
+    if store is not None:
+        yield store
+        return
+    # A public helper called without a store: connect as the command line does.
+    from conveyor.connect import connect_from_env
 
-
-def template_name(text: str) -> str | None:
-    """``NAME`` for ``${NAME}``, ``{{ NAME }}``, ``{{ secrets.NAME }}``; None otherwise."""
-    match = _TEMPLATE.match(text)
-    if not match:
-        return None
-    name = match.group(1) or match.group(2)
-    for prefix in ("secrets.", "secret.", "env.", "prefect.blocks.secret."):
-        if name.startswith(prefix):
-            name = name[len(prefix) :]
-    return name
-
-
-def load_credentials(
-    ref: str,
-    *,
-    store: SecretStore | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> GitCredentials:
-    """The credentials a deployment names: ``NAME`` or a ``${NAME}`` template (a plain token).
-
-    With no ``store``, a `ConveyorClient` is built from `Settings.from_env` when needed.
-    """
-    import os
-
-    env = os.environ if environ is None else environ
-    templated = template_name(ref)
-    name = templated or ref.strip()
-    if templated is not None and name in env:
-        return TokenCredentials(token=Secret(env[name], name=name), name=ref)
-    with _client_scope(store) as client:
-        if templated is None:
-            typed = _load_typed(name, client)
-            if typed is not None:
-                return typed
-        value = client.get_secret(name)
-    if value is not None:
-        return TokenCredentials(token=Secret(value, name=name), name=ref)
-    if name in env:
-        return TokenCredentials(token=Secret(env[name], name=name), name=ref)
-    raise ConfigError(
-        f"no credentials or secret named {name!r}",
-        hint=f"create them with `conveyor credentials create <provider> {name}` "
-        f"or `conveyor secret set {name}`",
-    )
+    with connect_from_env() as client:
+        yield client

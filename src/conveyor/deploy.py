@@ -6,53 +6,52 @@ from conveyor import flow
 flow.from_source("./project", "flows.py:hello").deploy(name="nightly", parameters={"n": 5})
 ```
 
-`DeployableFlow.deploy` does, in order:
+`DeployableFlow.deploy` takes one path for every source:
 
-1. **resolve** the source's ref to an immutable version (a local folder: the digest of its
-   bundle manifest; git: a commit);
-2. **preflight**: materialise that version (a local folder is used in place; any other source
-   goes through the code cache) and load the flow in a *child* interpreter
-   (``python -m conveyor._preflight``), which reports its name, parameter schema, retries and
-   timeout. A flow that does not load fails the deploy with its one-line import error, before
-   anything is written;
-3. for a local folder, **push** the bundle into the local bundle store (nothing is written when
-   that version is already there). The deployment then points at the store (``{"kind":
-   "store"}``, whose directory each worker resolves from its own ``CONVEYOR_HOME``) rather than
-   at the folder, so every run gets the deployed version even after the folder is edited;
-4. **put** the deployment: only the source's secret-free spec (credential *names*), the pinned
-   version and the flow's parameter schema. Unchanged code and options make no new revision.
+1. **check** the name, the pull steps (every stored step must be one a worker runs) and that
+   the server answers with the work pool;
+2. **resolve** the source's ref to an immutable version (a folder: the digest of its bundle
+   manifest; git: a commit);
+3. **preflight**: load the flow in a child interpreter from the tree of that version (a folder
+   in place; anything else through the code cache), after the pull steps' working directory;
+   the flow's name, parameter schema, retries and timeout come back, and the default parameters
+   are checked against the schema. A flow that does not load fails the deploy here;
+4. **snapshot** a source that is not versioned by itself (``supports_versioning`` is False: a
+   folder) into the bundle store of ``CONVEYOR_BUNDLE_STORE`` and pin the snapshot: the
+   deployment then points at the store, so every run gets the deployed bytes whatever happens
+   to the folder. A store only this machine can read, used with a remote server, labels the
+   deployment with this host's name (only workers here claim it) and says so;
+5. **put** the deployment: the source's secret-free spec (credential *names*), the pinned
+   version, the flow's parameter schema. Unchanged code and options make no new revision.
 
-Before anything is written, the server is asked for the work pool (so a wrong key, an
-unreachable server or an unknown pool fail the deploy cleanly). For a local folder the preflight
-child starts first and runs while the version is computed and the server is asked.
+Nothing is written until every check has passed.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
-import subprocess
-import sys
-import time
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConfigError, FlowLoadError, SourceNotFound
+from conveyor._preflight import FlowInfo, Preflight
+from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
     from conveyor.schemas import Deployment
     from conveyor.settings import Settings
-    from conveyor.sources.base import Source
+    from conveyor.sources.base import FetchContext, Source
 
 __all__ = [
+    "MAX_PATH_LENGTH",
     "DeployableFlow",
     "FlowInfo",
-    "Preflight",
     "deploy_flow",
     "entrypoint_for",
     "from_source",
@@ -60,99 +59,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PREFLIGHT_TIMEOUT_SECONDS = 120.0
+MAX_PATH_LENGTH = 1024
+"""The longest path inside a deployed tree (the worker's cache and workspace add their own)."""
+_MAX_NAME = 255
 
 
-@dataclass(frozen=True)
-class FlowInfo:
-    """What the preflight learnt about the flow."""
-
-    flow_name: str
-    parameter_schema: dict[str, Any]
-    retries: int = 0
-    retry_delay_seconds: float = 0.0
-    timeout_seconds: float | None = None
-    description: str = ""
-
-
-class Preflight:
-    """Loading the flow at ``entrypoint`` under ``root`` in a child interpreter.
-
-    `start` spawns it; `result` waits for it and returns a `FlowInfo` or raises `FlowLoadError`
-    with the child's one-line error.
-    """
-
-    def __init__(self, root: Path, entrypoint: str) -> None:
-        self.root = root
-        self.entrypoint = entrypoint
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._started = 0.0
-
-    def start(self) -> Preflight:
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-        self._started = time.monotonic()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-B", "-m", "conveyor._preflight", str(self.root), self.entrypoint],
-            cwd=self.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        return self
-
-    def cancel(self) -> None:
-        """Stop the child (the deploy failed for another reason)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.communicate()
-
-    def result(self, *, timeout: float = PREFLIGHT_TIMEOUT_SECONDS) -> FlowInfo:
-        if self._proc is None:
-            self.start()
-        assert self._proc is not None
-        try:
-            out, err = self._proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.cancel()
-            raise FlowLoadError(
-                f"loading flow {self.entrypoint} took longer than {timeout:g}s",
-                hint="does the module do slow work at import time?",
-            ) from None
-        logger.debug(
-            "preflight done entrypoint=%s seconds=%.3f",
-            self.entrypoint,
-            time.monotonic() - self._started,
-        )
-        answer = _last_json_line(out)
-        if answer is None:
-            tail = err.decode(errors="replace").strip().splitlines()
-            why = tail[-1] if tail else f"exit status {self._proc.returncode}"
-            raise FlowLoadError(f"flow {self.entrypoint} could not be loaded: {why}")
-        if "error" in answer:
-            raise FlowLoadError(
-                f"flow {self.entrypoint} could not be loaded: {answer['error']}",
-                hint=answer.get("hint") or None,
-            )
-        return FlowInfo(
-            flow_name=str(answer["flow_name"]),
-            parameter_schema=dict(answer.get("parameter_schema") or {}),
-            retries=int(answer.get("retries") or 0),
-            retry_delay_seconds=float(answer.get("retry_delay_seconds") or 0.0),
-            timeout_seconds=answer.get("timeout_seconds"),
-            description=str(answer.get("description") or ""),
-        )
-
-
-def _last_json_line(out: bytes) -> dict[str, Any] | None:
-    for line in reversed(out.decode(errors="replace").strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
+def _warn(message: str) -> None:
+    logger.warning("%s", message)
 
 
 @dataclass(frozen=True)
@@ -175,19 +88,20 @@ class DeployableFlow:
         pull_steps: Sequence[Mapping[str, Any]] | None = None,
         settings: Settings | None = None,
         client: ConveyorClient | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> Deployment:
-        """Create or update deployment ``name`` of this flow; returns it (with its revision)."""
-        from conveyor.schemas import DeploymentCreate
+        """Create or update deployment ``name`` of this flow; returns it (with its revision).
 
-        _check_name(name)
-        if settings is None:
+        ``notify`` receives notes worth telling the person deploying (default: a log warning).
+        """
+        if settings is None:  # a public helper: read the settings as the command line does
             from conveyor.settings import Settings
 
             settings = Settings.from_env()
         if client is None:
-            from conveyor.client import ConveyorClient
+            from conveyor.connect import connect
 
-            with ConveyorClient.from_settings(settings) as own:
+            with connect(settings) as own:
                 return self.deploy(
                     name,
                     work_pool=work_pool,
@@ -199,90 +113,135 @@ class DeployableFlow:
                     pull_steps=pull_steps,
                     settings=settings,
                     client=own,
+                    notify=notify,
                 )
-        spec, version, info = self._prepare(
-            settings,
-            client=client,
+        return _Deploy(self, settings, client, notify or _warn).run(
+            name,
             work_pool=work_pool,
+            parameters=dict(parameters or {}),
+            job_variables=dict(job_variables or {}),
+            tags=list(tags or []),
+            description=description,
             follow_ref=follow_ref,
-            parameters=parameters or {},
+            pull_steps=[dict(step) for step in pull_steps or []],
         )
+
+
+class _Deploy:
+    """One deploy of one flow (see the module docstring for the path)."""
+
+    def __init__(
+        self,
+        flow: DeployableFlow,
+        settings: Settings,
+        client: ConveyorClient,
+        notify: Callable[[str], None],
+    ) -> None:
+        from conveyor.connect import fetch_context
+
+        self.flow = flow
+        self.source = flow.source
+        self.settings = settings
+        self.client = client
+        self.notify = notify
+        self.ctx: FetchContext = fetch_context(settings, client)
+
+    def run(
+        self,
+        name: str,
+        *,
+        work_pool: str,
+        parameters: dict[str, Any],
+        job_variables: dict[str, Any],
+        tags: list[str],
+        description: str | None,
+        follow_ref: bool,
+        pull_steps: list[dict[str, Any]],
+    ) -> Deployment:
+        from conveyor.schemas import DeploymentCreate
+        from conveyor.steps import check_steps
+
+        _check_name(name)
+        check_steps(pull_steps, section="pull")
+        if follow_ref and not self.source.supports_versioning:
+            raise ConfigError(
+                f"follow_ref needs a source with a moving ref; {self.source.describe()} is "
+                "deployed as a pinned snapshot",
+                hint="deploy from git (a branch) to follow a ref",
+            )
+        _check_server(self.client, work_pool)
+        with self._tree() as (tree, version):
+            root = _working_dir(tree, pull_steps)
+            info = Preflight(root, self.flow.entrypoint).start().result()
+            _check_parameters(info, parameters)
+            source_spec, labels = self._pin(tree, version)
+        if labels:
+            existing = job_variables.get("labels")
+            merged = [*(existing if isinstance(existing, list) else []), *labels]
+            job_variables = {**job_variables, "labels": sorted(set(merged))}
         request = DeploymentCreate(
             flow_name=info.flow_name,
             name=name,
-            entrypoint=self.entrypoint,
-            source=spec,
+            entrypoint=self.flow.entrypoint,
+            source=source_spec,
             version=version,
             follow_ref=follow_ref,
-            pull_steps=[dict(step) for step in pull_steps or []],
-            parameters=dict(parameters or {}),
+            pull_steps=pull_steps,
+            parameters=parameters,
             parameter_schema=info.parameter_schema,
             work_pool=work_pool,
-            job_variables=dict(job_variables or {}),
-            tags=list(tags or []),
+            job_variables=job_variables,
+            tags=tags,
             description=info.description if description is None else description,
             retries=info.retries,
             retry_delay_seconds=info.retry_delay_seconds,
             timeout_seconds=info.timeout_seconds,
         )
-        return client.put_deployment(request)
+        return self.client.put_deployment(request)
 
-    def _prepare(
-        self,
-        settings: Settings,
-        *,
-        client: ConveyorClient,
-        work_pool: str,
-        follow_ref: bool,
-        parameters: Mapping[str, Any],
-    ) -> tuple[dict[str, Any], str, FlowInfo]:
-        """The deployment's source spec, its version and the preflight's answer.
-
-        Every check — the flow loads, the parameters exist, the server answers (key, pool) — is
-        done before the bundle is pushed, so a refused deploy writes nothing.
-        """
-        from conveyor.sources.local import LocalSource
-
-        if isinstance(self.source, LocalSource):
-            if follow_ref:
-                raise ConfigError(
-                    "follow_ref needs a source with a moving ref (a git branch, a blob prefix)",
-                    hint="a local folder is deployed as a pinned bundle",
-                )
-            folder = self.source.path
-            if not folder.is_dir():
-                raise SourceNotFound(
-                    f"folder {folder} does not exist or is not a directory",
-                    source=self.source.describe(),
-                )
-            check = Preflight(folder, self.entrypoint).start()  # runs while we resolve and ask
-            try:
-                version = self.source.resolve()
-                _check_server(client, work_pool)
-                info = check.result()
-            finally:
-                check.cancel()
-            _check_parameters(info, parameters)
-            store = self.source.store
-            spec = store.to_spec()
-            if "root" not in spec:  # the default store: this deploy's settings say where it is
-                from conveyor.sources.store import LocalStoreSource
-
-                store = LocalStoreSource(settings.storage_dir)
-            pushed = store.push(folder)
-            if pushed != version:
-                raise ConfigError(
-                    f"folder {folder} changed while it was being deployed", hint="deploy again"
-                )
-            return spec, version, info
+    @contextmanager
+    def _tree(self) -> Iterator[tuple[Path, str]]:
+        """The tree of the version to deploy, and that version."""
+        materialised = getattr(self.source, "materialised", None)
+        if callable(materialised):  # the tree is on this machine already (a folder)
+            tree = Path(materialised())
+            version = self.source.resolve(self.ctx)
+            _check_paths(tree)
+            yield tree, version
+            return
         from conveyor.cache import CodeCache
 
-        _check_server(client, work_pool)
-        version = self.source.resolve()
-        with CodeCache.from_settings(settings).lease(self.source, version) as checkout:
-            info = Preflight(checkout, self.entrypoint).result()  # not evicted while it reads
-        _check_parameters(info, parameters)
-        return self.source.to_spec(), version, info
+        version = self.source.resolve(self.ctx)
+        cache = CodeCache.from_settings(self.settings, context=self.ctx)
+        with cache.checkout(self.source, version) as checkout:
+            _check_paths(checkout)
+            yield checkout, version
+
+    def _pin(self, tree: Path, version: str) -> tuple[dict[str, Any], list[str]]:
+        """The source spec to store and the labels the deployment needs: the source itself when
+        it versions its code, else a snapshot in the bundle store."""
+        if self.source.supports_versioning:
+            return self.source.to_spec(), []
+        from conveyor.sources.store import BundleStore
+
+        store = BundleStore(self.settings.effective_bundle_store)
+        pushed = store.push(tree, self.ctx)
+        if pushed != version:
+            raise ConfigError(
+                f"{self.source.describe()} changed while it was being deployed",
+                hint="deploy again",
+            )
+        labels: list[str] = []
+        if self.settings.api_url and store.is_machine_local:
+            host = socket.gethostname()
+            labels.append(host)
+            self.notify(
+                f"the code was stored in {store.describe()}, on this machine only, so the "
+                f"deployment is labelled {host!r}: only workers on this host will run it. To "
+                "run it anywhere, set CONVEYOR_BUNDLE_STORE=server (the Conveyor server keeps "
+                "the code) or a blob URL every worker can read, or deploy from git."
+            )
+        return store.to_spec(), labels
 
 
 def from_source(
@@ -291,19 +250,15 @@ def from_source(
     """A deployable flow from a `Source`, a folder path or a URL (``options`` go to the source:
     ``branch=``, ``credentials=``); a folder entrypoint may be given relative to the folder or
     as a path inside it."""
-    from conveyor.sources.base import Source, source_from_url
+    from conveyor.sources import source_from_url
+    from conveyor.sources.base import Source
 
     if isinstance(source, Source):
         if options:
             raise ConfigError("source options apply to a path or URL, not to a Source object")
         built = source
     else:
-        try:
-            built = source_from_url(os.fspath(source), **options)
-        except TypeError as exc:
-            raise ConfigError(
-                f"{', '.join(sorted(options))} does not apply to source {os.fspath(source)}"
-            ) from exc
+        built = source_from_url(os.fspath(source), **options)
     return DeployableFlow(built, _relative_entrypoint(built, entrypoint))
 
 
@@ -340,21 +295,46 @@ def entrypoint_for(flow: Any, *, cwd: Path | None = None) -> tuple[Path, str]:
 
 
 def _relative_entrypoint(source: Source, entrypoint: str) -> str:
-    """A file entrypoint relative to a local folder source (absolute or ./ forms accepted)."""
-    from conveyor.sources.local import LocalSource
-
+    """A file entrypoint relative to a folder source (absolute or ./ forms accepted)."""
     where, colon, attribute = entrypoint.rpartition(":")
-    if not colon or not where.endswith(".py") or not isinstance(source, LocalSource):
+    folder = getattr(source, "path", None)
+    if not colon or not where.endswith(".py") or not isinstance(folder, Path):
         return entrypoint
     path = Path(where)
     if path.is_absolute():
-        if not path.resolve().is_relative_to(source.path.resolve()):
+        if not path.resolve().is_relative_to(folder.resolve()):
             raise ConfigError(
-                f"entrypoint {entrypoint} is not inside the source folder {source.path}",
+                f"entrypoint {entrypoint} is not inside the source folder {folder}",
                 hint="pass --source with a folder that contains the flow file",
             )
-        path = path.resolve().relative_to(source.path.resolve())
+        path = path.resolve().relative_to(folder.resolve())
     return f"{path.as_posix().removeprefix('./')}:{attribute}"
+
+
+def _working_dir(tree: Path, pull_steps: Sequence[Mapping[str, Any]]) -> Path:
+    """Where the flow's entrypoint is resolved: the tree, moved by ``set_working_directory``
+    steps (templates naming the code step's ``directory`` mean the tree)."""
+    from conveyor.secrets import resolve_templates
+    from conveyor.steps import names_code, parse_step
+
+    outputs: dict[str, Any] = {"directory": str(tree)}
+    root = tree
+    for step in pull_steps:
+        name, arguments, step_id = parse_step(step)
+        if names_code(step) and step_id:
+            outputs[step_id] = {"directory": str(tree)}
+        if name != "set_working_directory":
+            continue
+        resolved = resolve_templates(arguments, outputs=outputs, kinds={"output"})
+        directory = str(resolved.get("directory", ""))
+        candidate = (root / directory).resolve()
+        if not candidate.is_dir() or not candidate.is_relative_to(tree.resolve()):
+            raise ConfigError(
+                f"set_working_directory: {directory} is not a directory of the deployed code",
+                hint="give a directory relative to the repository root",
+            )
+        root = candidate
+    return root
 
 
 def _check_server(client: ConveyorClient, work_pool: str) -> None:
@@ -368,21 +348,52 @@ def _check_server(client: ConveyorClient, work_pool: str) -> None:
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name.strip() or "/" in name:
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or "/" in name
+        or name in (".", "..")
+        or any(ord(c) < 0x20 for c in name)
+    ):
         raise ConfigError(
-            f"deployment name {name!r} is not valid", hint="use a non-empty name without '/'"
+            f"deployment name {name!r:.80} is not valid",
+            hint="use a non-empty name without '/' or control characters",
         )
 
 
+def _check_paths(tree: Path) -> None:
+    """Refuse a tree that a worker could never check out: over-long paths or names."""
+    root = str(tree)
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in (*dirnames, *filenames):
+            relative = os.path.relpath(os.path.join(dirpath, name), root)
+            if len(name.encode()) > _MAX_NAME or len(relative.encode()) > MAX_PATH_LENGTH:
+                shown = relative if len(relative) <= 80 else f"{relative[:38]}…{relative[-38:]}"
+                raise ConfigError(
+                    f"path {shown!r} in the code is {len(relative.encode())} bytes long; "
+                    f"workers can check out paths of at most {MAX_PATH_LENGTH} bytes "
+                    f"(names of at most {_MAX_NAME})",
+                    hint="shorten it, or leave it out with .conveyorignore",
+                )
+        dirnames[:] = [d for d in dirnames if d not in (".git", "__pycache__")]
+
+
 def _check_parameters(info: FlowInfo, parameters: Mapping[str, Any]) -> None:
-    """Default parameters must be parameters of the flow (values are checked per run)."""
-    properties = info.parameter_schema.get("properties")
-    if not isinstance(properties, Mapping) or info.parameter_schema.get("additionalProperties"):
+    """Default parameters must be parameters of the flow, of the declared types (values given
+    at run time are checked per run)."""
+    from conveyor._params import validate_parameters
+
+    schema = info.parameter_schema
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
         return
-    for key in parameters:
-        if key not in properties:
-            known = ", ".join(properties) or "no parameters"
-            raise ConfigError(
-                f"unknown parameter {key!r} for flow {info.flow_name}",
-                hint=f"the flow takes: {known}",
-            )
+    if not schema.get("additionalProperties"):
+        for key in parameters:
+            if key not in properties:
+                known = ", ".join(properties) or "no parameters"
+                raise ConfigError(
+                    f"unknown parameter {key!r} for flow {info.flow_name}",
+                    hint=f"the flow takes: {known}",
+                )
+    if parameters:
+        validate_parameters({**schema, "required": []}, parameters)

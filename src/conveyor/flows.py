@@ -23,7 +23,8 @@ values with `Flow.call_with_parameters`.
 ``async def`` functions may be decorated too: calling the flow returns a coroutine that applies
 the same policy (``asyncio.timeout`` for the timeout).
 
-`load_flow` and the entrypoint forms live in `conveyor._loading`; `Flow.from_source` and
+`conveyor.load_flow` and the entrypoint forms live in `conveyor._loading` (which imports this
+module, never the other way round); `Flow.from_source` and
 `Flow.deploy` delegate to `conveyor.deploy`. Nothing heavy (pydantic, httpx) is imported here.
 """
 
@@ -33,8 +34,20 @@ import inspect
 import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Self, TypeVar, cast, overload
+from dataclasses import dataclass, fields
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    ParamSpec,
+    Self,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    cast,
+    overload,
+)
 
 from conveyor._running import Delay, RunPolicy, call_async, call_sync
 from conveyor.errors import ConfigError
@@ -44,49 +57,111 @@ if TYPE_CHECKING:
     from conveyor.schemas import Deployment
     from conveyor.sources.base import Source
 
-__all__ = ["Flow", "Task", "flow", "load_flow", "task"]
+__all__ = ["Flow", "FlowOptions", "Options", "Task", "TaskOptions", "flow", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class TaskOptions(TypedDict, total=False):
+    """The options of ``@task(...)`` and ``Task.with_options(...)``."""
+
+    name: str
+    description: str
+    retries: int
+    retry_delay_seconds: Delay
+    timeout_seconds: float | None
+    log_prints: bool | None
+
+
+class FlowOptions(TaskOptions, total=False):
+    """The options of ``@flow(...)``, ``Flow(fn, ...)`` and ``Flow.with_options(...)``.
+
+    ``storage`` (where the first-generation API keeps the flow) and ``result_storage`` (where its
+    non-JSON results go) are held here for the layers that use them.
+    """
+
+    version: str
+    storage: Any
+    result_storage: Any
+
+
+@dataclass(frozen=True)
+class Options:
+    """A flow's or task's options, checked once; `with_options` is `dataclasses.replace`."""
+
+    name: str
+    description: str | None = None
+    version: str | None = None
+    retries: int = 0
+    retry_delay_seconds: float | tuple[float, ...] = 0.0
+    timeout_seconds: float | None = None
+    log_prints: bool | None = None
+    storage: Any = None
+    result_storage: Any = None
+
+    def policy(self, kind: str) -> RunPolicy:
+        """What to do around one call (checked: a `ConfigError` names a bad option)."""
+        return RunPolicy.checked(
+            kind,
+            self.name,
+            retries=self.retries,
+            retry_delay_seconds=self.retry_delay_seconds,
+            timeout_seconds=self.timeout_seconds,
+            log_prints=self.log_prints,
+        )
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(Options))
 
 
 class _Decorated(Generic[P, R]):
     """What flows and tasks share: the function, its options, and the call policy."""
 
     _kind: ClassVar[str]
+    _allowed: ClassVar[frozenset[str]] = frozenset(TaskOptions.__annotations__)
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        retries: int = 0,
-        retry_delay_seconds: Delay = 0.0,
-        timeout_seconds: float | None = None,
-        log_prints: bool | None = None,
-    ) -> None:
+    def __init__(self, fn: Callable[P, R], **options: Any) -> None:
         if not callable(fn):
             raise ConfigError(f"@{self._kind} expects a function, got {type(fn).__name__}")
+        unknown = sorted(set(options) - self._allowed)
+        if unknown:
+            raise ConfigError(
+                f"@{self._kind} got an unknown option {unknown[0]!r}",
+                hint=f"it takes: {', '.join(sorted(self._allowed))}",
+            )
         self._fn = fn
-        self._name = self._check_name(name if name is not None else self._default_name(fn))
-        self._description = description if description is not None else _first_paragraph(fn)
-        self._policy = RunPolicy.checked(
-            self._kind,
-            self._name,
-            retries=retries,
-            retry_delay_seconds=retry_delay_seconds,
-            timeout_seconds=timeout_seconds,
-            log_prints=log_prints,
+        name = options.get("name")
+        if options.get("description") is None:
+            options["description"] = _first_paragraph(fn)
+        self._opts = Options(
+            **{
+                **{k: v for k, v in options.items() if v is not None or k == "log_prints"},
+                "name": self._check_name(name if name is not None else self._default_name(fn)),
+            }
         )
+        self._check_options(self._opts)
+        self._policy = self._opts.policy(self._kind)
         self._is_async = inspect.iscoroutinefunction(fn)
         self._scope: AbstractContextManager[object] | None = None
         # What functools.wraps would copy, so inspect.signature/getdoc/help see the function.
         self.__wrapped__ = fn
         self.__doc__ = getattr(fn, "__doc__", None)
-        self.__name__: str = getattr(fn, "__name__", self._name)
+        self.__name__: str = getattr(fn, "__name__", self._opts.name)
         self.__qualname__: str = getattr(fn, "__qualname__", self.__name__)
         self.__module__ = getattr(fn, "__module__", __name__)
+
+    def _check_options(self, options: Options) -> None:
+        """Checks beyond the call policy's (subclasses add theirs)."""
+
+    @property
+    def _name(self) -> str:
+        return self._opts.name
+
+    @property
+    def options(self) -> Options:
+        """Every option, as one frozen value."""
+        return self._opts
 
     # --- read-only attributes -------------------------------------------------------------------
     @property
@@ -101,7 +176,7 @@ class _Decorated(Generic[P, R]):
     @property
     def description(self) -> str | None:
         """Given, or the first paragraph of the docstring."""
-        return self._description
+        return self._opts.description
 
     @property
     def retries(self) -> int:
@@ -148,41 +223,16 @@ class _Decorated(Generic[P, R]):
             return self
         return self._replace(fn=getter(self._fn, instance, owner))
 
-    def with_options(
-        self,
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        retries: int | None = None,
-        retry_delay_seconds: Delay | None = None,
-        timeout_seconds: float | None = None,
-        log_prints: bool | None = None,
-    ) -> Self:
-        """A copy with some options changed (``None`` keeps the current value)."""
-        changes = {
-            "name": name,
-            "description": description,
-            "retries": retries,
-            "retry_delay_seconds": retry_delay_seconds,
-            "timeout_seconds": timeout_seconds,
-            "log_prints": log_prints,
-        }
+    def _with_options(self, changes: Mapping[str, Any]) -> Self:
         return self._replace(**{k: v for k, v in changes.items() if v is not None})
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "name": self._name,
-            "description": self._description,
-            "retries": self._policy.retries,
-            "retry_delay_seconds": self._policy.retry_delay_seconds,
-            "timeout_seconds": self._policy.timeout_seconds,
-            "log_prints": self._policy.log_prints,
-        }
-
     def _replace(self, **changes: Any) -> Self:
-        options = self._options() | changes
-        fn = options.pop("fn", self._fn)
-        copy = type(self)(fn, **options)
+        unknown = sorted(set(changes) - self._allowed - {"fn"})
+        if unknown:
+            raise ConfigError(f"{self._kind} {self._name!r} has no option {unknown[0]!r}")
+        fn = changes.pop("fn", self._fn)
+        current = {f: getattr(self._opts, f) for f in _OPTION_NAMES if f in self._allowed}
+        copy = type(self)(fn, **(current | changes))
         copy._scope = self._scope
         return copy
 
@@ -219,38 +269,33 @@ class Flow(_Decorated[P, R]):
     """A function decorated with `flow`. Call it to run it in-process."""
 
     _kind = "flow"
+    _allowed = frozenset(FlowOptions.__annotations__)
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        version: str | None = None,
-        retries: int = 0,
-        retry_delay_seconds: Delay = 0.0,
-        timeout_seconds: float | None = None,
-        log_prints: bool | None = None,
-    ) -> None:
-        super().__init__(
-            fn,
-            name=name,
-            description=description,
-            retries=retries,
-            retry_delay_seconds=retry_delay_seconds,
-            timeout_seconds=timeout_seconds,
-            log_prints=log_prints,
-        )
+    def __init__(self, fn: Callable[P, R], **options: Unpack[FlowOptions]) -> None:
+        super().__init__(fn, **options)
+
+    def _check_options(self, options: Options) -> None:
+        version = options.version
         if version is not None and (not isinstance(version, str) or not version):
-            raise ConfigError(f"flow {self._name!r}: version must be a non-empty string")
-        self._version = version
+            raise ConfigError(f"flow {options.name!r}: version must be a non-empty string")
 
     @property
     def version(self) -> str | None:
-        return self._version
+        return self._opts.version
 
-    def _options(self) -> dict[str, Any]:
-        return super()._options() | {"version": self._version}
+    @property
+    def storage(self) -> Any:
+        """Where the first-generation API keeps this flow (``Flow("x", storage=S3(...))``)."""
+        return self._opts.storage
+
+    @property
+    def result_storage(self) -> Any:
+        """Where this flow's results that are not JSON go (a URL or a result store)."""
+        return self._opts.result_storage
+
+    def with_options(self, **changes: Unpack[FlowOptions]) -> Self:
+        """A copy with some options changed (``None`` keeps the current value)."""
+        return self._with_options(changes)
 
     @classmethod
     def _default_name(cls, fn: Callable[..., Any]) -> str:
@@ -302,6 +347,13 @@ class Task(_Decorated[P, R]):
 
     _kind = "task"
 
+    def __init__(self, fn: Callable[P, R], **options: Unpack[TaskOptions]) -> None:
+        super().__init__(fn, **options)
+
+    def with_options(self, **changes: Unpack[TaskOptions]) -> Self:
+        """A copy with some options changed (``None`` keeps the current value)."""
+        return self._with_options(changes)
+
 
 class _FlowDecorator:
     """``@flow`` / ``@flow(...)``, and ``flow.from_source(source, entrypoint)``."""
@@ -311,43 +363,14 @@ class _FlowDecorator:
 
     @overload
     def __call__(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        version: str | None = None,
-        retries: int = 0,
-        retry_delay_seconds: Delay = 0.0,
-        log_prints: bool | None = None,
-        timeout_seconds: float | None = None,
+        self, fn: None = None, /, **options: Unpack[FlowOptions]
     ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
     def __call__(
-        self,
-        fn: Callable[P, R] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        version: str | None = None,
-        retries: int = 0,
-        retry_delay_seconds: Delay = 0.0,
-        log_prints: bool | None = None,
-        timeout_seconds: float | None = None,
+        self, fn: Callable[P, R] | None = None, /, **options: Unpack[FlowOptions]
     ) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
         def decorate(function: Callable[P, R]) -> Flow[P, R]:
-            return Flow(
-                function,
-                name=name,
-                description=description,
-                version=version,
-                retries=retries,
-                retry_delay_seconds=retry_delay_seconds,
-                log_prints=log_prints,
-                timeout_seconds=timeout_seconds,
-            )
+            return Flow(function, **options)
 
         return decorate if fn is None else decorate(fn)
 
@@ -370,57 +393,19 @@ def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 
 @overload
 def task(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    retries: int = 0,
-    retry_delay_seconds: Delay = 0.0,
-    log_prints: bool | None = None,
-    timeout_seconds: float | None = None,
+    fn: None = None, /, **options: Unpack[TaskOptions]
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def task(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    retries: int = 0,
-    retry_delay_seconds: Delay = 0.0,
-    log_prints: bool | None = None,
-    timeout_seconds: float | None = None,
+    fn: Callable[P, R] | None = None, /, **options: Unpack[TaskOptions]
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """``@task`` / ``@task(...)``: retries, timeout and log_prints for one step of a flow."""
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:
-        return Task(
-            function,
-            name=name,
-            description=description,
-            retries=retries,
-            retry_delay_seconds=retry_delay_seconds,
-            log_prints=log_prints,
-            timeout_seconds=timeout_seconds,
-        )
+        return Task(function, **options)
 
     return decorate if fn is None else decorate(fn)
-
-
-def load_flow(
-    entrypoint: str, *, root: Path | str | None = None, isolate: bool = True
-) -> Flow[..., Any]:
-    """The flow at ``entrypoint`` (``path/to/file.py:func``, ``path/to/file.py:Class.method`` or
-    ``package.module:func``), relative to ``root`` (default: the working directory).
-
-    Its modules are kept apart from other loaded trees unless ``isolate=False`` (one flow per
-    process); see `conveyor._loading`.
-    """
-    from conveyor._loading import load_flow as _load
-
-    return _load(entrypoint, root=root, isolate=isolate)
 
 
 def _first_paragraph(fn: Callable[..., Any]) -> str | None:

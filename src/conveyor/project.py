@@ -18,8 +18,9 @@ deployments:
 ```
 
 `load_project` reads and checks the file (pydantic, at this config edge) into frozen dataclasses;
-`Project.source` builds the deployment's `Source` from its pull steps. `conveyor deploy` uses the
-file in the current directory when no ``--source`` is given (see `project_defaults`).
+`Project.source` builds the deployment's `Source` from its pull steps (the folder of the file
+when no step names the code). ``conveyor deploy`` with no arguments deploys every deployment of
+the file in the current directory, ``--name N`` one of them (see `deploy_options`).
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ if TYPE_CHECKING:
 __all__ = [
     "PROJECT_FILE",
     "Project",
-    "ProjectDefaults",
     "ProjectDeployment",
+    "deploy_options",
     "find_project",
     "load_project",
-    "project_defaults",
 ]
 
 PROJECT_FILE = "conveyor.yaml"
@@ -108,10 +108,13 @@ class Project:
         return [dict(step) for step in steps]
 
     def source(self, deployment: ProjectDeployment | None = None) -> Source:
-        """The source the pull steps name (``deployment``'s own steps first)."""
+        """The source the pull steps name (``deployment``'s own steps first), else the folder
+        the file is in."""
+        from conveyor.sources.local import LocalSource
         from conveyor.steps import source_from_pull_steps
 
-        return source_from_pull_steps(self.pull_steps(deployment))
+        named = source_from_pull_steps(self.pull_steps(deployment))
+        return named if named is not None else LocalSource(self.path.parent)
 
     def deployment(
         self, name: str | None = None, *, entrypoint: str | None = None
@@ -194,50 +197,24 @@ def _deployment(d: _Deployment) -> ProjectDeployment:
     )
 
 
-@dataclass(frozen=True)
-class ProjectDefaults:
-    """What ``conveyor deploy`` takes from ``conveyor.yaml`` when no ``--source`` is given."""
-
-    source: Source
-    pull_steps: list[dict[str, Any]]
-    deployment: ProjectDeployment | None
-
-    def deploy_options(
-        self,
-        *,
-        parameters: Mapping[str, Any],
-        work_pool: str,
-        tags: list[str],
-        follow_ref: bool,
-        description: str | None,
-    ) -> dict[str, Any]:
-        """`DeployableFlow.deploy` keywords: the command line's values over the file's (a
-        ``work_pool`` of ``"default"`` means none was given)."""
-        entry = self.deployment
-        return {
-            "parameters": {**(entry.parameters if entry else {}), **parameters},
-            "work_pool": entry.work_pool if entry and work_pool == "default" else work_pool,
-            "tags": tags or list(entry.tags if entry else ()),
-            "follow_ref": follow_ref or bool(entry and entry.follow_ref),
-            "job_variables": dict(entry.job_variables) if entry else {},
-            "description": description
-            if description is not None or not entry
-            else entry.description,
-            "pull_steps": self.pull_steps,
-        }
-
-
-def project_defaults(
-    directory: Path | str, *, name: str | None = None, entrypoint: str | None = None
-) -> ProjectDefaults | None:
-    """The source, pull steps and matching deployment entry of ``directory/conveyor.yaml``, or
-    None when there is no such file or it names no code location."""
-    file = find_project(directory)
-    if file is None:
-        return None
-    project = load_project(file)
-    deployment = project.deployment(name, entrypoint=entrypoint)
-    steps = project.pull_steps(deployment)
-    if not steps:
-        return None
-    return ProjectDefaults(project.source(deployment), steps, deployment)
+def deploy_options(
+    project: Project,
+    entry: ProjectDeployment | None,
+    *,
+    parameters: Mapping[str, Any],
+    work_pool: str | None,
+    tags: list[str],
+    follow_ref: bool,
+    description: str | None,
+) -> dict[str, Any]:
+    """`DeployableFlow.deploy` keywords for ``entry``: the command line's values over the
+    file's (``work_pool`` None means none was given)."""
+    return {
+        "parameters": {**(entry.parameters if entry else {}), **parameters},
+        "work_pool": work_pool or (entry.work_pool if entry else "default"),
+        "tags": tags or list(entry.tags if entry else ()),
+        "follow_ref": follow_ref or bool(entry and entry.follow_ref),
+        "job_variables": dict(entry.job_variables) if entry else {},
+        "description": description if description is not None or not entry else entry.description,
+        "pull_steps": project.pull_steps(entry),
+    }

@@ -40,7 +40,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.settings import DEFAULT_LEASE_SECONDS
+
 __all__ = [
+    "DEFAULT_LEASE_SECONDS",
     "ClaimRequest",
     "Deployment",
     "DeploymentCreate",
@@ -200,13 +203,13 @@ class Run(_Model):
 class ClaimRequest(_Model):
     worker: str
     labels: list[str] = Field(default_factory=list)
-    lease_seconds: float = 30
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     wait_seconds: float = 0
 
 
 class RunHeartbeat(_Model):
     worker: str
-    lease_seconds: float = 30
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
 
 class RunHeartbeatReply(_Model):

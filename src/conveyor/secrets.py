@@ -3,9 +3,10 @@
 - `Secret`: wraps a value; ``str``/``repr``/``format`` give ``****``; `reveal()` returns it.
 - `redact_url`: drops the password (and a token user name) from a URL.
 - `redact_text`: replaces every known secret value in a text with ``****``.
-- `resolve_templates`: replaces ``${NAME}`` in strings (recursively in dicts/lists) with values from
-  the environment first, then a `SecretStore`. A string that had a secret substituted into it
-  becomes a `Secret` itself, so it cannot be logged by accident.
+- the one template grammar (`TemplateRef`, `template_refs`, `resolve_templates`): ``${NAME}``,
+  ``{{ secrets.NAME }}``, ``{{ $ENV }}``, ``{{ step_id.key }}`` and block references, parsed
+  here and nowhere else. A string that had a secret substituted into it becomes a `Secret`
+  itself, so it cannot be logged by accident.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from conveyor.errors import ConfigError
@@ -22,14 +24,18 @@ __all__ = [
     "REDACTED",
     "Secret",
     "SecretStore",
+    "TemplateRef",
+    "WritableSecretStore",
     "redact_text",
     "redact_url",
     "resolve_templates",
     "reveal",
+    "template_name",
+    "template_ref",
+    "template_refs",
 ]
 
 REDACTED = "****"
-_TEMPLATE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
 
 
 class Secret:
@@ -162,16 +168,128 @@ class SecretStore(Protocol):
         ...
 
 
-def _lookup(name: str, environ: Mapping[str, str], store: SecretStore | None) -> str:
-    if name in environ:
-        return environ[name]
-    if store is not None:
-        value = store.get_secret(name)
+@runtime_checkable
+class WritableSecretStore(SecretStore, Protocol):
+    """A secret store that can also save values (`ConveyorClient`)."""
+
+    def set_secret(self, name: str, value: str) -> Any:
+        """Store ``value`` as secret ``name`` (encrypted at rest)."""
+        ...
+
+
+# -- the one template grammar ---------------------------------------------------------------------
+
+_TEMPLATE = re.compile(
+    r"\$\{\s*(?P<dollar>[A-Za-z_][A-Za-z0-9_.\-]*)\s*\}|\{\{\s*(?P<braces>[^{}]+?)\s*\}\}"
+)
+_IDENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_SECRET_PREFIXES = ("secrets.", "secret.", "prefect.blocks.secret.")
+_BLOCK_PREFIXES = ("credentials.", "blocks.", "prefect.blocks.")
+
+TemplateKind = Literal["secret", "env", "output", "block"]
+
+
+@dataclass(frozen=True)
+class TemplateRef:
+    """One template in a string, parsed.
+
+    ========================================  ======  =============================================
+    written                                   kind    resolved (on the worker, at run time)
+    ========================================  ======  =============================================
+    ``${NAME}``, ``{{ secrets.NAME }}``       secret  the environment, then the secret store
+    ``{{ $NAME }}``, ``{{ env.NAME }}``       env     the environment only
+    ``{{ step_id.key }}``, ``{{ key }}``      output  an earlier step's output
+    ``{{ prefect.blocks.TYPE.NAME }}``,       block   saved credentials ``NAME`` (by the caller
+    ``{{ credentials.NAME }}``                        that takes credentials names)
+    ========================================  ======  =============================================
+    """
+
+    kind: TemplateKind
+    name: str
+    key: str | None = None
+    """For ``output``: the key inside step ``name``'s outputs; for ``block``: the block type."""
+    text: str = ""
+    """The template as written (for messages)."""
+
+
+def _parse(dollar: str | None, braces: str | None, text: str) -> TemplateRef | None:
+    if dollar is not None:
+        return TemplateRef("secret", dollar, text=text)
+    inner = (braces or "").strip()
+    if inner.startswith("$") and _IDENT.match(inner[1:]):
+        return TemplateRef("env", inner[1:], text=text)
+    if not _IDENT.match(inner):
+        return None  # not ours (Jinja in a shell script, say): left as written
+    if inner.startswith("env."):
+        return TemplateRef("env", inner[4:], text=text)
+    for prefix in _SECRET_PREFIXES:
+        if inner.startswith(prefix):
+            return TemplateRef("secret", inner[len(prefix) :], text=text)
+    for prefix in _BLOCK_PREFIXES:
+        if inner.startswith(prefix):
+            rest = inner[len(prefix) :]
+            block_type, dot, name = rest.partition(".")
+            if prefix == "credentials." or not dot:
+                return TemplateRef("block", rest, text=text)
+            return TemplateRef("block", name, key=block_type, text=text)
+    step, dot, key = inner.partition(".")
+    return TemplateRef("output", step, key=key if dot else None, text=text)
+
+
+def template_refs(text: str) -> list[TemplateRef]:
+    """Every template in ``text``, in order."""
+    found = []
+    for match in _TEMPLATE.finditer(text):
+        ref = _parse(match.group("dollar"), match.group("braces"), match.group(0))
+        if ref is not None:
+            found.append(ref)
+    return found
+
+
+def template_ref(text: str) -> TemplateRef | None:
+    """The template when ``text`` is exactly one template (surrounding blanks allowed)."""
+    if not isinstance(text, str):
+        return None
+    match = _TEMPLATE.fullmatch(text.strip())
+    if match is None:
+        return None
+    return _parse(match.group("dollar"), match.group("braces"), match.group(0))
+
+
+def template_name(text: str) -> str | None:
+    """``NAME`` when ``text`` is exactly a secret, environment or block template; else None."""
+    ref = template_ref(text)
+    return ref.name if ref is not None and ref.kind in ("secret", "env", "block") else None
+
+
+def _lookup(ref: TemplateRef, environ: Mapping[str, str], store: SecretStore | None) -> str:
+    if ref.name in environ:
+        return environ[ref.name]
+    if ref.kind == "secret" and store is not None:
+        value = store.get_secret(ref.name)
         if value is not None:
             return value
+    where = "the environment" if ref.kind == "env" else "the environment or the secret store"
+    hint = (
+        f"export {ref.name}=... on the worker"
+        if ref.kind == "env"
+        else f"export {ref.name}=... on the worker, or run `conveyor secret set {ref.name}`"
+    )
+    raise ConfigError(f"template {ref.text} has no value in {where}", hint=hint)
+
+
+def _output(ref: TemplateRef, outputs: Mapping[str, Any]) -> Any:
+    if ref.key is None:
+        if ref.name in outputs:
+            return outputs[ref.name]
+    else:
+        scoped = outputs.get(ref.name)
+        if isinstance(scoped, Mapping) and ref.key in scoped:
+            return scoped[ref.key]
+    known = ", ".join(sorted(k for k in outputs if isinstance(outputs[k], Mapping))) or "none"
     raise ConfigError(
-        f"template ${{{name}}} has no value",
-        hint=f"export {name}=... on the worker, or run `conveyor secret set {name}`",
+        f"template {ref.text} names no output of an earlier step",
+        hint=f"steps with an id so far: {known}; write {{{{ step_id.key }}}}",
     )
 
 
@@ -180,22 +298,64 @@ def resolve_templates(
     *,
     store: SecretStore | None = None,
     environ: Mapping[str, str] | None = None,
+    outputs: Mapping[str, Any] | None = None,
+    kinds: frozenset[str] | set[str] | None = None,
 ) -> Any:
-    """Resolve ``${NAME}`` templates in ``value`` (str, dict, list, tuple), recursively.
+    """Resolve templates in ``value`` (str, dict, list, tuple), recursively.
 
-    A string with at least one substitution is returned as a `Secret`; strings without templates,
-    and every other type, are returned unchanged.
+    ``kinds`` limits which templates are resolved (default: ``secret`` and ``env``, plus
+    ``output`` when ``outputs`` are given); the others are left as written, as are ``block``
+    references (the caller that takes credentials names resolves them). A string that had a
+    secret or environment value substituted into it is returned as a `Secret`, so it cannot be
+    logged by accident; a string that is exactly one output template becomes that output's value
+    (which need not be a string).
     """
     env = os.environ if environ is None else environ
+    wanted = set(kinds) if kinds is not None else {"secret", "env"}
+    if kinds is None and outputs is not None:
+        wanted.add("output")
+    return _resolve(value, wanted, env, store, outputs or {})
+
+
+def _resolve(
+    value: Any,
+    wanted: set[str],
+    env: Mapping[str, str],
+    store: SecretStore | None,
+    outputs: Mapping[str, Any],
+) -> Any:
     if isinstance(value, str):
-        if not _TEMPLATE.search(value):
-            return value
-        resolved = _TEMPLATE.sub(lambda m: _lookup(m.group(1), env, store), value)
-        names = ",".join(_TEMPLATE.findall(value))
-        return Secret(resolved, name=names)
+        return _resolve_text(value, wanted, env, store, outputs)
     if isinstance(value, Mapping):
-        return {k: resolve_templates(v, store=store, environ=env) for k, v in value.items()}
+        return {k: _resolve(v, wanted, env, store, outputs) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        items = [resolve_templates(v, store=store, environ=env) for v in value]
-        return type(value)(items)
+        return type(value)(_resolve(v, wanted, env, store, outputs) for v in value)
     return value
+
+
+def _resolve_text(
+    text: str,
+    wanted: set[str],
+    env: Mapping[str, str],
+    store: SecretStore | None,
+    outputs: Mapping[str, Any],
+) -> Any:
+    whole = template_ref(text)
+    if whole is not None and whole.kind == "output" and "output" in wanted:
+        return _output(whole, outputs)
+    secret_names: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        ref = _parse(match.group("dollar"), match.group("braces"), match.group(0))
+        if ref is None or ref.kind not in wanted or ref.kind == "block":
+            return match.group(0)
+        if ref.kind == "output":
+            found = _output(ref, outputs)
+            return reveal(found) if isinstance(found, Secret) else str(found)
+        secret_names.append(ref.name)
+        return _lookup(ref, env, store)
+
+    resolved = _TEMPLATE.sub(substitute, text)
+    if secret_names:
+        return Secret(resolved, name=",".join(secret_names))
+    return resolved

@@ -11,7 +11,13 @@ worker and the server each call `Settings.from_env()` once and hand the object t
 | ``CONVEYOR_API_URL`` | unset: embedded | the server to talk to |
 | ``CONVEYOR_API_KEY`` | unset | sent to, or required by, the server |
 | ``CONVEYOR_DATABASE_URL`` | ``sqlite:///$CONVEYOR_HOME/conveyor.db`` | the server's database |
-| ``CONVEYOR_SECRET_KEY`` | key file under home | the key that encrypts stored secrets |
+| ``CONVEYOR_SECRET_KEY`` | key file under home | the key that encrypts stored secrets (*) |
+| ``CONVEYOR_BUNDLE_STORE`` | ``$CONVEYOR_HOME/storage`` | where deploys snapshot code (**) |
+| ``CONVEYOR_MAX_BUNDLE_BYTES`` | ``1GiB`` | the largest bundle the server's bundle store accepts |
+
+(*) a Fernet key (``python -c "from cryptography.fernet import Fernet;
+print(Fernet.generate_key().decode())"``) or any random string of 32 characters or more.
+(**) a directory, ``server`` (the Conveyor server keeps the bundles), or a blob URL.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ from pathlib import Path
 from conveyor.errors import ConfigError
 from conveyor.secrets import Secret
 
-__all__ = ["Settings", "parse_size"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "Settings", "parse_size"]
+
+DEFAULT_LEASE_SECONDS = 30.0
+"""How long a claim lasts without a heartbeat, unless the worker asks for another length."""
 
 _UNITS = {
     "": 1,
@@ -68,6 +77,9 @@ class Settings:
     api_key: Secret | None = None
     database_url: str | None = None
     secret_key: Secret | None = None
+    bundle_store: str | None = None
+    """``CONVEYOR_BUNDLE_STORE``: None means the local directory `storage_dir`."""
+    max_bundle_bytes: int = 1024**3
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +90,7 @@ class Settings:
         max_bytes = env.get("CONVEYOR_CACHE_MAX_BYTES")
         api_key = env.get("CONVEYOR_API_KEY")
         secret_key = env.get("CONVEYOR_SECRET_KEY")
+        max_bundle = env.get("CONVEYOR_MAX_BUNDLE_BYTES")
         return cls(
             home=home.absolute(),
             cache_dir=cache_dir.absolute(),
@@ -90,12 +103,23 @@ class Settings:
             api_key=Secret(api_key, name="CONVEYOR_API_KEY") if api_key else None,
             database_url=env.get("CONVEYOR_DATABASE_URL") or None,
             secret_key=Secret(secret_key, name="CONVEYOR_SECRET_KEY") if secret_key else None,
+            bundle_store=(env.get("CONVEYOR_BUNDLE_STORE") or "").strip() or None,
+            max_bundle_bytes=(
+                parse_size(max_bundle, name="CONVEYOR_MAX_BUNDLE_BYTES")
+                if max_bundle
+                else cls.max_bundle_bytes
+            ),
         )
 
     @property
     def storage_dir(self) -> Path:
         """The local bundle store: ``$CONVEYOR_HOME/storage``."""
         return self.home / "storage"
+
+    @property
+    def effective_bundle_store(self) -> str:
+        """Where deploy snapshots code: ``CONVEYOR_BUNDLE_STORE``, or `storage_dir`."""
+        return self.bundle_store or str(self.storage_dir)
 
     @property
     def results_dir(self) -> Path:

@@ -21,6 +21,7 @@ from typing import IO, Any
 import pytest
 
 from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.schemas import Run
 from conveyor.settings import Settings
 from fixtures.ports import wait_until
@@ -155,7 +156,7 @@ class Server:
     def healthy(self) -> bool:
         settings = Settings.from_env({**self.env, "CONVEYOR_API_URL": self.url})
         try:
-            with ConveyorClient(settings, retries=0, timeout=2) as api:
+            with connect(settings, retries=0, timeout=2) as api:
                 return api.health().get("status") == "ok"
         except Exception:
             return False
@@ -176,7 +177,7 @@ def server_env(home: Path, **values: str) -> dict[str, str]:
 
 def api(env: dict[str, str]) -> ConveyorClient:
     """An in-test client with the same settings as the commands of ``env``."""
-    return ConveyorClient(Settings.from_env(env))
+    return connect(Settings.from_env(env))
 
 
 def wait_for_run(

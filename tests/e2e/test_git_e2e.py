@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.schemas import Run, RunState
 from conveyor.settings import Settings
 from fixtures.git_server import (
@@ -122,7 +123,7 @@ class Stack:
         assert done.returncode == 0, log.read_text()[-3000:]
 
     def client(self) -> ConveyorClient:
-        return ConveyorClient.from_settings(Settings.from_env(self.env))
+        return connect(Settings.from_env(self.env))
 
     def run(self, deployment: str) -> str:
         return self.cli("run", deployment).stdout.strip().splitlines()[-1]

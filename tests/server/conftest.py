@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.schemas import Deployment, DeploymentCreate
 from conveyor.settings import Settings
 from fixtures.ports import free_port, wait_until
@@ -80,7 +81,7 @@ def backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Sett
 @pytest.fixture
 def api(backend: Settings) -> Iterator[ConveyorClient]:
     """A client running the real app in-process over the backend's database."""
-    with ConveyorClient(backend) as client:
+    with connect(backend) as client:
         yield client
 
 

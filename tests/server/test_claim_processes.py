@@ -14,12 +14,12 @@ from conveyor.schemas import RunState
 
 WORKER = """
 import json, sys
-from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.schemas import RunState, StateUpdate
 from conveyor.settings import Settings
 
 name = sys.argv[1]
-api = ConveyorClient(Settings.from_env())
+api = connect(Settings.from_env())
 api.health()
 print("ready", flush=True)
 sys.stdin.readline()

@@ -179,7 +179,7 @@ def test_workers_ls(capsys, api):
 
 def test_runs_code_writes_the_exact_version_the_run_used(capsys, tmp_path, deploy, api):
     # Given a folder deployed (and pushed to the bundle store) as version v1
-    from conveyor.sources.local import LocalSource
+    from conveyor.sources.store import BundleStore
 
     folder = tmp_path / "project"
     (folder / "pkg").mkdir(parents=True)
@@ -187,9 +187,9 @@ def test_runs_code_writes_the_exact_version_the_run_used(capsys, tmp_path, deplo
     (folder / "pkg" / "util.py").write_text("VALUE = 1\n")
     (folder / "run.sh").write_text("#!/bin/sh\n")
     (folder / "run.sh").chmod(0o755)
-    source = LocalSource(folder)
-    v1 = source.store.push(folder)
-    deploy(source=source.to_spec(), version=v1)
+    store = BundleStore(tmp_path / "store")
+    v1 = store.push(folder)
+    deploy(source=store.to_spec(), version=v1)
     run = api.create_run("hello", "prod")
     # When the folder changes afterwards
     (folder / "pkg" / "util.py").write_text("VALUE = 2\n")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.errors import ApiError, ServerUnavailable
 from conveyor.secrets import Secret
 from fixtures.ports import free_port
@@ -17,7 +17,7 @@ def test_unreachable_server_is_retried_with_backoff_then_reported(settings):
     url = f"http://127.0.0.1:{free_port()}"
     remote = dataclasses.replace(settings, api_url=url, api_key=Secret("key-never-shown"))
     started = time.monotonic()
-    with ConveyorClient(remote, retries=2) as api, pytest.raises(ServerUnavailable) as info:
+    with connect(remote, retries=2) as api, pytest.raises(ServerUnavailable) as info:
         api.list_runs()
     elapsed = time.monotonic() - started
     assert 0.3 <= elapsed < 5  # waited 0.1 s + 0.2 s between the three tries
@@ -29,8 +29,10 @@ def test_unreachable_server_is_retried_with_backoff_then_reported(settings):
 
 
 def test_client_does_no_io_until_the_first_call(settings):
-    api = ConveyorClient(settings)
-    assert api.embedded
+    from conveyor.server.local import LocalTransport
+
+    api = connect(settings)
+    assert isinstance(api.transport, LocalTransport)
     assert api.target.startswith("embedded:sqlite:///")
     assert not (settings.home / "conveyor.db").exists()
     api.close()
@@ -42,7 +44,7 @@ def test_database_outage_is_a_503_the_client_reports_in_one_line(
 ):
     # Given an embedded client working against PostgreSQL
     pg = dataclasses.replace(settings, database_url=postgres_url)
-    with ConveyorClient(pg, retries=1) as api:
+    with connect(pg, retries=1) as api:
         api.set_secret("TOKEN", "value-never-shown")
         # When the database goes away under it
         postgres_cluster.drop_database(postgres_url)
@@ -53,3 +55,30 @@ def test_database_outage_is_a_503_the_client_reports_in_one_line(
     assert str(info.value).startswith("server error (HTTP 503): database unavailable: ")
     assert "\n" not in str(info.value)
     assert "value-never-shown" not in str(info.value)
+
+
+def test_the_client_never_imports_the_server_and_the_embedded_path_no_web_framework(
+    settings, tmp_path
+):
+    # Given a fresh interpreter: importing the client imports nothing of the server, and an
+    # embedded command-line call answers without FastAPI or Starlette
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import conveyor.client\n"
+        "assert not [m for m in sys.modules if m.startswith('conveyor.server')], 'server'\n"
+        "from conveyor.cli import main\n"
+        "assert main(['runs', 'ls']) == 0\n"
+        "assert main(['deployments', 'ls']) == 0\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette',"
+        " 'uvicorn', 'alembic'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    for _ in range(2):  # the first one creates the database (migrations import Alembic)
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.errors import InvalidRequest, ObjectNotFound
 from conveyor.secrets import Secret, SecretStore, resolve_templates
 
@@ -52,7 +52,7 @@ def test_client_is_the_worker_secret_store(api, monkeypatch):
 
 def test_sqlite_file_never_holds_the_plaintext(settings):
     # Given a secret stored through the embedded app
-    with ConveyorClient(settings) as api:
+    with connect(settings) as api:
         api.set_secret("TOKEN", PLAINTEXT)
         assert api.get_secret("TOKEN") == PLAINTEXT
     # Then neither the database nor its WAL contain the value
@@ -67,7 +67,7 @@ def test_sqlite_file_never_holds_the_plaintext(settings):
 @pytest.mark.postgres
 def test_postgres_rows_hold_only_ciphertext(settings, postgres_url):
     settings = dataclasses.replace(settings, database_url=postgres_url)
-    with ConveyorClient(settings) as api:
+    with connect(settings) as api:
         api.set_secret("TOKEN", PLAINTEXT)
     engine = create_engine(postgres_url)
     with engine.connect() as conn:
@@ -78,13 +78,13 @@ def test_postgres_rows_hold_only_ciphertext(settings, postgres_url):
 
 def test_key_from_environment_is_used_instead_of_a_key_file(settings):
     keyed = dataclasses.replace(settings, secret_key=Secret("k" * 40))
-    with ConveyorClient(keyed) as api:
+    with connect(keyed) as api:
         api.set_secret("TOKEN", PLAINTEXT)
         assert api.get_secret("TOKEN") == PLAINTEXT
     assert not (settings.home / "secret.key").exists()
     # A server with another key cannot read it, and says so without the value.
     other = dataclasses.replace(settings, secret_key=Secret("z" * 40))
-    with ConveyorClient(other) as api:
+    with connect(other) as api:
         with pytest.raises(Exception, match="cannot be decrypted") as info:
             api.get_secret("TOKEN")
         assert PLAINTEXT not in str(info.value)

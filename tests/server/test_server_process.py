@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.errors import ServerUnavailable, Unauthorized
 from conveyor.secrets import Secret
 from fixtures.ports import free_port
@@ -65,7 +65,7 @@ def test_api_key_is_required_when_set(settings, server_process):
             urllib.request.urlopen(request, timeout=5)
         assert info.value.code == 401
     remote = dataclasses.replace(settings, api_url=server.url, api_key=Secret("wrong-key"))
-    with ConveyorClient(remote) as api, pytest.raises(Unauthorized) as error:
+    with connect(remote) as api, pytest.raises(Unauthorized) as error:
         api.list_pools()
     assert str(error.value) == "missing or wrong API key"
     # And the CLI says so in one line plus a hint, never echoing the key
@@ -111,7 +111,7 @@ def test_client_rides_out_a_server_restart(settings, server_process):
     # Given a client talking to a server over HTTP
     server = server_process()
     remote = dataclasses.replace(settings, api_url=server.url)
-    with ConveyorClient(remote, retries=8) as api:
+    with connect(remote, retries=8) as api:
         assert [p.name for p in api.list_pools()] == ["default"]
         # When the server stops and comes back on the same port a moment later
         server.stop()
@@ -129,6 +129,6 @@ def test_client_rides_out_a_server_restart(settings, server_process):
         assert [p.name for p in api.list_pools()] == ["after-restart", "default"]
     # And with no retries left the client gives a clear error
     restarted["server"].stop()
-    with ConveyorClient(remote, retries=0) as api, pytest.raises(ServerUnavailable) as info:
+    with connect(remote, retries=0) as api, pytest.raises(ServerUnavailable) as info:
         api.list_pools()
     assert server.url in str(info.value)

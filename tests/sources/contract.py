@@ -8,6 +8,9 @@ Subclass `SourceContract` in ``tests/sources/test_<kind>.py`` (the class name mu
 - ``missing_source_factory``: a zero-argument callable building a source whose location does not
   exist (a missing folder, bucket, repository or host): constructing it must do no I/O.
 
+The ``ctx`` fixture is the `FetchContext` every call gets, as the cache gives it (a persistent
+scratch directory, settings); override it to add a secret store or an environment.
+
 and, when they differ from the defaults, the class attributes ``unknown_version`` (well formed,
 but not held by the source) and ``metadata_dirs`` (top-level directories a fetch may add beside
 the tree, such as ``.conveyor`` for bundles).
@@ -30,7 +33,9 @@ from typing import Any, ClassVar
 import pytest
 
 from conveyor.errors import IntegrityError, SourceError, VersionNotFound
-from conveyor.sources.base import Source, source_from_spec
+from conveyor.settings import Settings
+from conveyor.sources import Source, source_from_spec
+from conveyor.sources.base import FetchContext
 
 __all__ = ["SourceContract", "no_io", "snapshot", "write_known_tree"]
 
@@ -118,34 +123,61 @@ class SourceContract:
         path.mkdir()
         return path
 
-    def test_resolve_returns_a_stable_version(self, source: Source) -> None:
-        first = source.resolve()
+    @pytest.fixture
+    def ctx(self, tmp_path: Path, settings: Settings) -> FetchContext:
+        """The context the cache gives a source: its scratch directory and the settings."""
+        scratch = tmp_path / "contract-scratch"
+        scratch.mkdir()
+        return FetchContext(scratch=scratch, settings=settings, environ=os.environ)
+
+    def test_resolve_returns_a_stable_version(self, source: Source, ctx: FetchContext) -> None:
+        first = source.resolve(ctx)
         assert isinstance(first, str)
         assert first
-        assert source.resolve() == first
+        assert source.resolve(ctx) == first
 
-    def test_fetch_writes_exactly_the_tree(self, source: Source, tree: Path, dest: Path) -> None:
-        source.fetch(source.resolve(), dest)
+    def test_fetch_writes_exactly_the_tree(
+        self, source: Source, tree: Path, dest: Path, ctx: FetchContext
+    ) -> None:
+        source.fetch(source.resolve(ctx), dest, ctx)
         assert snapshot(dest, skip=self.metadata_dirs) == snapshot(tree)
 
-    def test_verify_passes_on_a_fetched_tree(self, source: Source, dest: Path) -> None:
-        version = source.resolve()
-        source.fetch(version, dest)
-        source.verify(version, dest)
+    def test_verify_passes_on_a_fetched_tree(
+        self, source: Source, dest: Path, ctx: FetchContext
+    ) -> None:
+        version = source.resolve(ctx)
+        source.fetch(version, dest, ctx)
+        source.verify(version, dest, ctx)
 
-    def test_verify_rejects_a_modified_tree(self, source: Source, dest: Path) -> None:
-        version = source.resolve()
-        source.fetch(version, dest)
+    def test_a_fresh_source_verifies_what_another_instance_fetched(
+        self, source: Source, dest: Path, ctx: FetchContext
+    ) -> None:
+        # Given a tree fetched by one instance
+        version = source.resolve(ctx)
+        source.fetch(version, dest, ctx)
+        # Then a source rebuilt from the stored spec (as on another worker process) verifies it,
+        # and refuses it once it is changed
+        fresh = source_from_spec(json.loads(json.dumps(source.to_spec())))
+        fresh.verify(version, dest, ctx)
+        (dest / "flows/lib/util.py").write_bytes(b"ANSWER = 43\n")
+        with pytest.raises(IntegrityError):
+            source_from_spec(source.to_spec()).verify(version, dest, ctx)
+
+    def test_verify_rejects_a_modified_tree(
+        self, source: Source, dest: Path, ctx: FetchContext
+    ) -> None:
+        version = source.resolve(ctx)
+        source.fetch(version, dest, ctx)
         (dest / "flows/lib/util.py").write_bytes(b"ANSWER = 43\n")
         with pytest.raises(IntegrityError) as caught:
-            source.verify(version, dest)
+            source.verify(version, dest, ctx)
         assert "\n" not in str(caught.value)
 
     def test_fetch_of_an_unknown_version_raises_version_not_found(
-        self, source: Source, dest: Path
+        self, source: Source, dest: Path, ctx: FetchContext
     ) -> None:
         with pytest.raises(VersionNotFound) as caught:
-            source.fetch(self.unknown_version, dest)
+            source.fetch(self.unknown_version, dest, ctx)
         assert "\n" not in str(caught.value)
         assert list(dest.iterdir()) == []
 
@@ -154,20 +186,22 @@ class SourceContract:
         assert spec["kind"] == source.kind
         assert json.loads(json.dumps(spec)) == spec
 
-    def test_spec_round_trips_through_source_from_spec(self, source: Source) -> None:
+    def test_spec_round_trips_through_source_from_spec(
+        self, source: Source, ctx: FetchContext
+    ) -> None:
         spec = json.loads(json.dumps(source.to_spec()))
         rebuilt = source_from_spec(spec)
         assert type(rebuilt) is type(source)
         assert rebuilt.to_spec() == source.to_spec()
         assert rebuilt.key() == source.key()
-        assert rebuilt.resolve() == source.resolve()
+        assert rebuilt.resolve(ctx) == source.resolve(ctx)
 
-    def test_key_is_stable_and_short(self, source: Source) -> None:
+    def test_key_is_stable_and_short(self, source: Source, ctx: FetchContext) -> None:
         key = source.key()
         assert key == source.key()
         assert len(key) == 16
         assert int(key, 16) >= 0
-        source.resolve()
+        source.resolve(ctx)
         assert source.key() == key
 
     def test_constructor_does_no_io(
@@ -183,8 +217,8 @@ class SourceContract:
         assert "\n" not in line
 
     def test_missing_location_is_a_source_error(
-        self, missing_source_factory: Callable[[], Source]
+        self, missing_source_factory: Callable[[], Source], ctx: FetchContext
     ) -> None:
         with pytest.raises(SourceError) as caught:
-            missing_source_factory().resolve()
+            missing_source_factory().resolve(ctx)
         assert "\n" not in str(caught.value)

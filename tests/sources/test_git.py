@@ -20,7 +20,8 @@ from conveyor.errors import (
     UnsafeArchive,
     VersionNotFound,
 )
-from conveyor.sources.base import Source, source_from_spec, source_from_url
+from conveyor.sources import Source, source_from_spec, source_from_url
+from conveyor.sources.base import FetchContext
 from conveyor.sources.git import GitRepository
 from fixtures.git_server import Repo, Repos, git_repos_root, repos, run_git
 from sources.contract import SourceContract, snapshot, write_known_tree
@@ -132,11 +133,11 @@ def test_fetch_with_a_warm_mirror_needs_no_remote(repos: Repos, tmp_path: Path) 
     scratch = tmp_path / "scratch"
     source = GitRepository(repo.file_url)
     (tmp_path / "a").mkdir()
-    source.fetch(sha, tmp_path / "a", scratch=scratch)
+    source.fetch(sha, tmp_path / "a", FetchContext(scratch=scratch))
     shutil.rmtree(repo.bare)  # the remote is gone
     (tmp_path / "b").mkdir()
-    source.fetch(sha, tmp_path / "b", scratch=scratch)
-    source.verify(sha, tmp_path / "b")
+    source.fetch(sha, tmp_path / "b", FetchContext(scratch=scratch))
+    source.verify(sha, tmp_path / "b", FetchContext(scratch=scratch))
     assert (tmp_path / "b/flow.py").read_text() == "V = 1\n"
 
 
@@ -154,8 +155,9 @@ def test_directories_give_a_cone_mode_sparse_checkout(repos: Repos, tmp_path: Pa
     source = GitRepository(repo.file_url, directories=["flows/a/", "./other"])
     dest = tmp_path / "dest"
     dest.mkdir()
-    source.fetch(sha, dest, scratch=tmp_path / "scratch")
-    source.verify(sha, dest)
+    ctx = FetchContext(scratch=tmp_path / "scratch")
+    source.fetch(sha, dest, ctx)
+    source.verify(sha, dest, ctx)
     assert sorted(snapshot(dest)) == [
         "README.md",
         "flows/a/main.py",
@@ -176,7 +178,9 @@ def test_sparse_fetch_only_downloads_the_blobs_it_needs(repos: Repos, tmp_path: 
     dest.mkdir()
 
     # When only flows/ is fetched
-    GitRepository(repo.file_url, directories=["flows"]).fetch(sha, dest, scratch=scratch)
+    GitRepository(repo.file_url, directories=["flows"]).fetch(
+        sha, dest, FetchContext(scratch=scratch)
+    )
 
     # Then the mirror does not hold the big blob
     big = run_git("rev-parse", f"{sha}:data/big.bin", cwd=repo.bare)
@@ -230,10 +234,11 @@ def test_verify_detects_each_kind_of_tampering(
     dest = tmp_path / "dest"
     dest.mkdir()
     source = GitRepository(repo.file_url)
-    source.fetch(sha, dest, scratch=tmp_path / "scratch")
+    ctx = FetchContext(scratch=tmp_path / "scratch")
+    source.fetch(sha, dest, ctx)
     change(dest)
     with pytest.raises(IntegrityError, match=message):
-        source.verify(sha, dest)
+        source.verify(sha, dest, ctx)
 
 
 def test_verify_from_the_mirror_in_another_source_object(repos: Repos, tmp_path: Path) -> None:
@@ -241,15 +246,15 @@ def test_verify_from_the_mirror_in_another_source_object(repos: Repos, tmp_path:
     sha = repo.commit({"a.py": "A\n"})
     dest = tmp_path / "dest"
     dest.mkdir()
-    GitRepository(repo.file_url).fetch(sha, dest, scratch=tmp_path / "scratch")
+    ctx = FetchContext(scratch=tmp_path / "scratch")
+    GitRepository(repo.file_url).fetch(sha, dest, ctx)
     fresh = GitRepository(repo.file_url)
     with pytest.raises(IntegrityError, match="cannot verify"):
-        fresh.verify(sha, dest)  # it knows neither the fetch nor a mirror: it must not pass
-    fresh._scratch = tmp_path / "scratch"
-    fresh.verify(sha, dest)
+        fresh.verify(sha, dest)  # no scratch, so no mirror: it must not pass
+    fresh.verify(sha, dest, ctx)  # stateless: the mirror in the scratch directory is enough
     (dest / "a.py").write_text("B\n")
     with pytest.raises(IntegrityError):
-        fresh.verify(sha, dest)
+        fresh.verify(sha, dest, ctx)
 
 
 def test_submodules_are_fetched_when_asked(repos: Repos, tmp_path: Path) -> None:
@@ -269,8 +274,10 @@ def test_submodules_are_fetched_when_asked(repos: Repos, tmp_path: Path) -> None
     with_sub = tmp_path / "with"
     with_sub.mkdir()
     source = GitRepository(app.file_url, include_submodules=True)
-    source.fetch(sha, with_sub, scratch=tmp_path / "scratch")
-    source.verify(sha, with_sub)
+    ctx = FetchContext(scratch=tmp_path / "scratch")
+    source.fetch(sha, with_sub, ctx)
+    source.verify(sha, with_sub, ctx)
+    source_from_spec(source.to_spec()).verify(sha, with_sub, ctx)  # stateless, submodules too
     without = tmp_path / "without"
     without.mkdir()
     GitRepository(app.file_url).fetch(sha, without)
@@ -283,7 +290,7 @@ def test_submodules_are_fetched_when_asked(repos: Repos, tmp_path: Path) -> None
     assert list((without / "libs/lib").iterdir()) == []
     (with_sub / "libs/lib/lib.py").write_text("tampered\n")
     with pytest.raises(IntegrityError, match=r"libs/lib/lib\.py"):
-        source.verify(sha, with_sub)
+        source.verify(sha, with_sub, ctx)
 
 
 def test_unknown_commit_leaves_nothing_in_the_mirror_to_trust(repos: Repos, tmp_path: Path) -> None:
@@ -293,8 +300,8 @@ def test_unknown_commit_leaves_nothing_in_the_mirror_to_trust(repos: Repos, tmp_
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(VersionNotFound):
-        source.fetch("f" * 40, dest, scratch=tmp_path / "scratch")
-    source.fetch(sha, dest, scratch=tmp_path / "scratch")
+        source.fetch("f" * 40, dest, FetchContext(scratch=tmp_path / "scratch"))
+    source.fetch(sha, dest, FetchContext(scratch=tmp_path / "scratch"))
     assert (dest / "a.py").exists()
 
 
@@ -305,12 +312,12 @@ def test_stale_git_lock_files_in_the_mirror_are_removed(repos: Repos, tmp_path: 
     scratch = tmp_path / "scratch"
     source = GitRepository(repo.file_url)
     (tmp_path / "1").mkdir()
-    source.fetch(one, tmp_path / "1", scratch=scratch)
+    source.fetch(one, tmp_path / "1", FetchContext(scratch=scratch))
     # a git killed mid-fetch leaves these behind
     (scratch / "mirror.git/shallow.lock").write_text("")
     (scratch / "mirror.git/refs/conveyor/x.lock").write_text("")
     (tmp_path / "2").mkdir()
-    source.fetch(two, tmp_path / "2", scratch=scratch)
+    source.fetch(two, tmp_path / "2", FetchContext(scratch=scratch))
     assert (tmp_path / "2/a.py").read_text() == "2\n"
 
 
@@ -321,7 +328,7 @@ def test_an_unfinished_mirror_is_made_again(repos: Repos, tmp_path: Path) -> Non
     (scratch / "mirror.git/objects").mkdir(parents=True)  # no marker: creation was cut short
     dest = tmp_path / "dest"
     dest.mkdir()
-    GitRepository(repo.file_url).fetch(sha, dest, scratch=scratch)
+    GitRepository(repo.file_url).fetch(sha, dest, FetchContext(scratch=scratch))
     assert (scratch / "mirror.git/conveyor-mirror").is_file()
 
 
@@ -338,7 +345,7 @@ def test_an_unfinished_mirror_is_made_again(repos: Repos, tmp_path: Path) -> Non
         ({"commit_sha": "xyz"}, "not a commit hash"),
         ({"commit_sha": "abc"}, "not a commit hash"),
         ({"commit_sha": "--upload-pack=evil"}, "not a commit hash"),
-        ({"directories": ["--output=/tmp/x"]}, "may not start with '-'"),
+        ({"directories": ["--output=/tmp/x"]}, "may start with '-'"),
         ({"directories": ["../up"]}, "relative path inside"),
         ({"directories": [".git/hooks"]}, "relative path inside"),
         ({"provider": "sourceforge"}, "unknown git provider"),
@@ -383,7 +390,7 @@ def test_user_name_is_dropped_from_an_https_url_but_kept_for_ssh() -> None:
 
 
 def test_spec_holds_credentials_by_name_and_round_trips() -> None:
-    from conveyor.credentials import GitHubCredentials
+    from conveyor.sources.git.credentials import GitHubCredentials
 
     source = GitRepository(
         "https://github.com/o/r.git",
@@ -459,3 +466,43 @@ def test_processes_racing_on_one_mirror_each_get_their_commit(repos: Repos, tmp_
     (mirror,) = (tmp_path / "cache").rglob("mirror.git")
     refs = run_git("--git-dir", mirror, "for-each-ref", "--format=%(refname)").splitlines()
     assert sorted(refs) == sorted([f"refs/conveyor/{one}", f"refs/conveyor/{two}"])
+
+
+@pytest.mark.parametrize(
+    ("directories", "message"),
+    [
+        (["./--data"], "no part may start with '-'"),
+        (["flows/-x"], "no part may start with '-'"),
+        (["flows/\x01x"], "no part may start with '-'"),
+    ],
+)
+def test_directory_checks_run_after_normalising(directories: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        GitRepository("https://h/o/r.git", directories=directories)
+
+
+def test_overlapping_directories_are_one_checkout(repos: Repos, tmp_path: Path) -> None:
+    # Given a repository and overlapping sparse directories (as a user might list them)
+    repo = repos.make()
+    sha = repo.commit({"flows/a/x.py": "X\n", "flows/b.py": "B\n", "other.py": "O\n"})
+    source = GitRepository(repo.file_url, directories=["flows/a", "flows", "./flows/"])
+    assert source.directories == ("flows",)
+    # When it is fetched, then the outer directory is checked out once (cone mode: with the
+    # files at the top), and it verifies
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    ctx = FetchContext(scratch=tmp_path / "scratch")
+    source.fetch(sha, dest, ctx)
+    source.verify(sha, dest, ctx)
+    assert sorted(snapshot(dest)) == ["flows/a/x.py", "flows/b.py", "other.py"]
+
+
+@pytest.mark.parametrize("commit", ["a" * 40 + "\n", "abcd\n", " " + "a" * 40])
+def test_a_commit_with_a_trailing_newline_is_refused_at_once(commit: str) -> None:
+    with pytest.raises(ConfigError, match="is not a commit hash"):
+        GitRepository("https://h/o/r.git", commit_sha=commit)
+
+
+def test_a_branch_with_surrounding_blanks_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="not a valid git ref name"):
+        GitRepository("https://h/o/r.git", branch="main\n")

@@ -5,6 +5,7 @@ resolution by name on the worker, and `conveyor credentials`."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,15 @@ from typer.testing import CliRunner
 
 from conveyor.cli import app
 from conveyor.client import ConveyorClient
-from conveyor.credentials import (
+from conveyor.connect import connect
+from conveyor.errors import ConfigError
+from conveyor.secrets import Secret, template_name
+from conveyor.settings import Settings
+from conveyor.sources.base import FetchContext
+from conveyor.sources.git import GitRepository
+from conveyor.sources.git._auth import HttpAuth
+from conveyor.sources.git._codecommit import codecommit_region, codecommit_url
+from conveyor.sources.git.credentials import (
     BitBucketCredentials,
     CodeCommitCredentials,
     GitCredentials,
@@ -21,14 +30,7 @@ from conveyor.credentials import (
     SSHCredentials,
     TokenCredentials,
     load_credentials,
-    template_name,
 )
-from conveyor.errors import ConfigError
-from conveyor.secrets import Secret
-from conveyor.settings import Settings
-from conveyor.sources._git_auth import HttpAuth
-from conveyor.sources._git_codecommit import codecommit_region, codecommit_url
-from conveyor.sources.git import GitRepository
 from fixtures.git_server import GitHttpServer, Repos, git_http, git_repos_root, repos
 
 TOKEN = "ghp_RECOGNISABLE_credentials_5511"
@@ -51,7 +53,7 @@ ALL = [
 
 @pytest.fixture
 def api(settings: Settings) -> ConveyorClient:
-    with ConveyorClient.from_settings(settings) as client:
+    with connect(settings) as client:
         yield client
 
 
@@ -153,18 +155,18 @@ def test_provider_must_fit_the_credentials_type() -> None:
 def test_save_and_load_through_the_encrypted_store(api: ConveyorClient, settings: Settings) -> None:
     # Given credentials saved by name through the server's secret store
     creds = GitLabCredentials(token=TOKEN, username="deployer")
-    assert creds.save("gl", client=api) is creds
+    assert creds.save("gl", store=api) is creds
     assert creds.name == "gl"
 
     # Then they load back by name (with the client built from the environment too)
-    loaded = GitLabCredentials.load("gl", client=api)
+    loaded = GitLabCredentials.load("gl", store=api)
     assert loaded == creds
     assert loaded.name == "gl"
     assert GitCredentials.load("gl") == creds
     with pytest.raises(ConfigError, match="gitlab credentials, not github"):
-        GitHubCredentials.load("gl", client=api)
+        GitHubCredentials.load("gl", store=api)
     with pytest.raises(ConfigError, match="no credentials named 'nope'"):
-        GitHubCredentials.load("nope", client=api)
+        GitHubCredentials.load("nope", store=api)
     assert [s.name for s in api.list_secrets()] == ["credentials.gl"]
 
     # and the token is nowhere in clear on disk (the database is encrypted at rest)
@@ -176,29 +178,35 @@ def test_save_and_load_through_the_encrypted_store(api: ConveyorClient, settings
 def test_load_credentials_by_name_typed_then_plain_secret_then_environment(
     api: ConveyorClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    GitHubCredentials(TOKEN).save("gh", client=api)
+    GitHubCredentials(TOKEN).save("gh", store=api)
     api.set_secret("plain", "plain-token")
     monkeypatch.setenv("FROM_ENV", "env-token")
     monkeypatch.setenv("plain", "shadowed-by-the-store")
 
-    typed = load_credentials("gh", store=api)
+    env = dict(os.environ)
+    typed = load_credentials("gh", store=api, environ=env)
     assert isinstance(typed, GitHubCredentials)
-    plain = load_credentials("plain", store=api)
+    plain = load_credentials("plain", store=api, environ=env)
     assert isinstance(plain, TokenCredentials)
     assert plain.token == Secret("plain-token")
-    assert load_credentials("FROM_ENV", store=api).token == Secret("env-token")  # type: ignore[attr-defined]
+    from_env = load_credentials("FROM_ENV", store=api, environ=env)
+    assert from_env.token == Secret("env-token")  # type: ignore[attr-defined]
     # a ${TEMPLATE} is a plain token: the environment first, like every template
-    templated = load_credentials("${plain}", store=api)
+    templated = load_credentials("${plain}", store=api, environ=env)
     assert templated.token == Secret("shadowed-by-the-store")  # type: ignore[attr-defined]
+    # {{ prefect.blocks.TYPE.NAME }} names saved credentials
+    block = load_credentials("{{ prefect.blocks.github-credentials.gh }}", store=api, environ=env)
+    assert isinstance(block, GitHubCredentials)
     with pytest.raises(ConfigError, match="no credentials or secret named 'missing'"):
-        load_credentials("missing", store=api)
+        load_credentials("missing", store=api, environ=env)
 
 
 @pytest.mark.parametrize(
     ("text", "name"),
     [
         ("${GH_TOKEN}", "GH_TOKEN"),
-        ("{{ GH_TOKEN }}", "GH_TOKEN"),
+        ("{{ $GH_TOKEN }}", "GH_TOKEN"),
+        ("{{ GH_TOKEN }}", None),  # a bare name is a step output, not a secret
         ("{{ secrets.gh-token }}", "gh-token"),
         ("{{ prefect.blocks.secret.deploy-token }}", "deploy-token"),
         ("ghp_literal", None),
@@ -216,16 +224,17 @@ def test_repository_loads_named_credentials_on_fetch(
     repo = repos.make("named")
     sha = repo.commit({"a.py": "A\n"})
     repo.configure(basic=[f"oauth2:{TOKEN}"])
-    GitLabCredentials(token=TOKEN).save("gl", client=api)
+    GitLabCredentials(token=TOKEN).save("gl", store=api)
 
     # When a source that only names them (as a deployment stores it) resolves and fetches
     source = GitRepository.from_spec(
         {"kind": "git", "url": git_http.url(repo), "credentials": "gl"}
     )
-    assert source.resolve() == sha
+    ctx = FetchContext(secrets=api)
+    assert source.resolve(ctx) == sha
     dest = tmp_path / "dest"
     dest.mkdir()
-    source.fetch(sha, dest)
+    source.fetch(sha, dest, ctx)
 
     # Then the code arrived
     assert (dest / "a.py").read_text() == "A\n"
@@ -267,17 +276,17 @@ def test_cli_reads_secrets_from_stdin(settings: Settings, tmp_path: Path) -> Non
     listed = invoke(["credentials", "ls"]).split()
     assert listed == ["bb", "bbs", "cc", "gh", "gl", "key"]
 
-    with ConveyorClient.from_settings(settings) as client:
-        assert GitHubCredentials.load("gh", client=client).token == Secret(TOKEN)
-        gl = GitLabCredentials.load("gl", client=client)
+    with connect(settings) as client:
+        assert GitHubCredentials.load("gh", store=client).token == Secret(TOKEN)
+        gl = GitLabCredentials.load("gl", store=client)
         assert gl.username == "deployer"
-        bb = BitBucketCredentials.load("bb", client=client)
+        bb = BitBucketCredentials.load("bb", store=client)
         assert bb.password == Secret(TOKEN)
         assert bb.token is None
-        assert BitBucketCredentials.load("bbs", client=client).server is True
-        cc = CodeCommitCredentials.load("cc", client=client)
+        assert BitBucketCredentials.load("bbs", store=client).server is True
+        cc = CodeCommitCredentials.load("cc", store=client)
         assert cc.aws_session_token == Secret(f"session-{TOKEN}")
-        ssh = SSHCredentials.load("key", client=client)
+        ssh = SSHCredentials.load("key", store=client)
         assert ssh.known_hosts == "h ssh-ed25519 AAAA\n"
         assert ssh.accept_new_host_keys is False
 

@@ -12,14 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.credentials import (
-    BitBucketCredentials,
-    CodeCommitCredentials,
-    GitCredentials,
-    GitHubCredentials,
-    GitLabCredentials,
-    TokenCredentials,
-)
 from conveyor.errors import (
     AuthenticationError,
     ConfigError,
@@ -27,9 +19,17 @@ from conveyor.errors import (
     SourceUnavailable,
     VersionNotFound,
 )
-from conveyor.sources import _git_cmd
-from conveyor.sources.base import Source
+from conveyor.sources.base import FetchContext, Source
 from conveyor.sources.git import GitRepository
+from conveyor.sources.git import _cmd as _git_cmd
+from conveyor.sources.git.credentials import (
+    BitBucketCredentials,
+    CodeCommitCredentials,
+    GitCredentials,
+    GitHubCredentials,
+    GitLabCredentials,
+    TokenCredentials,
+)
 from fixtures.git_server import (
     DEFAULT_TOKEN,
     GitDaemon,
@@ -55,8 +55,9 @@ TOKEN = "glpat-RECOGNISABLE-7Qx9"
 def _fetch(source: GitRepository, version: str, tmp_path: Path, name: str = "dest") -> Path:
     dest = tmp_path / name
     dest.mkdir()
-    source.fetch(version, dest, scratch=tmp_path / "scratch")
-    source.verify(version, dest)
+    ctx = FetchContext(scratch=tmp_path / "scratch")
+    source.fetch(version, dest, ctx)
+    source.verify(version, dest, ctx)
     return dest
 
 
@@ -366,7 +367,7 @@ def test_network_down_is_retried_then_source_unavailable(
     calls = install_git_wrapper(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     url = f"http://127.0.0.1:{free_port()}/repo.git"  # nothing listens there
-    with caplog.at_level(logging.INFO, logger="conveyor.sources._git_cmd"):
+    with caplog.at_level(logging.INFO, logger="conveyor.sources.git._cmd"):
         with pytest.raises(SourceUnavailable) as caught:
             GitRepository(url, credentials=GitHubCredentials(TOKEN)).resolve()
     assert "\n" not in str(caught.value)

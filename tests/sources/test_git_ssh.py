@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.credentials import GitHubCredentials, SSHCredentials
 from conveyor.errors import AuthenticationError, ConfigError
-from conveyor.sources._git_auth import AuthSession, is_ssh_url, ssh_command
 from conveyor.sources.git import GitRepository
+from conveyor.sources.git._auth import AuthSession, is_ssh_url, ssh_command
+from conveyor.sources.git.credentials import GitHubCredentials, SSHCredentials
 
 KEY = (
     "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA-SECRET-KEY-MATERIAL\n"

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from conveyor._fs import copy_writable
+from conveyor.cache import CodeCache
 from conveyor.errors import ConfigError
-from conveyor.project import load_project, project_defaults
+from conveyor.project import deploy_options, load_project
+from conveyor.sources.base import FetchContext
 from conveyor.sources.git import GitRepository
-from conveyor.steps import parse_step, run_steps, source_from_pull_steps
+from conveyor.steps import StepContext, parse_step, run_steps, source_from_pull_steps
+from conveyor.steps.builtin import git_clone_step
 from fixtures.git_server import GitHttpServer, Repos, git_http, git_repos_root, repos
 
 TOKEN = "ghp_STEPS_token_8841"
@@ -67,27 +71,20 @@ def test_malformed_steps(step: object, message: str) -> None:
     ],
 )
 def test_git_repository_round_trips_through_a_git_clone_step(source: GitRepository) -> None:
-    step = json.loads(json.dumps(source.to_pull_step()))
+    step = json.loads(json.dumps(git_clone_step(source)))
     assert list(step) == ["git_clone"]
     rebuilt = source_from_pull_steps([step])
+    assert isinstance(rebuilt, GitRepository)
     assert rebuilt == source
     assert rebuilt.to_spec() == source.to_spec()
-    assert rebuilt.to_pull_step() == step
+    assert git_clone_step(rebuilt) == step
 
 
 def test_template_token_is_a_step_access_token_and_names_are_credentials() -> None:
-    assert (
-        GitRepository("https://h/r.git", credentials="${GH}").to_pull_step()["git_clone"][
-            "access_token"
-        ]
-        == "${GH}"
-    )
-    assert (
-        GitRepository("https://h/r.git", credentials="gh").to_pull_step()["git_clone"][
-            "credentials"
-        ]
-        == "gh"
-    )
+    templated = git_clone_step(GitRepository("https://h/r.git", credentials="${GH}"))
+    assert templated["git_clone"]["access_token"] == "${GH}"
+    named = git_clone_step(GitRepository("https://h/r.git", credentials="gh"))
+    assert named["git_clone"]["credentials"] == "gh"
 
 
 @pytest.mark.parametrize(
@@ -107,48 +104,67 @@ def test_git_clone_step_refuses_literal_tokens_and_bad_arguments(
     assert TOKEN not in str(caught.value)
 
 
-def test_credentials_placeholders_name_saved_credentials() -> None:
-    step = {"git_clone": {"repository": "https://h/r.git", "credentials": "{{ credentials.gh }}"}}
-    assert source_from_pull_steps([step]).credentials == "gh"
+@pytest.mark.parametrize(
+    "written", ["{{ credentials.gh }}", "{{ prefect.blocks.github-credentials.gh }}"]
+)
+def test_credentials_placeholders_name_saved_credentials(written: str) -> None:
+    step = {"git_clone": {"repository": "https://h/r.git", "credentials": written}}
+    source = source_from_pull_steps([step])
+    assert isinstance(source, GitRepository)
+    assert source.credentials == "gh"
 
 
-def test_pull_steps_must_name_exactly_one_source() -> None:
-    with pytest.raises(ConfigError, match="no pull step"):
-        source_from_pull_steps([{"set_working_directory": {"directory": "x"}}])
+def test_pull_steps_name_at_most_one_source() -> None:
+    assert source_from_pull_steps([{"set_working_directory": {"directory": "x"}}]) is None
     clone = {"git_clone": {"repository": "https://h/r.git"}}
     with pytest.raises(ConfigError, match="more than one"):
         source_from_pull_steps([clone, clone])
 
 
-def test_run_steps_clones_through_the_cache_and_sets_the_directory(
-    repos: Repos, git_http: GitHttpServer, monkeypatch: pytest.MonkeyPatch
+def test_run_steps_materialise_the_pinned_commit_and_set_the_directory(
+    repos: Repos, git_http: GitHttpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # Given a private repository and its token in the environment (a ${TEMPLATE})
+    # Given a private repository, its token in the environment (a ${TEMPLATE}), and the steps a
+    # deployment stores
     repo = repos.make("steps")
     sha = repo.commit({"flows/etl.py": "X = 1\n"})
     repo.configure(basic=[f"x-access-token:{TOKEN}"])
     monkeypatch.setenv("STEPS_TOKEN", TOKEN)
+    steps = [
+        {
+            "git_clone": {
+                "id": "clone",
+                "repository": git_http.url(repo),
+                "access_token": "${STEPS_TOKEN}",
+            }
+        },
+        {"set_working_directory": {"directory": "{{ clone.directory }}"}},
+        {"set_working_directory": {"directory": "flows"}},
+    ]
+    source = source_from_pull_steps(steps)
+    assert source is not None
+    env = {"STEPS_TOKEN": TOKEN}
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9, context=FetchContext(environ=env))
+    pinned = source.resolve(cache.context)
+    repo.commit({"flows/etl.py": "X = 2\n"})  # the branch moves on after deploy
 
-    # When the steps run
-    outputs = run_steps(
-        [
-            {
-                "git_clone": {
-                    "id": "clone",
-                    "repository": git_http.url(repo),
-                    "access_token": "${STEPS_TOKEN}",
-                }
-            },
-            {"set_working_directory": {"directory": "{{ clone.directory }}"}},
-            {"set_working_directory": {"directory": "flows"}},
-        ]
-    )
+    def materialise(dest: Path) -> dict[str, str]:
+        with cache.checkout(source, pinned) as checkout:
+            dest.mkdir()
+            copy_writable(checkout, dest)
+        return {"commit": pinned}
 
-    # Then the code is in the cache at the commit, and the directory is inside it
+    # When the worker runs the steps
+    context = StepContext(code_dir=tmp_path / "code", materialise=materialise, env=env)
+    outputs = run_steps(steps, context)
+
+    # Then the pinned commit is in the code directory, and the working directory is inside it
     assert outputs["clone"]["commit"] == sha
-    checkout = Path(outputs["clone"]["directory"])
-    assert (checkout / "flows/etl.py").read_text() == "X = 1\n"
-    assert outputs["directory"] == str(checkout / "flows")
+    code = Path(outputs["clone"]["directory"])
+    assert code == tmp_path / "code"
+    assert (code / "flows/etl.py").read_text() == "X = 1\n"
+    assert outputs["directory"] == str((code / "flows").resolve())
+    assert context.cwd == (code / "flows").resolve()
     assert TOKEN not in json.dumps({k: str(v) for k, v in outputs.items()})
 
 
@@ -195,11 +211,11 @@ def test_load_project(tmp_path: Path) -> None:
         "https://github.com/org/flows.git", branch="dev", credentials="${GH_TOKEN}"
     )
     assert project.deployment(entrypoint="flows/etl.py:main") is None  # two match: ambiguous
-    defaults = project_defaults(tmp_path, name="hourly")
-    assert defaults is not None
-    assert defaults.deployment == hourly
-    assert defaults.pull_steps[0]["git_clone"]["access_token"] == "${GH_TOKEN}"
-    assert project_defaults(tmp_path / "elsewhere") is None
+    options = deploy_options(
+        project, hourly, parameters={}, work_pool=None, tags=[], follow_ref=False, description=None
+    )
+    assert options["follow_ref"] is True
+    assert options["pull_steps"][0]["git_clone"]["access_token"] == "${GH_TOKEN}"
 
 
 @pytest.mark.parametrize(

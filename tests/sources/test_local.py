@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,10 +9,9 @@ import pytest
 
 from conveyor.bundles import compute_version
 from conveyor.errors import IntegrityError, SourceNotFound, VersionNotFound
-from conveyor.sources.base import Source, source_from_spec, source_from_url
+from conveyor.sources import Source, source_from_url
 from conveyor.sources.local import LocalSource
-from conveyor.sources.store import LocalStoreSource
-from sources.contract import SourceContract, snapshot, write_known_tree
+from sources.contract import SourceContract, write_known_tree
 
 
 @pytest.fixture
@@ -47,52 +45,23 @@ def test_spec_holds_the_absolute_path(folder: Path, monkeypatch: pytest.MonkeyPa
     assert source_from_url(f"file://{folder}").to_spec() == source.to_spec()
 
 
-def test_store_option_is_kept_in_the_spec_but_not_the_key(folder: Path, tmp_path: Path) -> None:
-    plain = LocalSource(folder)
-    stored = LocalSource(folder, store=tmp_path / "store")
-    assert stored.to_spec()["store"] == str(tmp_path / "store")
-    assert source_from_spec(stored.to_spec()).to_spec() == stored.to_spec()
-    assert stored.key() == plain.key()
+def test_a_folder_is_not_versioned_by_itself(folder: Path) -> None:
+    # deploy snapshots it into the bundle store (tests/test_deploy.py)
+    assert LocalSource.supports_versioning is False
+    assert LocalSource(folder).materialised() == folder
 
 
-def test_changed_folder_falls_back_to_the_bundle_store(folder: Path, tmp_path: Path) -> None:
-    # Given a deployed version pushed into the store, then a change to the folder
-    source = LocalSource(folder, store=tmp_path / "store")
-    deployed = source.resolve()
-    source.store.push(folder)
-    before = snapshot(folder)
-    (folder / "flows/hello.py").write_text("changed = True\n")
-    assert source.resolve() != deployed
-
-    # When the deployed version is fetched
-    dest = tmp_path / "dest"
-    source.fetch(deployed, dest)
-
-    # Then it is the deployed code, from the store, and it verifies
-    assert snapshot(dest, skip=(".conveyor",)) == before
-    source.verify(deployed, dest)
-
-
-def test_changed_folder_without_stored_version_says_redeploy(folder: Path, tmp_path: Path) -> None:
-    source = LocalSource(folder, store=tmp_path / "store")
+def test_changed_folder_says_redeploy(folder: Path, tmp_path: Path) -> None:
+    source = LocalSource(folder)
     deployed = source.resolve()
     (folder / "README.md").write_text("changed\n")
     dest = tmp_path / "dest"
     dest.mkdir()
-    with pytest.raises(VersionNotFound, match="changed since deploy") as caught:
+    with pytest.raises(VersionNotFound, match="it changed") as caught:
         source.fetch(deployed, dest)
     assert caught.value.hint is not None
     assert "redeploy" in caught.value.hint
     assert list(dest.iterdir()) == []
-
-
-def test_default_store_is_conveyor_home_storage(folder: Path, tmp_path: Path) -> None:
-    source = LocalSource(folder)
-    deployed = LocalStoreSource().push(folder)
-    assert (Path(os.environ["CONVEYOR_HOME"]) / "storage" / f"{deployed}.tar.zst").is_file()
-    (folder / "README.md").write_text("changed\n")
-    source.fetch(deployed, tmp_path / "dest")
-    assert (tmp_path / "dest/README.md").read_text() == "# known tree\n"
 
 
 def test_missing_folder_is_source_not_found(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""`LocalStoreSource`: the local bundle store; the contract plus push and store behaviour."""
+"""`BundleStore`: the bundle store in a directory and on the server; the contract, push and
+store behaviour."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import pytest
 
 from conveyor.bundles import compute_version
 from conveyor.errors import ConfigError, IntegrityError, VersionNotFound
-from conveyor.sources.base import Source
-from conveyor.sources.store import LocalStoreSource
+from conveyor.settings import Settings
+from conveyor.sources import source_from_spec
+from conveyor.sources.base import FetchContext, Source
+from conveyor.sources.store import BundleStore, LocalStoreSource
 from sources.contract import SourceContract, no_io, write_known_tree
 
 
@@ -49,7 +52,7 @@ def test_push_of_a_present_version_rewrites_nothing(folder: Path, tmp_path: Path
     # Given a pushed version whose archive has an old mtime
     store = LocalStoreSource(tmp_path / "store")
     version = store.push(folder)
-    archive = store.path_for(version)
+    archive = tmp_path / "store" / BundleStore.object_name(version)
     os.utime(archive, (1_000_000, 1_000_000))
     before = archive.stat()
 
@@ -82,21 +85,33 @@ def test_resolve_of_an_absent_version_is_version_not_found(tmp_path: Path) -> No
         LocalStoreSource(tmp_path / "store", version="sha256-" + "3" * 64).resolve()
 
 
-def test_root_defaults_to_conveyor_home_storage_at_first_use(
-    folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_a_spec_without_a_location_means_the_local_store_of_the_settings(
+    folder: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a store built before CONVEYOR_HOME is set to its final value
+    # Given a deployment made before stores were configurable: {"kind": "store"}
     with no_io(monkeypatch):
-        store = LocalStoreSource()
-    monkeypatch.setenv("CONVEYOR_HOME", str(tmp_path / "later-home"))
+        legacy = source_from_spec({"kind": "store"})
+    version = BundleStore(settings.storage_dir).push(folder)
+    # Then it reads the store its context's settings name, and says so without settings
+    ctx = FetchContext(settings=settings)
+    assert isinstance(legacy, BundleStore)
+    assert legacy.has(version, ctx)
+    with pytest.raises(ConfigError, match="no settings say where"):
+        legacy.has(version)
 
-    # When it is first used, the default root is read then
-    version = store.push(folder)
 
-    # Then the archive is under that home; the spec does not pin a machine-specific root
-    assert (tmp_path / "later-home/storage" / f"{version}.tar.zst").is_file()
-    assert store.to_spec() == {"kind": "store"}
-    assert LocalStoreSource(version=version).to_spec() == {"kind": "store", "version": version}
+def test_a_legacy_root_spec_still_loads(folder: Path, tmp_path: Path) -> None:
+    version = BundleStore(tmp_path / "s").push(folder)
+    legacy = source_from_spec({"kind": "store", "root": str(tmp_path / "s"), "version": version})
+    assert legacy.resolve() == version
+    assert legacy.to_spec() == {"kind": "store", "url": str(tmp_path / "s"), "version": version}
+
+
+def test_the_server_store_needs_a_connection(folder: Path) -> None:
+    with pytest.raises(ConfigError, match="no connection to a server") as caught:
+        BundleStore("server").push(folder)
+    assert caught.value.hint is not None
+    assert "CONVEYOR_API_URL" in caught.value.hint
 
 
 def test_tampered_archive_is_an_integrity_error(folder: Path, tmp_path: Path) -> None:
@@ -105,7 +120,8 @@ def test_tampered_archive_is_an_integrity_error(folder: Path, tmp_path: Path) ->
     version = store.push(folder)
     (folder / "README.md").write_text("other\n")
     other = store.push(folder)
-    os.replace(store.path_for(other), store.path_for(version))
+    root = tmp_path / "store"
+    os.replace(root / BundleStore.object_name(other), root / BundleStore.object_name(version))
 
     # When it is fetched, then the digest check refuses it and nothing is left
     dest = tmp_path / "dest"
@@ -122,8 +138,16 @@ def test_spec_is_stable_json(tmp_path: Path) -> None:
         == spec
         == {
             "kind": "store",
-            "root": str(tmp_path / "s"),
+            "url": str(tmp_path / "s"),
             "version": "sha256-" + "4" * 64,
         }
     )
     assert store.key() == LocalStoreSource(tmp_path / "s").key()
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [(None, True), ("/srv/bundles", True), ("file:///srv/b", True), ("server", False)],
+)
+def test_which_stores_only_this_machine_can_read(url: str | None, local: bool) -> None:
+    assert BundleStore(url).is_machine_local is local

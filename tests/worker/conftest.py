@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conveyor.bundles import compute_version
+from conveyor.cache import CodeCache
 from conveyor.schemas import LogRecord
-from conveyor.worker.executors import ChildJob, Executor, Interrupt, Outcome, ProcessExecutor
+from conveyor.worker.executors import Interrupt, Outcome, RunSpec
+from conveyor.worker.executors.local import LocalExecutor, ProcessExecutor
 from conveyor.worker.logs import RunLogs
-from conveyor.worker.workspace import Workspace
 from worker.flows_project import write_project
 
 
@@ -40,12 +43,18 @@ def project(tmp_path: Path) -> Path:
     return write_project(tmp_path / "project")
 
 
-ChildRunner = Callable[..., tuple[Outcome, LogSink, Workspace]]
+ChildRunner = Callable[..., tuple[Outcome, LogSink, Mapping[str, float]]]
 
 
 @pytest.fixture
-def run_child(project: Path, tmp_path: Path) -> ChildRunner:
-    """Run one flow of the project in a real child process, as the worker does (no server)."""
+def run_child(project: Path, tmp_path: Path) -> Iterator[ChildRunner]:
+    """Run one flow of the project through a real executor (the code comes from a code cache,
+    the flow runs in a real child process), as the worker does, without a server. The run's
+    files (a pickled result) stay until the test ends."""
+    stack = ExitStack()
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    source = {"kind": "local", "path": str(project)}
+    version = compute_version(project)
 
     def run(
         function: str,
@@ -53,26 +62,36 @@ def run_child(project: Path, tmp_path: Path) -> ChildRunner:
         *,
         timeout: float | None = None,
         interrupt: Interrupt | None = None,
-        executor: Executor | None = None,
+        executor: type[LocalExecutor] | None = None,
         env: dict[str, str] | None = None,
-    ) -> tuple[Outcome, LogSink, Workspace]:
-        workspace = Workspace.create(tmp_path / "work", "run-1")
-        workspace.fill(project)
+        pull_steps: list[dict[str, Any]] | None = None,
+    ) -> tuple[Outcome, LogSink, Mapping[str, float]]:
         sink = LogSink()
         logs = RunLogs(sink, "run-1").start()
-        job = ChildJob(
+        spec = RunSpec(
             run_id="run-1",
             entrypoint=f"flows.py:{function}",
             parameters=parameters or {},
-            workspace=workspace.code,
-            control=workspace.control,
+            source=source,
+            version=version,
+            pull_steps=tuple(pull_steps or ()),
             env=env or {},
             timeout_seconds=timeout,
         )
-        outcome = (executor or ProcessExecutor(grace_seconds=1.0)).execute(
-            job, logs=logs, interrupt=interrupt or Interrupt()
+        chosen = (executor or ProcessExecutor)(
+            cache=cache, work_dir=tmp_path / "work", spares=False, grace_seconds=1.0
+        )
+        started: dict[str, float] = {}
+
+        def ready(timings: Mapping[str, float]) -> bool:
+            started.update(timings)
+            return True
+
+        outcome = stack.enter_context(
+            chosen.run(spec, logs=logs, interrupt=interrupt or Interrupt(), started=ready)
         )
         logs.close()
-        return outcome, sink, workspace
+        return outcome, sink, started
 
-    return run
+    yield run
+    stack.close()

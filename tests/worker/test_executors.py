@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conveyor.schemas import RunState
-from conveyor.worker.executors import InProcessExecutor, Interrupt, StopReason
+from conveyor.worker.executors import Interrupt, StopReason
+from conveyor.worker.executors.local import InProcessExecutor
 from fixtures.ports import wait_until
 
 
@@ -209,7 +210,7 @@ def test_many_lines_arrive_complete_and_in_order(run_child) -> None:
 def test_in_process_executor_runs_the_same_child_code(run_child) -> None:
     cwd = os.getcwd()
 
-    outcome, logs, _ = run_child("hello", {"name": "Bo"}, executor=InProcessExecutor())
+    outcome, logs, _ = run_child("hello", {"name": "Bo"}, executor=InProcessExecutor)
 
     assert outcome.state is RunState.COMPLETED
     assert outcome.result == "HELLO BO"

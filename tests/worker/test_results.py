@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conveyor.errors import ConfigError
-from conveyor.results import ResultStore, is_json_result
+from conveyor.results import is_json_result
+from conveyor.results.local import ResultStore
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from pathlib import Path
 from conveyor.cache import CodeCache
 from conveyor.settings import Settings
 from conveyor.sources.store import LocalStoreSource
-from conveyor.worker.spares import SparePool
-from conveyor.worker.workspace import worker_dir
+from conveyor.worker.executors.spares import SparePool, _key
+from conveyor.worker.executors.workspace import worker_dir
 from fixtures.ports import wait_until
 
 
@@ -26,7 +26,8 @@ def _versions(settings: Settings, project: Path, count: int) -> list[str]:
 def test_a_spare_is_a_pristine_writable_copy_taken_once(settings, project, tmp_path) -> None:
     # Given a spare of a version
     cache = CodeCache.from_settings(settings)
-    source = LocalStoreSource(settings.storage_dir)
+    store = LocalStoreSource(settings.storage_dir)
+    source = store.to_spec()
     (version,) = _versions(settings, project, 1)
     pool = SparePool(tmp_path / "spares", cache=cache)
     pool.refill(source, version)
@@ -39,7 +40,7 @@ def test_a_spare_is_a_pristine_writable_copy_taken_once(settings, project, tmp_p
     assert taken
     assert (dest / "data.txt").read_text() == "version 0"
     (dest / "data.txt").write_text("changed by the run")
-    assert (cache.path_for(source, version) / "data.txt").read_text() == "version 0"
+    assert (cache.path_for(store, version) / "data.txt").read_text() == "version 0"
     assert not pool.take(source, version, tmp_path / "other")
     pool.close()
     assert not (tmp_path / "spares").exists()
@@ -47,7 +48,8 @@ def test_a_spare_is_a_pristine_writable_copy_taken_once(settings, project, tmp_p
 
 def test_only_the_newest_spares_are_kept(settings, project, tmp_path) -> None:
     cache = CodeCache.from_settings(settings)
-    source = LocalStoreSource(settings.storage_dir)
+    store = LocalStoreSource(settings.storage_dir)
+    source = store.to_spec()
     versions = _versions(settings, project, 3)
     pool = SparePool(tmp_path / "spares", cache=cache, keep=2)
 
@@ -55,7 +57,7 @@ def test_only_the_newest_spares_are_kept(settings, project, tmp_path) -> None:
         pool.refill(source, version)
     assert wait_until(lambda: not pool._pending, timeout=20)
 
-    assert list(pool._ready) == [(source.key(), v) for v in versions[1:]]
+    assert list(pool._ready) == [_key(source, v) for v in versions[1:]]
     assert len(list((tmp_path / "spares").iterdir())) == 2
     pool.close()
 
@@ -78,7 +80,8 @@ def test_a_new_worker_removes_what_dead_workers_left(tmp_path: Path) -> None:
 
 def test_a_spare_being_made_is_waited_for(settings, project, tmp_path) -> None:
     cache = CodeCache.from_settings(settings)
-    source = LocalStoreSource(settings.storage_dir)
+    store = LocalStoreSource(settings.storage_dir)
+    source = store.to_spec()
     (version,) = _versions(settings, project, 1)
     pool = SparePool(tmp_path / "spares", cache=cache)
 

@@ -14,19 +14,21 @@ import pytest
 from conveyor.bundles import verify_tree
 from conveyor.cache import CodeCache
 from conveyor.client import ConveyorClient
+from conveyor.connect import connect
 from conveyor.deploy import from_source
 from conveyor.errors import ServerUnavailable
-from conveyor.results import ResultStore
+from conveyor.results.local import ResultStore
 from conveyor.schemas import Deployment, DeploymentCreate, Run, RunState
 from conveyor.settings import Settings
-from conveyor.sources.store import LocalStoreSource
+from conveyor.sources import source_from_spec
 from conveyor.worker.loop import Worker
+from conveyor.worker.options import WorkerOptions
 from fixtures.ports import wait_until
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[ConveyorClient]:
-    with ConveyorClient.from_settings(settings) as api:
+    with connect(settings) as api:
         yield api
 
 
@@ -43,7 +45,9 @@ def deploy(settings: Settings, client: ConveyorClient, project: Path):
 def make_worker(settings: Settings, client: ConveyorClient, **options: Any) -> Worker:
     options.setdefault("lease_seconds", 3.0)
     options.setdefault("poll_seconds", 0.2)
-    return Worker.from_settings(settings, client, pool="default", name="w1", **options)
+    return Worker.from_settings(
+        settings, client, WorkerOptions(pool="default", name="w1", **options)
+    )
 
 
 def start(client: ConveyorClient, deployment: Deployment, **parameters: Any) -> Run:
@@ -163,7 +167,9 @@ def test_missing_template_fails_the_run_before_the_flow_starts(settings, client,
 
     done = client.get_run(run.id)
     assert done.state is RunState.FAILED
-    assert done.error == "template ${NOT_DEFINED_ANYWHERE} has no value"
+    assert done.error == (
+        "template ${NOT_DEFINED_ANYWHERE} has no value in the environment or the secret store"
+    )
     assert "start" not in done.timings
 
 
@@ -175,7 +181,9 @@ def test_flow_cannot_modify_the_cached_checkout(settings, client, deploy) -> Non
 
     done = client.get_run(run.id)
     assert done.state is RunState.COMPLETED
-    checkout = CodeCache.from_settings(settings).path_for(LocalStoreSource(), deployment.version)
+    checkout = CodeCache.from_settings(settings).path_for(
+        source_from_spec(deployment.source), deployment.version
+    )
     assert (checkout / "data.txt").read_text() == "original"
     assert not (checkout / "new.txt").exists()
     verify_tree(checkout, deployment.version)

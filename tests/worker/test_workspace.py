@@ -6,7 +6,8 @@ import os
 import stat
 from pathlib import Path
 
-from conveyor.worker.workspace import Workspace, copy_tree
+from conveyor._fs import copy_writable
+from conveyor.worker.executors.workspace import Workspace
 
 
 def test_copy_is_writable_and_shares_no_inode(tmp_path: Path) -> None:
@@ -21,9 +22,11 @@ def test_copy_is_writable_and_shares_no_inode(tmp_path: Path) -> None:
         os.chmod(path, 0o555 if path.is_dir() else 0o444)
     # When it is copied into a workspace
     dest = tmp_path / "code"
-    copied = copy_tree(source, dest)
+    dest.mkdir()
+    copied, files = copy_writable(source, dest)
     # Then every file is a writable copy (own inode), executables stay executable, links stay links
     assert copied == len("x = 1\n") + len("#!/bin/sh\n")
+    assert files == 3
     for rel in ("pkg/mod.py", "run.sh"):
         assert os.stat(dest / rel).st_ino != os.stat(source / rel).st_ino
         assert os.stat(dest / rel).st_mode & stat.S_IWUSR
@@ -38,7 +41,7 @@ def test_remove_deletes_what_the_flow_left_even_read_only(tmp_path: Path) -> Non
     source.mkdir()
     (source / "a.txt").write_text("a")
     workspace = Workspace.create(tmp_path / "work", "run-9", attempt=2)
-    workspace.fill(source)
+    Workspace.fill(workspace.code, source)
     (workspace.code / "sub").mkdir()
     (workspace.code / "sub" / "f").write_text("f")
     os.chmod(workspace.code / "sub", 0o500)

@@ -41,9 +41,24 @@ app = typer.Typer(
 _DEBUG = {"on": False}
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from conveyor._version import __version__
+
+        typer.echo(f"conveyor {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_show_version,
+        is_eager=True,
+    ),
 ) -> None:
     _DEBUG["on"] = debug
     logging.basicConfig(

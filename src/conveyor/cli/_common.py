@@ -24,6 +24,6 @@ def load_settings() -> Settings:
 
 def client(settings: Settings | None = None) -> ConveyorClient:
     """A `ConveyorClient` for this command (embedded unless ``CONVEYOR_API_URL`` is set)."""
-    from conveyor.client import ConveyorClient
+    from conveyor.connect import connect
 
-    return ConveyorClient(settings or load_settings())
+    return connect(settings or load_settings())

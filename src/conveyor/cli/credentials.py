@@ -91,14 +91,14 @@ def create(
     ),
 ) -> None:
     """Store credentials under NAME; the secret part is read from stdin."""
-    from conveyor.credentials import (
+    from conveyor.credentials import credentials_secret_name
+    from conveyor.sources.git.credentials import (
         BitBucketCredentials,
         CodeCommitCredentials,
         GitCredentials,
         GitHubCredentials,
         GitLabCredentials,
         SSHCredentials,
-        credentials_secret_name,
     )
 
     credentials_secret_name(name)  # validate before reading any secret
@@ -139,7 +139,7 @@ def create(
             accept_new_host_keys=accept_new_host_keys,
         )
     with client() as api:
-        creds.save(name, client=api)
+        creds.save(name, store=api)
     console.print(f"stored {creds.type} credentials {name}")
 
 

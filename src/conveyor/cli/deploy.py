@@ -2,6 +2,7 @@
 
 ```
 conveyor deploy flows.py:hello --name nightly [--source DIR|URL] [--pool POOL] [--param k=v ...]
+conveyor deploy [--name NAME]        # the deployments of ./conveyor.yaml (all, or one)
 conveyor run hello/nightly [--param k=v ...] [--watch]
 ```
 
@@ -23,6 +24,7 @@ from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
+    from conveyor.project import ProjectDeployment
     from conveyor.schemas import LogLine, Run
 
 __all__ = ["parse_params", "register", "split_deployment", "watch_run"]
@@ -57,18 +59,36 @@ def split_deployment(text: str) -> tuple[str, str]:
 
 
 def deploy(
-    entrypoint: str = typer.Argument(..., help="path/to/file.py:function or package.module:func"),
-    name: str = typer.Option(..., "--name", "-n", help="Deployment name."),
+    entrypoint: str | None = typer.Argument(
+        None,
+        help="path/to/file.py:function or package.module:func (default: the deployments of "
+        "conveyor.yaml)",
+    ),
+    name: str | None = typer.Option(
+        None, "--name", "-n", help="Deployment name (with conveyor.yaml: deploy only this one)."
+    ),
+    deploy_all: bool = typer.Option(
+        False, "--all", help="Deploy every deployment of conveyor.yaml (the default)."
+    ),
     source: str | None = typer.Option(
         None,
         "--source",
         help="Folder or URL of the code (default: conveyor.yaml's pull steps, else the "
         "current folder).",
     ),
-    pool: str = typer.Option("default", "--pool", help="Work pool the runs go to."),
+    pool: str | None = typer.Option(None, "--pool", help="Work pool the runs go to."),
     param: list[str] = typer.Option([], "--param", "-p", help="Default parameter KEY=VALUE."),
     tag: list[str] = typer.Option([], "--tag", help="Tag (repeatable)."),
     branch: str | None = typer.Option(None, "--branch", help="Branch or tag of a git source."),
+    commit_sha: str | None = typer.Option(
+        None, "--commit-sha", help="Commit of a git source (instead of a branch)."
+    ),
+    directories: list[str] = typer.Option(
+        [], "--directories", help="Check out only this directory of a git source (repeatable)."
+    ),
+    include_submodules: bool = typer.Option(
+        False, "--include-submodules", help="Check out a git source's submodules too."
+    ),
     credentials: str | None = typer.Option(
         None, "--credentials", help="Name of the credentials a git or blob source uses."
     ),
@@ -77,36 +97,87 @@ def deploy(
         False, "--follow-ref", help="Run the ref's latest version instead of the pinned one."
     ),
 ) -> None:
-    """Deploy a flow: pin its code version, check that it loads, store the deployment."""
-    from conveyor.deploy import from_source
+    """Deploy flows: pin their code version, check that they load, store the deployments.
 
-    options = {
+    With an ENTRYPOINT, deploy that flow as --name. Without one, deploy the deployments listed
+    in ./conveyor.yaml (all of them, or the one named by --name)."""
+    from conveyor.deploy import from_source
+    from conveyor.project import deploy_options, find_project, load_project
+
+    options: dict[str, Any] = {
         key: value
-        for key, value in (("branch", branch), ("credentials", credentials))
+        for key, value in (
+            ("branch", branch),
+            ("commit_sha", commit_sha),
+            ("credentials", credentials),
+            ("directories", directories or None),
+            ("include_submodules", include_submodules or None),
+        )
         if value is not None
     }
     parameters = parse_params(param)
-    chosen: Any = source or "."
-    keywords: dict[str, Any] = {
-        "work_pool": pool,
-        "parameters": parameters,
-        "tags": tag,
-        "description": description,
-        "follow_ref": follow_ref,
-    }
-    if source is None and not options:  # conveyor.yaml's pull steps say where the code is
-        from conveyor.project import project_defaults
+    file = find_project(".")
+    project = load_project(file) if file is not None else None
+    if entrypoint is None:
+        if project is None:
+            raise ConfigError(
+                "nothing to deploy: give an ENTRYPOINT and --name, or run in a folder with a "
+                "conveyor.yaml",
+                hint="e.g. conveyor deploy flows.py:hello --name nightly",
+            )
+        entries = list(project.deployments)
+        if name is not None:
+            entries = [d for d in entries if d.name == name]
+            if not entries:
+                known = ", ".join(d.name for d in project.deployments) or "none"
+                raise ConfigError(
+                    f"conveyor.yaml has no deployment named {name!r}", hint=f"it has: {known}"
+                )
+        if not entries:
+            raise ConfigError("conveyor.yaml lists no deployments", hint="add a deployments: list")
+        targets: list[tuple[str, str, ProjectDeployment | None]] = [
+            (entry.entrypoint, entry.name, entry) for entry in entries
+        ]
+    else:
+        if name is None:
+            raise ConfigError(
+                "--name is required with an ENTRYPOINT",
+                hint=f"conveyor deploy {entrypoint} -n NAME",
+            )
+        entry = project.deployment(name, entrypoint=entrypoint) if project else None
+        targets = [(entrypoint, name, entry)]
+    del deploy_all  # deploying everything is what no --name means
+    settings = load_settings()
+    for flow_entrypoint, deployment_name, entry in targets:
+        keywords: dict[str, Any] = {
+            "work_pool": pool or "default",
+            "parameters": parameters,
+            "tags": tag,
+            "description": description,
+            "follow_ref": follow_ref,
+        }
+        chosen: Any = source or "."
+        if project is not None and source is None and not options:
+            chosen = project.source(entry)
+            keywords = deploy_options(
+                project,
+                entry,
+                parameters=parameters,
+                work_pool=pool,
+                tags=tag,
+                follow_ref=follow_ref,
+                description=description,
+            )
+        deployable = from_source(chosen, flow_entrypoint, **options)
+        deployment = deployable.deploy(deployment_name, **keywords, settings=settings, notify=_note)
+        console.print(
+            f"deployment {deployment.flow_name}/{deployment.name} "
+            f"version {deployment.version} (revision {deployment.revision})"
+        )
 
-        project = project_defaults(".", name=name, entrypoint=entrypoint)
-        if project is not None:
-            chosen = project.source
-            keywords = project.deploy_options(**keywords)
-    deployable = from_source(chosen, entrypoint, **options)
-    deployment = deployable.deploy(name, **keywords, settings=load_settings())
-    console.print(
-        f"deployment {deployment.flow_name}/{deployment.name} "
-        f"version {deployment.version} (revision {deployment.revision})"
-    )
+
+def _note(message: str) -> None:
+    err_console.print(f"note: {message}", highlight=False, markup=False)
 
 
 def run(
@@ -118,11 +189,11 @@ def run(
     ),
 ) -> None:
     """Start a run of a deployment; print its id (with --watch: its logs, state and result)."""
-    from conveyor.client import ConveyorClient
+    from conveyor.connect import connect
 
     flow_name, name = split_deployment(deployment)
     parameters = parse_params(param)
-    with ConveyorClient.from_settings(load_settings()) as client:
+    with connect(load_settings()) as client:
         created = client.create_run(flow_name, name, parameters=parameters)
         console.print(created.id)
         if not watch:

@@ -6,8 +6,6 @@ RUN is a run id or a unique prefix of one (``conveyor runs ls`` shows the first 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -234,47 +232,23 @@ def code(
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write the code into."),
 ) -> None:
     """Write the exact code version a run used into an empty (or new) directory."""
+    from conveyor._fs import copy_writable
     from conveyor.cache import CodeCache
-    from conveyor.sources.base import source_from_spec
+    from conveyor.connect import fetch_context
 
     settings = load_settings()
     with client(settings) as api:
         run = api.get_run(run_id)
-    if not run.version:
-        raise ConfigError(f"run {run.id} has no resolved code version yet")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ConfigError(
-            f"{output} exists and is not an empty directory", hint="pick a new --output"
-        )
-    source = source_from_spec(run.source)
-    with CodeCache.from_settings(settings).lease(source, run.version) as checkout:
-        count = _copy_tree(checkout, output)
+        if not run.version:
+            raise ConfigError(f"run {run.id} has no resolved code version yet")
+        if output.exists() and (not output.is_dir() or any(output.iterdir())):
+            raise ConfigError(
+                f"{output} exists and is not an empty directory", hint="pick a new --output"
+            )
+        cache = CodeCache.from_settings(settings, context=fetch_context(settings, api))
+        with cache.checkout(run.source, run.version) as checkout:
+            output.mkdir(parents=True, exist_ok=True)
+            _size, count = copy_writable(checkout, output)
     console.print(
         f"wrote {run.version} ({count} files) of {run.flow_name}/{run.deployment_name} to {output}"
     )
-
-
-def _copy_tree(src: Path, dest: Path) -> int:
-    """Copy a read-only checkout into a writable tree (modes keep only the executable bits)."""
-    count = 0
-    dest.mkdir(parents=True, exist_ok=True)
-    for root, dirs, files in os.walk(src):
-        here = Path(root)
-        target = dest / here.relative_to(src)
-        for name in dirs:
-            path = here / name
-            if path.is_symlink():
-                os.symlink(os.readlink(path), target / name)
-            else:
-                (target / name).mkdir()
-        dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
-        for name in files:
-            path = here / name
-            if path.is_symlink():
-                os.symlink(os.readlink(path), target / name)
-            else:
-                shutil.copyfile(path, target / name)
-                mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
-                os.chmod(target / name, mode)
-            count += 1
-    return count

@@ -1,8 +1,8 @@
 """`conveyor worker start`: claim runs from a pool and execute them.
 
-The command checks its options, then replaces this process (``exec``: same PID, same signals)
-with ``python -m conveyor.worker``, a lean entry point that does not keep the command line's
-libraries in memory (see `conveyor.worker.__main__`).
+The command checks its options (`conveyor.worker.options.WorkerOptions` holds every default),
+then replaces this process (``exec``: same PID, same signals) with ``python -m conveyor.worker``,
+a lean entry point that does not keep the command line's libraries in memory.
 """
 
 from __future__ import annotations
@@ -14,76 +14,46 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["register", "worker_argv"]
+from conveyor.worker.options import WorkerOptions
+
+__all__ = ["register"]
 
 worker_app = typer.Typer(help="Run a worker: claim runs from a pool and execute them.")
+_D = WorkerOptions()
 
 
-def worker_argv(
-    *,
-    pool: str,
-    limit: int = 1,
-    labels: list[str] | None = None,
-    burst: bool = False,
-    name: str | None = None,
-    max_runs: int | None = None,
-    lease_seconds: float | None = None,
-    poll_seconds: float | None = None,
-    shutdown_timeout: float | None = None,
-    work_dir: Path | None = None,
-    debug: bool = False,
-) -> list[str]:
-    """The ``python -m conveyor.worker`` command line for these options."""
-    argv = [sys.executable, "-m", "conveyor.worker", "--pool", pool, "--limit", str(limit)]
-    for label in labels or []:
-        argv += ["--label", label]
-    if burst:
-        argv.append("--burst")
-    if name:
-        argv += ["--name", name]
-    for flag, value in (
-        ("--max-runs", max_runs),
-        ("--lease-seconds", lease_seconds),
-        ("--poll-seconds", poll_seconds),
-        ("--shutdown-timeout", shutdown_timeout),
-        ("--work-dir", work_dir),
-    ):
-        if value is not None:
-            argv += [flag, str(value)]
-    if debug:
-        argv.append("--debug")
-    return argv
+def _h(name: str) -> str:
+    from dataclasses import fields
+
+    return next(str(f.metadata["help"]) for f in fields(WorkerOptions) if f.name == name)
 
 
 @worker_app.command("start")
 def start(
-    pool: str = typer.Option("default", "--pool", help="Work pool to claim runs from."),
-    limit: int = typer.Option(1, "--limit", min=1, help="Runs executed at the same time."),
-    label: list[str] = typer.Option([], "--label", help="Worker label (repeatable)."),
-    burst: bool = typer.Option(False, "--burst", help="Exit once the pool is empty."),
-    name: str | None = typer.Option(None, "--name", help="Worker name (default: <host>-<pid>)."),
-    max_runs: int | None = typer.Option(
-        None, "--max-runs", min=1, help="Exit after this many runs."
-    ),
+    pool: str = typer.Option(_D.pool, "--pool", help=_h("pool")),
+    limit: int = typer.Option(_D.limit, "--limit", min=1, help=_h("limit")),
+    label: list[str] = typer.Option([], "--label", help=_h("labels")),
+    burst: bool = typer.Option(_D.burst, "--burst", help=_h("burst")),
+    name: str | None = typer.Option(_D.name, "--name", help=_h("name")),
+    max_runs: int | None = typer.Option(_D.max_runs, "--max-runs", min=1, help=_h("max_runs")),
     lease_seconds: float = typer.Option(
-        30.0, "--lease-seconds", min=0.5, help="How long a claim lasts without a heartbeat."
+        _D.lease_seconds, "--lease-seconds", min=0.5, help=_h("lease_seconds")
     ),
     poll_seconds: float = typer.Option(
-        2.0, "--poll-seconds", min=0.0, help="Long-poll length when the pool is empty."
+        _D.poll_seconds, "--poll-seconds", min=0.0, help=_h("poll_seconds")
     ),
     shutdown_timeout: float = typer.Option(
-        30.0, "--shutdown-timeout", min=0.0, help="On SIGTERM, how long running runs may finish."
+        _D.shutdown_timeout, "--shutdown-timeout", min=0.0, help=_h("shutdown_timeout")
     ),
-    work_dir: Path | None = typer.Option(
-        None, "--work-dir", help="Where run workspaces go (default: $CONVEYOR_HOME/work)."
-    ),
+    work_dir: Path | None = typer.Option(_D.work_dir, "--work-dir", help=_h("work_dir")),
+    in_process: bool = typer.Option(_D.in_process, "--in-process", help=_h("in_process")),
 ) -> None:
     """Claim runs from POOL and execute each in a child process, until stopped (or, with
     --burst, until the pool is empty). SIGTERM/Ctrl-C: finish running runs, then exit."""
-    argv = worker_argv(
+    options = WorkerOptions(
         pool=pool,
         limit=limit,
-        labels=label,
+        labels=tuple(label),
         burst=burst,
         name=name,
         max_runs=max_runs,
@@ -91,8 +61,10 @@ def start(
         poll_seconds=poll_seconds,
         shutdown_timeout=shutdown_timeout,
         work_dir=work_dir.absolute() if work_dir else None,
+        in_process=in_process,
         debug=logging.getLogger().level == logging.DEBUG,
     )
+    argv = options.to_argv()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)  # noqa: S606 - our own interpreter, fixed arguments

@@ -2,13 +2,15 @@
 
 ```
 app.py        create_app: migrations, routes, error translation, API-key check, lease sweeper
+api.py        the API's operations over a ServerContext (one per endpoint), used by both:
+routes/         the HTTP front end (FastAPI), one module per resource
+local.py        LocalTransport: the embedded front end (no FastAPI), for connect()
+errors.py     any exception -> status + one-line body, for both front ends
 context.py    ServerContext (db, secret box, doorbell for long-polls, throttled lease sweep)
 db.py         Database: engine per app, read / write transactions, SQLite WAL + retries
-tables.py     typed ORM tables;  migrate.py + migrations/: Alembic, applied at start
+tables.py     typed ORM tables;  migrate.py + migrations/: Alembic, applied when behind
 secrets.py    SecretBox: Fernet encryption at rest, key from env or a 0600 key file
-embedded.py   EmbeddedTransport: the app in-process for ConveyorClient with no server
 service/      the state machine and everything else, as functions over a Session
-routes/       HTTP only, one module per resource
 ```
 
 Importing this package is cheap; `create_app` imports FastAPI on first use.

@@ -14,18 +14,18 @@ import contextlib
 import hmac
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from conveyor import __version__
+from conveyor._version import __version__
 from conveyor.errors import ApiError, ConveyorError
 from conveyor.server.context import ServerContext
 from conveyor.server.db import Database
+from conveyor.server.errors import error_body, error_response, validation_message
 from conveyor.server.migrate import ensure_schema
 from conveyor.server.secrets import SecretBox
 from conveyor.settings import Settings
@@ -41,7 +41,16 @@ def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAP
     ``sweep_every``: seconds between background lease-expiry sweeps while the app's lifespan
     runs (served by uvicorn); leases are also expired lazily on claims, heartbeats and reads.
     """
-    from conveyor.server.routes import claims, deployments, health, pools, runs, secrets, workers
+    from conveyor.server.routes import (
+        bundles,
+        claims,
+        deployments,
+        health,
+        pools,
+        runs,
+        secrets,
+        workers,
+    )
 
     db = Database(settings.effective_database_url)
     ensure_schema(db)
@@ -70,26 +79,30 @@ def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAP
         openapi_url="/api/openapi.json",
     )
     app.state.context = context
-    for module in (health, pools, deployments, runs, claims, workers, secrets):
+    for module in (health, pools, deployments, runs, claims, workers, secrets, bundles):
         app.include_router(module.router, prefix="/api")
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(ConveyorError, _conveyor_error)
+    for kind in (ApiError, ConveyorError, DBAPIError):
+        app.add_exception_handler(kind, _error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DBAPIError, _database_error)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.reveal())
     return app
 
 
+OPEN_PATHS = frozenset({"/api/health"})
+"""Paths that answer without the API key (a load balancer's health probe)."""
+
+
 class ApiKeyMiddleware:
-    """401 for every request whose ``X-API-Key`` header is not the server's key."""
+    """401 for every request whose ``X-API-Key`` header is not the server's key (except the
+    health probe)."""
 
     def __init__(self, app: ASGIApp, *, key: str) -> None:
         self.app = app
         self._key = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             sent = b""
             for name, value in scope["headers"]:
                 if name == b"x-api-key":
@@ -119,45 +132,17 @@ async def _sweep_forever(context: ServerContext, every: float) -> None:
             logger.exception("lease sweep failed")
 
 
-def _body(message: str, hint: str | None) -> dict[str, Any]:
-    return {"detail": message, "hint": hint}
-
-
-async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return JSONResponse(_body(exc.message, exc.hint), status_code=exc.status_code or 400)
-
-
-async def _conveyor_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ConveyorError)
-    logger.warning("request failed error=%s", exc.message)
-    return JSONResponse(_body(exc.message, exc.hint), status_code=500)
+async def _error(_request: Request, exc: Exception) -> JSONResponse:
+    answer = error_response(exc)
+    if answer is None:  # pragma: no cover - only registered for the types error_response knows
+        raise exc
+    status, body = answer
+    return JSONResponse(body, status_code=status)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
-    return JSONResponse(_body("invalid request: " + "; ".join(parts), None), status_code=422)
-
-
-async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
-    """503 (the client retries) when the database is down or busy; 409 for a lost write race.
-
-    Only the driver's first line is shown: SQLAlchemy's own text carries statement parameters.
-    """
-    assert isinstance(exc, DBAPIError)
-    lines = str(exc.orig).strip().splitlines()
-    reason = lines[0] if lines else type(exc.orig).__name__
-    if isinstance(exc, IntegrityError):
-        return JSONResponse(_body(f"conflicting write: {reason}", None), status_code=409)
-    logger.warning("database error reason=%s", reason)
-    return JSONResponse(
-        _body(f"database unavailable: {reason}", "the server retries; check the database"),
-        status_code=503,
-    )
+    return JSONResponse(error_body(validation_message(list(exc.errors()))), status_code=422)
 
 
 def database_of(app: FastAPI) -> Database:

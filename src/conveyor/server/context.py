@@ -23,13 +23,26 @@ SWEEP_EVERY = 0.5
 class Doorbell:
     """Wakes this process's long-polling claims when a run may have become claimable.
 
-    `ring` may be called from any thread; `wait` runs on an event loop. Other processes writing
-    to the same database are noticed by polling (see the claim route).
+    `ring` may be called from any thread; `wait` runs on an event loop, `wait_blocking` in a
+    thread. Other processes writing to the same database are noticed by polling (see
+    `conveyor.server.api.claim_once`).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._events: set[threading.Event] = set()
+
+    def wait_blocking(self, timeout: float) -> bool:
+        """Block this thread until rung or ``timeout`` seconds pass; True if rung."""
+        event = threading.Event()
+        with self._lock:
+            self._events.add(event)
+        try:
+            return event.wait(timeout)
+        finally:
+            with self._lock:
+                self._events.discard(event)
 
     async def wait(self, timeout: float) -> bool:
         """Sleep until rung or ``timeout`` seconds pass; True if rung."""
@@ -50,8 +63,11 @@ class Doorbell:
     def ring(self) -> None:
         with self._lock:
             waiters = list(self._waiters)
+            events = list(self._events)
         for loop, future in waiters:
             loop.call_soon_threadsafe(_resolve, future)
+        for event in events:
+            event.set()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

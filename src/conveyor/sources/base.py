@@ -3,16 +3,32 @@
 A source needs two methods:
 
 - `Source.resolve` (deploy time): the moving ref → an immutable version string;
-- `Source.fetch` (run time): write exactly that version into an empty directory.
+- `Source.fetch` (run time): write exactly that version into an empty directory;
 
-Push-capable sources (`PushableSource`) add `push(tree) -> version`. Constructors do no I/O.
+and `Source.verify`, which checks a tree against a version. All three are *stateless*: a source
+rebuilt from its spec (`Source.to_spec`, on another machine, in another process) resolves,
+fetches and verifies exactly as the instance that deployed it. Push-capable sources
+(`PushableSource`) add `push(tree) -> version`. Constructors do no I/O.
+
 Everything about cache paths, locks, atomic renames and eviction lives in `conveyor.cache`; a
-source never manages its own directories. A source that benefits from persistent state between
-fetches (a git mirror) gets a ``scratch`` directory from the cache, owned by that source's key.
+source never manages its own directories and never reads the environment. What it needs at run
+time comes in a `FetchContext` built by the cache (or by the entry point that deploys):
 
-A source is stored in a deployment as its *spec*: `Source.to_spec` returns a JSON-safe dict with a
-``kind`` and constructor arguments, holding only credential **names**, never values;
-`source_from_spec` rebuilds it on the worker.
+- ``scratch``: a persistent directory the cache keeps for a source that asks for one
+  (``uses_scratch``: a git mirror), held under the cache's lock for the whole ``fetch`` +
+  ``verify`` (None at deploy time);
+- ``secrets``: the secret store that credentials names and ``${NAME}`` templates resolve from;
+- ``environ``: the environment those templates look in first;
+- ``settings``: the process's `Settings`;
+- ``bundle_server``: the Conveyor server's bundle store, when the process has a client.
+
+``supports_versioning`` says whether a version stays fetchable from the source itself (a git
+commit does; a local folder or a plain blob prefix changes in place). Deploy snapshots every
+source that does not into the bundle store and pins the snapshot.
+
+A source is stored in a deployment as its *spec*: a JSON-safe dict with a ``kind`` and
+constructor arguments, holding only credential **names**, never values; `source_from_spec` (in
+`conveyor.sources`) rebuilds it on the worker.
 """
 
 from __future__ import annotations
@@ -20,44 +36,68 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from conveyor._registry import SCHEME_TO_KIND, get_source_class
-from conveyor.errors import ConfigError
+if TYPE_CHECKING:
+    from conveyor.secrets import SecretStore
+    from conveyor.settings import Settings
+    from conveyor.sources.store import StoreBackend
 
-__all__ = [
-    "PushableSource",
-    "Source",
-    "source_from_spec",
-    "source_from_url",
-]
+__all__ = ["FetchContext", "PushableSource", "Source", "context"]
+
+
+@dataclass(frozen=True)
+class FetchContext:
+    """What a source may use besides its own arguments (built by the cache or an entry point)."""
+
+    scratch: Path | None = None
+    secrets: SecretStore | None = None
+    environ: Mapping[str, str] = field(default_factory=dict)
+    settings: Settings | None = None
+    bundle_server: StoreBackend | None = None
+    """The Conveyor server's bundle store, when this process is connected to a server."""
+
+    def with_scratch(self, scratch: Path | None) -> FetchContext:
+        """The same context with another scratch directory."""
+        return replace(self, scratch=scratch)
+
+
+_EMPTY = FetchContext()
 
 
 class Source(ABC):
-    """Where a deployment's code lives. Subclasses set ``kind`` and implement the two methods."""
+    """Where a deployment's code lives. Subclasses set ``kind`` and implement the methods."""
 
     kind: ClassVar[str]
+    supports_versioning: ClassVar[bool] = True
+    """True when a version can be fetched from the source again later (git commits); False
+    when the source changes in place (a folder), so deploy snapshots it into the bundle store."""
+    uses_scratch: ClassVar[bool] = False
+    """True when the source keeps state in ``ctx.scratch`` between fetches (a git mirror): the
+    cache then holds the scratch directory's lock around its ``fetch`` and ``verify``, so fills
+    of different versions of one such source take turns. Other sources get no scratch and
+    fill in parallel."""
 
     @abstractmethod
-    def resolve(self) -> str:
+    def resolve(self, ctx: FetchContext | None = None) -> str:
         """The immutable version the source's ref points at now (deploy time; may do I/O)."""
 
     @abstractmethod
-    def fetch(self, version: str, dest: Path, *, scratch: Path | None = None) -> None:
+    def fetch(self, version: str, dest: Path, ctx: FetchContext | None = None) -> None:
         """Write ``version`` into ``dest``, an existing empty directory.
 
-        ``scratch`` is a persistent directory the cache keeps for this source (for a mirror); the
-        source must lock inside it itself if it writes there. Raise `VersionNotFound` when the
-        version does not exist, never leave partial files in ``scratch`` that a later fetch would
-        trust.
+        Raise `VersionNotFound` when the version does not exist. Whatever is left in
+        ``ctx.scratch`` must be usable (or recognisably unfinished) for the next fetch.
         """
 
-    def verify(self, version: str, path: Path) -> None:
+    def verify(self, version: str, path: Path, ctx: FetchContext | None = None) -> None:
         """Check that ``path`` holds exactly ``version``; raise `IntegrityError` if not.
 
-        The default checks a bundle version (``sha256-…``) against the tree's manifest. Sources
-        whose versions are not bundle digests (git commits) override it.
+        Stateless: it may use ``ctx.scratch`` but nothing remembered from a fetch. The default
+        checks a bundle version (``sha256-…``) against the tree's manifest.
         """
         from conveyor.bundles import verify_tree
 
@@ -68,7 +108,7 @@ class Source(ABC):
         """A JSON-safe, secret-free description: ``{"kind": ..., **constructor arguments}``."""
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> Source:
+    def from_spec(cls, spec: Mapping[str, Any]) -> Source:
         """Rebuild a source from `to_spec` output (``kind`` already removed or ignored)."""
         args = {k: v for k, v in spec.items() if k != "kind"}
         return cls(**args)
@@ -98,42 +138,10 @@ class PushableSource(Source):
     """A source that can store a tree (deploy time) and return its version."""
 
     @abstractmethod
-    def push(self, tree: Path) -> str:
+    def push(self, tree: Path, ctx: FetchContext | None = None) -> str:
         """Store the code tree at ``tree`` and return its version; a no-op if already present."""
 
 
-def source_from_spec(spec: dict[str, Any]) -> Source:
-    """Rebuild a source from a deployment's stored spec."""
-    kind = spec.get("kind")
-    if not isinstance(kind, str):
-        raise ConfigError(f"source spec has no kind: {sorted(spec)}")
-    cls = get_source_class(kind)
-    try:
-        return cls.from_spec(spec)
-    except TypeError as exc:
-        raise ConfigError(
-            f"source spec of kind {kind!r} does not fit {cls.__name__}: {exc}",
-            hint="the deployment was made by another Conveyor version; redeploy it",
-        ) from None
-
-
-def source_from_url(url: str | Path, **options: Any) -> Source:
-    """A source from a path or URL: a folder, ``file://``, a git URL, ``s3://``, ``gs://``, ...
-
-    ``options`` go to the source's constructor (``branch=``, ``credentials=``, ...).
-    """
-    text = str(url)
-    if isinstance(url, Path) or "://" not in text:
-        if text.startswith("git@") or (text.endswith(".git") and ":" in text.split("/")[0]):
-            return get_source_class("git")(text, **options)  # type: ignore[call-arg]
-        return get_source_class("local")(Path(text), **options)  # type: ignore[call-arg]
-    scheme = text.split("://", 1)[0].lower()
-    kind = SCHEME_TO_KIND.get(scheme)
-    if kind is None:
-        raise ConfigError(
-            f"no source handles URLs starting with {scheme}://",
-            hint="use a folder path, a git URL, or an s3:// gs:// az:// oci:// URL",
-        )
-    if kind == "local":
-        return get_source_class("local")(Path(text.split("://", 1)[1]), **options)  # type: ignore[call-arg]
-    return get_source_class(kind)(text, **options)  # type: ignore[call-arg]
+def context(ctx: FetchContext | None) -> FetchContext:
+    """``ctx``, or the empty context (no scratch, no secrets, an empty environment)."""
+    return _EMPTY if ctx is None else ctx

@@ -1,123 +1,239 @@
-"""Named build / push / pull steps and their registry.
+"""Named build / push / pull steps: their registry, and running them in order.
 
 ```yaml
 pull:
   - git_clone:
+      id: clone
       repository: https://github.com/org/flows.git
       branch: main
       credentials: gh              # saved with `conveyor credentials create github gh`
-      # access_token: ${GH_TOKEN}  # or a plain secret, as a template (never the token)
   - set_working_directory:
-      directory: flows
+      directory: "{{ clone.directory }}/flows"
+  - run_shell_script:
+      script: ./prepare.sh
 ```
 
-- `source_from_pull_steps`: the `Source` a deployment's pull steps name (deploy time).
-- `run_steps`: run steps in order, resolving ``${NAME}`` (environment, then the secret store)
-  and ``{{ id.key }}`` / ``{{ key }}`` (earlier outputs); returns the merged outputs.
+A step is a one-key mapping ``{NAME: {arguments}}``. ``NAME`` is a built-in (``git_clone``), its
+qualified form (``conveyor.steps.git_clone``), the Prefect name users bring from ``prefect.yaml``
+(``prefect.deployments.steps.git_clone``), or a step registered in the ``conveyor.steps``
+entry-point group (or with ``STEPS.register``). An ``id`` argument names the step's outputs for
+later ``{{ id.key }}`` templates.
+
+Pull steps are the run-time recipe, run by the worker in order (`run_steps`), each with a
+`StepContext`: the step that names the code (``git_clone``) materialises the deployment's
+*pinned* version through the code cache (never a branch's latest, unless the deployment follows
+its ref); ``set_working_directory`` sets the flow's working directory and import root;
+``run_shell_script`` runs commands there. Templates are resolved on the worker, step by step:
+``{{ step_id.key }}`` from earlier outputs, ``${NAME}`` / ``{{ secrets.NAME }}`` and
+``{{ $ENV }}`` from the worker's environment and secret store. At deploy time
+`source_from_pull_steps` turns the code-naming step into the deployment's `Source` and
+`check_steps` refuses any step the worker could not run, so no step is silently ignored.
+
+A step function is ``function(ctx: StepContext, **arguments) -> dict | None``; its dict is its
+outputs. A step that names code also has a ``to_source(**arguments) -> Source`` factory
+(`StepSpec`).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+import inspect
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor._registry import Entry, Registry, import_target
 from conveyor.errors import ConfigError
-from conveyor.steps._registry import (
-    BUILTIN_STEPS,
-    StepSpec,
-    get_source_factory,
-    get_step,
-    known_steps,
-    parse_step,
-)
+from conveyor.secrets import resolve_templates
 
 if TYPE_CHECKING:
     from conveyor.secrets import SecretStore
     from conveyor.sources.base import Source
 
 __all__ = [
-    "BUILTIN_STEPS",
+    "STEPS",
+    "StepContext",
     "StepSpec",
-    "get_step",
-    "known_steps",
+    "check_steps",
+    "names_code",
     "parse_step",
     "run_steps",
     "source_from_pull_steps",
 ]
 
-_OUTPUT = re.compile(r"^\s*\{\{\s*([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)?)\s*\}\}\s*$")
-_NAME_ARGUMENTS = {"access_token", "credentials"}  # names, resolved by the source itself
+
+@dataclass(frozen=True)
+class StepSpec:
+    """Where a step's function lives and, for a step that names code, its source factory."""
+
+    run: str
+    to_source: str | None = None
+    sections: tuple[str, ...] = ("build", "push", "pull")
+    """Where the step may appear in a project file."""
+
+    def function(self) -> Callable[..., Any]:
+        found: Callable[..., Any] = import_target(self.run)
+        return found
+
+    def source_factory(self) -> Callable[..., Source] | None:
+        return import_target(self.to_source) if self.to_source else None
 
 
-def _check_arguments(name: str, function: Any, arguments: Mapping[str, Any]) -> None:
-    import inspect
+_BUILTIN = "conveyor.steps.builtin"
+STEPS: Registry[StepSpec | Callable[..., Any]] = Registry(
+    "step",
+    group="conveyor.steps",
+    builtins={
+        "git_clone": Entry(
+            StepSpec(f"{_BUILTIN}:git_clone", f"{_BUILTIN}:git_clone_source", ("pull",))
+        ),
+        "set_working_directory": Entry(StepSpec(f"{_BUILTIN}:set_working_directory")),
+        "run_shell_script": Entry(StepSpec(f"{_BUILTIN}:run_shell_script")),
+    },
+)
+"""Step name → `StepSpec` (built-ins) or the step function itself (plug-ins)."""
 
+_PREFIXES = (
+    "conveyor.steps.",
+    "conveyor.steps.builtin.",
+    "prefect.deployments.steps.",
+    "prefect.deployments.steps.pull.",
+    "prefect.deployments.steps.utility.",
+)
+
+
+def _canonical(name: str) -> str:
+    if name in STEPS:
+        return name
+    for prefix in _PREFIXES:
+        short = name[len(prefix) :]
+        if name.startswith(prefix) and short in STEPS:
+            return short
+    raise ConfigError(f"unknown step {name!r}", hint=f"use one of: {', '.join(STEPS.names())}")
+
+
+def parse_step(step: Any) -> tuple[str, dict[str, Any], str | None]:
+    """``{NAME: {args}}`` → (canonical name, arguments without ``id``, ``id``)."""
+    if not isinstance(step, Mapping) or len(step) != 1:
+        raise ConfigError(
+            f"a step is a mapping with one key (its name), not {step!r:.80}",
+            hint="write it like: - git_clone: {repository: https://...}",
+        )
+    ((name, args),) = step.items()
+    if args is None:
+        args = {}
+    if not isinstance(name, str) or not isinstance(args, Mapping):
+        raise ConfigError(f"step {name!r} must map to its arguments")
+    arguments = dict(args)
+    step_id = arguments.pop("id", None)
+    return _canonical(name), arguments, None if step_id is None else str(step_id)
+
+
+def _function(name: str) -> Callable[..., Any]:
+    found = STEPS.get(name)
+    return found.function() if isinstance(found, StepSpec) else found
+
+
+def _bind(name: str, function: Callable[..., Any], arguments: Mapping[str, Any]) -> None:
     try:
-        inspect.signature(function).bind(**arguments)
+        inspect.signature(function).bind(None, **arguments)
     except TypeError as exc:
         raise ConfigError(f"step {name}: {exc}") from None
 
 
-def source_from_pull_steps(steps: Sequence[Mapping[str, Any]]) -> Source:
-    """The one `Source` named by ``steps`` (a ``git_clone``, ...); a clear error otherwise."""
+def check_steps(steps: Sequence[Mapping[str, Any]], *, section: str = "pull") -> None:
+    """Refuse, at deploy time, any step a worker could not run: unknown names, a step that does
+    not belong in ``section``, arguments its function does not take."""
+    for step in steps:
+        name, arguments, _ = parse_step(step)
+        spec = STEPS.get(name)
+        if isinstance(spec, StepSpec) and section not in spec.sections:
+            raise ConfigError(
+                f"step {name} cannot run in the {section} section",
+                hint=f"it belongs in: {', '.join(spec.sections)}",
+            )
+        _bind(name, _function(name), arguments)
+
+
+def source_from_pull_steps(steps: Sequence[Mapping[str, Any]]) -> Source | None:
+    """The `Source` the code-naming step of ``steps`` describes (None when no step names code);
+    templates are left as written (credentials stay names)."""
     found: list[Source] = []
     for step in steps:
         name, arguments, _ = parse_step(step)
-        factory = get_source_factory(name)
+        spec = STEPS.get(name)
+        factory = spec.source_factory() if isinstance(spec, StepSpec) else None
         if factory is None:
             continue
-        _check_arguments(name, factory, arguments)
+        try:
+            inspect.signature(factory).bind(**arguments)
+        except TypeError as exc:
+            raise ConfigError(f"step {name}: {exc}") from None
         found.append(factory(**arguments))
-    if not found:
-        raise ConfigError(
-            "no pull step says where the code is",
-            hint="add a git_clone step (repository: https://...)",
-        )
     if len(found) > 1:
         raise ConfigError("more than one pull step names the code; keep one")
-    return found[0]
+    return found[0] if found else None
 
 
-def _output(value: Any, outputs: Mapping[str, Any]) -> Any:
-    if not isinstance(value, str):
-        return value
-    match = _OUTPUT.match(value)
-    if not match:
-        return value
-    key = match.group(1)
-    step_id, _, field = key.partition(".")
-    scoped = outputs.get(step_id)
-    if field and isinstance(scoped, Mapping) and field in scoped:
-        return scoped[field]
-    if not field and key in outputs:
-        return outputs[key]
-    return value  # not an output: a name (credentials) or a later template
+def names_code(step: Mapping[str, Any]) -> bool:
+    """Whether ``step`` is the one that says where the code is (``git_clone``, ...)."""
+    name, _, _ = parse_step(step)
+    spec = STEPS.get(name)
+    return isinstance(spec, StepSpec) and spec.to_source is not None
 
 
-def run_steps(
-    steps: Sequence[Mapping[str, Any]],
-    *,
-    store: SecretStore | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Run ``steps`` in order; each step's dict output is merged (and kept under its ``id``)."""
-    from conveyor.secrets import resolve_templates
+@dataclass
+class StepContext:
+    """What a step may use when it runs on the worker.
 
+    ``code_dir`` is where the run's code goes (the code-naming step, or the implicit fetch,
+    fills it with the pinned version through ``materialise``); ``working_dir`` starts there and
+    is moved by ``set_working_directory``; ``env`` is the run's environment (the worker's, plus
+    the job variables' ``env``); ``log`` sends a line to the run's logs.
+    """
+
+    code_dir: Path
+    materialise: Callable[[Path], Mapping[str, Any]]
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    secrets: SecretStore | None = None
+    log: Callable[[str, str], None] = lambda _line, _stream: None
+    timeout_seconds: float | None = None
+    working_dir: Path | None = None
+    materialised: bool = False
+
+    def __post_init__(self) -> None:
+        if self.working_dir is None:
+            self.working_dir = self.code_dir
+
+    @property
+    def cwd(self) -> Path:
+        assert self.working_dir is not None
+        return self.working_dir
+
+
+def run_steps(steps: Sequence[Mapping[str, Any]], ctx: StepContext) -> dict[str, Any]:
+    """Run ``steps`` in order with ``ctx``; returns every output (merged, and under each id).
+
+    The code is materialised first when no step names it, so later steps (and the flow) find it
+    in ``ctx.code_dir``.
+    """
     outputs: dict[str, Any] = {}
+    if not any(names_code(step) for step in steps):
+        outputs.update(ctx.materialise(ctx.code_dir))
+        ctx.materialised = True
     for step in steps:
         name, arguments, step_id = parse_step(step)
-        resolved: dict[str, Any] = {}
-        for key, value in arguments.items():
-            value = _output(value, outputs)
-            if key not in _NAME_ARGUMENTS:
-                value = resolve_templates(value, store=store, environ=environ)
-            resolved[key] = value
-        if name == "set_working_directory" and "directory" in outputs:
-            resolved.setdefault("base", outputs["directory"])
-        function = get_step(name)
-        _check_arguments(name, function, resolved)
-        result = function(**resolved)
+        resolved = resolve_templates(
+            arguments,
+            store=ctx.secrets,
+            environ=ctx.env,
+            outputs=outputs,
+            kinds={"output", "secret", "env"},
+        )
+        function = _function(name)
+        _bind(name, function, resolved)
+        result = function(ctx, **resolved)
         if isinstance(result, Mapping):
             outputs.update(result)
             if step_id:

@@ -1,4 +1,8 @@
-"""The child process that runs one flow: ``python -m conveyor.worker.child CONTROL_DIR``.
+"""The one child entry point that loads user code: ``python -m conveyor.worker.child CONTROL_DIR``
+runs one flow; ``python -m conveyor.worker.child --describe ROOT ENTRYPOINT`` serves deploy's
+preflight (`conveyor._preflight`): it loads the flow from the tree alone and prints one JSON line,
+``{"flow_name", "parameter_schema", "retries", "retry_delay_seconds", "timeout_seconds",
+"description"}`` or ``{"error", "hint"}`` (exit status 1).
 
 The worker starts it with the run's writable workspace as the working directory (so
 ``sys.path[0]`` is the workspace and sibling imports work) and a control directory holding
@@ -35,11 +39,18 @@ from typing import Any, TextIO
 
 from conveyor._fs import atomic_write
 
-__all__ = ["INPUT_FILE", "LOG_FD_ENV", "OUTPUT_FILE", "main", "run_flow"]
+__all__ = [
+    "INPUT_FILE",
+    "LOG_FD_ENV",
+    "OUTPUT_FILE",
+    "describe_flow",
+    "main",
+    "one_line",
+    "run_flow",
+]
 
 INPUT_FILE = "input.json"
 OUTPUT_FILE = "output.json"
-RESULT_FILE = "result.pickle"
 LOG_FD_ENV = "CONVEYOR_LOG_FD"
 WORKER_PID_ENV = "CONVEYOR_WORKER_PID"
 
@@ -101,7 +112,16 @@ def _install_logging() -> None:
     logging.captureWarnings(True)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, *, bare_conveyor_errors: bool = False) -> str:
+    """``Type: first line`` of an exception (with ``bare_conveyor_errors``, a Conveyor error is
+    its own one-line message)."""
+    message = getattr(exc, "message", None)
+    if (
+        bare_conveyor_errors
+        and isinstance(message, str)
+        and type(exc).__module__ == "conveyor.errors"
+    ):
+        return message
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     name = type(exc).__name__
@@ -109,7 +129,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _store_result(result: Any, control: Path) -> dict[str, Any]:
-    from conveyor.results import is_json_result
+    from conveyor.results import RESULT_FILE, is_json_result
 
     if is_json_result(result):
         return {"result": result, "result_file": None}
@@ -117,7 +137,7 @@ def _store_result(result: Any, control: Path) -> dict[str, Any]:
         data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # unpicklable: the run still completed
         logging.getLogger(_FLOW_LOGGER).warning(
-            "result of type %s could not be stored: %s", type(result).__name__, _one_line(exc)
+            "result of type %s could not be stored: %s", type(result).__name__, one_line(exc)
         )
         return {"result": None, "result_file": None}
     (control / RESULT_FILE).write_bytes(data)
@@ -172,7 +192,7 @@ def run_flow(control: Path, workspace: Path) -> dict[str, Any]:
     log = logging.getLogger(_FLOW_LOGGER)
     entered = finished = time.time()
     try:
-        from conveyor.flows import load_flow
+        from conveyor._loading import load_flow
 
         # One attempt per process: retries are new attempts, made by the server.
         flow = load_flow(entrypoint, root=workspace).with_options(retries=0)
@@ -193,7 +213,7 @@ def run_flow(control: Path, workspace: Path) -> dict[str, Any]:
         elif isinstance(exc, SystemExit):
             error = f"flow called sys.exit({exc.code!r})"
         else:
-            error = _one_line(exc)
+            error = one_line(exc)
         return {"status": "failed", "error": error, "entered": entered, "finished": finished}
     stored = _store_result(result, control)
     return {
@@ -210,11 +230,52 @@ def _write_output(control: Path, output: dict[str, Any]) -> None:
         out.write(json.dumps(output).encode())
 
 
+def describe_flow(root: Path, entrypoint: str) -> dict[str, Any]:
+    """What a deployment needs to know about the flow at ``entrypoint`` under ``root``."""
+    from conveyor._loading import load_flow
+
+    flow = load_flow(entrypoint, root=root)
+    delay = flow.retry_delay_seconds
+    if isinstance(delay, tuple):  # one delay per retry: the deployment keeps the first
+        delay = delay[0] if delay else 0.0
+    return {
+        "flow_name": flow.name,
+        "parameter_schema": flow.parameter_schema(),
+        "retries": flow.retries,
+        "retry_delay_seconds": float(delay),
+        "timeout_seconds": flow.timeout_seconds,
+        "description": flow.description or "",
+    }
+
+
+def _describe(root: Path, entrypoint: str) -> int:
+    import contextlib
+
+    sys.dont_write_bytecode = True  # the tree may be a read-only checkout
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # what the module prints is not our answer
+            text = json.dumps(describe_flow(root, entrypoint))
+    except BaseException as exc:  # anything the user's import does is reported, not raised
+        error = one_line(exc, bare_conveyor_errors=True)
+        print(json.dumps({"error": error, "hint": getattr(exc, "hint", None)}))
+        return 1
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the flow described in the control directory given as the only argument."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "--describe":
+        return _describe(Path(args[1]), args[2])
     if len(args) != 1:
-        print("usage: python -m conveyor.worker.child CONTROL_DIR", file=sys.stderr)
+        print(
+            "usage: python -m conveyor.worker.child CONTROL_DIR\n"
+            "       python -m conveyor.worker.child --describe ROOT ENTRYPOINT",
+            file=sys.stderr,
+        )
         return 2
     _die_with_parent()
     _install_logging()

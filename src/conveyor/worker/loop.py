@@ -30,15 +30,20 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ApiError, ObjectNotFound, ServerUnavailable, Unauthorized
-from conveyor.schemas import Run
-from conveyor.worker.executors import Executor, Interrupt, ProcessExecutor, StopReason
+from conveyor.errors import (
+    ApiError,
+    ConfigError,
+    ObjectNotFound,
+    ServerUnavailable,
+    Unauthorized,
+)
+from conveyor.schemas import DEFAULT_LEASE_SECONDS, Run
+from conveyor.worker.executors import Executor, Interrupt, StopReason
+from conveyor.worker.options import WorkerOptions
 from conveyor.worker.runner import RunHandler
 
 if TYPE_CHECKING:
-    from conveyor.cache import CodeCache
     from conveyor.client import ConveyorClient
-    from conveyor.results import ResultStore
     from conveyor.settings import Settings
 
 __all__ = ["Worker", "default_worker_name"]
@@ -67,7 +72,7 @@ class Worker:
         name: str,
         labels: Sequence[str] = (),
         limit: int = 1,
-        lease_seconds: float = 30.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         poll_seconds: float = 2.0,
         shutdown_timeout: float = 30.0,
     ) -> None:
@@ -97,46 +102,50 @@ class Worker:
         cls,
         settings: Settings,
         client: ConveyorClient,
+        options: WorkerOptions | None = None,
         *,
-        pool: str,
-        name: str | None = None,
         executor: Executor | None = None,
-        cache: CodeCache | None = None,
-        results: ResultStore | None = None,
-        lease_seconds: float = 30.0,
-        work_dir: Path | None = None,
-        **options: object,
     ) -> Worker:
-        """A worker with the default cache, result store and process executor of ``settings``.
+        """A worker for ``options.pool`` with the code cache and result store of ``settings``
+        and the executor registered for the pool's type (a pool of a type this worker cannot
+        run is refused).
 
-        Run workspaces go under ``work_dir`` (default ``$CONVEYOR_HOME/work``): a fast local disk
-        or a tmpfs makes the per-run copy of the checkout cheaper.
+        Run workspaces go under ``options.work_dir`` (default ``$CONVEYOR_HOME/work``): a fast
+        local disk or a tmpfs makes the per-run copy of the checkout cheaper.
         """
         from conveyor.cache import CodeCache
-        from conveyor.results import ResultStore
-        from conveyor.worker.spares import SparePool
-        from conveyor.worker.workspace import worker_dir
+        from conveyor.connect import fetch_context
+        from conveyor.results.local import ResultStore
+        from conveyor.worker.executors.workspace import worker_dir
 
-        name = name or default_worker_name()
-        cache = cache or CodeCache.from_settings(settings)
-        own_dir = worker_dir(work_dir or settings.home / "work")
+        options = options or WorkerOptions()
+        name = options.name or default_worker_name()
+        context = fetch_context(settings, client)
+        cache = CodeCache.from_settings(settings, context=context)
+        own_dir = worker_dir(options.work_dir or settings.home / "work")
+        if executor is None:
+            executor = _executor_for(
+                client, options, cache=cache, work_dir=own_dir, settings=settings
+            )
         handler = RunHandler(
             client,
             cache=cache,
-            executor=executor or ProcessExecutor(),
-            results=results or ResultStore.from_settings(settings),
+            executor=executor,
+            results=ResultStore.from_settings(settings),
             worker=name,
-            work_dir=own_dir / "runs",
-            lease_seconds=lease_seconds,
-            spares=SparePool(own_dir / "spares", cache=cache),
+            lease_seconds=options.lease_seconds,
+            environ=context.environ,
         )
         worker = cls(
             client,
-            pool=pool,
+            pool=options.pool,
             handler=handler,
             name=name,
-            lease_seconds=lease_seconds,
-            **options,  # type: ignore[arg-type]
+            labels=[*options.labels, socket.gethostname()],
+            limit=options.limit,
+            lease_seconds=options.lease_seconds,
+            poll_seconds=options.poll_seconds,
+            shutdown_timeout=options.shutdown_timeout,
         )
         worker.own_dir = own_dir
         return worker
@@ -308,7 +317,6 @@ class Worker:
             self._next_heartbeat = 0.0
         self._unreachable = False
         self._backoff = 0.25
-        self._backoff = 0.25
 
     # --- signals --------------------------------------------------------------------------------
 
@@ -329,3 +337,37 @@ class Worker:
         else:
             logger.warning("%s: no new runs; waiting for running runs (again to stop them)", name)
             self.stop()
+
+
+def _executor_for(
+    client: ConveyorClient,
+    options: WorkerOptions,
+    *,
+    cache: Any,
+    work_dir: Path,
+    settings: Settings,
+) -> Executor:
+    """The executor registered for the type of ``options.pool`` (refused when there is none)."""
+    from conveyor.worker.executors import EXECUTORS
+
+    pools = {pool.name: pool for pool in client.list_pools()}
+    pool = pools.get(options.pool)
+    if pool is None:
+        raise ObjectNotFound(
+            f"work pool {options.pool!r} does not exist",
+            hint=f"create it with `conveyor pool create {options.pool}`",
+        )
+    if pool.type not in EXECUTORS:
+        raise ConfigError(
+            f"work pool {pool.name!r} is of type {pool.type!r}, which this worker cannot run",
+            hint=f"this worker runs pools of type: {', '.join(EXECUTORS.names())}",
+        )
+    if options.in_process:
+        if pool.type != "process":
+            raise ConfigError("--in-process runs only process pools")
+        from conveyor.worker.executors.local import InProcessExecutor
+
+        return InProcessExecutor(cache=cache, work_dir=work_dir, secrets=client)
+    return EXECUTORS.get(pool.type).for_worker(
+        cache=cache, work_dir=work_dir, secrets=client, settings=settings
+    )

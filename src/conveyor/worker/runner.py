@@ -1,15 +1,16 @@
-"""One claimed run, from claim to final state: keep the lease, fetch, execute, report.
+"""One claimed run, from claim to final state: keep the lease, prepare, execute, report.
 
 `RunHandler.handle` is what a worker thread does with a run it claimed:
 
 1. start a `LeaseKeeper` (extends the lease every ``lease / 3``; notices ``cancel_requested``
    and a lost lease) and a `RunLogs` shipper;
-2. rebuild the source from its spec, resolve the ref when the run follows one, resolve
-   ``${NAME}`` templates in the job variables (environment first, then the server's secrets);
-3. ``cache.lease(source, version)`` and copy the checkout into a writable workspace;
-4. report ``running`` with the version and the queue and fetch timings, and execute;
-5. report the final state with every timing, the result (or a ``result_ref``) and a one-line
-   error; the workspace is removed.
+2. resolve the ref when the run follows one, resolve templates in the job variables (the
+   environment first, then the server's secrets), and build the `RunSpec`;
+3. hand it to the pool's executor, which makes the code ready (the pull steps, the pinned
+   version from the code cache), calls back to report ``running`` with the queue and fetch
+   timings, and runs the flow;
+4. report the final state with every timing, the result (or a ``result_ref``) and a one-line
+   error.
 
 Any failure here — of the flow, of the source, of the worker itself — becomes the run's state,
 never an exception out of `handle`.
@@ -22,8 +23,6 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import (
@@ -33,17 +32,15 @@ from conveyor.errors import (
     ObjectNotFound,
     ServerUnavailable,
 )
-from conveyor.schemas import Run, RunState, StateUpdate
-from conveyor.secrets import resolve_templates, reveal
-from conveyor.worker.executors import ChildJob, Executor, Interrupt, Outcome, StopReason
+from conveyor.schemas import DEFAULT_LEASE_SECONDS, Run, RunState, StateUpdate
+from conveyor.secrets import Secret, resolve_templates
+from conveyor.worker.executors import Executor, Interrupt, Outcome, RunSpec, StopReason
 from conveyor.worker.logs import RunLogs
-from conveyor.worker.workspace import Workspace
 
 if TYPE_CHECKING:
     from conveyor.cache import CodeCache
     from conveyor.client import ConveyorClient
-    from conveyor.results import ResultStore
-    from conveyor.worker.spares import SparePool
+    from conveyor.results.local import ResultStore
 
 __all__ = ["LeaseKeeper", "RunHandler"]
 
@@ -107,13 +104,6 @@ class LeaseKeeper:
                 self.interrupt.set(StopReason.CANCELLED)
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    version: str
-    env: dict[str, str]
-    fetch_seconds: float
-
-
 class RunHandler:
     """Executes claimed runs for one worker (thread-safe: one `handle` call per run)."""
 
@@ -125,23 +115,20 @@ class RunHandler:
         executor: Executor,
         results: ResultStore,
         worker: str,
-        work_dir: Path,
-        lease_seconds: float = 30.0,
-        spares: SparePool | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
         self.executor = executor
         self.results = results
         self.worker = worker
-        self.work_dir = work_dir
         self.lease_seconds = lease_seconds
-        self.spares = spares
+        self.environ = environ
 
     def close(self) -> None:
-        """Release what the handler keeps between runs (its spare workspaces)."""
-        if self.spares is not None:
-            self.spares.close()
+        """Release what the executor keeps between runs (its spare workspaces)."""
+        self.executor.close()
 
     def handle(self, run: Run, *, interrupt: Interrupt | None = None) -> RunState | None:
         """Run ``run`` to a final state and report it; returns that state (None: lease lost)."""
@@ -155,12 +142,10 @@ class RunHandler:
             lease_seconds=self.lease_seconds,
             interrupt=interrupt,
         ).start()
-        workspace: Workspace | None = None
         update: StateUpdate | None
         try:
-            workspace = Workspace.create(self.work_dir, run.id, attempt=run.attempt)
-            update = self._run(run, workspace, logs=logs, interrupt=interrupt, timings=timings)
-        except ConveyorError as exc:  # the source, the cache, a template, a lost lease
+            update = self._run(run, logs=logs, interrupt=interrupt, timings=timings)
+        except ConveyorError as exc:  # the source, the cache, a step, a template, a lost lease
             logs.emit(f"run failed before the flow started: {exc}", level="ERROR", stream="worker")
             if exc.hint:
                 logs.emit(f"hint: {exc.hint}", level="ERROR", stream="worker")
@@ -177,8 +162,6 @@ class RunHandler:
                 update = None
         finally:
             keeper.stop()
-            if workspace is not None:  # after the report: not on the run's critical path
-                workspace.remove()
         state = None if update is None else update.state
         logger.info(
             "run finished run=%s state=%s%s",
@@ -193,29 +176,43 @@ class RunHandler:
     def _run(
         self,
         run: Run,
-        workspace: Workspace,
         *,
         logs: RunLogs,
         interrupt: Interrupt,
         timings: dict[str, float],
     ) -> StateUpdate | None:
-        from conveyor.sources.base import source_from_spec
-
-        source = source_from_spec(dict(run.source))
         version = run.version
         if run.follow_ref:
-            version = source.resolve()
+            from conveyor.sources import source_from_spec
+
+            source = source_from_spec(run.source)
+            version = source.resolve(self.cache.context)
             logs.emit(f"following the ref: {source.describe()} is at {version}", stream="worker")
-        env = self._environment(run, version)
-        started = time.monotonic()
-        with self.cache.lease(source, version) as checkout:
-            timings["fetch"] = time.monotonic() - started
-            copy_started = time.monotonic()
-            if self.spares is None or not self.spares.take(source, version, workspace.code):
-                workspace.fill(checkout)
-            timings["workspace"] = time.monotonic() - copy_started
-        if interrupt.reason is not None:  # cancelled or lost while fetching
-            return self._interrupted(interrupt.reason, version=version, timings=timings)
+        spec = RunSpec(
+            run_id=run.id,
+            attempt=run.attempt,
+            entrypoint=run.entrypoint,
+            parameters=dict(run.parameters),
+            source=dict(run.source),
+            version=version,
+            pull_steps=tuple(dict(step) for step in run.pull_steps),
+            env=self._environment(run, version),
+            job_variables=dict(run.job_variables),
+            timeout_seconds=run.timeout_seconds,
+            kill_margin_seconds=TIMEOUT_MARGIN_SECONDS,
+        )
+
+        def started(ready: Mapping[str, float]) -> bool:
+            timings.update(ready)
+            return self._started(run, version, timings, interrupt)
+
+        with self.executor.run(spec, logs=logs, interrupt=interrupt, started=started) as outcome:
+            return self._final(run, outcome, logs=logs, version=version, timings=timings)
+
+    def _started(
+        self, run: Run, version: str, timings: dict[str, float], interrupt: Interrupt
+    ) -> bool:
+        """Report ``running``; False when the run was taken away (cancelled, lease lost)."""
         try:
             self.client.set_run_state(
                 run.id,
@@ -227,29 +224,18 @@ class RunHandler:
             else:
                 logger.warning("run taken away before it started run=%s error=%s", run.id, exc)
             interrupt.set(StopReason.LOST)
-            return None
-        job = ChildJob(
-            run_id=run.id,
-            entrypoint=run.entrypoint,
-            parameters=dict(run.parameters),
-            workspace=workspace.code,
-            control=workspace.control,
-            env=env,
-            timeout_seconds=run.timeout_seconds,
-            kill_margin_seconds=TIMEOUT_MARGIN_SECONDS,
-        )
-        outcome = self.executor.execute(job, logs=logs, interrupt=interrupt)
-        if self.spares is not None:
-            self.spares.refill(source, version)  # in the background, for the next run
-        return self._final(run, outcome, logs=logs, version=version, timings=timings)
+            return False
+        return True
 
-    def _environment(self, run: Run, version: str) -> dict[str, str]:
-        variables = resolve_templates(dict(run.job_variables), store=self.client)
-        resolve_templates(list(run.pull_steps), store=self.client)  # fail early on a missing one
-        env: dict[str, str] = {}
+    def _environment(self, run: Run, version: str) -> dict[str, str | Secret]:
+        variables = resolve_templates(
+            dict(run.job_variables), store=self.client, environ=self.environ
+        )
+        env: dict[str, str | Secret] = {}
         extra = variables.get("env") if isinstance(variables, Mapping) else None
         if isinstance(extra, Mapping):
-            env.update({str(k): reveal(v) if v is not None else "" for k, v in extra.items()})
+            for key, value in extra.items():
+                env[str(key)] = value if isinstance(value, Secret) else _text(value)
         env.update(
             {
                 "CONVEYOR_RUN_ID": run.id,
@@ -270,6 +256,7 @@ class RunHandler:
         version: str,
         timings: dict[str, float],
     ) -> StateUpdate | None:
+        timings.update(outcome.timings)
         if outcome.state is None:
             return None
         if outcome.error and outcome.entered is None:  # the child did not get to say why
@@ -289,18 +276,6 @@ class RunHandler:
             result_ref=result_ref,
             error=outcome.error,
         )
-
-    def _interrupted(
-        self, reason: StopReason, *, version: str, timings: dict[str, float]
-    ) -> StateUpdate | None:
-        if reason is StopReason.LOST:
-            return None
-        if reason is StopReason.CANCELLED:
-            return self._update(
-                RunState.CANCELLED, version=version, timings=timings, error="cancelled"
-            )
-        error = "worker stopped before the run started"
-        return self._update(RunState.CRASHED, version=version, timings=timings, error=error)
 
     def _update(self, state: RunState, **fields: Any) -> StateUpdate:
         return StateUpdate(worker=self.worker, state=state, **fields)
@@ -323,6 +298,10 @@ class RunHandler:
             except ApiError as exc:
                 logger.warning("final state refused run=%s error=%s", run_id, exc)
                 return False
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _queue_seconds(run: Run) -> float:

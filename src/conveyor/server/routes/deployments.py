@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy.exc import IntegrityError
 
 from conveyor.schemas import Deployment, DeploymentCreate, DeploymentVersion
-from conveyor.server.db import utcnow
+from conveyor.server import api
 from conveyor.server.routes import Ctx
-from conveyor.server.service import deployments
 
 __all__ = ["router"]
 
@@ -17,25 +15,19 @@ router = APIRouter(tags=["deployments"])
 
 @router.put("/deployments")
 def put_deployment(body: DeploymentCreate, ctx: Ctx) -> Deployment:
-    def put() -> Deployment:
-        return ctx.db.write(lambda s: deployments.put_deployment(s, body, now=utcnow()))
-
-    try:
-        return put()
-    except IntegrityError:  # the same new deployment was created concurrently: now update it
-        return put()
+    return api.put_deployment(ctx, body)
 
 
 @router.get("/deployments")
 def list_deployments(ctx: Ctx) -> list[Deployment]:
-    return ctx.db.read(deployments.list_deployments)
+    return api.list_deployments(ctx)
 
 
 @router.get("/deployments/{flow_name}/{name}")
 def get_deployment(flow_name: str, name: str, ctx: Ctx) -> Deployment:
-    return ctx.db.read(lambda s: deployments.get_deployment(s, flow_name, name))
+    return api.get_deployment(ctx, flow_name, name)
 
 
 @router.get("/deployments/{flow_name}/{name}/versions")
 def list_deployment_versions(flow_name: str, name: str, ctx: Ctx) -> list[DeploymentVersion]:
-    return ctx.db.read(lambda s: deployments.list_deployment_versions(s, flow_name, name))
+    return api.list_deployment_versions(ctx, flow_name, name)

@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from conveyor.schemas import LogLine, LogRecord, Run, RunCreate, RunState
-from conveyor.server.db import utcnow
+from conveyor.server import api
 from conveyor.server.routes import Ctx
-from conveyor.server.service import logs, runs
 
 __all__ = ["router"]
 
@@ -18,9 +17,7 @@ router = APIRouter(tags=["runs"])
 
 @router.post("/deployments/{flow_name}/{name}/runs", status_code=201)
 def create_run(flow_name: str, name: str, body: RunCreate, ctx: Ctx) -> Run:
-    run = ctx.db.write(lambda s: runs.create_run(s, flow_name, name, body, now=utcnow()))
-    ctx.doorbell.ring()
-    return run
+    return api.create_run(ctx, flow_name, name, body)
 
 
 @router.get("/runs")
@@ -31,26 +28,22 @@ def list_runs(
     pool: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[Run]:
-    ctx.sweep()
-    return ctx.db.read(
-        lambda s: runs.list_runs(s, deployment=deployment, state=state, pool=pool, limit=limit)
-    )
+    return api.list_runs(ctx, deployment=deployment, state=state, pool=pool, limit=limit)
 
 
 @router.get("/runs/{run_id}")
 def get_run(run_id: str, ctx: Ctx) -> Run:
-    ctx.sweep()
-    return ctx.db.read(lambda s: runs.get_run(s, run_id))
+    return api.get_run(ctx, run_id)
 
 
 @router.post("/runs/{run_id}/cancel")
 def cancel_run(run_id: str, ctx: Ctx) -> Run:
-    return ctx.db.write(lambda s: runs.cancel_run(s, run_id, now=utcnow()))
+    return api.cancel_run(ctx, run_id)
 
 
 @router.post("/runs/{run_id}/logs", status_code=204)
 def write_logs(run_id: str, records: list[LogRecord], ctx: Ctx) -> Response:
-    ctx.db.write(lambda s: logs.write_logs(s, run_id, records))
+    api.write_logs(ctx, run_id, records)
     return Response(status_code=204)
 
 
@@ -61,4 +54,4 @@ def read_logs(
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[LogLine]:
-    return ctx.db.read(lambda s: logs.read_logs(s, run_id, after=after, limit=limit))
+    return api.read_logs(ctx, run_id, after=after, limit=limit)

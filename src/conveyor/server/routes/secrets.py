@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from conveyor.schemas import SecretInfo, SecretPut, SecretValue
-from conveyor.server.db import utcnow
+from conveyor.server import api
 from conveyor.server.routes import Ctx
-from conveyor.server.service import secrets
 
 __all__ = ["router"]
 
@@ -16,20 +15,20 @@ router = APIRouter(tags=["secrets"])
 
 @router.put("/secrets/{name}")
 def put_secret(name: str, body: SecretPut, ctx: Ctx) -> SecretInfo:
-    return ctx.db.write(lambda s: secrets.put_secret(s, ctx.box, name, body.value, now=utcnow()))
+    return api.put_secret(ctx, name, body.value)
 
 
 @router.get("/secrets")
 def list_secrets(ctx: Ctx) -> list[SecretInfo]:
-    return ctx.db.read(secrets.list_secrets)
+    return api.list_secrets(ctx)
 
 
 @router.get("/secrets/{name}/value")
 def get_secret_value(name: str, ctx: Ctx) -> SecretValue:
-    return ctx.db.read(lambda s: secrets.get_secret_value(s, ctx.box, name))
+    return api.get_secret_value(ctx, name)
 
 
 @router.delete("/secrets/{name}", status_code=204)
 def delete_secret(name: str, ctx: Ctx) -> Response:
-    ctx.db.write(lambda s: secrets.delete_secret(s, name))
+    api.delete_secret(ctx, name)
     return Response(status_code=204)

@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 from conveyor.errors import VersionNotFound
-from conveyor.sources._git_auth import AuthSession
-from conveyor.sources._git_cmd import OFFLINE, GitFailed, git, raise_for
-from conveyor.sources._git_mirror import Mirror
+from conveyor.sources.git._auth import AuthSession
+from conveyor.sources.git._cmd import OFFLINE, GitFailed, git, raise_for
+from conveyor.sources.git._mirror import Mirror
 
 __all__ = ["ls_remote", "ref_candidates", "resolve_ref", "resolve_short"]
 
@@ -69,7 +69,7 @@ def resolve_short(url: str, prefix: str, auth: AuthSession) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-resolve-"))
     try:
         mirror = Mirror(tmp / "m.git", url, source=url)
-        with mirror.locked():
+        with mirror.opened():
             try:
                 git(
                     [

@@ -13,8 +13,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError
-from conveyor.sources._git_auth import is_ssh_url
-from conveyor.sources._git_cmd import OFFLINE, GitFailed, git
+from conveyor.sources.git._auth import is_ssh_url
+from conveyor.sources.git._cmd import OFFLINE, GitFailed, git
 
 __all__ = ["read_gitmodules", "resolve_submodule_url", "same_host"]
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from conveyor.errors import ConfigError
-from conveyor.sources._git_auth import is_ssh_url
+from conveyor.sources.git._auth import is_ssh_url
 
 __all__ = ["FULL_SHA", "check_commit", "check_directories", "check_ref", "clean_url"]
 
@@ -35,6 +35,8 @@ def clean_url(url: str) -> str:
             "git remote-helper URLs (<transport>::<address>) are not supported",
             hint="use https://, ssh://, git://, file:// or user@host:path",
         )
+    if url.lower().startswith(("git+https://", "git+http://", "git+file://")):
+        url = url[4:]  # pip's spelling: "this https URL is a git repository"
     if "://" not in url:
         if is_ssh_url(url):
             user_host = url.split(":", 1)[0]
@@ -67,7 +69,7 @@ def _password_in_url() -> ConfigError:
 def check_ref(branch: str) -> str:
     if not isinstance(branch, str) or not branch or branch.startswith("-"):
         raise ConfigError(f"branch {branch!r} is not valid (it may not start with '-')")
-    if _BAD_REF.search(branch):
+    if _BAD_REF.search(branch) or branch != branch.strip():
         raise ConfigError(f"branch {branch!r} is not a valid git ref name")
     return branch
 
@@ -77,25 +79,30 @@ def check_directories(directories: Sequence[str] | None) -> tuple[str, ...] | No
         return None
     if isinstance(directories, str):
         directories = [directories]
-    cleaned = []
+    cleaned: list[str] = []
     for d in directories:
-        if not isinstance(d, str) or d.startswith("-"):
-            raise ConfigError(f"directory {d!r} is not valid (it may not start with '-')")
+        if not isinstance(d, str):
+            raise ConfigError(f"directory {d!r} is not a relative path inside the repository")
         norm = d.strip().strip("/")
         while norm.startswith("./"):
             norm = norm[2:]
         parts = norm.split("/")
         if not norm or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
             raise ConfigError(f"directory {d!r} is not a relative path inside the repository")
+        if any(p.startswith("-") or any(ord(c) < 0x20 for c in p) for p in parts):
+            raise ConfigError(f"directory {d!r} is not valid (no part may start with '-')")
         cleaned.append(norm)
-    return tuple(dict.fromkeys(cleaned)) or None
+    # Overlapping directories ("flows" and "flows/a") are one checkout: keep the outer one.
+    unique = sorted(set(cleaned))
+    outer = [d for d in unique if not any(d != o and d.startswith(o + "/") for o in unique)]
+    return tuple(d for d in dict.fromkeys(cleaned) if d in outer) or None
 
 
 def check_commit(commit_sha: str | None) -> str | None:
     """A 4-to-64 hex digit commit hash, lower-cased (None stays None)."""
     if commit_sha is None:
         return None
-    if not (isinstance(commit_sha, str) and _SHA.match(commit_sha)):
+    if not (isinstance(commit_sha, str) and _SHA.fullmatch(commit_sha)):
         raise ConfigError(
             f"commit_sha {commit_sha!r} is not a commit hash (4 to 64 hex digits)",
             hint="to follow a branch or tag, pass branch= instead",

@@ -10,9 +10,10 @@ answer with everything at once (git warns and ignores the filter); servers that 
 an unadvertised commit (protocol v0 without ``uploadpack.allowReachableSHA1InWant``) get a full
 fetch of all branches and tags instead.
 
-All of it runs under a file lock (``mirror.git.lock``) held by the caller: one process at a time
-updates or reads a mirror. Stale ``*.lock`` files left by a killed git are removed on entry, and a
-mirror whose creation did not finish is made again.
+The mirror takes no lock of its own: it lives in the source's scratch directory, which the code
+cache holds locked for the whole fetch and verify (one process at a time updates or reads it).
+Stale ``*.lock`` files left by a killed git are removed on entry, and a mirror whose creation did
+not finish is made again.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
-from conveyor.errors import CacheError, VersionNotFound
-from conveyor.sources._git_auth import AuthSession
-from conveyor.sources._git_cmd import OFFLINE, Failure, GitFailed, git, raise_for
+from conveyor.errors import VersionNotFound
+from conveyor.sources.git._auth import AuthSession
+from conveyor.sources.git._cmd import OFFLINE, Failure, GitFailed, git, raise_for
 
 __all__ = ["Mirror"]
 
@@ -50,8 +49,6 @@ def _quote(value: str) -> str:
 class Mirror:
     """The bare mirror of ``url`` at ``path`` (a ``*.git`` directory inside scratch)."""
 
-    lock_timeout: float = 3600.0
-
     def __init__(self, path: Path, url: str, *, source: str, object_format: str = "sha1"):
         self.path = path
         self.url = url
@@ -61,19 +58,11 @@ class Mirror:
     # -- locking and creation --------------------------------------------------------------------
 
     @contextmanager
-    def locked(self) -> Iterator[Mirror]:
-        """Hold the mirror's lock (across processes) and make sure the mirror exists."""
+    def opened(self) -> Iterator[Mirror]:
+        """Make sure the mirror exists (the caller holds the scratch directory's lock)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.path) + ".lock", timeout=self.lock_timeout)
-        try:
-            with lock:
-                self._prepare()
-                yield self
-        except Timeout as exc:
-            raise CacheError(
-                f"timed out waiting for the git mirror lock of {self.source}",
-                hint=f"if no conveyor process is running, remove {self.path}.lock",
-            ) from exc
+        self._prepare()
+        yield self
 
     def _prepare(self) -> None:
         if self.path.is_dir() and not (self.path / _MARKER).is_file():

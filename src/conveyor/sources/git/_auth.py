@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError
 from conveyor.secrets import Secret, reveal
-from conveyor.sources._git_cmd import GitEnv
+from conveyor.sources.git._cmd import GitEnv
 
 __all__ = ["AuthSession", "HttpAuth", "SshAuth", "http_env", "is_ssh_url", "ssh_command"]
 

@@ -9,13 +9,19 @@ whole tree is needed — see `PARTIAL_WHOLE_TREE`), then the commit's tree writt
 cache's directory with no ``.git`` (only ``directories`` when given; submodules when asked) and
 verified file by file against the commit.
 
-Credentials are named in the deployment (``credentials="gh"``), looked up on the worker when the
-network is needed (see `conveyor.credentials.load_credentials`), and handed to git only through
-the child's environment. The URL is stored without user info; a URL with a password is refused.
+Credentials are named in the deployment (``credentials="gh"``), looked up through the
+`FetchContext`'s secret store when the network is needed (see
+`conveyor.sources.git.credentials.load_credentials`), and handed to git only through the child's
+environment. The URL is stored without user info; a URL with a password is refused.
+
+`verify` is stateless: it recomputes the expected manifest from the mirror in ``ctx.scratch``
+(no network), so any instance built from the same spec verifies what another one fetched. The
+cache holds its scratch lock around ``fetch`` + ``verify``; the mirror takes no lock of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -23,39 +29,38 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from conveyor.credentials import (
-    PROVIDERS,
-    GitCredentials,
-    load_credentials,
-    provider_fits,
-    template_name,
-)
 from conveyor.errors import ConfigError, IntegrityError, SourceError, VersionNotFound
-from conveyor.sources._git_auth import AuthSession, GitAuth
-from conveyor.sources._git_checkout import (
+from conveyor.sources.base import FetchContext, Source, context
+from conveyor.sources.git._auth import AuthSession, GitAuth
+from conveyor.sources.git._checkout import (
     GITLINK,
-    Manifest,
-    ManifestEntry,
+    GitManifest,
+    GitTreeEntry,
     list_tree,
     manifest_of,
     select,
-    verify_tree,
+    verify_git_tree,
     write_blobs,
 )
-from conveyor.sources._git_cmd import GitFailed
-from conveyor.sources._git_mirror import Mirror
-from conveyor.sources._git_resolve import resolve_ref, resolve_short
-from conveyor.sources._git_submodules import read_gitmodules, resolve_submodule_url, same_host
-from conveyor.sources._git_validate import (
+from conveyor.sources.git._cmd import GitFailed
+from conveyor.sources.git._mirror import Mirror
+from conveyor.sources.git._resolve import resolve_ref, resolve_short
+from conveyor.sources.git._submodules import read_gitmodules, resolve_submodule_url, same_host
+from conveyor.sources.git._validate import (
     FULL_SHA,
     check_commit,
     check_directories,
     check_ref,
     clean_url,
 )
-from conveyor.sources.base import Source
+from conveyor.sources.git.credentials import (
+    PROVIDERS,
+    GitCredentials,
+    load_credentials,
+    provider_fits,
+)
 
-__all__ = ["GitRepository"]
+__all__ = ["GitRepository", "GitSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +77,7 @@ class GitRepository(Source):
     """A git repository; versions are full commit hashes."""
 
     kind: ClassVar[str] = "git"
+    uses_scratch: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -109,8 +115,6 @@ class GitRepository(Source):
         self.directories = check_directories(directories)
         self.provider = provider
         self.follow_ref = bool(follow_ref)
-        self._manifests: dict[tuple[str, str], Manifest] = {}
-        self._scratch: Path | None = None
 
     # -- identity and specs ------------------------------------------------------------------------
 
@@ -151,24 +155,6 @@ class GitRepository(Source):
             ident["include_submodules"] = True
         return ident
 
-    def to_pull_step(self) -> dict[str, Any]:
-        """This repository as a ``git_clone`` pull step (credentials by name or template only)."""
-        args: dict[str, Any] = {"repository": self.url, "branch": self.branch}
-        if self.commit_sha:
-            args["commit_sha"] = self.commit_sha
-        if self.include_submodules:
-            args["include_submodules"] = True
-        if self.directories:
-            args["directories"] = list(self.directories)
-        if self.provider:
-            args["provider"] = self.provider
-        if self.follow_ref:
-            args["follow_ref"] = True
-        name = self.credentials_name
-        if name is not None:
-            args["access_token" if template_name(name) else "credentials"] = name
-        return {"git_clone": args}
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GitRepository):
             return NotImplemented
@@ -192,29 +178,29 @@ class GitRepository(Source):
 
     # -- credentials -------------------------------------------------------------------------------
 
-    def _auth_for(self, url: str) -> GitAuth | None:
+    def _auth_for(self, url: str, ctx: FetchContext) -> GitAuth | None:
         if self.credentials is None:
             return None
         creds = self.credentials
         if not isinstance(creds, GitCredentials):
-            creds = load_credentials(creds)
+            creds = load_credentials(creds, store=ctx.secrets, environ=ctx.environ)
         if not provider_fits(creds.provider, self.provider):
             raise ConfigError(f"{creds.type} credentials do not fit provider {self.provider!r}")
         return creds.git_auth(url, provider=self.provider)
 
-    def _session(self, url: str | None = None) -> AuthSession:
+    def _session(self, ctx: FetchContext, url: str | None = None) -> AuthSession:
         target = url or self.url
         if url is not None and not same_host(url, self.url):
             return AuthSession(target, lambda: None)
-        return AuthSession(target, lambda: self._auth_for(target))
+        return AuthSession(target, lambda: self._auth_for(target, ctx))
 
     # -- deploy time -------------------------------------------------------------------------------
 
-    def resolve(self) -> str:
+    def resolve(self, ctx: FetchContext | None = None) -> str:
         """The full commit the branch, tag, short hash or remote HEAD names right now."""
-        if self.commit_sha and FULL_SHA.match(self.commit_sha):
+        if self.commit_sha and FULL_SHA.fullmatch(self.commit_sha):
             return self.commit_sha
-        with self._session() as auth:
+        with self._session(context(ctx)) as auth:
             if self.commit_sha:
                 return resolve_short(self.url, self.commit_sha, auth)
             return resolve_ref(self.url, self.branch, auth)
@@ -225,44 +211,53 @@ class GitRepository(Source):
 
     # -- run time ----------------------------------------------------------------------------------
 
-    def fetch(self, version: str, dest: Path, *, scratch: Path | None = None) -> None:
-        """Write commit ``version``'s tree into ``dest`` (an empty directory), no ``.git``."""
+    def fetch(self, version: str, dest: Path, ctx: FetchContext | None = None) -> None:
+        """Write commit ``version``'s tree into ``dest`` (an empty directory), no ``.git``.
+
+        The mirror lives in ``ctx.scratch`` (kept by the cache, under its lock); without one, a
+        temporary mirror is used and removed.
+        """
+        ctx = context(ctx)
         version = self._check_version(version)
-        own_scratch = scratch is None
-        work = Path(tempfile.mkdtemp(prefix="conveyor-git-")) if scratch is None else scratch
+        work = ctx.scratch or Path(tempfile.mkdtemp(prefix="conveyor-git-"))
         try:
-            manifest = self._materialise(
-                self.url, version, Path(dest), work, self.directories, self.include_submodules, 0
+            self._materialise(
+                self.url,
+                version,
+                Path(dest),
+                work,
+                self.directories,
+                self.include_submodules,
+                0,
+                ctx,
             )
         finally:
-            if own_scratch:
+            if ctx.scratch is None:
                 shutil.rmtree(work, ignore_errors=True)
-        self._manifests[(version, str(Path(dest).resolve()))] = manifest
-        self._scratch = None if own_scratch else work
 
-    def verify(self, version: str, path: Path) -> None:
-        """Check every file in ``path`` against commit ``version`` (git blob ids, modes)."""
+    def verify(self, version: str, path: Path, ctx: FetchContext | None = None) -> None:
+        """Check every file in ``path`` against commit ``version`` (git blob ids, modes).
+
+        The expected manifest comes from the mirror in ``ctx.scratch`` (no network).
+        """
+        ctx = context(ctx)
         version = self._check_version(version)
-        manifest = self._manifests.get((version, str(Path(path).resolve())))
-        if manifest is None and self._scratch is not None:
-            manifest = self._manifest_offline(self._scratch, version)
+        manifest = None if ctx.scratch is None else self._manifest_offline(ctx.scratch, version)
         if manifest is None:
             raise IntegrityError(
-                f"cannot verify {version}: this source did not fetch it and has no mirror",
+                f"cannot verify {version}: no mirror holding it in the cache's scratch directory",
                 path=str(path),
             )
-        verify_tree(Path(path), manifest, version=version)
+        verify_git_tree(Path(path), manifest, version=version)
 
     def _check_version(self, version: str) -> str:
-        if not isinstance(version, str) or not FULL_SHA.match(version.lower()):
+        if not isinstance(version, str) or not FULL_SHA.fullmatch(version.lower()):
             raise VersionNotFound(
                 f"{version!r} is not a full git commit hash", source=self.describe_url()
             )
         return version.lower()
 
     def _mirror(self, url: str, scratch: Path, depth: int, sha: str) -> Mirror:
-        import hashlib
-
         name = (
             "mirror.git"
             if depth == 0
@@ -281,9 +276,10 @@ class GitRepository(Source):
         directories: Sequence[str] | None,
         submodules: bool,
         depth: int,
-    ) -> Manifest:
+        ctx: FetchContext,
+    ) -> GitManifest:
         mirror = self._mirror(url, scratch, depth, sha)
-        with self._session(url) as auth, mirror.locked():
+        with self._session(ctx, url) as auth, mirror.opened():
             if not mirror.has_commit(sha):
                 mirror.fetch_commit(sha, auth, blobs=not (directories or PARTIAL_WHOLE_TREE))
             entries = select(list_tree(mirror.path, sha), directories, sha=sha, source=url)
@@ -296,7 +292,9 @@ class GitRepository(Source):
         algorithm = "sha256" if len(sha) == 64 else "sha1"
         manifest = manifest_of(entries, algorithm=algorithm)
         for entry in (e for e in entries if e.mode == GITLINK and submodules):
-            manifest += self._submodule(url, entry.path, entry.oid, modules, dest, scratch, depth)
+            manifest += self._submodule(
+                url, entry.path, entry.oid, modules, dest, scratch, depth, ctx
+            )
         return tuple(manifest)
 
     def _submodule(
@@ -308,7 +306,8 @@ class GitRepository(Source):
         dest: Path,
         scratch: Path,
         depth: int,
-    ) -> list[ManifestEntry]:
+        ctx: FetchContext,
+    ) -> list[GitTreeEntry]:
         if path not in modules:
             raise SourceError(
                 f"submodule {path!r} of {url} has no URL in .gitmodules", source=self.url
@@ -316,21 +315,41 @@ class GitRepository(Source):
         if depth + 1 > _MAX_SUBMODULE_DEPTH:
             raise SourceError(f"submodules of {self.url} nest too deep", source=self.url)
         sub_url = resolve_submodule_url(url, modules[path])
-        sub = self._materialise(sub_url, sha, dest / path, scratch, None, True, depth + 1)
-        return [ManifestEntry(f"{path}/{e.path}", e.mode, e.oid, e.algorithm) for e in sub]
+        sub = self._materialise(sub_url, sha, dest / path, scratch, None, True, depth + 1, ctx)
+        return [GitTreeEntry(f"{path}/{e.path}", e.mode, e.oid, e.algorithm) for e in sub]
 
-    def _manifest_offline(self, scratch: Path, sha: str) -> Manifest | None:
-        """Recompute the manifest from the mirror (no network); None when it cannot."""
-        mirror = self._mirror(self.url, scratch, 0, sha)
+    def _manifest_offline(self, scratch: Path, sha: str) -> GitManifest | None:
+        """Recompute the manifest from the mirrors (no network); None when they lack the commit."""
         try:
-            with mirror.locked():
-                if not mirror.has_commit(sha):
-                    return None
-                entries = select(
-                    list_tree(mirror.path, sha), self.directories, sha=sha, source=self.url
-                )
+            return self._offline(self.url, sha, scratch, self.directories, 0)
         except (GitFailed, SourceError):
             return None
-        if self.include_submodules and any(e.mode == GITLINK for e in entries):
+
+    def _offline(
+        self, url: str, sha: str, scratch: Path, directories: Sequence[str] | None, depth: int
+    ) -> GitManifest | None:
+        mirror = self._mirror(url, scratch, depth, sha)
+        if not mirror.path.is_dir():
             return None
-        return tuple(manifest_of(entries, algorithm="sha256" if len(sha) == 64 else "sha1"))
+        with mirror.opened():
+            if not mirror.has_commit(sha):
+                return None
+            entries = select(list_tree(mirror.path, sha), directories, sha=sha, source=url)
+            links = [e for e in entries if e.mode == GITLINK and self.include_submodules]
+            modules = read_gitmodules(mirror.path, sha) if links else {}
+        manifest = list(manifest_of(entries, algorithm="sha256" if len(sha) == 64 else "sha1"))
+        for entry in links:
+            if entry.path not in modules or depth + 1 > _MAX_SUBMODULE_DEPTH:
+                return None
+            sub_url = resolve_submodule_url(url, modules[entry.path])
+            sub = self._offline(sub_url, entry.oid, scratch, None, depth + 1)
+            if sub is None:
+                return None
+            manifest += [
+                GitTreeEntry(f"{entry.path}/{e.path}", e.mode, e.oid, e.algorithm) for e in sub
+            ]
+        return tuple(manifest)
+
+
+GitSource = GitRepository
+"""The `<Kind>Source` name; `GitRepository` is the name Prefect users know."""

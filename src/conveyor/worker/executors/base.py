@@ -1,50 +1,56 @@
-"""Executors: run one prepared flow run and say how it ended.
+"""Executors: take a `RunSpec` (what to run, which code version, environment, limits), make the
+code available where the run executes, run it, and say how it ended.
 
-`Executor.execute` is the same for every executor: write the run's input, start it, wait for it
-to end, for its deadline, or for an interrupt (cancel, lost lease, shutdown) — stopping it with
-SIGTERM and then SIGKILL after a grace period — and read what it wrote. Only `Executor.launch`
-differs (rq's ``Worker`` vs ``SimpleWorker``):
+The worker hands every run of a pool to the executor registered for the pool's type
+(`conveyor.worker.executors.EXECUTORS`); the spec carries the source spec and pinned version,
+not local paths, so an executor that runs elsewhere (a Dask cluster, a container) materialises
+the code where it runs. `Executor.run` is a context manager: the outcome's files (a pickled
+result) live until the block exits.
 
-- `ProcessExecutor` (the default) starts ``python -m conveyor.worker.child`` in its own session,
-  with the workspace as working directory, and streams its stdout, stderr and logging records;
-- `InProcessExecutor` calls the same child code on a thread of the worker: no isolation, no
-  way to stop it, one run at a time — for debugging, like rq's ``SimpleWorker``.
+`Supervisor` holds what every locally supervised child shares: write the run's input, start it,
+wait for it to end, for its deadline, or for an interrupt (cancel, lost lease, shutdown) —
+stopping it with SIGTERM and then SIGKILL after a grace period — and read what it wrote (rq's
+``Worker`` vs ``SimpleWorker``: only `Supervisor.launch` differs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.schemas import RunState
+from conveyor.secrets import Secret
 from conveyor.worker import child as child_protocol
-from conveyor.worker.logs import RunLogs, pump_lines, pump_records
+from conveyor.worker.logs import RunLogs
+
+if TYPE_CHECKING:
+    from conveyor.cache import CodeCache
+    from conveyor.secrets import SecretStore
+    from conveyor.settings import Settings
 
 __all__ = [
+    "Child",
     "ChildJob",
     "Executor",
-    "InProcessExecutor",
     "Interrupt",
     "Outcome",
-    "ProcessExecutor",
+    "RunSpec",
+    "Started",
     "StopReason",
+    "Supervisor",
 ]
 
 logger = logging.getLogger(__name__)
-
-PUMP_JOIN_SECONDS = 5.0
 
 
 class StopReason(StrEnum):
@@ -76,8 +82,35 @@ class Interrupt:
 
 
 @dataclass(frozen=True)
+class RunSpec:
+    """What to run, with which code, in which environment, within which limits."""
+
+    run_id: str
+    entrypoint: str
+    source: Mapping[str, Any]
+    """The deployment's secret-free source spec."""
+    version: str
+    """The pinned version (resolved before the spec is made when the run follows its ref)."""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    pull_steps: tuple[Mapping[str, Any], ...] = ()
+    env: Mapping[str, str | Secret] = field(default_factory=dict)
+    """Variables added to the run's environment (templates already resolved)."""
+    job_variables: Mapping[str, Any] = field(default_factory=dict)
+    timeout_seconds: float | None = None
+    kill_margin_seconds: float = 0.0
+    """Killed ``timeout_seconds + kill_margin_seconds`` after the start (the flow's own timeout
+    fires first, with a clean error; the kill is the backstop for code that ignores it)."""
+
+
+Started = Callable[[Mapping[str, float]], bool]
+"""Called once the code is ready, just before the flow starts, with the timings so far (the
+handler reports ``running``); False means the run was taken away and must not start."""
+
+
+@dataclass(frozen=True)
 class ChildJob:
-    """Everything a child needs: what to call, where, with which environment."""
+    """Everything a local child needs: what to call, where, with which environment."""
 
     run_id: str
     entrypoint: str
@@ -104,6 +137,8 @@ class Outcome:
     result: Any = None
     result_file: Path | None = None
     returncode: int | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    """Seconds spent making the code ready (``fetch``, ``workspace``, ``steps``)."""
 
 
 class Child(Protocol):
@@ -115,7 +150,33 @@ class Child(Protocol):
 
 
 class Executor(ABC):
-    """Runs a `ChildJob`; subclasses only implement `launch`."""
+    """Runs one `RunSpec` to its end (the unit the worker's pool type selects)."""
+
+    @abstractmethod
+    def run(
+        self, spec: RunSpec, *, logs: RunLogs, interrupt: Interrupt, started: Started
+    ) -> AbstractContextManager[Outcome]:
+        """Make the code ready, call ``started``, run the flow; the outcome (its files live
+        until the block exits). Never raises for a failure of user code."""
+
+    def close(self) -> None:  # noqa: B027 - optional: most executors keep nothing
+        """Release what the executor keeps between runs."""
+
+    @classmethod
+    def for_worker(
+        cls,
+        *,
+        cache: CodeCache,
+        work_dir: Path,
+        secrets: SecretStore | None,
+        settings: Settings,
+    ) -> Executor:
+        """The executor a worker uses (its code cache, its own directory, its secret store)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built by a worker")
+
+
+class Supervisor(ABC):
+    """Runs a `ChildJob` on this machine and supervises it; subclasses implement `launch`."""
 
     def __init__(self, *, grace_seconds: float = 5.0) -> None:
         self.grace_seconds = grace_seconds
@@ -230,149 +291,3 @@ def _exit_text(returncode: int | None) -> str:
     if returncode == 0:
         return "child process exited without reporting a result"
     return f"child process exited with code {returncode} without reporting a result"
-
-
-class _ProcessChild:
-    def __init__(self, proc: subprocess.Popen[bytes], pumps: list[threading.Thread]) -> None:
-        self.proc = proc
-        self.pumps = pumps
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def send(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
-
-    def finish(self) -> None:
-        self.proc.wait()
-        # Whatever the flow started and left behind dies with it: its session is ours.
-        self.send(signal.SIGKILL)
-        for pump in self.pumps:
-            pump.join(PUMP_JOIN_SECONDS)
-
-
-class ProcessExecutor(Executor):
-    """Each run in a fresh ``python -m conveyor.worker.child`` process (the default)."""
-
-    def __init__(self, *, grace_seconds: float = 5.0, python: str | None = None) -> None:
-        super().__init__(grace_seconds=grace_seconds)
-        self.python = python or sys.executable
-
-    def launch(self, job: ChildJob, *, logs: RunLogs, wake: threading.Event) -> Child:
-        read_fd, write_fd = os.pipe()
-        env = {**os.environ, **job.env}
-        # The flow's own subprocesses import its modules too.
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(job.workspace), env.get("PYTHONPATH", "")) if p
-        )
-        env = {
-            **env,
-            child_protocol.LOG_FD_ENV: str(write_fd),
-            child_protocol.WORKER_PID_ENV: str(os.getpid()),
-            "PYTHONUNBUFFERED": "1",
-        }
-        try:
-            proc = subprocess.Popen(
-                [self.python, "-m", "conveyor.worker.child", str(job.control)],
-                cwd=job.workspace,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-            )
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        records = os.fdopen(read_fd, "rb")
-        pumps = [
-            threading.Thread(
-                target=pump_lines,
-                args=(proc.stdout, logs),
-                kwargs={"stream": "stdout", "level": "INFO"},
-            ),
-            threading.Thread(
-                target=pump_lines,
-                args=(proc.stderr, logs),
-                kwargs={"stream": "stderr", "level": "WARNING"},
-            ),
-            threading.Thread(target=pump_records, args=(records, logs)),
-        ]
-
-        def wait_for_exit() -> None:
-            proc.wait()
-            wake.set()
-
-        waiter = threading.Thread(target=wait_for_exit)
-        for thread in (*pumps, waiter):
-            thread.daemon = True
-            thread.start()
-        logger.debug("child started run=%s pid=%d", job.run_id, proc.pid)
-        return _ProcessChild(proc, pumps)
-
-
-class _ThreadChild:
-    def __init__(self, thread: threading.Thread) -> None:
-        self.thread = thread
-
-    def poll(self) -> int | None:
-        return None if self.thread.is_alive() else 0
-
-    def send(self, sig: signal.Signals) -> None:
-        logger.warning("in-process runs cannot be stopped; signal=%s ignored", sig.name)
-
-    def finish(self) -> None:
-        self.thread.join()
-
-
-class InProcessExecutor(Executor):
-    """Each run on a thread of the worker itself: for debugging only (one run at a time).
-
-    There is no isolation: the flow shares the worker's modules, working directory and
-    environment, its ``print`` output is not captured, and it cannot be cancelled or timed out.
-    """
-
-    def launch(self, job: ChildJob, *, logs: RunLogs, wake: threading.Event) -> Child:
-        def target() -> None:
-            handler = _RecordForwarder(logs)
-            root = logging.getLogger()
-            root.addHandler(handler)
-            level = root.level
-            root.setLevel(min(level, logging.INFO) if level else logging.INFO)
-            previous = Path.cwd()
-            added = str(job.workspace) not in sys.path
-            if added:
-                sys.path.insert(0, str(job.workspace))
-            try:
-                os.chdir(job.workspace)
-                output = child_protocol.run_flow(job.control, job.workspace)
-                (job.control / child_protocol.OUTPUT_FILE).write_text(json.dumps(output))
-            finally:
-                os.chdir(previous)
-                if added:
-                    sys.path.remove(str(job.workspace))
-                root.removeHandler(handler)
-                root.setLevel(level)
-                wake.set()
-
-        thread = threading.Thread(target=target, name=f"run-{job.run_id[:8]}", daemon=True)
-        thread.start()
-        return _ThreadChild(thread)
-
-
-class _RecordForwarder(logging.Handler):
-    def __init__(self, logs: RunLogs) -> None:
-        super().__init__(level=logging.INFO)
-        self.logs = logs
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if record.exc_info:
-            message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
-        self.logs.emit(message, level=record.levelname)

@@ -1,4 +1,4 @@
-"""Run results that are not JSON: pickled and kept under ``$CONVEYOR_HOME/results/<run-id>/``.
+"""The local result store: pickled results under ``$CONVEYOR_HOME/results/<run-id>/``.
 
 A result that survives a JSON round trip unchanged is stored on the run itself. Anything else is
 pickled by the child process, moved here by the worker, and referenced from the run by a
@@ -9,7 +9,6 @@ sees half a result.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -21,46 +20,23 @@ from typing import Any
 
 from conveyor._fs import atomic_write
 from conveyor.errors import ConfigError
+from conveyor.results import RESULT_FILE
 from conveyor.settings import Settings
 
-__all__ = ["RESULT_FILE", "ResultStore", "is_json_result"]
+__all__ = ["LocalResultStore", "ResultStore"]
 
-RESULT_FILE = "result.pickle"
 _REF_PREFIX = "local:"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def is_json_result(value: Any) -> bool:
-    """True when ``value`` comes back from a JSON round trip exactly as it went in."""
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):
-        return False
-    try:
-        return bool(json.loads(text) == value) and _same_shape(json.loads(text), value)
-    except Exception:  # a user type with a strange __eq__
-        return False
-
-
-def _same_shape(decoded: Any, value: Any) -> bool:
-    # ``1 == 1.0 == True`` and ``(1,) != [1]`` hide type changes from ``==``: compare types too.
-    if type(decoded) is not type(value):
-        return False
-    if isinstance(value, dict):
-        return all(_same_shape(decoded[k], v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_same_shape(d, v) for d, v in zip(decoded, value, strict=True))
-    return True
-
-
 @dataclass(frozen=True)
-class ResultStore:
+class LocalResultStore:
     """Pickled run results under one directory (``Settings.results_dir``)."""
 
     root: Path
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ResultStore:
+    def from_settings(cls, settings: Settings) -> LocalResultStore:
         return cls(settings.results_dir)
 
     def ref_for(self, run_id: str) -> str:
@@ -120,3 +96,7 @@ def _check_run_id(run_id: str) -> str:
     if not _RUN_ID.match(run_id):
         raise ConfigError(f"{run_id!r} is not a run id")
     return run_id
+
+
+ResultStore = LocalResultStore
+"""The name the local result store had when it was the only one."""

@@ -9,8 +9,8 @@ is left in the destination: no ``.git``, no index.
 Paths and symlinks are checked as for an archive: no ``..``, no ``.git`` component, no absolute
 path, no entry below a symlink, no symlink pointing outside the tree (`UnsafeArchive`).
 
-A `Manifest` (path → mode, blob id) is what `verify_tree` compares the directory against, hashing
-each file as git does (``blob <size>\\0<bytes>``): a missing, extra or changed file, a wrong
+A `GitManifest` (path → mode, blob id) is what `verify_git_tree` compares the directory against,
+hashing each file as git does (``blob <size>\\0<bytes>``): a missing, extra or changed file, a wrong
 executable bit or symlink target is an `IntegrityError` naming the first differing path.
 """
 
@@ -26,19 +26,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor._process import run
 from conveyor.errors import IntegrityError, SourceError, UnsafeArchive, VersionNotFound
 from conveyor.secrets import reveal
-from conveyor.sources._git_cmd import OFFLINE, git_environment
+from conveyor.sources.git._cmd import OFFLINE, git_environment
 
 __all__ = [
     "GITLINK",
     "SYMLINK",
-    "Manifest",
-    "ManifestEntry",
+    "GitManifest",
+    "GitTreeEntry",
     "TreeEntry",
     "list_tree",
     "select",
-    "verify_tree",
+    "verify_git_tree",
     "write_blobs",
 ]
 
@@ -59,7 +60,7 @@ class TreeEntry:
 
 
 @dataclass(frozen=True)
-class ManifestEntry:
+class GitTreeEntry:
     """What one path in a checkout must be: mode, blob id, and the hash that names it."""
 
     path: str
@@ -68,7 +69,7 @@ class ManifestEntry:
     algorithm: str = "sha1"
 
 
-Manifest = tuple[ManifestEntry, ...]
+GitManifest = tuple[GitTreeEntry, ...]
 
 
 def _check_path(path: str) -> None:
@@ -85,18 +86,16 @@ def _check_path(path: str) -> None:
 
 def _local_git(git_dir: Path, *args: str) -> bytes:
     """A local, read-only git command in ``git_dir`` (lazy fetches off); raw stdout bytes."""
-    env = {k: reveal(v) for k, v in git_environment().items()}
-    done = subprocess.run(
+    done = run(
         ["git", "--git-dir", str(git_dir), *OFFLINE, *args],
-        env=env,
-        capture_output=True,
-        check=False,
+        env=git_environment(),
         timeout=300,
+        check=False,
     )
     if done.returncode != 0:
-        err = done.stderr.decode(errors="replace").strip().splitlines()
+        err = done.stderr.strip().splitlines()
         raise SourceError(f"git {args[0]} failed: {err[-1] if err else done.returncode}")
-    return done.stdout
+    return done.stdout_bytes
 
 
 def list_tree(git_dir: Path, sha: str) -> list[TreeEntry]:
@@ -267,10 +266,10 @@ def write_blobs(git_dir: Path, entries: Sequence[TreeEntry], dest: Path, *, sour
 
 def manifest_of(
     entries: Iterable[TreeEntry], *, prefix: str = "", algorithm: str = "sha1"
-) -> list[ManifestEntry]:
+) -> list[GitTreeEntry]:
     """The manifest of written entries (gitlinks as empty directories, mode 160000)."""
     return [
-        ManifestEntry(prefix + e.path, e.mode, e.oid, algorithm)
+        GitTreeEntry(prefix + e.path, e.mode, e.oid, algorithm)
         for e in entries
         if e.kind == "blob" or e.mode == GITLINK
     ]
@@ -308,7 +307,7 @@ def _on_disk(root: Path) -> tuple[set[str], set[str]]:
     return files, dirs
 
 
-def verify_tree(root: Path, manifest: Manifest, *, version: str) -> None:
+def verify_git_tree(root: Path, manifest: GitManifest, *, version: str) -> None:
     """Raise `IntegrityError` unless ``root`` holds exactly ``manifest``."""
     files, dirs = _on_disk(root)
     expected = {e.path for e in manifest if e.mode != GITLINK}

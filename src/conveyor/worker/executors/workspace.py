@@ -18,42 +18,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Workspace", "copy_tree", "worker_dir"]
+from conveyor._fs import copy_writable
 
-
-def copy_tree(source: Path, dest: Path) -> int:
-    """Copy the tree at ``source`` into the new directory ``dest``; returns the bytes copied.
-
-    Files become ordinary writable files (their executable bits kept), directories ``0o755``.
-    """
-    total = 0
-    dest.mkdir(mode=0o755)
-    for dirpath, dirnames, filenames in os.walk(source):
-        relative = os.path.relpath(dirpath, source)
-        target_dir = dest if relative == "." else dest / relative
-        for name in list(dirnames):
-            src = os.path.join(dirpath, name)
-            if os.path.islink(src):  # os.walk does not descend into links: copy them as links
-                os.symlink(os.readlink(src), target_dir / name)
-                dirnames.remove(name)
-            else:
-                (target_dir / name).mkdir(mode=0o755)
-        for name in filenames:
-            src = os.path.join(dirpath, name)
-            dst = target_dir / name
-            info = os.lstat(src)
-            if stat.S_ISLNK(info.st_mode):
-                os.symlink(os.readlink(src), dst)
-            elif stat.S_ISREG(info.st_mode):
-                shutil.copyfile(src, dst)
-                os.chmod(dst, 0o644 | (info.st_mode & 0o111))
-                total += info.st_size
-    return total
+__all__ = ["Workspace", "worker_dir"]
 
 
 @dataclass(frozen=True)
@@ -78,9 +49,11 @@ class Workspace:
     def control(self) -> Path:
         return self.root / "control"
 
-    def fill(self, checkout: Path) -> int:
-        """Copy the checkout into ``code/``; returns the bytes copied."""
-        return copy_tree(checkout, self.code)
+    @staticmethod
+    def fill(dest: Path, checkout: Path) -> int:
+        """Copy the checkout into the new directory ``dest`` as writable files; the bytes."""
+        dest.mkdir(mode=0o755)
+        return copy_writable(checkout, dest)[0]
 
     def remove(self) -> None:
         """Delete the whole run directory (whatever the flow left in it)."""

@@ -21,11 +21,15 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conveyor.worker.workspace import copy_tree
+from conveyor.worker.executors.workspace import Workspace
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from conveyor.cache import CodeCache
-    from conveyor.sources.base import Source
+
+    SourceSpec = Mapping[str, Any]
 
 __all__ = ["SparePool"]
 
@@ -48,18 +52,18 @@ class SparePool:
         self._ready: OrderedDict[Key, Path] = OrderedDict()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._wanted: queue.Queue[tuple[Source, str] | None] = queue.Queue()
+        self._wanted: queue.Queue[tuple[SourceSpec, str] | None] = queue.Queue()
         self._pending: set[Key] = set()
         self._awaited: set[Key] = set()
         self._thread: threading.Thread | None = None
 
-    def take(self, source: Source, version: str, dest: Path) -> bool:
+    def take(self, source: SourceSpec, version: str, dest: Path) -> bool:
         """Move a spare of ``version`` to ``dest`` (which must not exist); False if none.
 
         A spare being made is waited for (by one run at a time): it has a head start on a copy
         started now.
         """
-        key = (source.key(), version)
+        key = _key(source, version)
         with self._changed:
             if key in self._pending and key not in self._awaited:
                 self._awaited.add(key)
@@ -78,9 +82,9 @@ class SparePool:
         shutil.rmtree(spare.parent, ignore_errors=True)
         return True
 
-    def refill(self, source: Source, version: str) -> None:
+    def refill(self, source: SourceSpec, version: str) -> None:
         """Make a spare of ``version`` in the background, unless one is there or on its way."""
-        key = (source.key(), version)
+        key = _key(source, version)
         with self._lock:
             if self.keep <= 0 or key in self._ready or key in self._pending:
                 return
@@ -102,7 +106,7 @@ class SparePool:
     def _loop(self) -> None:
         while (item := self._wanted.get()) is not None:
             source, version = item
-            key = (source.key(), version)
+            key = _key(source, version)
             try:
                 spare = self._make(source, version)
             except Exception as exc:  # a spare is an optimisation: never fail a run for it
@@ -117,13 +121,19 @@ class SparePool:
                         shutil.rmtree(old.parent, ignore_errors=True)
                 self._changed.notify_all()
 
-    def _make(self, source: Source, version: str) -> Path:
+    def _make(self, source: SourceSpec, version: str) -> Path:
         holder = self.root / f"{version[:24]}-{secrets.token_hex(4)}"
         holder.mkdir(parents=True)
         try:
-            with self.cache.lease(source, version) as checkout:
-                copy_tree(checkout, holder / "code")
+            with self.cache.checkout(source, version) as checkout:
+                Workspace.fill(holder / "code", checkout)
         except BaseException:
             shutil.rmtree(holder, ignore_errors=True)
             raise
         return holder / "code"
+
+
+def _key(source: SourceSpec, version: str) -> Key:
+    import json
+
+    return (json.dumps(dict(source), sort_keys=True, default=str), version)

@@ -1,0 +1,335 @@
+"""Executors that run flows on this machine: `ProcessExecutor` (the default, for ``process``
+pools) and `InProcessExecutor` (debugging).
+
+Both make the run's code ready the same way (`LocalExecutor`): a per-run `Workspace`, the run's
+pull steps run in order by `conveyor.steps.run_steps` — the step that names the code (or, when
+none does, an implicit fetch) copies the pinned version out of the code cache
+(``cache.checkout``) into the workspace, or takes a spare copy made after an earlier run — then
+``started`` is called and the child is supervised (`Supervisor`). They differ only in `launch`:
+
+- `ProcessExecutor` starts ``python -m conveyor.worker.child`` in its own session, with the
+  working directory set by the steps, and streams its stdout, stderr and logging records;
+- `InProcessExecutor` calls the same child code on a thread of the worker: no isolation, no
+  way to stop it, one run at a time — for debugging, like rq's ``SimpleWorker``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor.secrets import reveal
+from conveyor.worker import child as child_protocol
+from conveyor.worker.executors.base import (
+    Child,
+    ChildJob,
+    Executor,
+    Interrupt,
+    Outcome,
+    RunSpec,
+    Started,
+    StopReason,
+    Supervisor,
+)
+from conveyor.worker.executors.spares import SparePool
+from conveyor.worker.executors.workspace import Workspace
+from conveyor.worker.logs import RunLogs, pump_lines, pump_records
+
+if TYPE_CHECKING:
+    from conveyor.cache import CodeCache
+    from conveyor.secrets import SecretStore
+    from conveyor.settings import Settings
+
+__all__ = ["InProcessExecutor", "LocalExecutor", "ProcessExecutor"]
+
+logger = logging.getLogger(__name__)
+
+PUMP_JOIN_SECONDS = 5.0
+
+
+class LocalExecutor(Executor, Supervisor):
+    """Runs flows on this machine from per-run workspaces under ``work_dir``."""
+
+    def __init__(
+        self,
+        *,
+        cache: CodeCache,
+        work_dir: Path,
+        secrets: SecretStore | None = None,
+        spares: bool = True,
+        grace_seconds: float = 5.0,
+    ) -> None:
+        Supervisor.__init__(self, grace_seconds=grace_seconds)
+        self.cache = cache
+        self.work_dir = work_dir
+        self.secrets = secrets
+        self.spares = SparePool(work_dir / "spares", cache=cache) if spares else None
+
+    @classmethod
+    def for_worker(
+        cls,
+        *,
+        cache: CodeCache,
+        work_dir: Path,
+        secrets: SecretStore | None,
+        settings: Settings,
+    ) -> LocalExecutor:
+        return cls(cache=cache, work_dir=work_dir, secrets=secrets)
+
+    def close(self) -> None:
+        if self.spares is not None:
+            self.spares.close()
+
+    @contextlib.contextmanager
+    def run(
+        self, spec: RunSpec, *, logs: RunLogs, interrupt: Interrupt, started: Started
+    ) -> Iterator[Outcome]:
+        workspace = Workspace.create(self.work_dir / "runs", spec.run_id, attempt=spec.attempt)
+        try:
+            yield self._run(spec, workspace, logs=logs, interrupt=interrupt, started=started)
+        finally:
+            workspace.remove()
+
+    def _run(
+        self,
+        spec: RunSpec,
+        workspace: Workspace,
+        *,
+        logs: RunLogs,
+        interrupt: Interrupt,
+        started: Started,
+    ) -> Outcome:
+        from conveyor.steps import StepContext, run_steps
+
+        timings: dict[str, float] = {}
+        env = {**os.environ, **{k: reveal(v) for k, v in spec.env.items()}}
+
+        def materialise(dest: Path) -> Mapping[str, Any]:
+            return self._materialise(spec, dest, timings)
+
+        context = StepContext(
+            code_dir=workspace.code,
+            materialise=materialise,
+            env=env,
+            secrets=self.secrets,
+            log=lambda line, stream: logs.emit(line, stream=stream),
+            timeout_seconds=spec.timeout_seconds,
+        )
+        steps_started = time.monotonic()
+        run_steps(spec.pull_steps, context)
+        spent = time.monotonic() - steps_started
+        steps = spent - timings.get("fetch", 0.0) - timings.get("workspace", 0.0)
+        if spec.pull_steps and steps > 0.0005:
+            timings["steps"] = steps
+        if interrupt.reason is not None:  # cancelled or lost while fetching
+            return _interrupted(interrupt.reason, timings)
+        if not started(dict(timings)):
+            return Outcome(state=None, spawned=time.time(), error="lease lost", timings=timings)
+        job = ChildJob(
+            run_id=spec.run_id,
+            entrypoint=spec.entrypoint,
+            parameters=dict(spec.parameters),
+            workspace=context.cwd,
+            control=workspace.control,
+            env={k: reveal(v) for k, v in spec.env.items()},
+            timeout_seconds=spec.timeout_seconds,
+            kill_margin_seconds=spec.kill_margin_seconds,
+        )
+        outcome = self.execute(job, logs=logs, interrupt=interrupt)
+        if self.spares is not None:
+            self.spares.refill(spec.source, spec.version)  # in the background, for the next run
+        return _with_timings(outcome, timings)
+
+    def _materialise(
+        self, spec: RunSpec, dest: Path, timings: dict[str, float]
+    ) -> Mapping[str, Any]:
+        """Copy the pinned version into ``dest`` (a spare if one is ready, else the checkout)."""
+        started = time.monotonic()
+        if self.spares is not None and self.spares.take(spec.source, spec.version, dest):
+            timings["fetch"] = 0.0
+            timings["workspace"] = time.monotonic() - started
+            return {"version": spec.version}
+        with self.cache.checkout(spec.source, spec.version) as checkout:
+            timings["fetch"] = time.monotonic() - started
+            copied = time.monotonic()
+            Workspace.fill(dest, checkout)
+            timings["workspace"] = time.monotonic() - copied
+        return {"version": spec.version}
+
+
+def _interrupted(reason: StopReason, timings: dict[str, float]) -> Outcome:
+    from conveyor.schemas import RunState
+
+    spawned = time.time()
+    if reason is StopReason.LOST:
+        return Outcome(state=None, spawned=spawned, error="lease lost", timings=timings)
+    if reason is StopReason.CANCELLED:
+        return Outcome(
+            state=RunState.CANCELLED, spawned=spawned, error="cancelled", timings=timings
+        )
+    return Outcome(
+        state=RunState.CRASHED,
+        spawned=spawned,
+        error="worker stopped before the run started",
+        timings=timings,
+    )
+
+
+def _with_timings(outcome: Outcome, timings: dict[str, float]) -> Outcome:
+    from dataclasses import replace
+
+    return replace(outcome, timings={**timings, **outcome.timings})
+
+
+class _ProcessChild:
+    def __init__(self, proc: subprocess.Popen[bytes], pumps: list[threading.Thread]) -> None:
+        self.proc = proc
+        self.pumps = pumps
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def send(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def finish(self) -> None:
+        self.proc.wait()
+        # Whatever the flow started and left behind dies with it: its session is ours.
+        self.send(signal.SIGKILL)
+        for pump in self.pumps:
+            pump.join(PUMP_JOIN_SECONDS)
+
+
+class ProcessExecutor(LocalExecutor):
+    """Each run in a fresh ``python -m conveyor.worker.child`` process (the default)."""
+
+    python: str = sys.executable
+
+    def launch(self, job: ChildJob, *, logs: RunLogs, wake: threading.Event) -> Child:
+        read_fd, write_fd = os.pipe()
+        env = {**os.environ, **job.env}
+        # The flow's own subprocesses import its modules too.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(job.workspace), env.get("PYTHONPATH", "")) if p
+        )
+        env = {
+            **env,
+            child_protocol.LOG_FD_ENV: str(write_fd),
+            child_protocol.WORKER_PID_ENV: str(os.getpid()),
+            "PYTHONUNBUFFERED": "1",
+        }
+        try:
+            proc = subprocess.Popen(
+                [self.python, "-m", "conveyor.worker.child", str(job.control)],
+                cwd=job.workspace,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        records = os.fdopen(read_fd, "rb")
+        pumps = [
+            threading.Thread(
+                target=pump_lines,
+                args=(proc.stdout, logs),
+                kwargs={"stream": "stdout", "level": "INFO"},
+            ),
+            threading.Thread(
+                target=pump_lines,
+                args=(proc.stderr, logs),
+                kwargs={"stream": "stderr", "level": "WARNING"},
+            ),
+            threading.Thread(target=pump_records, args=(records, logs)),
+        ]
+
+        def wait_for_exit() -> None:
+            proc.wait()
+            wake.set()
+
+        waiter = threading.Thread(target=wait_for_exit)
+        for thread in (*pumps, waiter):
+            thread.daemon = True
+            thread.start()
+        logger.debug("child started run=%s pid=%d", job.run_id, proc.pid)
+        return _ProcessChild(proc, pumps)
+
+
+class _ThreadChild:
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
+
+    def poll(self) -> int | None:
+        return None if self.thread.is_alive() else 0
+
+    def send(self, sig: signal.Signals) -> None:
+        logger.warning("in-process runs cannot be stopped; signal=%s ignored", sig.name)
+
+    def finish(self) -> None:
+        self.thread.join()
+
+
+class InProcessExecutor(LocalExecutor):
+    """Each run on a thread of the worker itself: for debugging only (one run at a time).
+
+    There is no isolation: the flow shares the worker's modules, working directory and
+    environment, its ``print`` output is not captured, and it cannot be cancelled or timed out.
+    """
+
+    def launch(self, job: ChildJob, *, logs: RunLogs, wake: threading.Event) -> Child:
+        def target() -> None:
+            handler = _RecordForwarder(logs)
+            root = logging.getLogger()
+            root.addHandler(handler)
+            level = root.level
+            root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+            previous = Path.cwd()
+            added = str(job.workspace) not in sys.path
+            if added:
+                sys.path.insert(0, str(job.workspace))
+            try:
+                os.chdir(job.workspace)
+                output = child_protocol.run_flow(job.control, job.workspace)
+                (job.control / child_protocol.OUTPUT_FILE).write_text(json.dumps(output))
+            finally:
+                os.chdir(previous)
+                if added:
+                    sys.path.remove(str(job.workspace))
+                root.removeHandler(handler)
+                root.setLevel(level)
+                wake.set()
+
+        thread = threading.Thread(target=target, name=f"run-{job.run_id[:8]}", daemon=True)
+        thread.start()
+        return _ThreadChild(thread)
+
+
+class _RecordForwarder(logging.Handler):
+    def __init__(self, logs: RunLogs) -> None:
+        super().__init__(level=logging.INFO)
+        self.logs = logs
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info:
+            message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
+        self.logs.emit(message, level=record.levelname)
