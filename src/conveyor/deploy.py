@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor._values import check_parameters
 from conveyor.errors import ConfigError, FlowLoadError, SourceNotFound
 
 if TYPE_CHECKING:
@@ -180,6 +181,7 @@ class DeployableFlow:
         from conveyor.schemas import DeploymentCreate
 
         _check_name(name)
+        check_parameters(parameters or {}, what="default parameter")
         if settings is None:
             from conveyor.settings import Settings
 
@@ -368,10 +370,9 @@ def _check_server(client: ConveyorClient, work_pool: str) -> None:
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise ConfigError(
-            f"deployment name {name!r} is not valid", hint="use a non-empty name without '/'"
-        )
+    from conveyor._names import check_deployment_name
+
+    check_deployment_name(name)
 
 
 def _check_parameters(info: FlowInfo, parameters: Mapping[str, Any]) -> None:

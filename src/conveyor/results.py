@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor._fs import atomic_write
+from conveyor._values import value_problem
 from conveyor.errors import ConfigError
 from conveyor.settings import Settings
 
@@ -31,8 +32,11 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def is_json_result(value: Any) -> bool:
-    """True when ``value`` comes back from a JSON round trip exactly as it went in."""
+    """True when ``value`` comes back from a JSON round trip exactly as it went in, and the server
+    can store it (`conveyor._values`: valid Unicode without NUL, not nested too deep)."""
     try:
+        if value_problem(value) is not None:
+            return False
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
         return False

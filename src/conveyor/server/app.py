@@ -19,13 +19,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conveyor import __version__
 from conveyor.errors import ApiError, ConveyorError
+from conveyor.schemas import describe_errors
 from conveyor.server.context import ServerContext
 from conveyor.server.db import Database
+from conveyor.server.limits import BodyLimitMiddleware
 from conveyor.server.migrate import ensure_schema
 from conveyor.server.secrets import SecretBox
 from conveyor.settings import Settings
@@ -76,6 +78,8 @@ def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAP
     app.add_exception_handler(ConveyorError, _conveyor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(UnicodeEncodeError, _unencodable_text)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.reveal())
     return app
@@ -136,15 +140,28 @@ async def _conveyor_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
-    return JSONResponse(_body("invalid request: " + "; ".join(parts), None), status_code=422)
+    message, hint = describe_errors(exc.errors())
+    return JSONResponse(_body(message, hint), status_code=422)
+
+
+async def _unencodable_text(_request: Request, exc: Exception) -> JSONResponse:
+    """Text that is not valid Unicode (a lone surrogate) met the database driver: bad input."""
+    assert isinstance(exc, UnicodeEncodeError)
+    char = exc.object[exc.start : exc.start + 1] if isinstance(exc.object, str) else ""
+    shown = f" ({char.encode('unicode_escape').decode('ascii')})" if char else ""
+    return JSONResponse(
+        _body(f"invalid input: the text contains a lone surrogate{shown}", _INPUT_HINT),
+        status_code=422,
+    )
+
+
+_INPUT_HINT = "send valid Unicode text without NUL characters, and finite numbers"
 
 
 async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
-    """503 (the client retries) when the database is down or busy; 409 for a lost write race.
+    """422 when the database refused a value (a data error: SQLSTATE class 22, such as a NUL
+    byte, NaN in JSON or an untranslatable character); 409 for a lost write race; otherwise 503
+    (the client retries) because the database is down or busy.
 
     Only the driver's first line is shown: SQLAlchemy's own text carries statement parameters.
     """
@@ -153,6 +170,10 @@ async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
     reason = lines[0] if lines else type(exc.orig).__name__
     if isinstance(exc, IntegrityError):
         return JSONResponse(_body(f"conflicting write: {reason}", None), status_code=409)
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    if isinstance(exc, DataError) or sqlstate.startswith("22"):
+        logger.info("database refused a value reason=%s", reason)
+        return JSONResponse(_body(f"invalid input: {reason}", _INPUT_HINT), status_code=422)
     logger.warning("database error reason=%s", reason)
     return JSONResponse(
         _body(f"database unavailable: {reason}", "the server retries; check the database"),

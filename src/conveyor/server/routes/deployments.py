@@ -18,7 +18,9 @@ router = APIRouter(tags=["deployments"])
 @router.put("/deployments")
 def put_deployment(body: DeploymentCreate, ctx: Ctx) -> Deployment:
     def put() -> Deployment:
-        return ctx.db.write(lambda s: deployments.put_deployment(s, body, now=utcnow()))
+        return ctx.db.write(
+            lambda s: deployments.put_deployment(s, body, now=utcnow(), settings=ctx.settings)
+        )
 
     try:
         return put()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from conveyor.schemas import LogLine, LogRecord, Run, RunCreate, RunState
 from conveyor.server.db import utcnow
+from conveyor.server.limits import check_log_batch
 from conveyor.server.routes import Ctx
 from conveyor.server.service import logs, runs
 
@@ -18,7 +19,9 @@ router = APIRouter(tags=["runs"])
 
 @router.post("/deployments/{flow_name}/{name}/runs", status_code=201)
 def create_run(flow_name: str, name: str, body: RunCreate, ctx: Ctx) -> Run:
-    run = ctx.db.write(lambda s: runs.create_run(s, flow_name, name, body, now=utcnow()))
+    run = ctx.db.write(
+        lambda s: runs.create_run(s, flow_name, name, body, now=utcnow(), settings=ctx.settings)
+    )
     ctx.doorbell.ring()
     return run
 
@@ -50,6 +53,7 @@ def cancel_run(run_id: str, ctx: Ctx) -> Run:
 
 @router.post("/runs/{run_id}/logs", status_code=204)
 def write_logs(run_id: str, records: list[LogRecord], ctx: Ctx) -> Response:
+    check_log_batch(records, ctx.settings)
     ctx.db.write(lambda s: logs.write_logs(s, run_id, records))
     return Response(status_code=204)
 
