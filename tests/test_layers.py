@@ -40,6 +40,7 @@ BASE = {
     "conveyor._params",
     "conveyor._running",
     "conveyor._names",
+    "conveyor._values",
     "conveyor._http",
     "conveyor._version",
 }

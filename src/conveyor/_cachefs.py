@@ -20,7 +20,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor._fs import atomic_write
+from conveyor._names import is_version
 from conveyor.errors import CacheError
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,6 @@ __all__ = [
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 META_SUFFIX = ".meta.json"
-_RESERVED_SUFFIXES = (META_SUFFIX, ".lock", ".lease")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+@=-]{0,199}$")
 _READ_ONLY_DIR = 0o555
 _READ_ONLY_FILE = 0o444
 _READ_ONLY_EXEC = 0o555
@@ -71,12 +69,7 @@ _ANY_EXEC = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
 
 def check_version(version: str) -> None:
     """Refuse a version that cannot safely name a directory in the cache."""
-    if (
-        not isinstance(version, str)
-        or not _VERSION.match(version)
-        or ".." in version
-        or version.endswith(_RESERVED_SUFFIXES)
-    ):
+    if not is_version(version):  # the one rule for versions: `conveyor._names`
         raise CacheError(
             f"{version!r} is not a version the code cache can store",
             hint="a version is a commit hash, sha256-<hex> bundle digest or image digest",

@@ -7,7 +7,7 @@ nothing of the server: `conveyor.connect.connect(settings)` is what chooses a re
 
 Errors are translated at this boundary: no answer → `ServerUnavailable` (after a few retries with
 backoff, so a worker rides out a server restart), 401 → `Unauthorized`, 404 → `ObjectNotFound`,
-400/409/422 → `InvalidRequest`, anything else → `ApiError`; each a one-line message with the
+400/409/413/422 → `InvalidRequest`, anything else → `ApiError`; each a one-line message with the
 server's hint. Secret values never appear in messages or logs. `ConveyorClient` satisfies
 `conveyor.secrets.SecretStore` (`get_secret`).
 """
@@ -65,7 +65,7 @@ __all__ = ["ConveyorClient", "ServerBundles"]
 
 logger = logging.getLogger(__name__)
 _IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "HEAD"})
-_INVALID = frozenset({400, 409, 422})
+_INVALID = frozenset({400, 409, 413, 422})
 _RETRY_STATUS = frozenset({502, 503, 504})
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._preflight import FlowInfo, Preflight
+from conveyor._values import check_parameters
 from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class DeployableFlow:
 
         ``notify`` receives notes worth telling the person deploying (default: a log warning).
         """
+        _check_name(name)
+        check_parameters(parameters or {}, what="default parameter")
         if settings is None:  # a public helper: read the settings as the command line does
             from conveyor.settings import Settings
 
@@ -348,17 +351,9 @@ def _check_server(client: ConveyorClient, work_pool: str) -> None:
 
 
 def _check_name(name: str) -> None:
-    if (
-        not isinstance(name, str)
-        or not name.strip()
-        or "/" in name
-        or name in (".", "..")
-        or any(ord(c) < 0x20 for c in name)
-    ):
-        raise ConfigError(
-            f"deployment name {name!r:.80} is not valid",
-            hint="use a non-empty name without '/' or control characters",
-        )
+    from conveyor._names import check_deployment_name
+
+    check_deployment_name(name)
 
 
 def _check_paths(tree: Path) -> None:

@@ -20,7 +20,7 @@ ConveyorError                       .message, .hint; str() is one line
     ├── ObjectNotFound              404: unknown deployment, run, pool, secret
     ├── Unauthorized                401: missing or wrong API key
     ├── ServerUnavailable           the server cannot be reached
-    └── InvalidRequest              400/409/422: the server refused the request
+    └── InvalidRequest              400/409/413/422: the server refused the request
 ```
 
 Raise sites are one line: each class builds its own message from structured attributes, and

@@ -253,12 +253,9 @@ class _Decorated(Generic[P, R]):
         return name
 
     def _check_name(self, name: str) -> str:
-        if not isinstance(name, str) or not name.strip() or "/" in name:
-            raise ConfigError(
-                f"{self._kind} name {name!r} is not valid",
-                hint="use a non-empty name without '/'",
-            )
-        return name
+        from conveyor._names import check_name
+
+        return check_name(name, what=f"{self._kind} name")
 
     def __repr__(self) -> str:
         target = f"{self.__module__}.{self.__qualname__}"

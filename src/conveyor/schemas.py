@@ -30,20 +30,36 @@ Endpoints (all JSON, under ``/api``; ``X-API-Key`` header when the server has a 
 | GET  /api/secrets | → list[SecretInfo] (never values) |
 | GET  /api/secrets/{name}/value | → SecretValue (for workers resolving ``${NAME}``) |
 | DELETE /api/secrets/{name} | → 204 |
+
+Request bodies are checked here, on both sides of the wire, with the rules of
+`conveyor._names` (names, versions, labels) and `conveyor._values` (every string is valid Unicode
+without NUL, every number finite, nothing nested deeper than 64 levels), and bounded durations.
+A refusal is one pydantic error whose message is the whole sentence and whose ``ctx`` carries the
+hint; `describe_errors` turns a list of them into the one line the server answers with (422).
+Free text a worker reports (log lines, a run's error) is cleaned instead of refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from conveyor import _names
+from conveyor._values import clean_text, value_problem
+from conveyor.errors import ConfigError
 from conveyor.settings import DEFAULT_LEASE_SECONDS
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
+    "MAX_DURATION_SECONDS",
+    "MAX_LEASE_SECONDS",
+    "MAX_WAIT_SECONDS",
+    "MIN_LEASE_SECONDS",
     "ClaimRequest",
     "Deployment",
     "DeploymentCreate",
@@ -64,7 +80,18 @@ __all__ = [
     "StateUpdate",
     "Worker",
     "WorkerHeartbeat",
+    "describe_errors",
 ]
+
+MIN_LEASE_SECONDS = 0.1
+MAX_LEASE_SECONDS = 86_400.0
+"""A lease (claim or heartbeat) lasts at least 0.1 s and at most a day."""
+MAX_WAIT_SECONDS = 3_600.0
+"""The longest ``wait_seconds`` a claim may ask for (the server waits at most 60 s anyway)."""
+MAX_DURATION_SECONDS = 366 * 86_400.0
+"""The longest retry delay or timeout: a year."""
+_MAX_RETRIES = 1_000
+_ERROR_TYPE = "conveyor_invalid"
 
 
 class RunState(StrEnum):
@@ -91,10 +118,81 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PoolCreate(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+class _Request(_Model):
+    """A request body: refused (a validation error) unless everything in it can be stored.
+
+    `_check` runs the model's own rules (names, versions: `conveyor._names`) first, so a name
+    is refused with the sentence the CLI prints; then every field is walked by
+    `conveyor._values.value_problem` except the ``_free_text`` ones (cleaned instead).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _free_text: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _storable(self) -> Self:
+        try:
+            self._check()
+        except ConfigError as exc:
+            raise _error(exc.message, exc.hint) from None
+        for name in type(self).model_fields:
+            if name in self._free_text:
+                continue
+            problem = value_problem(getattr(self, name))
+            if problem is not None:
+                raise _error(problem.at(name), problem.hint)
+        return self
+
+    def _check(self) -> None:
+        """The model's own rules; raise `ConfigError`."""
+
+
+def _error(message: str, hint: str | None) -> PydanticCustomError:
+    # The message is data, not a template: braces in user text must not be formatted.
+    return PydanticCustomError(
+        _ERROR_TYPE,
+        "{conveyor_message}",
+        {"conveyor_hint": hint, "conveyor_message": message},
+    )
+
+
+def describe_errors(errors: Iterable[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """``(one line, hint)`` for pydantic validation errors (at most three, ``field: message``)."""
+    parts: list[str] = []
+    hint: str | None = None
+    for error in list(errors)[:3]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        message = str(error.get("msg", "invalid"))
+        context = error.get("ctx") or {}
+        if error.get("type") == _ERROR_TYPE:
+            message = str(context.get("conveyor_message", message))
+            hint = hint or context.get("conveyor_hint")
+        hint = hint or _HINTS.get(str(error.get("type")))
+        parts.append(f"{where}: {message}" if where else message)
+    return "invalid request: " + "; ".join(parts), hint
+
+
+_HINTS = {
+    "finite_number": "JSON numbers must be finite: NaN and Infinity cannot be stored",
+    "greater_than": "send a larger number",
+    "greater_than_equal": "send a larger number",
+    "less_than": "send a smaller number",
+    "less_than_equal": "send a smaller number",
+}
+
+
+def _each(check: Callable[[Any], Any], values: Iterable[Any]) -> None:
+    for value in values:
+        check(value)
+
+
+class PoolCreate(_Request):
+    name: str
     type: str = "process"
     description: str = ""
+
+    def _check(self) -> None:
+        _names.check_pool_name(self.name)
 
 
 class Pool(_Model):
@@ -104,9 +202,7 @@ class Pool(_Model):
     created: datetime
 
 
-class DeploymentCreate(_Model):
-    """What `deploy` sends. ``source`` is a secret-free source spec (``{"kind": ...}``)."""
-
+class _DeploymentFields(_Model):
     flow_name: str
     name: str
     entrypoint: str
@@ -125,7 +221,29 @@ class DeploymentCreate(_Model):
     timeout_seconds: float | None = None
 
 
-class Deployment(DeploymentCreate):
+class DeploymentCreate(_DeploymentFields, _Request):
+    """What `deploy` sends. ``source`` is a secret-free source spec (``{"kind": ...}``)."""
+
+    retries: int = Field(0, ge=0, le=_MAX_RETRIES)
+    retry_delay_seconds: float = Field(0, ge=0, le=MAX_DURATION_SECONDS)
+    timeout_seconds: float | None = Field(None, gt=0, le=MAX_DURATION_SECONDS)
+
+    def _check(self) -> None:
+        _names.check_flow_name(self.flow_name)
+        _names.check_deployment_name(self.name)
+        _names.check_version(self.version)
+        _names.check_pool_name(self.work_pool)
+        if not isinstance(self.source.get("kind"), str):
+            raise ConfigError("source: the source spec needs a 'kind'", hint='e.g. {"kind": "git"}')
+        labels = self.job_variables.get("labels", [])
+        if not isinstance(labels, list):
+            raise ConfigError("job_variables.labels must be a list of labels")
+        _each(_names.check_label, labels)
+
+
+class Deployment(_DeploymentFields):
+    """A stored deployment (what the server returns; not re-checked, so any row renders)."""
+
     id: str
     revision: int
     created: datetime
@@ -142,7 +260,7 @@ class DeploymentVersion(_Model):
     created: datetime
 
 
-class RunCreate(_Model):
+class RunCreate(_Request):
     parameters: dict[str, Any] = Field(default_factory=dict)
     follow_ref: bool | None = None
 
@@ -200,16 +318,23 @@ class Run(_Model):
     """Every finished attempt, oldest first (crashed/failed tries that were retried included)."""
 
 
-class ClaimRequest(_Model):
+class ClaimRequest(_Request):
     worker: str
     labels: list[str] = Field(default_factory=list)
-    lease_seconds: float = DEFAULT_LEASE_SECONDS
-    wait_seconds: float = 0
+    lease_seconds: float = Field(DEFAULT_LEASE_SECONDS, ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)
+    wait_seconds: float = Field(0, ge=0, le=MAX_WAIT_SECONDS)
+
+    def _check(self) -> None:
+        _names.check_worker_name(self.worker)
+        _each(_names.check_label, self.labels)
 
 
-class RunHeartbeat(_Model):
+class RunHeartbeat(_Request):
     worker: str
-    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    lease_seconds: float = Field(DEFAULT_LEASE_SECONDS, ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)
+
+    def _check(self) -> None:
+        _names.check_worker_name(self.worker)
 
 
 class RunHeartbeatReply(_Model):
@@ -217,7 +342,7 @@ class RunHeartbeatReply(_Model):
     cancel_requested: bool
 
 
-class StateUpdate(_Model):
+class StateUpdate(_Request):
     worker: str
     state: RunState
     version: str | None = None
@@ -226,24 +351,51 @@ class StateUpdate(_Model):
     result_ref: str | None = None
     error: str | None = None
 
+    _free_text: ClassVar[frozenset[str]] = frozenset({"error"})
 
-class LogRecord(_Model):
+    @field_validator("error")
+    @classmethod
+    def _clean_error(cls, value: str | None) -> str | None:
+        return None if value is None else clean_text(value)
+
+    def _check(self) -> None:
+        _names.check_worker_name(self.worker)
+        if self.version is not None:
+            _names.check_version(self.version)
+
+
+class LogRecord(_Request):
+    """One log line. Its text is output, not input: NUL characters and lone surrogates in it are
+    replaced by U+FFFD, never refused (a flow may print anything)."""
+
     timestamp: datetime
     level: str = "INFO"
     stream: str = "log"
     message: str
+
+    _free_text: ClassVar[frozenset[str]] = frozenset({"message"})
+
+    @field_validator("message")
+    @classmethod
+    def _clean_message(cls, value: str) -> str:
+        return clean_text(value)
 
 
 class LogLine(LogRecord):
     seq: int
 
 
-class WorkerHeartbeat(_Model):
+class WorkerHeartbeat(_Request):
     name: str
     pool: str
     labels: list[str] = Field(default_factory=list)
-    limit: int = 1
-    running: int = 0
+    limit: int = Field(1, ge=1)
+    running: int = Field(0, ge=0)
+
+    def _check(self) -> None:
+        _names.check_worker_name(self.name)
+        _names.check_pool_name(self.pool)
+        _each(_names.check_label, self.labels)
 
 
 class Worker(_Model):
@@ -256,7 +408,7 @@ class Worker(_Model):
     status: str
 
 
-class SecretPut(_Model):
+class SecretPut(_Request):
     value: str
 
 

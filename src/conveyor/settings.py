@@ -13,11 +13,17 @@ worker and the server each call `Settings.from_env()` once and hand the object t
 | ``CONVEYOR_DATABASE_URL`` | ``sqlite:///$CONVEYOR_HOME/conveyor.db`` | the server's database |
 | ``CONVEYOR_SECRET_KEY`` | key file under home | the key that encrypts stored secrets (*) |
 | ``CONVEYOR_BUNDLE_STORE`` | ``$CONVEYOR_HOME/storage`` | where deploys snapshot code (**) |
-| ``CONVEYOR_MAX_BUNDLE_BYTES`` | ``1GiB`` | the largest bundle the server's bundle store accepts |
+| ``CONVEYOR_MAX_BUNDLE_BYTES`` | ``1GiB`` | server: the largest bundle its bundle store accepts |
+| ``CONVEYOR_MAX_REQUEST_BYTES`` | ``32MiB`` | server: largest request body (bundles excepted) |
+| ``CONVEYOR_MAX_PARAMETERS_BYTES`` | ``1MiB`` | server: a run's parameters, as JSON |
+| ``CONVEYOR_MAX_LOG_LINE_BYTES`` | ``1MiB`` | server: one log line (workers cut at 64 Ki chars) |
+| ``CONVEYOR_MAX_LOG_BATCH`` | ``1000`` | server: log records per request (workers send 200) |
 
 (*) a Fernet key (``python -c "from cryptography.fernet import Fernet;
 print(Fernet.generate_key().decode())"``) or any random string of 32 characters or more.
 (**) a directory, ``server`` (the Conveyor server keeps the bundles), or a blob URL.
+
+The server answers 413 with the setting's name when a request passes one of the limits.
 """
 
 from __future__ import annotations
@@ -66,6 +72,23 @@ def parse_size(text: str, *, name: str = "size") -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+def _limits(env: Mapping[str, str]) -> dict[str, int]:
+    """The ``CONVEYOR_MAX_*`` server limits that are set (each must be a positive number)."""
+    limits: dict[str, int] = {}
+    for field in ("max_request_bytes", "max_parameters_bytes", "max_log_line_bytes"):
+        name = "CONVEYOR_" + field.upper()
+        if env.get(name):
+            limits[field] = parse_size(env[name], name=name)
+    if env.get("CONVEYOR_MAX_LOG_BATCH"):
+        text = env["CONVEYOR_MAX_LOG_BATCH"]
+        limits["max_log_batch"] = int(text) if text.strip().isdigit() else 0
+    for field, value in limits.items():
+        if value < 1:
+            name = "CONVEYOR_" + field.upper()
+            raise ConfigError(f"{name}={env[name]!r} is not a positive number", hint="e.g. 1000")
+    return limits
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, resolved to concrete values."""
@@ -80,6 +103,10 @@ class Settings:
     bundle_store: str | None = None
     """``CONVEYOR_BUNDLE_STORE``: None means the local directory `storage_dir`."""
     max_bundle_bytes: int = 1024**3
+    max_request_bytes: int = 32 * 1024**2
+    max_parameters_bytes: int = 1024**2
+    max_log_line_bytes: int = 1024**2
+    max_log_batch: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +136,7 @@ class Settings:
                 if max_bundle
                 else cls.max_bundle_bytes
             ),
+            **_limits(env),
         )
 
     @property

@@ -30,7 +30,7 @@ def test_the_local_table_has_every_http_route_and_no_other(settings: Settings) -
         ("GET", "/api/runs/nope-nope", None, 404, "run 'nope-nope' not found"),
         ("GET", "/api/runs?limit=0", None, 422, "limit"),
         ("GET", "/api/runs?state=bogus", None, 422, "state"),
-        ("POST", "/api/pools", b'{"name": "bad name!"}', 422, "invalid request: name"),
+        ("POST", "/api/pools", b'{"name": "bad name!"}', 422, "is not a valid work pool name"),
         ("POST", "/api/pools", b"{not json", 422, "invalid request"),
         ("DELETE", "/api/pools", None, 405, None),
         ("GET", "/api/nothing-here", None, 404, None),

@@ -2,7 +2,8 @@
 
 Each command family lives in its own module exposing ``register(app)``; this module wires them
 together and turns a `ConveyorError` into a one-line message plus a hint (a traceback only with
-``--debug``).
+``--debug``). Anything else that escapes a command (a refused request model, a bug) is still
+one line and a hint, never a traceback.
 """
 
 from __future__ import annotations
@@ -90,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConveyorError as exc:
         if _DEBUG["on"]:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
-        if exc.hint:
-            err_console.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False)
+        _print_error(exc.message, exc.hint)
         return 1
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -106,4 +105,31 @@ def main(argv: list[str] | None = None) -> int:
         else:
             err_console.print(f"error: {escape(str(exc))}", highlight=False)
         return int(getattr(exc, "exit_code", 2))
+    except Exception as exc:
+        if _DEBUG["on"]:
+            raise
+        _print_error(*_describe(exc))
+        return 1
     return result if isinstance(result, int) else 0
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    if hint:
+        err_console.print(f"[dim]hint:[/] {escape(hint)}", highlight=False)
+
+
+def _describe(exc: Exception) -> tuple[str, str | None]:
+    """One line and a hint for an exception that is not a `ConveyorError`."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        from conveyor.schemas import describe_errors
+
+        return describe_errors(exc.errors())
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return (
+        f"unexpected error: {text}",
+        "this is a bug in Conveyor: run the command again with --debug and report the traceback",
+    )

@@ -6,7 +6,9 @@ conveyor deploy [--name NAME]        # the deployments of ./conveyor.yaml (all, 
 conveyor run hello/nightly [--param k=v ...] [--watch]
 ```
 
-``--param`` values are JSON when they parse as JSON (``n=3``, ``tags=["a"]``), else strings.
+``--param`` values are JSON when they parse as JSON (``n=3``, ``tags=["a"]``), else strings;
+`conveyor._values.parse_params` refuses what the server could not store (NaN, a lone surrogate,
+nesting past 64 levels) in one line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.text import Text
 
+from conveyor._values import parse_params
 from conveyor.cli._common import console, err_console, load_settings
 from conveyor.errors import ConfigError
 
@@ -31,21 +34,6 @@ __all__ = ["parse_params", "register", "split_deployment", "watch_run"]
 
 WATCH_POLL_SECONDS = 0.1
 WATCH_MAX_POLL_SECONDS = 0.5
-
-
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """``["n=3", "name=Ada"]`` → ``{"n": 3, "name": "Ada"}`` (JSON when valid, else a string)."""
-    params: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--param {item!r} is not KEY=VALUE", hint="e.g. --param n=3")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        params[key.strip()] = value
-    return params
 
 
 def split_deployment(text: str) -> tuple[str, str]:

@@ -6,6 +6,7 @@ import json
 
 import typer
 
+from conveyor._names import check_pool_name
 from conveyor.cli._common import client, console
 
 __all__ = ["register"]
@@ -26,6 +27,7 @@ def create(
     description: str = typer.Option("", "--description", help="What the pool is for."),
 ) -> None:
     """Create a work pool."""
+    check_pool_name(name)
     with client() as api:
         pool = api.create_pool(name, type=type, description=description)
     console.print(f"created pool {pool.name} (type {pool.type})")

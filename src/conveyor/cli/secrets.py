@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from conveyor._names import check_secret_name
 from conveyor.cli._common import client, console
 from conveyor.errors import ConfigError
 
@@ -51,6 +52,7 @@ def _read_value(name: str) -> str:
 @secret_app.command("set")
 def set_(name: str = typer.Argument(..., help="Secret name, as used in ${NAME}.")) -> None:
     """Store a secret; the value is read from stdin (one trailing newline is dropped)."""
+    check_secret_name(name)
     value = _read_value(name)
     with client() as api:
         api.set_secret(name, value)

@@ -29,8 +29,13 @@ RESULT_STORES: Registry[Any] = Registry(
 
 
 def is_json_result(value: Any) -> bool:
-    """True when ``value`` comes back from a JSON round trip exactly as it went in."""
+    """True when ``value`` comes back from a JSON round trip exactly as it went in, and the
+    server can store it (`conveyor._values`: valid Unicode without NUL, not nested too deep)."""
+    from conveyor._values import value_problem
+
     try:
+        if value_problem(value) is not None:
+            return False
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
         return False

@@ -47,6 +47,7 @@ from conveyor.schemas import (
 )
 from conveyor.server.context import ServerContext
 from conveyor.server.db import utcnow
+from conveyor.server.limits import check_log_batch
 from conveyor.server.service import (
     bundles,
     claims,
@@ -126,7 +127,9 @@ def require_pool(ctx: ServerContext, pool: str) -> None:
 
 def put_deployment(ctx: ServerContext, body: DeploymentCreate) -> Deployment:
     def put() -> Deployment:
-        return ctx.db.write(lambda s: deployments.put_deployment(s, body, now=utcnow()))
+        return ctx.db.write(
+            lambda s: deployments.put_deployment(s, body, now=utcnow(), settings=ctx.settings)
+        )
 
     try:
         return put()
@@ -152,7 +155,9 @@ def list_deployment_versions(
 
 
 def create_run(ctx: ServerContext, flow_name: str, name: str, body: RunCreate) -> Run:
-    run = ctx.db.write(lambda s: runs.create_run(s, flow_name, name, body, now=utcnow()))
+    run = ctx.db.write(
+        lambda s: runs.create_run(s, flow_name, name, body, now=utcnow(), settings=ctx.settings)
+    )
     ctx.doorbell.ring()
     return run
 
@@ -181,6 +186,7 @@ def cancel_run(ctx: ServerContext, run_id: str) -> Run:
 
 
 def write_logs(ctx: ServerContext, run_id: str, records: list[LogRecord]) -> None:
+    check_log_batch(records, ctx.settings)
     ctx.db.write(lambda s: logs.write_logs(s, run_id, records))
 
 

@@ -26,6 +26,7 @@ from conveyor.errors import ApiError, ConveyorError
 from conveyor.server.context import ServerContext
 from conveyor.server.db import Database
 from conveyor.server.errors import error_body, error_response, validation_message
+from conveyor.server.middleware import BodyLimitMiddleware
 from conveyor.server.migrate import ensure_schema
 from conveyor.server.secrets import SecretBox
 from conveyor.settings import Settings
@@ -81,9 +82,10 @@ def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAP
     app.state.context = context
     for module in (health, pools, deployments, runs, claims, workers, secrets, bundles):
         app.include_router(module.router, prefix="/api")
-    for kind in (ApiError, ConveyorError, DBAPIError):
+    for kind in (ApiError, ConveyorError, DBAPIError, UnicodeEncodeError):
         app.add_exception_handler(kind, _error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.reveal())
     return app
@@ -142,7 +144,8 @@ async def _error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse(error_body(validation_message(list(exc.errors()))), status_code=422)
+    message, hint = validation_message(list(exc.errors()))
+    return JSONResponse(error_body(message, hint), status_code=422)
 
 
 def database_of(app: FastAPI) -> Database:

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
+from conveyor._values import value_problem
 from conveyor.errors import InvalidRequest
 from conveyor.schemas import (
     ClaimRequest,
@@ -42,6 +43,7 @@ from conveyor.schemas import (
 from conveyor.server import api
 from conveyor.server.context import ServerContext
 from conveyor.server.errors import error_response
+from conveyor.server.limits import check_body_size
 from conveyor.settings import Settings
 
 __all__ = ["ROUTES", "LocalTransport", "Route"]
@@ -58,8 +60,19 @@ class _Request:
     query: dict[str, str]
     body: bytes
 
+    def decoded(self, empty: str = "{}") -> Any:
+        """The JSON body, parsed as the HTTP front end parses it (Python's ``json``, then the
+        models' validation, so both front ends accept and refuse the same text)."""
+        try:
+            return json.loads(self.body or empty)
+        except (ValueError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InvalidRequest(
+                f"invalid request: JSON decode error: {reason}", status_code=422
+            ) from None
+
     def json(self, model: type[BaseModel]) -> Any:
-        return model.model_validate_json(self.body or b"{}")
+        return model.model_validate(self.decoded())
 
     def int_query(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
         raw = self.query.get(name)
@@ -118,7 +131,7 @@ def _list_runs(r: _Request) -> Any:
 
 
 def _write_logs(r: _Request) -> None:
-    api.write_logs(r.ctx, r.params["run_id"], _LOG_RECORDS.validate_json(r.body or b"[]"))
+    api.write_logs(r.ctx, r.params["run_id"], _LOG_RECORDS.validate_python(r.decoded("[]")))
 
 
 def _read_logs(r: _Request) -> Any:
@@ -294,7 +307,14 @@ class LocalTransport(httpx.BaseTransport):
         self, route: Route, params: dict[str, str], request: httpx.Request
     ) -> tuple[int, Any]:
         query = {k: v for k, v in request.url.params.multi_items()}
+        problem = value_problem([*params.values(), *query.values()])
+        if problem is not None:  # as the HTTP front end: a NUL in a URL never reaches the db
+            raise InvalidRequest(
+                f"invalid request: URL: {problem.message}", status_code=422, hint=problem.hint
+            )
         body = request.read()
+        if not route.path.startswith("/api/bundles"):
+            check_body_size(len(body), self.settings)
         result = route.handler(_Request(self.context, params, query, body))
         if route.method == "HEAD" or (
             route.path.startswith("/api/bundles") and route.method == "PUT"

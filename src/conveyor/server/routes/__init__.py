@@ -6,12 +6,21 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from conveyor._values import value_problem
+from conveyor.errors import InvalidRequest
 from conveyor.server.context import ServerContext
 
 __all__ = ["Ctx", "get_context"]
 
 
 def get_context(request: Request) -> ServerContext:
+    """The server's context, once the URL's own values are known to be storable text (a NUL
+    in a path or query would otherwise reach the database)."""
+    problem = value_problem([*request.path_params.values(), *request.query_params.values()])
+    if problem is not None:
+        raise InvalidRequest(
+            f"invalid request: URL: {problem.message}", status_code=422, hint=problem.hint
+        )
     context = request.app.state.context
     assert isinstance(context, ServerContext)
     return context

@@ -3,10 +3,16 @@
 A PUT whose content equals the current revision changes nothing and returns it as it is; any
 difference (code version, entrypoint, source, parameters, pool, ...) makes revision ``n + 1``
 and stores a `DeploymentVersionRow` with the whole configuration.
+
+Before anything is stored, the source spec is rebuilt with its source class (as a worker will
+rebuild it), so a spec the worker would refuse — a branch like ``-x``, a URL with a password — is
+a 422 now rather than a failed run later. A kind this server cannot import (an extra or a plugin
+installed only on workers) is left to the workers.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -14,12 +20,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.errors import ObjectNotFound
+from conveyor._values import displayable_fields
+from conveyor.errors import ConfigError, InvalidRequest, MissingDependency, ObjectNotFound
 from conveyor.schemas import Deployment, DeploymentCreate, DeploymentVersion
+from conveyor.server.limits import check_parameters_size
 from conveyor.server.service.pools import require_pool
 from conveyor.server.tables import DeploymentRow, DeploymentVersionRow
+from conveyor.settings import Settings
 
 __all__ = [
+    "check_source",
     "find_deployment",
     "get_deployment",
     "list_deployment_versions",
@@ -27,11 +37,18 @@ __all__ = [
     "put_deployment",
 ]
 
+logger = logging.getLogger(__name__)
+
 _FIELDS = tuple(DeploymentCreate.model_fields)
 
 
-def put_deployment(session: Session, body: DeploymentCreate, *, now: datetime) -> Deployment:
+def put_deployment(
+    session: Session, body: DeploymentCreate, *, now: datetime, settings: Settings | None = None
+) -> Deployment:
     """Create the deployment, or update it when anything differs from its current revision."""
+    check_source(body.source)
+    if settings is not None:
+        check_parameters_size(body.parameters, settings, what="the default parameters")
     require_pool(session, body.work_pool)
     config = body.model_dump(mode="json")
     row = session.scalars(
@@ -62,6 +79,22 @@ def put_deployment(session: Session, body: DeploymentCreate, *, now: datetime) -
     )
     session.flush()
     return deployment_model(row)
+
+
+def check_source(spec: dict[str, Any]) -> None:
+    """422 when the source class refuses ``spec`` (see the module docstring)."""
+    from conveyor.sources import SOURCES, source_from_spec
+
+    if spec.get("kind") not in SOURCES:
+        return
+    try:
+        source_from_spec(dict(spec))
+    except MissingDependency:
+        return
+    except ConfigError as exc:
+        raise InvalidRequest(f"source: {exc.message}", status_code=422, hint=exc.hint) from None
+    except Exception as exc:  # a class this server cannot build: the workers will say why
+        logger.debug("source not checked kind=%s reason=%s", spec.get("kind"), exc)
 
 
 def find_deployment(session: Session, flow_name: str, name: str) -> DeploymentRow:
@@ -114,8 +147,12 @@ def list_deployment_versions(
 
 
 def deployment_model(row: DeploymentRow) -> Deployment:
+    """The API model of ``row``; a stored value that cannot be rendered is shown cleaned."""
+    config, replaced = displayable_fields(_config(row))
+    if replaced:
+        logger.warning("deployment shown cleaned id=%s fields=%s", row.id, ",".join(replaced))
     return Deployment(
-        id=row.id, revision=row.revision, created=row.created, updated=row.updated, **_config(row)
+        id=row.id, revision=row.revision, created=row.created, updated=row.updated, **config
     )
 
 

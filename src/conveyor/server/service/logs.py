@@ -17,11 +17,10 @@ from conveyor.server.tables import LogRow, RunRow
 
 __all__ = ["append_system_log", "read_logs", "write_logs"]
 
-_MAX_MESSAGE = 64 * 1024
-
 
 def write_logs(session: Session, run_id: str, records: list[LogRecord]) -> int:
-    """Store ``records`` for the run, in order; the last ``seq`` given out."""
+    """Store ``records`` for the run, in order; the last ``seq`` given out (the route has checked
+    their count and sizes: `conveyor.server.limits.check_log_batch`)."""
     from conveyor.server.service.runs import find_run
 
     run = find_run(session, run_id)
@@ -44,7 +43,7 @@ def write_logs(session: Session, run_id: str, records: list[LogRecord]) -> int:
                 "timestamp": record.timestamp,
                 "level": record.level[:16],
                 "stream": record.stream[:16],
-                "message": record.message[:_MAX_MESSAGE],
+                "message": record.message,
             }
             for i, record in enumerate(records)
         ],

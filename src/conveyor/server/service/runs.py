@@ -8,6 +8,7 @@ cancel, logs) also accept a unique prefix of at least 4 characters.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -16,10 +17,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conveyor._values import displayable_fields
 from conveyor.errors import ConveyorError, InvalidRequest, ObjectNotFound
 from conveyor.schemas import Run, RunAttempt, RunCreate, RunState
+from conveyor.server.limits import check_parameters_size
 from conveyor.server.service.deployments import find_deployment
 from conveyor.server.tables import RunAttemptRow, RunRow
+from conveyor.settings import Settings
 
 __all__ = [
     "cancel_run",
@@ -32,17 +36,28 @@ __all__ = [
     "run_models",
 ]
 
+logger = logging.getLogger(__name__)
+
 _MIN_PREFIX = 4
 
 
 def create_run(
-    session: Session, flow_name: str, name: str, body: RunCreate, *, now: datetime
+    session: Session,
+    flow_name: str,
+    name: str,
+    body: RunCreate,
+    *,
+    now: datetime,
+    settings: Settings | None = None,
 ) -> Run:
-    """A new ``scheduled`` run of ``flow_name/name``; 422 when the parameters do not fit."""
+    """A new ``scheduled`` run of ``flow_name/name``; 422 when the parameters do not fit, 413
+    when they are larger than ``settings.max_parameters_bytes``."""
     from conveyor._params import validate_parameters
 
     deployment = find_deployment(session, flow_name, name)
     parameters = {**deployment.parameters, **body.parameters}
+    if settings is not None:
+        check_parameters_size(parameters, settings)
     try:
         parameters = validate_parameters(deployment.parameter_schema, parameters)
     except ConveyorError as exc:
@@ -184,13 +199,19 @@ def run_models(session: Session, rows: list[RunRow]) -> list[Run]:
 
 
 def run_model(row: RunRow, attempts: Iterable[RunAttempt]) -> Run:
+    """The API model of ``row``. A value stored before input was checked that cannot be rendered
+    (a lone surrogate, nesting past the limit) is shown cleaned, never a failed listing."""
     values: dict[str, Any] = {
         field: getattr(row, field) for field in _RUN_FIELDS if field not in {"attempts", "state"}
     }
+    values, replaced = displayable_fields(values)
+    if replaced:
+        logger.warning("run shown cleaned run=%s fields=%s", row.id, ",".join(replaced))
     return Run(state=RunState(row.state), attempts=list(attempts), **values)
 
 
 def _attempt_model(row: RunAttemptRow) -> RunAttempt:
+    values, _ = displayable_fields({"error": row.error, "timings": row.timings})
     return RunAttempt(
         attempt=row.attempt,
         state=RunState(row.state),
@@ -199,8 +220,7 @@ def _attempt_model(row: RunAttemptRow) -> RunAttempt:
         pending_at=row.pending_at,
         running_at=row.running_at,
         ended_at=row.ended_at,
-        timings=row.timings,
-        error=row.error,
+        **values,
     )
 
 

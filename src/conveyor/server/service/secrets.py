@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from conveyor.errors import InvalidRequest, ObjectNotFound
+from conveyor._names import check_secret_name
+from conveyor.errors import ConfigError, InvalidRequest, ObjectNotFound
 from conveyor.schemas import SecretInfo, SecretValue
 from conveyor.server.secrets import SecretBox
 from conveyor.server.tables import SecretRow
 
 __all__ = ["delete_secret", "get_secret_value", "list_secrets", "put_secret"]
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,199}$")
 _MAX_VALUE = 64 * 1024
 
 
@@ -55,12 +54,10 @@ def delete_secret(session: Session, name: str) -> None:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise InvalidRequest(
-            f"{name!r} is not a valid secret name",
-            status_code=422,
-            hint="use letters, digits, '_', '.', '-', starting with a letter or '_'",
-        )
+    try:
+        check_secret_name(name)
+    except ConfigError as exc:
+        raise InvalidRequest(exc.message, status_code=422, hint=exc.hint) from None
 
 
 def _not_found(name: str) -> ObjectNotFound:

@@ -1,0 +1,132 @@
+"""``--param`` values the server could not store: one line and a hint from the real ``conveyor``
+process, with the user's own text in it, exit code 1, never a traceback (``run`` and ``deploy``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conveyor.errors import ConfigError
+
+
+def conveyor(*args: str | bytes, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+
+
+def one_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
+    """The ``error:`` and ``hint:`` lines, after checking they are all there is."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["error", "hint"], result.stderr
+    return lines[0].removeprefix("error: "), lines[1].removeprefix("hint: ")
+
+
+NESTED_300 = "x=" + "[" * 300 + "]" * 300
+
+
+@pytest.mark.parametrize(
+    ("param", "error", "hint"),
+    [
+        (
+            "f=NaN",
+            "--param f=NaN: NaN is not a finite number",
+            "pass a finite number such as 1.5; to pass the text, quote it as JSON: "
+            "--param 'f=\"NaN\"'",
+        ),
+        ("f=Infinity", "--param f=Infinity: Infinity is not a finite number", "quote it"),
+        ("f=-Infinity", "--param f=-Infinity: -Infinity is not a finite number", "quote it"),
+        ("f=1e999", "--param f=1e999: 1e999 is not a finite number", "pass a finite number"),
+        (
+            "f=[1, NaN]",
+            "--param f=[1, NaN]: f[1]: NaN is not a finite number",
+            "JSON numbers must be finite",
+        ),
+        (
+            'x="\\ud800"',
+            '--param x="\\ud800": the text contains a lone surrogate (\\ud800), which is not '
+            "valid Unicode",
+            "send valid Unicode text (UTF-8)",
+        ),
+        (
+            b"x=caf\xff",  # bytes that are not UTF-8 reach Python as a lone surrogate
+            "--param x=caf\\udcff: the text contains a lone surrogate (\\udcff)",
+            "send valid Unicode text (UTF-8)",
+        ),
+        (
+            NESTED_300,
+            "--param x=" + "[" * 57 + "...: it is nested more than 64 levels deep",
+            "flatten the value, or pass a reference",
+        ),
+        (
+            "x=" + "[" * 60_000 + "]" * 60_000,  # one argv string is at most 128 KiB
+            "--param x: the value is nested more than 64 levels deep",
+            "flatten the value",
+        ),
+        ('x={"a": "\\u0000"}', "x.a: the text contains a NUL character (\\u0000)", "base64"),
+    ],
+    ids=[
+        "nan",
+        "infinity",
+        "minus-infinity",
+        "overflow",
+        "nested-nan",
+        "json-surrogate",
+        "argv-surrogate",
+        "nested-300",
+        "nested-60000",
+        "nul",
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "deploy"])
+def test_a_param_that_cannot_be_sent_is_one_line(tmp_path, command, param, error, hint):
+    args = ["run", "hello/prod"] if command == "run" else ["deploy", "flows.py:hello", "-n", "x"]
+
+    result = conveyor(*args, "--param", param, cwd=tmp_path)
+
+    shown, said = one_error(result)
+    assert error in shown
+    assert hint in said
+
+
+def test_a_good_param_still_parses() -> None:
+    from conveyor._values import parse_params
+
+    assert parse_params(["n=3", "f=1.5", "s=hello", 'j={"a": [1, null]}', "q=a=b", "t=NaNa"]) == {
+        "n": 3,
+        "f": 1.5,
+        "s": "hello",
+        "j": {"a": [1, None]},
+        "q": "a=b",
+        "t": "NaNa",
+    }
+
+
+def test_a_param_without_a_key_is_refused() -> None:
+    from conveyor._values import parse_params
+
+    with pytest.raises(ConfigError, match="--param '=3' is not KEY=VALUE"):
+        parse_params(["=3"])
+
+
+def test_a_refused_request_model_is_still_one_line(tmp_path) -> None:
+    # A description that is not valid Unicode passes typer and is refused by the request model.
+    result = conveyor("pool", "create", "gpu", "--description", b"bad\xff", cwd=tmp_path)
+
+    shown, said = one_error(result)
+    assert shown == (
+        "invalid request: description: the text contains a lone surrogate (\\udcff), "
+        "which is not valid Unicode"
+    )
+    assert said == "send valid Unicode text (UTF-8)"
