@@ -83,6 +83,9 @@ class CodeCache:
             raise ConfigError(f"cache max_bytes must be >= 0, not {max_bytes}")
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.hits = 0
+        """`ensure` calls answered from the cache (warm), and those that had to fill it (cold)."""
+        self.misses = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CodeCache:
@@ -112,7 +115,9 @@ class CodeCache:
         """
         path = self.path_for(source, version)
         if _touch(path):
+            self.hits += 1
             return path
+        self.misses += 1
         return self._fill(source, version, path)
 
     @contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -240,9 +241,11 @@ class ConveyorClient:
         labels: list[str] | None = None,
         limit: int = 1,
         running: int = 0,
+        cache: Mapping[str, int] | None = None,
     ) -> Worker:
+        """``cache``: the code cache figures of `WorkerHeartbeat` (``cache_bytes``, ...)."""
         body = WorkerHeartbeat(
-            name=name, pool=pool, labels=labels or [], limit=limit, running=running
+            name=name, pool=pool, labels=labels or [], limit=limit, running=running, **(cache or {})
         )
         response = self._request("POST", "/api/workers/heartbeat", body=body, idempotent=True)
         return Worker.model_validate(response.json())
@@ -291,7 +294,7 @@ class ConveyorClient:
         from conveyor.server.app import create_app, database_of
         from conveyor.server.embedded import EmbeddedTransport
 
-        app = create_app(self.settings, sweep_every=None)
+        app = create_app(self.settings, sweep_every=None, dashboard=False)
         self._closers.append(database_of(app).dispose)
         return httpx.Client(
             transport=EmbeddedTransport(app),

@@ -241,6 +241,11 @@ class WorkerHeartbeat(_Model):
     labels: list[str] = Field(default_factory=list)
     limit: int = 1
     running: int = 0
+    # The worker's code cache: bytes and checkouts held, hits and misses since the worker started.
+    cache_bytes: int | None = None
+    cache_entries: int | None = None
+    cache_hits: int | None = None
+    cache_misses: int | None = None
 
 
 class Worker(_Model):
@@ -251,6 +256,10 @@ class Worker(_Model):
     running: int
     last_heartbeat: datetime
     status: str
+    cache_bytes: int | None = None
+    cache_entries: int | None = None
+    cache_hits: int | None = None
+    cache_misses: int | None = None
 
 
 class SecretPut(_Model):

@@ -22,6 +22,7 @@ from conveyor.cli import (
     runs,
     secrets,
     server,
+    ui,
     worker,
     workers,
 )
@@ -64,6 +65,7 @@ for _module in (
     worker,
     workers,
     credentials,
+    ui,
 ):
     _module.register(app)
 

@@ -35,12 +35,16 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAPI:
+def create_app(
+    settings: Settings, *, sweep_every: float | None = 1.0, dashboard: bool = True
+) -> FastAPI:
     """The API over ``settings.effective_database_url``, migrated to the current schema.
 
     ``sweep_every``: seconds between background lease-expiry sweeps while the app's lifespan
     runs (served by uvicorn); leases are also expired lazily on claims, heartbeats and reads.
+    ``dashboard``: also serve the web dashboard at ``/`` (the in-process client does not).
     """
+    from conveyor.server.dashboard import mount_dashboard
     from conveyor.server.routes import claims, deployments, health, pools, runs, secrets, workers
 
     db = Database(settings.effective_database_url)
@@ -72,6 +76,8 @@ def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAP
     app.state.context = context
     for module in (health, pools, deployments, runs, claims, workers, secrets):
         app.include_router(module.router, prefix="/api")
+    if dashboard:
+        mount_dashboard(app, context)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ConveyorError, _conveyor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -82,14 +88,15 @@ def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAP
 
 
 class ApiKeyMiddleware:
-    """401 for every request whose ``X-API-Key`` header is not the server's key."""
+    """401 for every API request whose ``X-API-Key`` header is not the server's key (the
+    dashboard, outside ``/api``, signs people in with the same key: see `dashboard.auth`)."""
 
     def __init__(self, app: ASGIApp, *, key: str) -> None:
         self.app = app
         self._key = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"].startswith("/api"):
             sent = b""
             for name, value in scope["headers"]:
                 if name == b"x-api-key":

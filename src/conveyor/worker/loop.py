@@ -30,7 +30,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ApiError, ObjectNotFound, ServerUnavailable, Unauthorized
+from conveyor.errors import (
+    ApiError,
+    ConveyorError,
+    ObjectNotFound,
+    ServerUnavailable,
+    Unauthorized,
+)
 from conveyor.schemas import Run
 from conveyor.worker.executors import Executor, Interrupt, ProcessExecutor, StopReason
 from conveyor.worker.runner import RunHandler
@@ -289,6 +295,7 @@ class Worker:
                 labels=self.labels,
                 limit=self.limit,
                 running=self.running,
+                cache=_cache_figures(self.handler.cache),
             )
         except Unauthorized:
             raise
@@ -329,3 +336,17 @@ class Worker:
         else:
             logger.warning("%s: no new runs; waiting for running runs (again to stop them)", name)
             self.stop()
+
+
+def _cache_figures(cache: CodeCache) -> dict[str, int] | None:
+    """What the worker's heartbeat says about its code cache (None when it cannot be read)."""
+    try:
+        info = cache.info()
+    except (OSError, ConveyorError):
+        return None
+    return {
+        "cache_bytes": info.used_bytes,
+        "cache_entries": info.entry_count,
+        "cache_hits": cache.hits,
+        "cache_misses": cache.misses,
+    }
