@@ -273,9 +273,7 @@ def parked(site: Site, api: Any) -> Parked:
     )
     first = api.create_run("greet", "parked")
     flows = tree / "flows.py"
-    flows.write_text(
-        flows.read_text().replace('return f"hello {name}"', 'return f"hi there {name}"')
-    )
+    flows.write_text(flows.read_text().replace('f"line {i} for {name}"', 'f"row {i} of {name}"'))
     (tree / "notes.txt").write_text("added in version two\n")
     ok(
         conveyor(

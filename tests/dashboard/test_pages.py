@@ -19,6 +19,10 @@ from dashboard.conftest import XSS_FLOW, XSS_TEXT, Parked, csrf_of, wait_for
 pytestmark = [pytest.mark.service]
 
 
+OLD_LINE = '-        print(f"line {i} for {name}", flush=True)'
+NEW_LINE = '+        print(f"row {i} of {name}", flush=True)'
+
+
 def esc(text: str) -> str:
     """``text`` as the templates escape it."""
     return str(escape(text))
@@ -188,8 +192,8 @@ def test_diff_between_two_versions(web, parked: Parked) -> None:
     page = web.get(f"/code/diff?a=run:{parked.first.id}&b=run:{parked.second.id}").text
     assert "2 files changed" in page
     assert "+added in version two" in page
-    assert esc('-    return f"hello {name}"') in page
-    assert esc('+    return f"hi there {name}"') in page
+    assert f'<span class="del">{esc(OLD_LINE)}</span>' in page
+    assert f'<span class="add">{esc(NEW_LINE)}</span>' in page
     same = web.get(f"/code/diff?a=run:{parked.first.id}&b=rev:{parked.deployment_id}:1").text
     assert "The same version: the code is identical." in same
     revisions = web.get("/deployments/greet/parked").text
