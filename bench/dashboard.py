@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             storage=str(settings.storage_dir),
         )
         print(
-            f"filled {args.runs} runs and {args.lines} log lines in {time.perf_counter() - started:.1f}s"
+            f"filled {args.runs} runs and {args.lines} log lines "
+            f"in {time.perf_counter() - started:.1f}s"
         )
         client = TestClient(app)
         for i in range(20):
@@ -312,10 +313,14 @@ def main(argv: list[str] | None = None) -> int:
             "live log poll (after=last-10)": f"/runs/{ids['big']}/logs?after={ids['big_seq'] - 10}",
             "failed run (error + hint)": f"/runs/{ids['small']}",
             "deployments": "/deployments",
-            "deployment (revisions, form, recent runs)": f"/deployments/{dep['flow_name']}/{dep['name']}",
+            "deployment (revisions, form, recent runs)": (
+                f"/deployments/{dep['flow_name']}/{dep['name']}"
+            ),
             "code tree (warm cache)": f"/runs/{ids['first_v']}/code",
             "code file, highlighted": f"/runs/{ids['first_v']}/code/pkg1/mod7.py",
-            "diff of two versions (warm)": f"/code/diff?a=run:{ids['first_v']}&b=run:{ids['second_v']}",
+            "diff of two versions (warm)": (
+                f"/code/diff?a=run:{ids['first_v']}&b=run:{ids['second_v']}"
+            ),
             "workers": "/workers",
             "pools": "/pools",
             "secrets": "/secrets",
@@ -337,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         base = rows[0][1]
         backend = database_of(app).dialect
         print(
-            f"\n{backend}, {args.runs} runs, {args.lines} log lines, median of {args.calls} requests\n"
+            f"\n{backend}, {args.runs} runs, {args.lines} log lines, "
+            f"median of {args.calls} requests\n"
         )
         print("| page | median | max | ratio to /api/health | bytes |")
         print("|---|---:|---:|---:|---:|")
