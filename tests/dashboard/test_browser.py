@@ -27,8 +27,9 @@ def _by(css: str) -> tuple[str, str]:
 
 
 def _text(driver: Any, css: str) -> str:
-    found = driver.find_elements(*_by(css))
-    return found[0].text if found else ""
+    """The rendered text of the first match, read in one step (htmx may swap the element)."""
+    script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';"
+    return str(driver.execute_script(script, css)).strip()
 
 
 def _no_injected_markup(driver: Any) -> None:

@@ -291,3 +291,15 @@ def test_untrusted_flow_names_parameters_and_logs_are_escaped(web, api, worker) 
     page = web.get(f"/runs/{run.id}").text
     assert esc(XSS_TEXT) in page  # the log line, as text
     assert web.get(f"/deployments/{quote(XSS_FLOW, safe='')}/evil").status_code == 200
+
+
+def test_cancel_a_queued_run_from_its_page(web, api, parked: Parked) -> None:
+    run = api.create_run("greet", "parked")
+    page = web.get(f"/runs/{run.id}")
+    assert "Cancel run" in page.text
+    answer = web.post(f"/runs/{run.id}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert answer.status_code == 303
+    assert api.get_run(run.id).state.value == "cancelled"
+    again = web.post(f"/runs/{run.id}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert again.status_code == 409
+    assert "is already cancelled" in again.text
