@@ -94,6 +94,9 @@ class CodeCache:
         self.max_bytes = max_bytes
         self.context = context or FetchContext()
         """What sources get besides their scratch directory (secrets, environment, settings)."""
+        self.hits = 0
+        """`ensure` calls answered from the cache (warm), and those that had to fill it (cold)."""
+        self.misses = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, *, context: FetchContext | None = None) -> CodeCache:
@@ -148,7 +151,9 @@ class CodeCache:
         """
         path = self.path_for(source, version)
         if _touch(path):
+            self.hits += 1
             return path
+        self.misses += 1
         return self._fill(source, version, path)
 
     @contextmanager

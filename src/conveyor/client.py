@@ -18,6 +18,7 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -245,9 +246,11 @@ class ConveyorClient:
         labels: list[str] | None = None,
         limit: int = 1,
         running: int = 0,
+        cache: Mapping[str, int] | None = None,
     ) -> Worker:
+        """``cache``: the code cache figures of `WorkerHeartbeat` (``cache_bytes``, ...)."""
         body = WorkerHeartbeat(
-            name=name, pool=pool, labels=labels or [], limit=limit, running=running
+            name=name, pool=pool, labels=labels or [], limit=limit, running=running, **(cache or {})
         )
         response = self._request("POST", "/api/workers/heartbeat", body=body, idempotent=True)
         return Worker.model_validate(response.json())

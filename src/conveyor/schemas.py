@@ -391,6 +391,11 @@ class WorkerHeartbeat(_Request):
     labels: list[str] = Field(default_factory=list)
     limit: int = Field(1, ge=1)
     running: int = Field(0, ge=0)
+    # The worker's code cache: bytes and checkouts held, hits and misses since the worker started.
+    cache_bytes: int | None = Field(None, ge=0)
+    cache_entries: int | None = Field(None, ge=0)
+    cache_hits: int | None = Field(None, ge=0)
+    cache_misses: int | None = Field(None, ge=0)
 
     def _check(self) -> None:
         _names.check_worker_name(self.name)
@@ -406,6 +411,10 @@ class Worker(_Model):
     running: int
     last_heartbeat: datetime
     status: str
+    cache_bytes: int | None = None
+    cache_entries: int | None = None
+    cache_hits: int | None = None
+    cache_misses: int | None = None
 
 
 class SecretPut(_Request):

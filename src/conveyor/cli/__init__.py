@@ -23,6 +23,7 @@ from conveyor.cli import (
     runs,
     secrets,
     server,
+    ui,
     worker,
     workers,
 )
@@ -80,6 +81,7 @@ for _module in (
     worker,
     workers,
     credentials,
+    ui,
 ):
     _module.register(app)
 

@@ -36,11 +36,14 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAPI:
+def create_app(
+    settings: Settings, *, sweep_every: float | None = 1.0, dashboard: bool = True
+) -> FastAPI:
     """The API over ``settings.effective_database_url``, migrated to the current schema.
 
     ``sweep_every``: seconds between background lease-expiry sweeps while the app's lifespan
     runs (served by uvicorn); leases are also expired lazily on claims, heartbeats and reads.
+    ``dashboard``: also serve the web dashboard at ``/`` (the in-process client does not).
     """
     from conveyor.server.routes import (
         bundles,
@@ -82,6 +85,10 @@ def create_app(settings: Settings, *, sweep_every: float | None = 1.0) -> FastAP
     app.state.context = context
     for module in (health, pools, deployments, runs, claims, workers, secrets, bundles):
         app.include_router(module.router, prefix="/api")
+    if dashboard:
+        from conveyor.server.dashboard import mount_dashboard
+
+        mount_dashboard(app, context)
     for kind in (ApiError, ConveyorError, DBAPIError, UnicodeEncodeError):
         app.add_exception_handler(kind, _error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -96,15 +103,17 @@ OPEN_PATHS = frozenset({"/api/health"})
 
 
 class ApiKeyMiddleware:
-    """401 for every request whose ``X-API-Key`` header is not the server's key (except the
-    health probe)."""
+    """401 for every API request whose ``X-API-Key`` header is not the server's key, except the
+    health probe (the dashboard, outside ``/api``, signs people in with the same key: see
+    `dashboard.auth`)."""
 
     def __init__(self, app: ASGIApp, *, key: str) -> None:
         self.app = app
         self._key = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path.startswith("/api") and path not in OPEN_PATHS:
             sent = b""
             for name, value in scope["headers"]:
                 if name == b"x-api-key":

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     ForeignKey,
@@ -152,6 +153,8 @@ class RunRow(Base):
         Index("ix_runs_lease", "state", "lease_expires"),
         Index("ix_runs_deployment", "deployment_id", "created"),
         Index("ix_runs_created", "created"),
+        Index("ix_runs_state_created", "state", "created"),
+        Index("ix_runs_worker_created", "worker", "created"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -230,6 +233,10 @@ class WorkerRow(Base):
     running: Mapped[int]
     created: Mapped[datetime]
     last_heartbeat: Mapped[datetime]
+    cache_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    cache_entries: Mapped[int | None]
+    cache_hits: Mapped[int | None] = mapped_column(BigInteger)
+    cache_misses: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class SecretRow(Base):

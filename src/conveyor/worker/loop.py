@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import (
     ApiError,
     ConfigError,
+    ConveyorError,
     ObjectNotFound,
     ServerUnavailable,
     Unauthorized,
@@ -43,6 +44,7 @@ from conveyor.worker.options import WorkerOptions
 from conveyor.worker.runner import RunHandler
 
 if TYPE_CHECKING:
+    from conveyor.cache import CodeCache
     from conveyor.client import ConveyorClient
     from conveyor.settings import Settings
 
@@ -298,6 +300,7 @@ class Worker:
                 labels=self.labels,
                 limit=self.limit,
                 running=self.running,
+                cache=_cache_figures(self.handler.cache),
             )
         except Unauthorized:
             raise
@@ -371,3 +374,17 @@ def _executor_for(
     return EXECUTORS.get(pool.type).for_worker(
         cache=cache, work_dir=work_dir, secrets=client, settings=settings
     )
+
+
+def _cache_figures(cache: CodeCache) -> dict[str, int] | None:
+    """What the worker's heartbeat says about its code cache (None when it cannot be read)."""
+    try:
+        info = cache.info()
+    except (OSError, ConveyorError):
+        return None
+    return {
+        "cache_bytes": info.used_bytes,
+        "cache_entries": info.entry_count,
+        "cache_hits": cache.hits,
+        "cache_misses": cache.misses,
+    }

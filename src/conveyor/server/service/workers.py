@@ -30,6 +30,9 @@ def worker_heartbeat(session: Session, beat: WorkerHeartbeat, *, now: datetime) 
     row.limit = beat.limit
     row.running = beat.running
     row.last_heartbeat = now
+    if beat.cache_bytes is not None:  # older workers do not send cache figures
+        row.cache_bytes, row.cache_entries = beat.cache_bytes, beat.cache_entries
+        row.cache_hits, row.cache_misses = beat.cache_hits, beat.cache_misses
     session.flush()
     return _model(row, now=now)
 
@@ -52,4 +55,8 @@ def _model(row: WorkerRow, *, now: datetime) -> Worker:
         running=row.running,
         last_heartbeat=row.last_heartbeat,
         status="online" if online else "offline",
+        cache_bytes=row.cache_bytes,
+        cache_entries=row.cache_entries,
+        cache_hits=row.cache_hits,
+        cache_misses=row.cache_misses,
     )

@@ -1,0 +1,305 @@
+"""What each page shows, read as HTML from the real server: deployments and the run form (same
+validation as the API), the run list's filters and pages, a run with its logs, the code a run
+used (tree, file, archive, diff), workers, pools, secrets; untrusted text always escaped."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from markupsafe import escape
+
+from conveyor.errors import InvalidRequest
+from dashboard.conftest import XSS_FLOW, XSS_TEXT, Parked, csrf_of, wait_for
+
+pytestmark = [pytest.mark.service]
+
+
+OLD_LINE = '-        print(f"line {i} for {name}", flush=True)'
+NEW_LINE = '+        print(f"row {i} of {name}", flush=True)'
+
+
+def esc(text: str) -> str:
+    """``text`` as the templates escape it."""
+    return str(escape(text))
+
+
+def _run_ids(page: str) -> list[str]:
+    return re.findall(r'href="/runs/([0-9a-f-]{36})"', page)
+
+
+# --- deployments and the run form ---------------------------------------------------------------
+
+
+def test_deployments_list_and_page(web, done_run) -> None:
+    listing = web.get("/deployments").text
+    assert "greet/dash" in listing
+    assert esc(XSS_FLOW) + "/evil" in listing
+    assert XSS_FLOW not in listing
+    page = web.get("/deployments/greet/dash").text
+    assert done_run.version in page  # the pinned version
+    assert "bundle digest" in page
+    assert 'name="param.name" value="world"' in page  # defaults fill the run form
+    assert 'name="param.lines" value="3"' in page
+    assert 'type="checkbox" id="p-4" name="param.loud"' in page
+    assert f"/runs/{done_run.id}" in page  # recent runs
+
+
+def test_the_run_form_creates_a_run_with_typed_parameters(web, api) -> None:
+    page = web.get("/deployments/greet/dash")
+    answer = web.post(
+        "/deployments/greet/dash/runs",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "param.name": "Form",
+            "param.lines": "2",
+            "param.pause": "",
+            "param.loud": "true",
+        },
+    )
+    assert answer.status_code == 303
+    run_id = answer.headers["location"].removeprefix("/runs/")
+    run = api.get_run(run_id)
+    assert run.parameters == {"name": "Form", "lines": 2, "loud": True}  # empty: the default
+
+
+def test_the_run_form_refuses_what_the_api_refuses_with_the_same_message(web, api) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        api.create_run("greet", "dash", parameters={"lines": "many"})
+    page = web.get("/deployments/greet/dash")
+    answer = web.post(
+        "/deployments/greet/dash/runs",
+        data={"csrf_token": csrf_of(page.text), "param.name": "x", "param.lines": "many"},
+    )
+    assert answer.status_code == 422
+    assert esc(refused.value.message) in answer.text
+    assert 'name="param.lines" value="many"' in answer.text  # the form comes back as typed
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def test_run_list_filters_and_pages(web, api, parked: Parked, done_run) -> None:
+    for _ in range(53):
+        api.create_run("greet", "parked")
+    first = web.get(f"/runs?deployment={parked.deployment_id}").text
+    assert "55 runs" in first
+    ids = _run_ids(first)
+    assert len(ids) == 50
+    older = re.search(r'href="(/runs\?[^"]*older=[^"]+)" id="older"', first)
+    assert older
+    second = web.get(html.unescape(older.group(1))).text
+    rest = _run_ids(second)
+    assert len(rest) == 5
+    assert not set(rest) & set(ids)
+    assert {parked.first.id, parked.second.id} <= set(rest)  # the oldest are last
+    assert 'id="newer"' in second
+    newer = re.search(r'href="(/runs\?[^"]*newer=[^"]+)" id="newer"', second)
+    assert _run_ids(web.get(html.unescape(newer.group(1))).text) == ids
+    # state, worker and time filters
+    completed = web.get("/runs?state=completed").text
+    assert done_run.id in _run_ids(completed)
+    assert parked.first.id not in _run_ids(completed)
+    by_worker = web.get(f"/runs?worker={quote(done_run.worker)}").text
+    assert done_run.id in _run_ids(by_worker)
+    assert parked.first.id not in _run_ids(by_worker)
+    assert _run_ids(web.get("/runs?since=2999-01-01T00:00").text) == []
+    assert "invalid" not in web.get("/runs?until=2999-01-01T00:00").text
+    assert web.get("/runs?since=yesterday").status_code == 400
+
+
+def test_run_page_shows_history_timings_parameters_result_and_logs(web, done_run) -> None:
+    page = web.get(f"/runs/{done_run.id}").text
+    assert 'id="run-state">completed' in page
+    for state in ("scheduled", "pending", "running", "completed"):
+        assert f"state-{state}" in page
+    assert f"claimed by {done_run.worker}" in page
+    for phase in done_run.timings:
+        assert f"</span>{phase} <b>" in page
+    assert "&#34;name&#34;: &#34;Ada&#34;" in page
+    assert "&#34;hello Ada&#34;" in page  # the result
+    for i in range(3):
+        assert f"line {i} for Ada" in page
+    assert 'id="log-poller"' not in page  # final: nothing to follow
+    # the log poller's fragment: the lines after a seq, and no new poller once final
+    lines = web.get(f"/runs/{done_run.id}/logs?after=1").text
+    assert "line 0 for Ada" not in lines
+    assert "line 2 for Ada" in lines
+    assert 'id="log-poller" hx-swap-oob="true"></div>' in lines
+    text = web.get(f"/runs/{done_run.id}/logs.txt")
+    assert text.headers["content-disposition"].startswith("attachment")
+    assert [line.split("] ", 1)[1] for line in text.text.splitlines() if "line " in line] == [
+        "line 0 for Ada",
+        "line 1 for Ada",
+        "line 2 for Ada",
+    ]
+
+
+def test_a_failed_run_shows_its_error_and_hint(web, api, worker) -> None:
+    run = api.create_run("greet", "dash", parameters={"lines": 1})
+    wait_for(lambda: api.get_run(run.id).state.is_final, timeout=60)
+    # a run of a version the source does not hold fails before the flow starts, with a hint
+    from conveyor.schemas import DeploymentCreate
+
+    deployment = api.get_deployment("greet", "dash")
+    broken = deployment.model_dump(include=set(DeploymentCreate.model_fields))
+    broken.update(name="broken", version="sha256-" + "0" * 64)
+    api.put_deployment(DeploymentCreate(**broken))
+    failed = api.create_run("greet", "broken")
+    final = wait_for(lambda: (r := api.get_run(failed.id)).state.is_final and r, timeout=60)
+    assert final.state.value == "failed"
+    page = web.get(f"/runs/{failed.id}").text
+    assert esc(final.error) in page
+    assert 'id="run-hint">hint: ' in page
+
+
+# --- code ---------------------------------------------------------------------------------------
+
+
+def test_code_tree_file_raw_and_traversal(web, done_run, site) -> None:
+    tree = web.get(f"/runs/{done_run.id}/code").text
+    assert f'href="/runs/{done_run.id}/code/flows.py">flows.py</a>' in tree
+    assert done_run.version in tree
+    source = web.get(f"/runs/{done_run.id}/code/flows.py").text
+    assert 'class="highlight"' in source
+    assert "greet" in source
+    assert "Python" in source
+    assert XSS_FLOW not in source  # the flow file's own text is escaped too
+    raw = web.get(f"/code/raw/run:{done_run.id}/flows.py")
+    assert raw.headers["content-disposition"].startswith("attachment")
+    assert raw.content == (site.project / "flows.py").read_bytes()
+    for bad in ("..%2F..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "nope.py"):
+        assert web.get(f"/runs/{done_run.id}/code/{bad}").status_code == 404, bad
+
+
+def test_code_archive_is_the_verified_bundle_of_the_run(web, done_run, tmp_path: Path) -> None:
+    from conveyor.bundles import unpack
+
+    answer = web.get(f"/runs/{done_run.id}/code.tar.zst")
+    assert answer.status_code == 200
+    assert answer.headers["x-conveyor-bundle-version"] == done_run.version
+    out = tmp_path / "unpacked"
+    out.mkdir()
+    unpack(io.BytesIO(answer.content), out, expected_version=done_run.version)
+    assert (out / "flows.py").is_file()
+
+
+def test_diff_between_two_versions(web, parked: Parked) -> None:
+    page = web.get(f"/code/diff?a=run:{parked.first.id}&b=run:{parked.second.id}").text
+    assert "2 files changed" in page
+    assert "+added in version two" in page
+    assert f'<span class="del">{esc(OLD_LINE)}</span>' in page
+    assert f'<span class="add">{esc(NEW_LINE)}</span>' in page
+    same = web.get(f"/code/diff?a=run:{parked.first.id}&b=rev:{parked.deployment_id}:1").text
+    assert "The same version: the code is identical." in same
+    revisions = web.get("/deployments/greet/parked").text
+    assert f"a=rev%3A{parked.deployment_id}%3A1&amp;b=rev%3A{parked.deployment_id}%3A2" in revisions
+    assert web.get("/code/diff?a=bogus&b=run:x").status_code == 400
+
+
+# --- workers, pools, secrets --------------------------------------------------------------------
+
+
+def test_workers_page_shows_heartbeats_and_cache_figures(web, api, done_run) -> None:
+    # the worker sends its cache figures with every heartbeat (every 10 s)
+    worker = wait_for(
+        lambda: next(
+            (w for w in api.list_workers() if w.name == done_run.worker and w.cache_entries), None
+        ),
+        timeout=30,
+        every=0.5,
+    )
+    page = web.get("/workers").text
+    assert done_run.worker in page
+    assert "online" in page
+    assert f"in {worker.cache_entries} checkout" in page
+    hits, misses = worker.cache_hits, worker.cache_misses
+    assert misses >= 1
+    assert f"% ({hits}/{hits + misses})" in page
+
+
+def test_pools_page_shows_type_and_job_template(web, parked) -> None:
+    page = web.get("/pools").text
+    assert 'id="pool-default"' in page
+    assert 'id="pool-parked"' in page
+    assert "process" in page
+    assert "&#34;env&#34;" in page
+    assert "&#34;labels&#34;" in page
+
+
+def test_secrets_create_replace_delete_and_values_never_come_back(web, api, site) -> None:
+    from conveyor.sources.git.credentials import GitLabCredentials, load_credentials
+
+    page = web.get("/secrets")
+    token = csrf_of(page.text)
+    value = "glpat-VerySecretValue-123"
+    answer = web.post(
+        "/secrets",
+        data={
+            "csrf_token": token,
+            "name": "gl-dash",
+            "kind": "gitlab",
+            "gitlab.token": value,
+            "gitlab.username": "deployer",
+        },
+    )
+    assert answer.status_code == 303
+    listing = web.get(answer.headers["location"]).text
+    assert "credentials.gl-dash" in listing
+    assert "gitlab credentials" in listing
+    assert value not in listing
+    loaded = load_credentials("gl-dash", store=api, environ={})  # what a worker gets
+    assert isinstance(loaded, GitLabCredentials)
+    assert loaded.token.reveal() == value
+    # a bad name: refused with a message; the secret field is not filled in again
+    bad = web.post(
+        "/secrets",
+        data={"csrf_token": token, "name": "bad name!", "kind": "secret", "secret.value": value},
+    )
+    assert bad.status_code == 422
+    assert "not a valid secret name" in bad.text
+    assert value not in bad.text
+    # replace, then delete
+    web.post(
+        "/secrets",
+        data={"csrf_token": token, "name": "PLAIN", "kind": "secret", "secret.value": "one"},
+    )
+    web.post(
+        "/secrets",
+        data={"csrf_token": token, "name": "PLAIN", "kind": "secret", "secret.value": "two"},
+    )
+    assert api.get_secret("PLAIN") == "two"
+    assert web.post("/secrets/PLAIN/delete", data={"csrf_token": token}).status_code == 303
+    assert api.get_secret("PLAIN") is None
+    assert ">PLAIN<" not in web.get("/secrets").text
+
+
+# --- untrusted text -----------------------------------------------------------------------------
+
+
+def test_untrusted_flow_names_parameters_and_logs_are_escaped(web, api, worker) -> None:
+    run = api.create_run(XSS_FLOW, "evil", parameters={"note": XSS_TEXT})
+    wait_for(lambda: api.get_run(run.id).state.is_final, timeout=60)
+    for path in (f"/runs/{run.id}", "/runs", "/deployments", f"/runs/{run.id}/logs?after=0"):
+        page = web.get(path).text
+        assert XSS_FLOW not in page, path
+        assert XSS_TEXT not in page, path
+    page = web.get(f"/runs/{run.id}").text
+    assert esc(XSS_TEXT) in page  # the log line, as text
+    assert web.get(f"/deployments/{quote(XSS_FLOW, safe='')}/evil").status_code == 200
+
+
+def test_cancel_a_queued_run_from_its_page(web, api, parked: Parked) -> None:
+    run = api.create_run("greet", "parked")
+    page = web.get(f"/runs/{run.id}")
+    assert "Cancel run" in page.text
+    answer = web.post(f"/runs/{run.id}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert answer.status_code == 303
+    assert api.get_run(run.id).state.value == "cancelled"
+    again = web.post(f"/runs/{run.id}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert again.status_code == 409
+    assert "is already cancelled" in again.text
