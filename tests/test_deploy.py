@@ -235,3 +235,42 @@ def test_unknown_work_pool_is_refused_before_anything_is_written(settings, clien
         )
     assert "conveyor pool create nope" in (caught.value.hint or "")
     assert stored_bundles(settings) == {}
+
+
+def test_a_mistyped_default_parameter_is_refused_at_deploy(settings, client, tmp_path) -> None:
+    # Given a flow taking a float, and a default that is not one (as `--param f=abc` gives)
+    project = tmp_path / "typed"
+    project.mkdir()
+    (project / "flows.py").write_text(
+        "from conveyor import flow\n\n@flow\ndef scale(f: float = 1.0) -> float:\n    return f\n"
+    )
+    # When it is deployed, then the deploy is refused naming the parameter, and nothing is stored
+    with pytest.raises(ConfigError, match="parameter 'f'") as caught:
+        from_source(project, "flows.py:scale").deploy(
+            "typed", settings=settings, client=client, parameters={"f": "abc"}
+        )
+    assert "abc" in str(caught.value)
+    assert client.list_deployments() == []
+    assert stored_bundles(settings) == {}
+
+
+def test_a_tree_with_a_path_no_worker_can_check_out_is_refused_at_deploy(
+    settings, client, project
+) -> None:
+    # Given a project with a path longer than a checkout can hold
+    deep = project
+    for _ in range(30):  # 3,000 bytes inside the tree: fine here, past what a checkout allows
+        deep = deep / ("d" * 100)
+    try:
+        deep.mkdir(parents=True)
+    except OSError:
+        pytest.skip("this filesystem cannot hold the long path")
+    (deep / "x.txt").write_text("x")
+    # When it is deployed, then a one-line error with a shortened path, and nothing stored
+    with pytest.raises(
+        ConfigError, match="bytes long; workers can check out paths of at most"
+    ) as caught:
+        from_source(project, "flows.py:hello").deploy("long", settings=settings, client=client)
+    assert len(str(caught.value)) < 300
+    assert "…" in str(caught.value)
+    assert client.list_deployments() == []
