@@ -9,6 +9,11 @@ one line and a hint, never a traceback.
 from __future__ import annotations
 
 import logging
+import sys
+
+# A command line answers in a blink: httpx's own command line (which pulls pygments in at import
+# time) is never used here.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 import typer
 from rich.markup import escape
