@@ -45,6 +45,7 @@ from conveyor.schemas import (
     RunHeartbeat,
     RunHeartbeatReply,
     RunState,
+    RunWatch,
     SecretInfo,
     SecretPut,
     SecretValue,
@@ -237,6 +238,22 @@ class ConveyorClient:
         params = {"after": after, "limit": limit}
         lines = self._request("GET", f"/api/runs/{_q(run_id)}/logs", params=params).json()
         return [LogLine.model_validate(line) for line in lines]
+
+    def watch_run(
+        self, run_id: str, *, after: int = 0, state: RunState | None = None, wait: float = 10.0
+    ) -> RunWatch:
+        """The run and its lines after ``after``, as soon as there are some or its state is no
+        longer ``state`` (the server waits up to ``wait`` seconds)."""
+        params: dict[str, Any] = {"after": after, "wait": wait}
+        if state is not None:
+            params["state"] = RunState(state).value
+        response = self._request(
+            "GET",
+            f"/api/runs/{_q(run_id)}/watch",
+            params=params,
+            timeout=self.timeout + wait,
+        )
+        return RunWatch.model_validate(response.json())
 
     def worker_heartbeat(
         self,

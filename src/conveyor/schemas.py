@@ -24,6 +24,7 @@ Endpoints (all JSON, under ``/api``; ``X-API-Key`` header when the server has a 
 | POST /api/runs/{id}/state | StateUpdate → Run (409 if the worker lost the lease) |
 | POST /api/runs/{id}/logs | list[LogRecord] → 204 |
 | GET  /api/runs/{id}/logs?after=&limit= | → list[LogLine] |
+| GET  /api/runs/{id}/watch?after=&state=&wait= | → RunWatch, once there is news (long-poll) |
 | POST /api/workers/heartbeat | WorkerHeartbeat → Worker |
 | GET  /api/workers | → list[Worker] |
 | PUT  /api/secrets/{name} | SecretPut → SecretInfo |
@@ -74,6 +75,7 @@ __all__ = [
     "RunHeartbeat",
     "RunHeartbeatReply",
     "RunState",
+    "RunWatch",
     "SecretInfo",
     "SecretPut",
     "SecretValue",
@@ -383,6 +385,13 @@ class LogRecord(_Request):
 
 class LogLine(LogRecord):
     seq: int
+
+
+class RunWatch(_Model):
+    """What ``GET /api/runs/{id}/watch`` answers: the run, and its log lines after ``after``."""
+
+    run: Run
+    logs: list[LogLine] = Field(default_factory=list)
 
 
 class WorkerHeartbeat(_Request):

@@ -54,3 +54,38 @@ def test_both_front_ends_answer_errors_alike(
     if detail is not None:
         assert detail in mine.json()["detail"]
         assert detail in remote.json()["detail"]
+
+
+def test_a_watch_answers_as_soon_as_the_run_ends(settings: Settings) -> None:
+    # Given a running run watched with a long wait
+    import threading
+    import time
+
+    from conveyor.connect import connect
+    from conveyor.schemas import DeploymentCreate, RunState, StateUpdate
+
+    with connect(settings) as api:
+        api.put_deployment(
+            DeploymentCreate(
+                flow_name="f", name="d", entrypoint="f.py:f", source={"kind": "x"}, version="v1"
+            )
+        )
+        run = api.create_run("f", "d")
+        assert api.claim_run("default", worker="w") is not None
+        api.set_run_state(run.id, StateUpdate(worker="w", state=RunState.RUNNING))
+
+        def finish() -> None:
+            time.sleep(0.3)
+            api.set_run_state(run.id, StateUpdate(worker="w", state=RunState.COMPLETED, result=1))
+
+        threading.Thread(target=finish, daemon=True).start()
+        # When the watch waits for news, then it returns with the final state well before the
+        # wait is over (and a watch that has seen no change waits)
+        started = time.monotonic()
+        news = api.watch_run(run.id, state=RunState.RUNNING, wait=10)
+        assert news.run.state is RunState.COMPLETED
+        assert time.monotonic() - started < 5
+        quiet = time.monotonic()
+        again = api.watch_run(run.id, after=10**6, state=RunState.COMPLETED, wait=0.3)
+        assert again.logs == []
+        assert time.monotonic() - quiet >= 0.3

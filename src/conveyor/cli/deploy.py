@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["parse_params", "register", "split_deployment", "watch_run"]
 
-WATCH_POLL_SECONDS = 0.1
-WATCH_MAX_POLL_SECONDS = 0.5
+WATCH_WAIT_SECONDS = 10.0
+"""How long one watch request may wait on the server for news."""
 
 
 def split_deployment(text: str) -> tuple[str, str]:
@@ -193,30 +193,32 @@ def run(
 
 
 def watch_run(client: ConveyorClient, run_id: str, *, timeout: float | None = None) -> Run:
-    """Print the run's logs as they arrive; return the run once it is final."""
+    """Print the run's logs as they arrive; return the run once it is final.
+
+    Each request waits on the server until there is news (new lines, another state), so the end
+    of a run is seen at once rather than at the next poll.
+    """
     after = 0
-    delay = WATCH_POLL_SECONDS
+    state = None
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        run = client.get_run(run_id)
-        lines = client.read_logs(run_id, after=after)
-        for line in lines:
+        # Once the run is final only the lines not read yet remain: ask without waiting.
+        wait = 0.0 if state is not None and state.is_final else WATCH_WAIT_SECONDS
+        if deadline is not None:
+            wait = max(min(wait, deadline - time.monotonic()), 0.0)
+        news = client.watch_run(run_id, after=after, state=state, wait=wait)
+        for line in news.logs:
             _print_line(line)
             after = max(after, line.seq)
-        if run.state.is_final:
-            while lines:  # the last lines may have landed with the final state
-                lines = client.read_logs(run_id, after=after)
-                for line in lines:
-                    _print_line(line)
-                    after = max(after, line.seq)
+        run = news.run
+        state = run.state
+        if run.state.is_final and not news.logs:
             return run
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline and not news.logs:
             raise ConfigError(
                 f"run {run_id} is still {run.state.value} after {timeout:g}s",
                 hint=f"follow it with `conveyor runs logs {run_id} --follow`",
             )
-        delay = WATCH_POLL_SECONDS if lines else min(delay * 1.5, WATCH_MAX_POLL_SECONDS)
-        time.sleep(delay)
 
 
 def _print_line(line: LogLine) -> None:

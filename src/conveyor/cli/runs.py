@@ -6,7 +6,6 @@ RUN is a run id or a unique prefix of one (``conveyor runs ls`` shows the first 
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
-    from conveyor.schemas import LogLine, Run
+    from conveyor.schemas import LogLine, Run, RunState
 
 __all__ = ["print_log_line", "register"]
 
@@ -35,7 +34,6 @@ _STATE_STYLE = {
     "crashed": "magenta",
     "cancelled": "dim",
 }
-_FOLLOW_EVERY = 0.25
 
 
 def register(app: typer.Typer) -> None:
@@ -198,19 +196,22 @@ def logs(
 
 
 def _print_logs(api: ConveyorClient, run_id: str, *, after: int, follow: bool) -> None:
-    while True:
-        lines = api.read_logs(run_id, after=after)
-        for line in lines:
+    if not follow:
+        while lines := api.read_logs(run_id, after=after):
+            for line in lines:
+                print_log_line(line)
+                after = line.seq
+        return
+    state: RunState | None = None
+    while True:  # each request waits on the server for news: new lines, or another state
+        wait = 0.0 if state is not None and state.is_final else 10.0  # final: drain, no wait
+        news = api.watch_run(run_id, after=after, state=state, wait=wait)
+        for line in news.logs:
             print_log_line(line)
             after = line.seq
-        if lines:
-            continue
-        if not follow or api.get_run(run_id).state.is_final:
-            # One last read: lines written between the read and the state check.
-            for line in api.read_logs(run_id, after=after):
-                print_log_line(line)
+        state = news.run.state
+        if state.is_final and not news.logs:
             return
-        time.sleep(_FOLLOW_EVERY)
 
 
 @runs_app.command("cancel")

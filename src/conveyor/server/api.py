@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from conveyor._version import __version__
 from conveyor.errors import InvalidRequest
@@ -39,6 +40,7 @@ from conveyor.schemas import (
     RunHeartbeat,
     RunHeartbeatReply,
     RunState,
+    RunWatch,
     SecretInfo,
     SecretValue,
     StateUpdate,
@@ -88,6 +90,7 @@ __all__ = [
     "read_logs",
     "require_pool",
     "set_run_state",
+    "watch_run",
     "worker_heartbeat",
     "write_logs",
 ]
@@ -194,6 +197,36 @@ def read_logs(
     ctx: ServerContext, run_id: str, *, after: int = 0, limit: int = 1000
 ) -> list[LogLine]:
     return ctx.db.read(lambda s: logs.read_logs(s, run_id, after=after, limit=limit))
+
+
+MAX_WATCH = 30.0
+"""The longest a watch waits for news, whatever ``wait`` asks."""
+
+
+def watch_run(
+    ctx: ServerContext,
+    run_id: str,
+    *,
+    after: int = 0,
+    state: RunState | None = None,
+    wait: float = 0.0,
+) -> RunWatch:
+    """The run and its lines after ``after``, once there are some or its state is no longer
+    ``state`` (or ``wait`` seconds have passed): a watcher learns of the end at once."""
+    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WATCH)
+
+    def look(s: Session) -> RunWatch:
+        run = runs.get_run(s, run_id)
+        lines = logs.read_logs(s, run.id, after=after, limit=1000)
+        return RunWatch(run=run, logs=lines)
+
+    while True:
+        ctx.sweep()
+        found = ctx.db.read(look)
+        remaining = deadline - time.monotonic()
+        if found.logs or found.run.state != state or remaining <= 0:
+            return found
+        ctx.doorbell.wait_blocking(min(POLL_EVERY, remaining))
 
 
 # -- what workers call ----------------------------------------------------------------------------

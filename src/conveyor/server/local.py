@@ -143,6 +143,27 @@ def _read_logs(r: _Request) -> Any:
     )
 
 
+def _watch_run(r: _Request) -> Any:
+    raw = r.query.get("wait", "0")
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"invalid request: wait: not a number: {raw[:40]!r}", status_code=422
+        ) from None
+    if not 0 <= wait <= api.MAX_WATCH:
+        raise InvalidRequest(
+            f"invalid request: wait: must be between 0 and {api.MAX_WATCH:g}", status_code=422
+        )
+    return api.watch_run(
+        r.ctx,
+        r.params["run_id"],
+        after=r.int_query("after", 0, low=0),
+        state=_state(r.query.get("state")),
+        wait=wait,
+    )
+
+
 def _put_bundle(r: _Request) -> int:
     return 201 if api.put_bundle(r.ctx, r.params["version"], iter([r.body])) else 200
 
@@ -184,6 +205,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/runs/{run_id}/cancel", lambda r: api.cancel_run(r.ctx, r.params["run_id"])),
     Route("POST", "/api/runs/{run_id}/logs", _write_logs, 204),
     Route("GET", "/api/runs/{run_id}/logs", _read_logs),
+    Route("GET", "/api/runs/{run_id}/watch", _watch_run),
     Route(
         "POST",
         "/api/pools/{pool}/claim",

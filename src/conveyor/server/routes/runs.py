@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from conveyor.schemas import LogLine, LogRecord, Run, RunCreate, RunState
+from conveyor.schemas import LogLine, LogRecord, Run, RunCreate, RunState, RunWatch
 from conveyor.server import api
 from conveyor.server.routes import Ctx
 
@@ -55,3 +55,15 @@ def read_logs(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[LogLine]:
     return api.read_logs(ctx, run_id, after=after, limit=limit)
+
+
+@router.get("/runs/{run_id}/watch")
+def watch_run(
+    run_id: str,
+    ctx: Ctx,
+    after: Annotated[int, Query(ge=0)] = 0,
+    state: RunState | None = None,
+    wait: Annotated[float, Query(ge=0, le=api.MAX_WATCH)] = 0.0,
+) -> RunWatch:
+    """The run and its new lines, as soon as there is news (long-poll up to ``wait`` s)."""
+    return api.watch_run(ctx, run_id, after=after, state=state, wait=wait)
