@@ -14,6 +14,7 @@ worker and the server each call `Settings.from_env()` once and hand the object t
 | ``CONVEYOR_SECRET_KEY`` | key file under home | the key that encrypts stored secrets (*) |
 | ``CONVEYOR_BUNDLE_STORE`` | ``$CONVEYOR_HOME/storage`` | where deploys snapshot code (**) |
 | ``CONVEYOR_MAX_BUNDLE_BYTES`` | ``1GiB`` | the largest bundle the server's bundle store accepts |
+| ``CONVEYOR_NETWORK_RETRY_SECONDS`` | ``30`` | seconds a failing network call is retried (0: off) |
 
 (*) a Fernet key (``python -c "from cryptography.fernet import Fernet;
 print(Fernet.generate_key().decode())"``) or any random string of 32 characters or more.
@@ -22,6 +23,7 @@ print(Fernet.generate_key().decode())"``) or any random string of 32 characters 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -31,7 +33,7 @@ from pathlib import Path
 from conveyor.errors import ConfigError
 from conveyor.secrets import Secret
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "Settings", "parse_size"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "Settings", "parse_seconds", "parse_size"]
 
 DEFAULT_LEASE_SECONDS = 30.0
 """How long a claim lasts without a heartbeat, unless the worker asks for another length."""
@@ -66,6 +68,19 @@ def parse_size(text: str, *, name: str = "size") -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+def parse_seconds(text: str, *, name: str = "seconds") -> float:
+    """``"30"`` → 30.0, ``"2.5"`` → 2.5: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text.strip().removesuffix("s"))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(
+            f"{name} {text!r} is not a number of seconds", hint="write it like 30 or 2.5 (0: off)"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, resolved to concrete values."""
@@ -80,6 +95,8 @@ class Settings:
     bundle_store: str | None = None
     """``CONVEYOR_BUNDLE_STORE``: None means the local directory `storage_dir`."""
     max_bundle_bytes: int = 1024**3
+    network_retry_seconds: float = 30.0
+    """``CONVEYOR_NETWORK_RETRY_SECONDS``: the retry budget of a failing network call."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +108,7 @@ class Settings:
         api_key = env.get("CONVEYOR_API_KEY")
         secret_key = env.get("CONVEYOR_SECRET_KEY")
         max_bundle = env.get("CONVEYOR_MAX_BUNDLE_BYTES")
+        retry_seconds = env.get("CONVEYOR_NETWORK_RETRY_SECONDS")
         return cls(
             home=home.absolute(),
             cache_dir=cache_dir.absolute(),
@@ -108,6 +126,11 @@ class Settings:
                 parse_size(max_bundle, name="CONVEYOR_MAX_BUNDLE_BYTES")
                 if max_bundle
                 else cls.max_bundle_bytes
+            ),
+            network_retry_seconds=(
+                parse_seconds(retry_seconds, name="CONVEYOR_NETWORK_RETRY_SECONDS")
+                if retry_seconds
+                else cls.network_retry_seconds
             ),
         )
 
