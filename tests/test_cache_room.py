@@ -15,6 +15,7 @@ import pytest
 from cache_helpers import FakeSource, expected_files, helper_command, tree_files
 from conveyor.cache import CodeCache
 from conveyor.errors import CacheError
+from conveyor.sources.store import BundleStore
 from fixtures.ports import wait_until
 from fixtures.small_disk import SmallDisk, small_disk
 
@@ -179,3 +180,29 @@ def test_a_fill_evicts_for_the_space_it_needs_on_a_small_disk(
     assert present_at_fetch(state, "v4") == ["v2", "v3"]
     assert tree_files(path) == expected_files("v4", 8 * MiB)
     assert [e.version for e in cache.entries()] == ["v2", "v3", "v4"]
+
+
+def test_a_bundle_unpack_that_fills_the_disk_is_the_cache_error_too(
+    small_disk: SmallDisk, tmp_path: Path
+) -> None:
+    # Given a stored bundle of 24 MiB (incompressible) and a cache on a 20 MiB disk
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "flow.py").write_text("WORD = 'big'\n")
+    (project / "data.bin").write_bytes(os.urandom(24 * MiB))
+    store = BundleStore(tmp_path / "store")
+    version = store.push(project)
+    root = small_disk.path / "cache"
+    cache = CodeCache(root, max_bytes=1024**3)
+    free_before = small_disk.free
+
+    # When it is filled, the unpacker's own "cannot write" error is caused by ENOSPC
+    with pytest.raises(CacheError) as caught:
+        cache.ensure(store, version)
+
+    # Then it is reported as the cache's full disk, and nothing is left behind
+    message = str(caught.value)
+    assert message.startswith(f"the code cache at {root} is out of space: could not fetch")
+    assert "No space left on device" in message
+    assert cache.entries() == []
+    assert small_disk.free >= free_before - 64 * 1024
