@@ -152,14 +152,18 @@ def main() -> None:
     for key in ("CONVEYOR_API_URL", "CONVEYOR_CACHE_DIR", "CONVEYOR_DATABASE_URL"):
         os.environ.pop(key, None)
 
-    import conveyor.sources.git as git_source
+    import dataclasses
+
+    import conveyor.sources.git.repository as git_source
     from conveyor.cache import CodeCache
     from conveyor.connect import connect
     from conveyor.deploy import from_source
     from conveyor.schemas import RunState
     from conveyor.settings import Settings
+    from conveyor.sources.base import FetchContext
     from conveyor.sources.git import GitRepository
     from conveyor.worker.loop import Worker
+    from conveyor.worker.options import WorkerOptions
 
     try:
         _bare, sha, size = make_repo(base)
@@ -167,13 +171,14 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/bench.git"
         scratch = base / "scratch"
         scratch.mkdir()
+        ctx = FetchContext(environ=os.environ)  # the token template resolves from here
         source = GitRepository(url, credentials="${BENCH_GIT_TOKEN}")
-        assert source.resolve() == sha
+        assert source.resolve(ctx) == sha
 
         sparse = GitRepository(url, credentials="${BENCH_GIT_TOKEN}", directories=["pkg0"])
 
         def cold_ensure(which: GitRepository) -> float:
-            cache = CodeCache(Path(tempfile.mkdtemp(dir=scratch)), max_bytes=10**10)
+            cache = CodeCache(Path(tempfile.mkdtemp(dir=scratch)), max_bytes=10**10, context=ctx)
             start = time.perf_counter()
             cache.ensure(which, sha)
             elapsed = time.perf_counter() - start
@@ -204,12 +209,9 @@ def main() -> None:
         def trigger(cache_root: Path | None) -> float:
             root = cache_root or Path(tempfile.mkdtemp(dir=scratch))
             worker = Worker.from_settings(
-                settings,
+                dataclasses.replace(settings, cache_dir=root, cache_max_bytes=10**10),
                 client,
-                pool="default",
-                name="bench",
-                cache=CodeCache(root, max_bytes=10**10),
-                poll_seconds=0.05,
+                WorkerOptions(name="bench", poll_seconds=0.05),
             )
             start = time.perf_counter()
             run = client.create_run(deployment.flow_name, deployment.name, parameters={"n": 2})
@@ -229,7 +231,7 @@ def main() -> None:
         # the git server is stopped from here on: warm means no network at all
         stop_server(server)
         trigger_warm_s, trigger_warm_all = median_of(args.runs, lambda: trigger(warm_root))
-        warm_cache = CodeCache(warm_root, max_bytes=10**10)
+        warm_cache = CodeCache(warm_root, max_bytes=10**10, context=ctx)
         warm_cache.ensure(source, sha)
         warm_samples = []
         for _ in range(args.warm):

@@ -11,6 +11,7 @@ blocks or leases against the test process.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.cache import CodeCache
-from conveyor.errors import IntegrityError, SourceUnavailable
+from conveyor.errors import BundleError, IntegrityError, SourceUnavailable
 from conveyor.sources.base import FetchContext, Source
 
 HELPER = Path(__file__).resolve()
@@ -76,6 +77,9 @@ class FakeSource(Source):
         corrupt: bool = False,
         reject: bool = False,
         scratch: bool = False,
+        scratch_bytes: int = 0,
+        expected: int | None = None,
+        no_space: bool = False,
     ) -> None:
         self.uses_scratch = scratch  # type: ignore[misc]
         self.name = name
@@ -87,6 +91,9 @@ class FakeSource(Source):
         self.os_error = os_error
         self.corrupt = corrupt
         self.reject = reject
+        self.scratch_bytes = scratch_bytes
+        self.expected = expected
+        self.no_space = no_space
 
     @property
     def fetches(self) -> int:
@@ -104,8 +111,17 @@ class FakeSource(Source):
         state.mkdir(parents=True, exist_ok=True)
         scratch = ctx.scratch if ctx is not None else None
         _append(state / "fetches.log", f"{os.getpid()} {version} {dest.name} {scratch}\n")
+        present = sorted(p.name for p in dest.parent.iterdir() if p.is_dir() and p.name[0] != ".")
+        _append(state / "present.log", f"{version} {','.join(present)}\n")
         files = expected_files(version, self.size)
         (dest / "flow.py").write_bytes(files["flow.py"])  # something partial first
+        if scratch is not None and self.scratch_bytes:
+            (scratch / f"state-{version}").write_bytes(b"s" * self.scratch_bytes)
+        if self.no_space:  # as an unpacker reports it: its own error, raised "from None"
+            try:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest / "data.bin"))
+            except OSError:
+                raise BundleError(f"cannot write data.bin: {os.strerror(errno.ENOSPC)}") from None
         if self.fail:
             raise SourceUnavailable("the fake source is down", source=self.describe())
         if self.os_error:
@@ -123,6 +139,9 @@ class FakeSource(Source):
         (dest / "pkg/run.sh").chmod(0o755)
         if self.corrupt:
             (dest / "data.bin").write_bytes(b"tampered")
+
+    def expected_size(self, version: str, ctx: FetchContext | None = None) -> int | None:
+        return self.expected
 
     def verify(self, version: str, path: Path, ctx: FetchContext | None = None) -> None:
         _append(Path(self.state) / "verifies.log", f"{os.getpid()} {version} {path.name}\n")
@@ -148,6 +167,9 @@ class FakeSource(Source):
             "corrupt": self.corrupt,
             "reject": self.reject,
             "scratch": self.uses_scratch,
+            "scratch_bytes": self.scratch_bytes,
+            "expected": self.expected,
+            "no_space": self.no_space,
         }
 
     def identity(self) -> dict[str, Any]:

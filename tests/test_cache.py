@@ -167,20 +167,50 @@ def test_stale_fill_left_by_dead_process_is_removed(root: Path, state: str) -> N
     assert tree_files(key_dir / "v1") == expected_files("v1", 1000)
 
 
-def test_scratch_dir_is_persistent_per_source_and_not_an_entry(root: Path, state: str) -> None:
-    source = FakeSource("app", state=state, scratch=True)
+def test_scratch_dir_is_a_persistent_entry_counted_and_evicted(root: Path, state: str) -> None:
+    # Given a source that keeps 3000 bytes of state in its scratch directory per fetch
+    source = FakeSource("app", state=state, scratch=True, scratch_bytes=3000)
+    size = sum(len(b) for b in expected_files("v1", 1000).values())
     cache = CodeCache(root, max_bytes=10**6)
-    scratch = cache.scratch_dir(source)
-    (scratch / "mirror").write_text("kept")
-
     cache.ensure(source, "v1")
-    cache.prune(max_bytes=0)
+    cache.ensure(source, "v2")
 
-    assert scratch == root / source.key() / ".scratch"
-    assert (scratch / "mirror").read_text() == "kept"
+    # Then the scratch directory is kept between fetches, and is an entry of its own
+    scratch = root / source.key() / ".scratch"
+    assert sorted(os.listdir(scratch)) == ["state-v1", "state-v2"]
     assert (Path(state) / "fetches.log").read_text().split()[-1] == str(scratch)
-    assert cache.entries() == []
+    entries = cache.entries()
+    assert [(e.kind, e.version) for e in entries] == [
+        ("checkout", "v1"),
+        ("scratch", ""),
+        ("checkout", "v2"),
+    ]
+    [kept] = [e for e in entries if e.kind == "scratch"]
+    assert (kept.path, kept.size, kept.files, kept.leased) == (scratch, 6000, 2, False)
+    assert kept.source == source.describe()
+    info = cache.info()
+    assert (info.used_bytes, info.entry_count, info.scratch_count, info.scratch_bytes) == (
+        2 * size + 6000,
+        3,
+        1,
+        6000,
+    )
     assert cache.scratch_dir(FakeSource("other", state=state)) != scratch
+
+    # When the cache is pruned to one checkout: least recently used first, scratch included
+    evicted = cache.prune(max_bytes=size)
+
+    # Then v1 and the scratch directory are gone, with their bookkeeping; the next fill makes a
+    # new scratch directory
+    assert [(e.kind, e.version, e.size) for e in evicted] == [
+        ("checkout", "v1", size),
+        ("scratch", "", 6000),
+    ]
+    assert not scratch.exists()
+    assert not (root / source.key() / ".scratch.meta.json").exists()
+    assert debris(root / source.key()) == []
+    cache.ensure(source, "v3")
+    assert sorted(os.listdir(scratch)) == ["state-v3"]
 
 
 def test_budget_evicts_least_recently_used_first(root: Path, state: str) -> None:

@@ -117,3 +117,31 @@ def test_prune_rejects_a_bad_size() -> None:
     assert result.returncode == 1
     assert "--max-bytes 'lots' is not a size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_scratch_directories_are_listed_counted_and_pruned(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Given a source that keeps 4 KiB in its scratch directory (as git keeps its mirror)
+    cache = CodeCache.from_settings(settings)
+    source = FakeSource("mirrored", state=str(tmp_path / "state"), scratch=True, scratch_bytes=4096)
+    cache.ensure(source, "v1")
+
+    # Then ls shows it as an entry of its own, info counts it, prune evicts it and says so
+    listed = conveyor("cache", "ls")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if " scratch " in line)
+    assert source.describe() in row
+    assert " - " in row
+    assert " 4.0 KiB " in row
+    info = conveyor("cache", "info")
+    assert "4.0 KiB in 1 directory" in info.stdout
+    assert f"({size_of('v1') + 4096} bytes)" in info.stdout
+    pruned = conveyor("cache", "prune", "--max-bytes", "0")
+    assert pruned.returncode == 0, pruned.stderr
+    assert (
+        f"evicted 1 version(s) and 1 scratch directory, freed {format_size(size_of('v1') + 4096)}"
+        in pruned.stdout
+    )
+    assert "cache now 0 B in 0 version(s)" in pruned.stdout
+    assert cache.entries() == []

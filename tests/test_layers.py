@@ -8,7 +8,7 @@ entry points   cli/ worker/ deploy _preflight project flows _loading __init__ ..
 connect        connect
 api            client   server/
 steps          steps/   schemas
-cache          cache _cachefs
+cache          cache _cachefs _cacheentries
 sources        sources/
 credentials    credentials
 base           errors settings secrets _fs _process _registry bundles ... results/
@@ -32,6 +32,7 @@ BASE = {
     "conveyor._fs",
     "conveyor._process",
     "conveyor._registry",
+    "conveyor._retry",
     "conveyor._manifest",
     "conveyor._tree",
     "conveyor._archive",
@@ -54,7 +55,7 @@ def layer_of(module: str) -> str:
         return "credentials"
     if module.startswith("conveyor.sources"):
         return "sources"
-    if module in ("conveyor.cache", "conveyor._cachefs"):
+    if module in ("conveyor.cache", "conveyor._cachefs", "conveyor._cacheentries"):
         return "cache"
     if module.startswith("conveyor.steps") or module == "conveyor.schemas":
         return "steps"

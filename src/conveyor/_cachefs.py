@@ -10,6 +10,8 @@ Layout of one source's directory (``<root>/<source-key>/``)::
     .tmp-<version>-<hex>          a fill in progress (or left by a killed process)
     .trash-<version>-<hex>        an evicted checkout being removed
     .scratch/                     the source's persistent scratch directory (a git mirror)
+    .scratch.meta.json            its size and file count after its last use (the mtime)
+    .scratch.lock                 held while a fill fetches or verifies through it
 
 Leases are flocks, so they die with the process that holds them: no PID files, nothing stale.
 """

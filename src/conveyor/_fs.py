@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -11,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "copy_writable"]
+__all__ = ["atomic_write", "copy_writable", "out_of_space"]
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @contextmanager
@@ -76,3 +79,19 @@ def copy_writable(source: Path, dest: Path) -> tuple[int, int]:
                 total += info.st_size
             files += 1
     return total, files
+
+
+def out_of_space(exc: BaseException) -> OSError | None:
+    """The ``ENOSPC``/``EDQUOT`` `OSError` that caused ``exc`` (itself, its ``__cause__`` or its
+    ``__context__``, even when re-raised ``from None``), or None when a full disk is not why."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack and len(seen) < 32:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL:
+            return current
+        stack += [e for e in (current.__context__, current.__cause__) if e is not None]
+    return None

@@ -6,8 +6,10 @@
 - **warm**: the checkout exists (it is renamed into place complete, so existence means complete):
   touch its "last used" time and return. No lock, no source call, no network.
 - **cold**: take the version's fill lock (`filelock`, so one fetch across processes), look again,
-  fetch into a temporary sibling, verify, record metadata, make it read-only, `os.replace` it into
-  place, then evict least-recently-used unleased versions until the byte budget holds.
+  make room (evict least-recently-used entries down to the budget, less the version's expected
+  size when the source can tell it, and until that much is free on the disk), fetch into a
+  temporary sibling, verify, record metadata, make it read-only, `os.replace` it into place, then
+  evict again until the byte budget holds.
 
 A process killed mid-fill leaves only a ``.tmp-*`` directory, removed by the next fill (only
 when its lock is free). `CodeCache.checkout` (the one way a caller gets a usable tree) holds a
@@ -17,7 +19,13 @@ on-disk layout.
 
 The cache hands each source a `FetchContext`: the one it was built with (secret store,
 environment, settings), plus the source's persistent scratch directory, which the cache holds
-locked (``.scratch.lock``) around the source's ``fetch`` and ``verify``.
+locked (``.scratch.lock``) around the source's ``fetch`` and ``verify``. Scratch directories (git
+mirrors) are cache entries like checkouts: counted in the budget, listed, evicted least recently
+used (never while a fill holds them); see `conveyor._cacheentries`.
+
+A full disk (``ENOSPC`` from the cache's own writes, from unpacking, or reported by a source,
+e.g. git's "No space left on device") is a `CacheError` naming the cache, the path and the cause,
+with a hint to free space, lower ``CONVEYOR_CACHE_MAX_BYTES`` or run ``conveyor cache prune``.
 """
 
 from __future__ import annotations
@@ -27,13 +35,16 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from conveyor import _cacheentries as entries_
 from conveyor import _cachefs as fs
-from conveyor.errors import CacheError, ConfigError
+from conveyor._cacheentries import CacheEntry
+from conveyor._fs import out_of_space
+from conveyor.errors import CacheError, ConfigError, ConveyorError
 from conveyor.sources.base import FetchContext
 
 if TYPE_CHECKING:
@@ -47,39 +58,28 @@ __all__ = ["CacheEntry", "CacheInfo", "CodeCache"]
 
 logger = logging.getLogger(__name__)
 
-_SCRATCH = ".scratch"
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One checkout in the cache. ``source`` is the redacted one-line source description."""
-
-    source_key: str
-    version: str
-    path: Path
-    size: int
-    last_used: datetime
-    leased: bool
-    source: str
-    files: int = 0
+_SCRATCH = entries_.SCRATCH_DIR
 
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """The cache as a whole: where it is, its budget, and what it holds."""
+    """The cache as a whole: where it is, its budget, and what it holds (``entry_count`` and
+    ``used_bytes`` count checkouts and scratch directories; ``scratch_*`` the latter alone)."""
 
     root: Path
     max_bytes: int
     used_bytes: int
     entry_count: int
     leased_count: int
+    scratch_count: int = 0
+    scratch_bytes: int = 0
 
 
 class CodeCache:
     """Verified, read-only checkouts of source versions under ``root``, within ``max_bytes``.
 
-    The budget is best effort: leased versions (and a version being returned right now) are never
-    evicted, so the cache may exceed it while they are in use.
+    The budget is best effort: leased versions, scratch directories in use (and a version being
+    returned right now) are never evicted, so the cache may exceed it while they are in use.
     """
 
     lock_timeout: float = 3600.0
@@ -118,23 +118,29 @@ class CodeCache:
     def scratch_dir(self, source: Source) -> Path:
         """The persistent per-source directory ``<root>/<key>/.scratch`` (created if missing)."""
         path = self.root / source.key() / _SCRATCH
-        _mkdir(path)
+        self._mkdir(path)
         return path
 
     @contextmanager
     def scratch(self, source: Source) -> Iterator[FetchContext]:
         """The context for ``source``'s fetch and verify: with its scratch directory, held
-        locked across processes, when it uses one (``uses_scratch``)."""
+        locked across processes, when it uses one (``uses_scratch``). Its size is recorded
+        when the block exits (it counts against the budget)."""
         from filelock import FileLock, Timeout
 
         if not source.uses_scratch:
             yield self.context
             return
-        path = self.scratch_dir(source)
-        lock = FileLock(str(path) + ".lock", timeout=self.lock_timeout)
+        path = self.root / source.key() / _SCRATCH
+        self._mkdir(path.parent)
+        lock = FileLock(fs.lock_path(path), timeout=self.lock_timeout)
         try:
             with lock:
-                yield self.context.with_scratch(path)
+                self._mkdir(path)  # under the lock: an eviction may have just removed it
+                try:
+                    yield self.context.with_scratch(path)
+                finally:
+                    self._record_scratch(source, path)
         except Timeout as exc:
             raise CacheError(
                 f"timed out after {self.lock_timeout:g}s waiting for another process using "
@@ -170,11 +176,11 @@ class CodeCache:
     def lease(self, source: Source, version: str) -> Iterator[Path]:
         """`ensure` the version and keep it from eviction (by any process) until the block exits."""
         path = self.path_for(source, version)
-        _mkdir(path.parent)
+        self._mkdir(path.parent)
         try:
             fd = fs.lock_shared(fs.lease_path(path), timeout=self.lease_timeout)
         except OSError as exc:
-            raise _disk_error("lease", version, path, exc) from exc
+            raise self._disk_error("lease", version, path, exc) from exc
         try:
             yield self.ensure(source, version)
         finally:
@@ -182,35 +188,32 @@ class CodeCache:
             os.close(fd)
 
     def entries(self) -> list[CacheEntry]:
-        """Every checkout in the cache, least recently used first."""
-        found: list[CacheEntry] = []
-        for key_dir in _subdirs(self.root):
-            for path in _subdirs(key_dir):
-                entry = _read_entry(key_dir.name, path)
-                if entry is not None:
-                    found.append(entry)
-        found.sort(key=lambda e: (e.last_used, e.source_key, e.version))
-        return found
+        """Every checkout and scratch directory in the cache, least recently used first."""
+        return entries_.list_entries(self.root)
 
     def info(self) -> CacheInfo:
         """Totals over `entries`."""
         entries = self.entries()
+        scratch = [e for e in entries if e.kind == entries_.SCRATCH]
         return CacheInfo(
             root=self.root,
             max_bytes=self.max_bytes,
             used_bytes=sum(e.size for e in entries),
             entry_count=len(entries),
             leased_count=sum(e.leased for e in entries),
+            scratch_count=len(scratch),
+            scratch_bytes=sum(e.size for e in scratch),
         )
 
     def prune(self, *, max_bytes: int | None = None) -> list[CacheEntry]:
-        """Evict least-recently-used unleased versions until the cache holds at most ``max_bytes``
-        (the cache's budget by default); also remove debris of killed fills. Returns the evicted."""
+        """Evict least-recently-used checkouts and scratch directories not in use until the cache
+        holds at most ``max_bytes`` (the cache's budget by default); also remove debris of killed
+        fills. Returns the evicted."""
         budget = self.max_bytes if max_bytes is None else max_bytes
         if budget < 0:
             raise ConfigError(f"max_bytes must be >= 0, not {budget}")
         try:
-            return self._prune(budget, keep=None)
+            return entries_.prune(self.root, budget)
         except OSError as exc:
             raise CacheError(
                 f"could not prune the code cache at {self.root}: {exc.strerror or exc}",
@@ -223,7 +226,7 @@ class CodeCache:
         from filelock import FileLock, Timeout
 
         key_dir = path.parent
-        _mkdir(key_dir)
+        self._mkdir(key_dir)
         lock = FileLock(fs.lock_path(path), timeout=self.lock_timeout)
         try:
             with lock:
@@ -233,6 +236,7 @@ class CodeCache:
                         self._write_meta(source, version, path, fs.tree_size(path))
                     return path
                 fs.sweep(key_dir, held=version)
+                self._make_room(source, version, path)
                 self._fetch_into_place(source, version, path)
         except Timeout as exc:
             raise CacheError(
@@ -241,12 +245,28 @@ class CodeCache:
                 hint=f"if no conveyor process is running, remove {fs.lock_path(path)}",
             ) from exc
         except OSError as exc:
-            raise _disk_error("lock", version, path, exc) from exc
+            raise self._disk_error("lock", version, path, exc) from exc
         try:
-            self._prune(self.max_bytes, keep=path)
+            entries_.prune(self.root, self.max_bytes, keep=frozenset({path}))
         except (OSError, CacheError) as exc:  # the checkout is fine; only the budget slipped
             logger.warning("cache budget not enforced version=%s error=%s", version, exc)
         return path
+
+    def _make_room(self, source: Source, version: str, path: Path) -> None:
+        """Before a fill: evict down to the budget, less the version's expected size when the
+        source can tell it, and until that much is free on the disk. Never the version's own
+        source's scratch directory (the fill is about to use it)."""
+        try:
+            expected = source.expected_size(version, self.context)
+        except (ConveyorError, OSError) as exc:
+            logger.debug("no expected size version=%s error=%s", version, exc)
+            expected = None
+        budget = self.max_bytes if expected is None else max(self.max_bytes - expected, 0)
+        keep = frozenset({path, path.parent / _SCRATCH})
+        try:
+            entries_.prune(self.root, budget, keep=keep, free_needed=expected or 0)
+        except (OSError, CacheError) as exc:
+            logger.warning("cache could not make room version=%s error=%s", version, exc)
 
     def _fetch_into_place(self, source: Source, version: str, path: Path) -> None:
         started = time.perf_counter()
@@ -263,9 +283,11 @@ class CodeCache:
             os.replace(tmp, path)
         except OSError as exc:
             fs.discard(tmp)
-            raise _disk_error("fetch", version, path, exc) from exc
-        except BaseException:
+            raise self._disk_error("fetch", version, path, exc) from exc
+        except BaseException as exc:
             fs.discard(tmp)
+            if isinstance(exc, Exception) and out_of_space(exc) is not None:
+                raise self._disk_error("fetch", version, path, exc) from exc
             raise
         done = time.perf_counter()
         logger.info(
@@ -304,27 +326,55 @@ class CodeCache:
         )
         _touch(path)
 
-    # -- eviction --------------------------------------------------------------------------------
+    # -- bookkeeping of scratch directories and errors ------------------------------------------
 
-    def _prune(self, budget: int, *, keep: Path | None) -> list[CacheEntry]:
-        for key_dir in _subdirs(self.root):
-            fs.sweep(key_dir)
-        entries = self.entries()
-        used = sum(e.size for e in entries)
-        evicted: list[CacheEntry] = []
-        for entry in entries:
-            if used <= budget:
-                break
-            if entry.leased or entry.path == keep:
-                continue
-            if _evict(entry):
-                used -= entry.size
-                evicted.append(replace(entry, leased=False))
-        if used > budget:
-            logger.warning(
-                "cache over budget used_bytes=%d max_bytes=%d reason=versions in use", used, budget
+    def _record_scratch(self, source: Source, path: Path) -> None:
+        """Write ``.scratch.meta.json`` (size, files; its mtime is the last use)."""
+        try:
+            size, files = fs.tree_size(path)
+            fs.write_json_atomic(
+                fs.meta_path(path),
+                tmp=path.with_name(fs.temp_name(fs.TMP_PREFIX, path.name)),
+                data={
+                    "kind": entries_.SCRATCH,
+                    "source_key": path.parent.name,
+                    "source": source.describe(),
+                    "size": size,
+                    "files": files,
+                },
             )
-        return evicted
+        except OSError as exc:  # bookkeeping only: the next use records it again
+            logger.warning("cache could not record scratch path=%s error=%s", path, exc)
+
+    def _mkdir(self, path: Path) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if out_of_space(exc) is not None:
+                raise self._disk_error("create", "a directory", path, exc) from exc
+            raise CacheError(
+                f"cannot create cache directory {path}: {exc.strerror or exc}",
+                hint="set CONVEYOR_CACHE_DIR to a writable directory",
+            ) from exc
+
+    def _disk_error(self, action: str, what: str, path: Path, exc: BaseException) -> CacheError:
+        """The `CacheError` for a failed disk operation; a full disk names the cache and why."""
+        full = out_of_space(exc)
+        if full is not None:
+            reason = full.strerror or "No space left on device"
+            if full.filename and str(full.filename) not in reason:
+                reason = f"{reason}: {full.filename}"
+            return CacheError(
+                f"the code cache at {self.root} is out of space: could not {action} {what} "
+                f"at {path}: {reason}",
+                hint=f"free space on the disk of {self.root}, or lower CONVEYOR_CACHE_MAX_BYTES "
+                f"(now {self.max_bytes} bytes) / run `conveyor cache prune`",
+            )
+        strerror = exc.strerror if isinstance(exc, OSError) else None
+        return CacheError(
+            f"code cache could not {action} {what} at {path}: {strerror or exc}",
+            hint="check free space and permissions of the cache directory (CONVEYOR_CACHE_DIR)",
+        )
 
 
 def _from_spec(spec: Mapping[str, Any]) -> Source:
@@ -343,93 +393,3 @@ def _touch(path: Path) -> bool:
     except OSError:
         return False  # missing: the cold path fills it, or reports why it cannot
     return path.is_dir()
-
-
-def _evict(entry: CacheEntry) -> bool:
-    """Remove one checkout unless a lease or a fill holds it; True if it was removed."""
-    from filelock import FileLock, Timeout
-
-    path = entry.path
-    try:
-        lease_fd = fs.try_lock_exclusive(fs.lease_path(path))
-    except OSError as exc:
-        raise _disk_error("evict", entry.version, path, exc) from exc
-    if lease_fd is None:
-        return False
-    trash = path.with_name(fs.temp_name(fs.TRASH_PREFIX, entry.version))
-    try:
-        with FileLock(fs.lock_path(path), timeout=0):
-            if not path.is_dir():
-                return False
-            os.replace(path, trash)
-            fs.meta_path(path).unlink(missing_ok=True)
-            fs.lease_path(path).unlink(missing_ok=True)
-    except Timeout:
-        return False
-    except OSError as exc:
-        raise _disk_error("evict", entry.version, path, exc) from exc
-    finally:
-        os.close(lease_fd)
-    fs.discard(trash)
-    logger.info(
-        "cache evicted version=%s source_key=%s bytes=%d",
-        entry.version,
-        entry.source_key,
-        entry.size,
-    )
-    return True
-
-
-def _read_entry(source_key: str, path: Path) -> CacheEntry | None:
-    meta_file = fs.meta_path(path)
-    meta = fs.read_meta(meta_file) or {}
-    try:
-        stamp = os.stat(meta_file).st_mtime_ns
-    except FileNotFoundError:
-        try:
-            stamp = os.stat(path).st_mtime_ns
-        except FileNotFoundError:
-            return None  # evicted while we looked
-    size, files = meta.get("size"), meta.get("files")
-    if not isinstance(size, int) or not isinstance(files, int):
-        size, files = fs.tree_size(path)
-    return CacheEntry(
-        source_key=source_key,
-        version=path.name,
-        path=path,
-        size=size,
-        last_used=datetime.fromtimestamp(stamp / 1e9, UTC),
-        leased=fs.is_leased(fs.lease_path(path)),
-        source=str(meta.get("source", "unknown")),
-        files=files,
-    )
-
-
-def _subdirs(path: Path) -> list[Path]:
-    """Directories in ``path`` whose names do not start with a dot; none if it is missing."""
-    try:
-        with os.scandir(path) as it:
-            return [
-                Path(e.path)
-                for e in it
-                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
-            ]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _mkdir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CacheError(
-            f"cannot create cache directory {path}: {exc.strerror or exc}",
-            hint="set CONVEYOR_CACHE_DIR to a writable directory",
-        ) from exc
-
-
-def _disk_error(action: str, version: str, path: Path, exc: OSError) -> CacheError:
-    return CacheError(
-        f"code cache could not {action} {version} at {path}: {exc.strerror or exc}",
-        hint="check free space and permissions of the cache directory (CONVEYOR_CACHE_DIR)",
-    )

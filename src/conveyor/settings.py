@@ -18,6 +18,7 @@ worker and the server each call `Settings.from_env()` once and hand the object t
 | ``CONVEYOR_MAX_PARAMETERS_BYTES`` | ``1MiB`` | server: a run's parameters, as JSON |
 | ``CONVEYOR_MAX_LOG_LINE_BYTES`` | ``1MiB`` | server: one log line (workers cut at 64 Ki chars) |
 | ``CONVEYOR_MAX_LOG_BATCH`` | ``1000`` | server: log records per request (workers send 200) |
+| ``CONVEYOR_NETWORK_RETRY_SECONDS`` | ``30`` | seconds a failing network call is retried (0: off) |
 
 (*) a Fernet key (``python -c "from cryptography.fernet import Fernet;
 print(Fernet.generate_key().decode())"``) or any random string of 32 characters or more.
@@ -28,6 +29,7 @@ The server answers 413 with the setting's name when a request passes one of the 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -37,7 +39,7 @@ from pathlib import Path
 from conveyor.errors import ConfigError
 from conveyor.secrets import Secret
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "Settings", "parse_size"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "Settings", "parse_seconds", "parse_size"]
 
 DEFAULT_LEASE_SECONDS = 30.0
 """How long a claim lasts without a heartbeat, unless the worker asks for another length."""
@@ -89,6 +91,19 @@ def _limits(env: Mapping[str, str]) -> dict[str, int]:
     return limits
 
 
+def parse_seconds(text: str, *, name: str = "seconds") -> float:
+    """``"30"`` → 30.0, ``"2.5"`` → 2.5: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text.strip().removesuffix("s"))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(
+            f"{name} {text!r} is not a number of seconds", hint="write it like 30 or 2.5 (0: off)"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, resolved to concrete values."""
@@ -107,6 +122,8 @@ class Settings:
     max_parameters_bytes: int = 1024**2
     max_log_line_bytes: int = 1024**2
     max_log_batch: int = 1000
+    network_retry_seconds: float = 30.0
+    """``CONVEYOR_NETWORK_RETRY_SECONDS``: the retry budget of a failing network call."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +135,7 @@ class Settings:
         api_key = env.get("CONVEYOR_API_KEY")
         secret_key = env.get("CONVEYOR_SECRET_KEY")
         max_bundle = env.get("CONVEYOR_MAX_BUNDLE_BYTES")
+        retry_seconds = env.get("CONVEYOR_NETWORK_RETRY_SECONDS")
         return cls(
             home=home.absolute(),
             cache_dir=cache_dir.absolute(),
@@ -137,6 +155,11 @@ class Settings:
                 else cls.max_bundle_bytes
             ),
             **_limits(env),
+            network_retry_seconds=(
+                parse_seconds(retry_seconds, name="CONVEYOR_NETWORK_RETRY_SECONDS")
+                if retry_seconds
+                else cls.network_retry_seconds
+            ),
         )
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from conveyor.errors import (
     SourceUnavailable,
     VersionNotFound,
 )
+from conveyor.settings import Settings
 from conveyor.sources.base import FetchContext, Source
 from conveyor.sources.git import GitRepository
 from conveyor.sources.git import _cmd as _git_cmd
@@ -360,19 +362,31 @@ def test_missing_repository_over_http_is_source_not_found(git_http: GitHttpServe
         GitRepository(url, credentials=GitHubCredentials(DEFAULT_TOKEN)).resolve()
 
 
-def test_network_down_is_retried_then_source_unavailable(
+def test_network_down_is_retried_over_the_settings_budget_then_source_unavailable(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(_git_cmd, "RETRY_DELAYS", (0.05, 0.1))
+    # Given nothing listening, and a retry budget of 1 s from the settings (not the environment)
     calls = install_git_wrapper(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    url = f"http://127.0.0.1:{free_port()}/repo.git"  # nothing listens there
+    monkeypatch.setenv("CONVEYOR_NETWORK_RETRY_SECONDS", "600")  # sources never read this
+    ctx = FetchContext(settings=Settings.from_env({"CONVEYOR_NETWORK_RETRY_SECONDS": "1"}))
+    url = f"http://127.0.0.1:{free_port()}/repo.git"
+
+    # When the repository is resolved
+    started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="conveyor.sources.git._cmd"):
         with pytest.raises(SourceUnavailable) as caught:
-            GitRepository(url, credentials=GitHubCredentials(TOKEN)).resolve()
+            GitRepository(url, credentials=GitHubCredentials(TOKEN)).resolve(ctx)
+    elapsed = time.monotonic() - started
+
+    # Then git was tried again and again for about the budget, and the error is one line
     assert "\n" not in str(caught.value)
-    assert len([c for c in git_calls(calls) if "ls-remote" in c]) == 3
-    assert len([r for r in caplog.records if "retrying" in r.getMessage()]) == 2
+    assert str(caught.value).startswith(f"git server unreachable: listing refs of {url}")
+    tries = len([c for c in git_calls(calls) if "ls-remote" in c])
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert tries >= 2
+    assert len(retries) == tries - 1
+    assert 1.0 <= elapsed < 10
 
 
 def test_git_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -403,6 +417,8 @@ def test_git_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path
             "fatal: unable to access 'https://h/': The requested URL returned error: 503",
             "unavailable",
         ),
+        ("fatal: unable to write loose object file: No space left on device", "no_space"),
+        ("error: copy-fd: write returned: Disk quota exceeded\nfatal: early EOF", "no_space"),
         ("fatal: something unheard of", "other"),
     ],
 )

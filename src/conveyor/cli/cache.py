@@ -16,7 +16,8 @@ __all__ = ["format_size", "register"]
 
 cache_app = typer.Typer(
     name="cache",
-    help="Inspect and prune the local code cache (CONVEYOR_CACHE_DIR).",
+    help="Inspect and prune the local code cache (CONVEYOR_CACHE_DIR): checkouts of versions, "
+    "and the scratch directories (git mirrors) of the sources they came from.",
     no_args_is_help=True,
 )
 
@@ -51,6 +52,7 @@ def _table(entries: list[CacheEntry], *, title: str, leased: bool = True) -> Non
 
     table = Table(title=title, title_justify="left")
     table.add_column("source", overflow="fold")
+    table.add_column("kind", no_wrap=True)
     table.add_column("version", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("files", justify="right", no_wrap=True)
@@ -60,7 +62,8 @@ def _table(entries: list[CacheEntry], *, title: str, leased: bool = True) -> Non
     for entry in entries:
         row = [
             entry.source,
-            entry.version,
+            entry.kind,
+            entry.version or "-",
             format_size(entry.size),
             str(entry.files),
             _when(entry.last_used),
@@ -71,9 +74,19 @@ def _table(entries: list[CacheEntry], *, title: str, leased: bool = True) -> Non
     console.print(table)
 
 
+def _counted(entries: list[CacheEntry]) -> str:
+    """``3 version(s)``, or ``3 version(s) and 1 scratch directory``."""
+    scratch = sum(e.kind == "scratch" for e in entries)
+    text = f"{len(entries) - scratch} version(s)"
+    if scratch:
+        text += f" and {scratch} scratch director{'y' if scratch == 1 else 'ies'}"
+    return text
+
+
 @cache_app.command("ls")
 def ls() -> None:
-    """List the checkouts in the cache, least recently used first."""
+    """List the checkouts and scratch directories in the cache, least recently used first
+    ("leased": in use by a run, or by a fetch for a scratch directory)."""
     cache = _open_cache()
     entries = cache.entries()
     if not entries:
@@ -95,7 +108,12 @@ def info() -> None:
     table.add_row("root", str(summary.root))
     table.add_row("budget", f"{format_size(summary.max_bytes)} ({summary.max_bytes} bytes)")
     table.add_row("used", f"{format_size(summary.used_bytes)} ({summary.used_bytes} bytes)")
-    table.add_row("versions", str(summary.entry_count))
+    table.add_row(
+        "scratch",
+        f"{format_size(summary.scratch_bytes)} in {summary.scratch_count} director"
+        + ("y" if summary.scratch_count == 1 else "ies"),
+    )
+    table.add_row("versions", str(summary.entry_count - summary.scratch_count))
     table.add_row("leased", str(summary.leased_count))
     console.print(table)
 
@@ -109,7 +127,8 @@ def prune(
         help="Shrink to this size (1048576, 500MB, 2GiB; 0 empties it) instead of the budget.",
     ),
 ) -> None:
-    """Evict least-recently-used checkouts that no run is using, until the cache fits."""
+    """Evict least-recently-used checkouts and scratch directories that nothing is using, until
+    the cache fits."""
     from conveyor.settings import parse_size
 
     limit = None if max_bytes is None else parse_size(max_bytes, name="--max-bytes")
@@ -117,10 +136,11 @@ def prune(
     evicted = cache.prune(max_bytes=limit)
     if evicted:
         _table(evicted, title="evicted", leased=False)
-    summary = cache.info()
+    left = cache.entries()
     freed = sum(e.size for e in evicted)
+    leased = sum(e.leased for e in left)
     console.print(
-        f"evicted {len(evicted)} version(s), freed {format_size(freed)}; "
-        f"cache now {format_size(summary.used_bytes)} in {summary.entry_count} version(s)"
-        + (f", {summary.leased_count} leased" if summary.leased_count else "")
+        f"evicted {_counted(evicted)}, freed {format_size(freed)}; "
+        f"cache now {format_size(sum(e.size for e in left))} in {_counted(left)}"
+        + (f", {leased} leased" if leased else "")
     )

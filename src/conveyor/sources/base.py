@@ -103,6 +103,14 @@ class Source(ABC):
 
         verify_tree(path, version)
 
+    def expected_size(self, version: str, ctx: FetchContext | None = None) -> int | None:
+        """How many bytes the checkout of ``version`` will take, when the source can tell
+        cheaply (an index listing sizes); None (the default) when it cannot. The cache makes
+        that much room before fetching. A source that runs out of disk while fetching raises
+        ``OSError`` with ``errno.ENOSPC`` (or an error caused by one): the cache reports it as
+        its own disk being full."""
+        return None
+
     @abstractmethod
     def to_spec(self) -> dict[str, Any]:
         """A JSON-safe, secret-free description: ``{"kind": ..., **constructor arguments}``."""

@@ -9,7 +9,8 @@
   ``StrictHostKeyChecking=yes`` unless the credentials ask for ``accept-new``.
 
 `AuthSession` builds that environment lazily (the first time a command needs the network) and
-cleans up on close, so a fetch that needs no network never looks a credential up.
+cleans up on close, so a fetch that needs no network never looks a credential up. It also carries
+the `RetryPolicy` every network command of the session runs under.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from conveyor._retry import RetryPolicy
 from conveyor.errors import ConfigError
 from conveyor.secrets import Secret, reveal
 from conveyor.sources.git._cmd import GitEnv
@@ -112,11 +114,19 @@ class AuthSession:
     """Lazily built git environment for one fetch or resolve; ``close()`` removes temp files.
 
     ``load`` returns the `GitAuth` for the repository URL (or None for anonymous access); it is
-    called at most once, the first time `env` is used.
+    called at most once, the first time `env` is used. ``retry`` is how network commands of the
+    session are retried (`conveyor._retry`).
     """
 
-    def __init__(self, url: str, load: Callable[[], GitAuth | None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        load: Callable[[], GitAuth | None],
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.url = url
+        self.retry = retry or RetryPolicy()
         self._load = load
         self._env: GitEnv | None = None
         self._loaded = False

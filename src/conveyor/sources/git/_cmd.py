@@ -10,20 +10,27 @@ Every git child gets:
 - credentials as `GitEnv`: config entries appended to ``GIT_CONFIG_COUNT/KEY_n/VALUE_n`` (an
   ``http.<url>.extraHeader``), or variables such as ``GIT_SSH_COMMAND``. Values are `Secret`, so
   `conveyor._process.run` reveals them only inside ``Popen`` and redacts whatever git prints.
+
+A network command that fails for a transient reason (`Failure.UNAVAILABLE`) is tried again under
+a `conveyor._retry.RetryPolicy` (exponential backoff with full jitter over a time budget, from
+``CONVEYOR_NETWORK_RETRY_SECONDS`` through the source's fetch context). A command that ran out of
+disk raises ``OSError(ENOSPC)`` carrying git's own lines, so the code cache reports it as its own
+disk being full.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from conveyor._process import CommandArg, Completed, format_command, run
+from conveyor._retry import RetryPolicy, attempts
 from conveyor.errors import (
     AuthenticationError,
     CommandError,
@@ -36,7 +43,6 @@ from conveyor.secrets import Secret, redact_text
 
 __all__ = [
     "OFFLINE",
-    "RETRY_DELAYS",
     "Failure",
     "GitEnv",
     "GitFailed",
@@ -47,9 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-RETRY_DELAYS: tuple[float, ...] = (0.5, 1.5)
-"""Seconds to wait before the 2nd and 3rd try of a network command (3 tries in all)."""
 
 NETWORK_TIMEOUT = 600.0
 LOCAL_TIMEOUT = 300.0
@@ -119,13 +122,15 @@ class Failure(Enum):
     VERSION = "version"
     UNADVERTISED = "unadvertised"
     UNAVAILABLE = "unavailable"
+    NO_SPACE = "no_space"
     OTHER = "other"
 
 
-# Order matters: the first matching row wins.
+# Order matters: the first matching row wins (a full disk also makes git say "early EOF").
 _PATTERNS: tuple[tuple[Failure, re.Pattern[str]], ...] = tuple(
     (kind, re.compile(pattern, re.IGNORECASE))
     for kind, pattern in (
+        (Failure.NO_SPACE, r"no space left on device|disk quota exceeded"),
         (Failure.HOST_KEY, r"host key verification failed|no \S+ host key is known"),
         (
             Failure.AUTH,
@@ -181,15 +186,31 @@ class GitFailed(Exception):
         self.stderr = stderr
         super().__init__(f"{command}: {failure.value}")
 
+    def _lines(self) -> list[str]:
+        lines: list[str] = []
+        for raw in self.stderr.splitlines():
+            line = raw.strip()
+            if not line or line.startswith(_NOISE) or (lines and lines[-1] == line):
+                continue
+            lines.append(line if len(line) <= 300 else line[:297] + "...")
+        return lines
+
     @property
     def tail(self) -> str:
         """The last meaningful line git printed (already redacted)."""
-        lines = [
-            line.strip()
-            for line in self.stderr.splitlines()
-            if line.strip() and not line.startswith(("hint:", "warning: redirecting"))
-        ]
+        lines = self._lines()
         return lines[-1] if lines else f"exit code {self.returncode}"
+
+    @property
+    def detail(self) -> str:
+        """The last few meaningful lines, joined by ``; ``: git often prints the cause
+        (``No space left on device``) a line before its conclusion (``unpack-objects failed``)."""
+        lines = self._lines()
+        return "; ".join(lines[-_DETAIL_LINES:]) if lines else f"exit code {self.returncode}"
+
+
+_NOISE = ("hint:", "warning: redirecting", "From ", "* [", "+ ", "- [")
+_DETAIL_LINES = 4
 
 
 def raise_for(exc: GitFailed, *, source: str, action: str) -> SourceError:
@@ -209,8 +230,8 @@ def raise_for(exc: GitFailed, *, source: str, action: str) -> SourceError:
     if exc.failure in (Failure.VERSION, Failure.UNADVERTISED):
         return VersionNotFound(f"{where}: {exc.tail}", source=source)
     if exc.failure is Failure.UNAVAILABLE:
-        return SourceUnavailable(f"git server unreachable: {where}: {exc.tail}", source=source)
-    return SourceError(f"git failed: {where}: {exc.tail}", source=source)
+        return SourceUnavailable(f"git server unreachable: {where}: {exc.detail}", source=source)
+    return SourceError(f"git failed: {where}: {exc.detail}", source=source)
 
 
 def git_environment(auth: GitEnv | None = None) -> dict[str, str | Secret]:
@@ -253,27 +274,39 @@ def git(
     network: bool = False,
     input: bytes | None = None,
     timeout: float | None = None,
-    retry: bool | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Completed:
     """Run ``git ARGS`` and return what it printed; raise `GitFailed` (classified) on failure.
 
-    With ``network`` (and ``retry`` not False), transient failures are tried again after each of
-    `RETRY_DELAYS`. A missing ``git`` raises `ConfigError` (from `conveyor._process.run`).
+    With ``network``, transient failures are tried again under ``retry`` (the default
+    `RetryPolicy` when None; ``RetryPolicy(budget=0)`` tries once). A full disk raises
+    ``OSError(ENOSPC)`` whose text is git's last lines. A missing ``git`` raises `ConfigError`
+    (from `conveyor._process.run`).
     """
     cmd: list[CommandArg] = ["git", *_BASE_CONFIG, *args]
     env = git_environment(auth)
     redact = [*(auth.redact if auth else ()), *(v for v in env.values() if isinstance(v, Secret))]
-    delays = RETRY_DELAYS if (network and retry is not False) else ()
+    policy = (retry or RetryPolicy()) if network else RetryPolicy(budget=0)
     limit = timeout if timeout is not None else (NETWORK_TIMEOUT if network else LOCAL_TIMEOUT)
-    attempt = 0
-    while True:
-        attempt += 1
+    shown = format_command(cmd)
+
+    def log_retry(number: int, delay: float) -> None:
+        logger.info(
+            "git network failure, retrying attempt=%d delay_s=%.2f budget_s=%g command=%s",
+            number,
+            delay,
+            policy.budget,
+            shown,
+        )
+
+    failed: GitFailed | None = None
+    for attempt in attempts(policy, on_retry=log_retry):
         try:
             done = run(cmd, cwd=cwd, env=env, input=input, timeout=limit, check=False)
             returncode: int | None = done.returncode
             stderr = redact_text(done.stderr, redact)
         except CommandError as exc:  # only raised for a timeout with check=False
-            done = Completed(format_command(cmd), -1, "", exc.stderr)
+            done = Completed(shown, -1, "", exc.stderr)
             returncode, stderr = None, redact_text(exc.stderr, redact)
         if returncode == 0:
             return Completed(done.command, 0, redact_text(done.stdout, redact), stderr)
@@ -283,16 +316,26 @@ def git(
             done.command,
             returncode,
             failure.value,
-            attempt,
+            attempt.number,
         )
-        if failure is Failure.UNAVAILABLE and attempt <= len(delays):
-            delay = delays[attempt - 1]
-            logger.info(
-                "git network failure, retrying attempt=%d delay_s=%.1f command=%s",
-                attempt,
-                delay,
-                done.command,
-            )
-            time.sleep(delay)
-            continue
-        raise GitFailed(failure, command=done.command, returncode=returncode, stderr=stderr)
+        failed = GitFailed(failure, command=done.command, returncode=returncode, stderr=stderr)
+        if failure is Failure.NO_SPACE:
+            raise OSError(errno.ENOSPC, f"git {_subcommand(args)}: {failed.detail}")
+        if failure is not Failure.UNAVAILABLE:
+            break
+    assert failed is not None
+    raise failed
+
+
+def _subcommand(args: Sequence[CommandArg]) -> str:
+    """The git subcommand in ``args`` (``fetch``), skipping ``--git-dir X`` and ``-c K=V``."""
+    skip = False
+    for arg in args:
+        text = str(arg)
+        if skip:
+            skip = False
+        elif text in ("-c", "--git-dir", "-C"):
+            skip = True
+        elif not text.startswith("-"):
+            return text
+    return "command"

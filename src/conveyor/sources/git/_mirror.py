@@ -14,6 +14,11 @@ The mirror takes no lock of its own: it lives in the source's scratch directory,
 cache holds locked for the whole fetch and verify (one process at a time updates or reads it).
 Stale ``*.lock`` files left by a killed git are removed on entry, and a mirror whose creation did
 not finish is made again.
+
+A mirror is never trusted half-written: every network fetch into it runs inside a journal
+(`conveyor.sources.git._journal`); what a failed fetch wrote is rolled back at once (which also
+gives back the disk space of a fetch that filled the disk), what a killed one wrote is rolled
+back the next time the mirror is opened, and a mirror that cannot be rolled back is discarded.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from conveyor._process import Completed
 from conveyor.errors import VersionNotFound
+from conveyor.sources.git import _journal as journal
 from conveyor.sources.git._auth import AuthSession
 from conveyor.sources.git._cmd import OFFLINE, Failure, GitFailed, git, raise_for
 
@@ -67,14 +74,27 @@ class Mirror:
     def _prepare(self) -> None:
         if self.path.is_dir() and not (self.path / _MARKER).is_file():
             logger.info("removing unfinished git mirror path=%s", self.path)
-            shutil.rmtree(self.path, ignore_errors=True)
+            self.discard()
         for leftover in self.path.parent.glob(self.path.name + ".tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
         if self.path.is_dir():
             self._remove_stale_locks()
+            if journal.pending(self.path):
+                logger.info("rolling back an interrupted git fetch path=%s", self.path)
+                self._roll_back()
+        if self.path.is_dir():
             return
         tmp = self.path.with_name(f"{self.path.name}.tmp-{time.time_ns()}")
-        args = ["init", "--bare", "-q"]
+        try:
+            self._create(tmp)
+            tmp.rename(self.path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        logger.debug("created git mirror path=%s", self.path)
+
+    def _create(self, tmp: Path) -> None:
+        args = ["init", "--bare", "-q", "--template="]
         if self.object_format != "sha1":
             args.append(f"--object-format={self.object_format}")
         try:
@@ -90,8 +110,22 @@ class Mirror:
                 "[gc]\n\tauto = 0\n[fetch]\n\twriteCommitGraph = false\n"
             )
         (tmp / _MARKER).write_text(self.url + "\n", encoding="utf-8")
-        tmp.rename(self.path)
-        logger.debug("created git mirror path=%s", self.path)
+
+    def discard(self) -> None:
+        """Remove the mirror (the next `opened` makes a new one)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _roll_back(self) -> None:
+        """Undo a failed or interrupted fetch; discard the mirror when that is impossible."""
+        try:
+            removed = journal.roll_back(self.path)
+        except (journal.Broken, OSError) as exc:
+            logger.warning("discarding git mirror path=%s reason=%s", self.path, exc)
+            self.discard()
+            return
+        logger.info(
+            "rolled back a failed git fetch path=%s files_removed=%d", self.path, len(removed)
+        )
 
     def _remove_stale_locks(self) -> None:
         # We hold the mirror's flock, so no git of ours is running here: any lock is stale.
@@ -130,7 +164,19 @@ class Mirror:
         self, auth: AuthSession, *args: str, input: bytes | None = None, noop: bool = False
     ) -> str:
         negotiation = ["-c", "fetch.negotiationAlgorithm=noop"] if noop else []
-        done = git(
+        journal.begin(self.path)
+        try:
+            done = self._run_fetch(auth, negotiation, args, input)
+        except BaseException:
+            self._roll_back()
+            raise
+        journal.commit(self.path)
+        return done.stderr
+
+    def _run_fetch(
+        self, auth: AuthSession, negotiation: list[str], args: tuple[str, ...], input: bytes | None
+    ) -> Completed:
+        return git(
             [
                 "--git-dir",
                 str(self.path),
@@ -145,8 +191,8 @@ class Mirror:
             auth=auth.env(),
             network=True,
             input=input,
+            retry=auth.retry,
         )
-        return done.stderr
 
     def fetch_commit(self, sha: str, auth: AuthSession, *, blobs: bool = False) -> None:
         """Fetch commit ``sha`` at depth 1 and keep a ref to it: without its blobs (a partial
@@ -156,6 +202,13 @@ class Mirror:
         try:
             stderr = self._fetch(auth, "--depth=1", wanted, "origin", _keep(sha))
         except GitFailed as exc:
+            if exc.failure is Failure.VERSION:
+                raise VersionNotFound(
+                    f"commit {sha} not found in {self.source}",
+                    source=self.source,
+                    hint="check that the commit was pushed (and not force-pushed away), "
+                    "or redeploy from an existing branch or tag",
+                ) from None
             if exc.failure is not Failure.UNADVERTISED:
                 raise raise_for(exc, source=self.source, action=f"fetching {sha} from") from None
             logger.info("server refuses fetch by commit; fetching branches and tags sha=%s", sha)
@@ -184,7 +237,10 @@ class Mirror:
             raise raise_for(exc, source=self.source, action="fetching branches from") from None
         if not self.has_commit(sha):
             raise VersionNotFound(
-                f"commit {sha} is not on any branch or tag of {self.source}", source=self.source
+                f"commit {sha} not found in {self.source} (on no branch or tag)",
+                source=self.source,
+                hint="check that the commit was pushed (and not force-pushed away), "
+                "or redeploy from an existing branch or tag",
             )
         git(["--git-dir", str(self.path), "update-ref", f"refs/conveyor/{sha}", sha])
 

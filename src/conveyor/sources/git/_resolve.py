@@ -30,7 +30,9 @@ def ref_candidates(branch: str) -> list[str]:
 def ls_remote(url: str, patterns: list[str], auth: AuthSession) -> dict[str, str]:
     """``{ref: commit}`` for the remote refs matching ``patterns`` (all refs when empty)."""
     try:
-        out = git(["ls-remote", "--", url, *patterns], auth=auth.env(), network=True).stdout
+        out = git(
+            ["ls-remote", "--", url, *patterns], auth=auth.env(), network=True, retry=auth.retry
+        ).stdout
     except GitFailed as exc:
         raise raise_for(exc, source=url, action="listing refs of") from None
     refs: dict[str, str] = {}
@@ -85,6 +87,7 @@ def resolve_short(url: str, prefix: str, auth: AuthSession) -> str:
                     ],
                     auth=auth.env(),
                     network=True,
+                    retry=auth.retry,
                 )
             except GitFailed as exc:
                 raise raise_for(exc, source=url, action="resolving a commit of") from None

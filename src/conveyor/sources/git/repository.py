@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from conveyor._retry import RetryPolicy
 from conveyor.errors import ConfigError, IntegrityError, SourceError, VersionNotFound
 from conveyor.sources.base import FetchContext, Source, context
 from conveyor.sources.git._auth import AuthSession, GitAuth
@@ -190,9 +191,10 @@ class GitRepository(Source):
 
     def _session(self, ctx: FetchContext, url: str | None = None) -> AuthSession:
         target = url or self.url
+        retry = RetryPolicy.from_settings(ctx.settings)
         if url is not None and not same_host(url, self.url):
-            return AuthSession(target, lambda: None)
-        return AuthSession(target, lambda: self._auth_for(target, ctx))
+            return AuthSession(target, lambda: None, retry=retry)
+        return AuthSession(target, lambda: self._auth_for(target, ctx), retry=retry)
 
     # -- deploy time -------------------------------------------------------------------------------
 
@@ -200,10 +202,17 @@ class GitRepository(Source):
         """The full commit the branch, tag, short hash or remote HEAD names right now."""
         if self.commit_sha and FULL_SHA.fullmatch(self.commit_sha):
             return self.commit_sha
-        with self._session(context(ctx)) as auth:
-            if self.commit_sha:
-                return resolve_short(self.url, self.commit_sha, auth)
-            return resolve_ref(self.url, self.branch, auth)
+        try:
+            with self._session(context(ctx)) as auth:
+                if self.commit_sha:
+                    return resolve_short(self.url, self.commit_sha, auth)
+                return resolve_ref(self.url, self.branch, auth)
+        except OSError as exc:  # a temporary mirror or key file could not be written
+            raise SourceError(
+                f"could not resolve a commit of {self.url}: {exc.strerror or exc}",
+                source=self.url,
+                hint="check free space and permissions of the temporary directory (TMPDIR)",
+            ) from exc
 
     def describe_url(self) -> str:
         """The repository URL, safe to show (it never holds credentials)."""

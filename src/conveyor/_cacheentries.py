@@ -1,0 +1,189 @@
+"""What the code cache holds, and evicting it: checkouts and scratch directories, LRU.
+
+Two kinds of entry live under ``<root>/<source-key>/`` (layout in `conveyor._cachefs`):
+
+- a **checkout** ``<version>/``: held by leases (shared flocks on ``<version>.lease``) while runs
+  use it, and by its fill lock ``<version>.lock``;
+- a **scratch** directory ``.scratch/`` of a source that keeps state between fetches (a git
+  mirror): held by its lock ``.scratch.lock`` while a fill fetches or verifies through it. Its
+  ``.scratch.meta.json`` records its size after each use, and its mtime is the last use.
+
+Both count against the byte budget and are evicted least recently used first, never while held:
+eviction takes the entry's locks without waiting, renames it to ``.trash-…`` and removes that.
+Functions here raise `OSError`; `conveyor.cache` turns it into a `CacheError` naming the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from conveyor import _cachefs as fs
+
+__all__ = [
+    "CHECKOUT",
+    "SCRATCH",
+    "SCRATCH_DIR",
+    "CacheEntry",
+    "evict",
+    "free_bytes",
+    "list_entries",
+    "prune",
+    "subdirs",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKOUT = "checkout"
+SCRATCH = "scratch"
+SCRATCH_DIR = ".scratch"
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One entry of the cache: a checkout of a version, or a source's scratch directory.
+
+    ``source`` is the redacted one-line source description; ``version`` is empty for scratch;
+    ``leased`` means in use (a run's lease on a checkout, a fill holding a scratch directory).
+    """
+
+    source_key: str
+    version: str
+    path: Path
+    size: int
+    last_used: datetime
+    leased: bool
+    source: str
+    files: int = 0
+    kind: str = CHECKOUT
+
+
+def subdirs(path: Path) -> list[Path]:
+    """Directories in ``path`` whose names do not start with a dot; none if it is missing."""
+    try:
+        with os.scandir(path) as it:
+            return [
+                Path(e.path)
+                for e in it
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            ]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def list_entries(root: Path) -> list[CacheEntry]:
+    """Every checkout and scratch directory under ``root``, least recently used first."""
+    found: list[CacheEntry] = []
+    for key_dir in subdirs(root):
+        for path in subdirs(key_dir):
+            entry = _read_entry(key_dir.name, path, kind=CHECKOUT)
+            if entry is not None:
+                found.append(entry)
+        scratch = key_dir / SCRATCH_DIR
+        if scratch.is_dir():
+            entry = _read_entry(key_dir.name, scratch, kind=SCRATCH)
+            if entry is not None:
+                found.append(entry)
+    found.sort(key=lambda e: (e.last_used, e.source_key, e.kind, e.version))
+    return found
+
+
+def _read_entry(source_key: str, path: Path, *, kind: str) -> CacheEntry | None:
+    meta_file = fs.meta_path(path)
+    meta = fs.read_meta(meta_file) or {}
+    try:
+        stamp = os.stat(meta_file).st_mtime_ns
+    except FileNotFoundError:
+        try:
+            stamp = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            return None  # evicted while we looked
+    size, files = meta.get("size"), meta.get("files")
+    if not isinstance(size, int) or not isinstance(files, int):
+        size, files = fs.tree_size(path)
+    held = fs.lock_path(path) if kind == SCRATCH else fs.lease_path(path)
+    return CacheEntry(
+        source_key=source_key,
+        version="" if kind == SCRATCH else path.name,
+        path=path,
+        size=size,
+        last_used=datetime.fromtimestamp(stamp / 1e9, UTC),
+        leased=fs.is_leased(held),
+        source=str(meta.get("source", "unknown")),
+        files=files,
+        kind=kind,
+    )
+
+
+def evict(entry: CacheEntry) -> bool:
+    """Remove one entry unless a lease or a fill holds it; True if it was removed."""
+    from filelock import FileLock, Timeout
+
+    path = entry.path
+    lease_fd = fs.try_lock_exclusive(fs.lease_path(path))
+    if lease_fd is None:
+        return False
+    trash = path.with_name(fs.temp_name(fs.TRASH_PREFIX, path.name))
+    try:
+        with FileLock(fs.lock_path(path), timeout=0):
+            if not path.is_dir():
+                return False
+            os.replace(path, trash)
+            fs.meta_path(path).unlink(missing_ok=True)
+            fs.lease_path(path).unlink(missing_ok=True)
+    except Timeout:
+        return False
+    finally:
+        os.close(lease_fd)
+    fs.discard(trash)
+    logger.info(
+        "cache evicted kind=%s version=%s source_key=%s bytes=%d",
+        entry.kind,
+        entry.version or "-",
+        entry.source_key,
+        entry.size,
+    )
+    return True
+
+
+def free_bytes(root: Path) -> int | None:
+    """Free bytes on the file system holding ``root`` (None when it cannot be asked)."""
+    try:
+        return shutil.disk_usage(root).free
+    except OSError:
+        return None
+
+
+def prune(
+    root: Path, budget: int, *, keep: frozenset[Path] = frozenset(), free_needed: int = 0
+) -> list[CacheEntry]:
+    """Evict least-recently-used entries that are not in use and not in ``keep`` until the cache
+    holds at most ``budget`` bytes and, when ``free_needed`` is given, until that many bytes are
+    free on its disk (as far as evicting can get there); remove debris of killed fills first.
+    Returns the evicted entries."""
+    for key_dir in subdirs(root):
+        fs.sweep(key_dir)
+    entries = list_entries(root)
+    used = sum(e.size for e in entries)
+    if free_needed > 0:
+        free = free_bytes(root)
+        if free is not None and free < free_needed:
+            budget = min(budget, max(used - (free_needed - free), 0))
+    evicted: list[CacheEntry] = []
+    for entry in entries:
+        if used <= budget:
+            break
+        if entry.leased or entry.path in keep:
+            continue
+        if evict(entry):
+            used -= entry.size
+            evicted.append(replace(entry, leased=False))
+    if used > budget:
+        logger.warning(
+            "cache over budget used_bytes=%d max_bytes=%d reason=entries in use", used, budget
+        )
+    return evicted
