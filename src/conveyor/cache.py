@@ -33,17 +33,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conveyor import _cachefs as fs
+from conveyor._fs import atomic_write
 from conveyor.errors import CacheError, ConfigError
-from conveyor.sources.base import FetchContext
+from conveyor.sources.base import FetchContext, Source
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
+    from conveyor._expected import Copied
     from conveyor.settings import Settings
-    from conveyor.sources.base import Source
 
-__all__ = ["CacheEntry", "CacheInfo", "CodeCache"]
+__all__ = ["CacheEntry", "CacheInfo", "CodeCache", "proof_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +156,22 @@ class CodeCache:
     def checkout(self, source: Source | Mapping[str, Any], version: str) -> Iterator[Path]:
         """The one way to get a usable tree: ``version`` of ``source`` (a `Source` or a stored
         spec), fetched and verified if needed, kept from eviction until the block exits."""
-        from conveyor.sources.base import Source
-
         built = source if isinstance(source, Source) else _from_spec(source)
         with self.lease(built, version) as path:
             yield path
+
+    def copy_out(self, source: Source | Mapping[str, Any], version: str, dest: Path) -> Copied:
+        """Copy ``version`` into ``dest`` (a new or empty directory) as writable files, each
+        checked against the version as it is copied (see `conveyor._verified`); the one way a
+        checkout leaves the cache for code that will run or be handed to a user.
+
+        A checkout that no longer matches its version is discarded and fetched again, once;
+        then `IntegrityError` (naming the file) and ``dest`` is left empty.
+        """
+        from conveyor._verified import copy_out
+
+        built = source if isinstance(source, Source) else _from_spec(source)
+        return copy_out(self, built, version, Path(dest))
 
     @contextmanager
     def lease(self, source: Source, version: str) -> Iterator[Path]:
@@ -253,7 +265,9 @@ class CodeCache:
                 fetched = time.perf_counter()
                 source.verify(version, tmp, ctx)
                 verified = time.perf_counter()
+                proof = source.proof(version, tmp, ctx)
             size_files = fs.seal_tree(tmp)
+            _write_proof(path, proof)
             self._write_meta(source, version, path, size_files)
             os.replace(tmp, path)
         except OSError as exc:
@@ -322,6 +336,19 @@ class CodeCache:
         return evicted
 
 
+def proof_path(checkout: Path) -> Path:
+    """``<key>/.proofs/<version>``: the evidence `Source.expected` reads (see `Source.proof`)."""
+    return checkout.parent / ".proofs" / checkout.name
+
+
+def _write_proof(checkout: Path, proof: bytes | None) -> None:
+    if proof is not None:
+        proof_path(checkout).parent.mkdir(exist_ok=True)
+        tmp = checkout.with_name(fs.temp_name(fs.TMP_PREFIX, checkout.name))
+        with atomic_write(proof_path(checkout), tmp=tmp, mode=0o444) as out:
+            out.write(proof)
+
+
 def _from_spec(spec: Mapping[str, Any]) -> Source:
     from conveyor.sources import source_from_spec
 
@@ -359,6 +386,7 @@ def _evict(entry: CacheEntry) -> bool:
             os.replace(path, trash)
             fs.meta_path(path).unlink(missing_ok=True)
             fs.lease_path(path).unlink(missing_ok=True)
+            proof_path(path).unlink(missing_ok=True)
     except Timeout:
         return False
     except OSError as exc:

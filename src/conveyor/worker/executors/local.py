@@ -159,11 +159,9 @@ class LocalExecutor(Executor, Supervisor):
             timings["fetch"] = 0.0
             timings["workspace"] = time.monotonic() - started
             return {"version": spec.version}
-        with self.cache.checkout(spec.source, spec.version) as checkout:
-            timings["fetch"] = time.monotonic() - started
-            copied = time.monotonic()
-            Workspace.fill(dest, checkout)
-            timings["workspace"] = time.monotonic() - copied
+        copied = self.cache.copy_out(spec.source, spec.version, dest)
+        timings["fetch"] = copied.fetch_seconds
+        timings["workspace"] = copied.copy_seconds
         return {"version": spec.version}
 
 

@@ -21,8 +21,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conveyor.worker.executors.workspace import Workspace
-
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
@@ -125,8 +123,7 @@ class SparePool:
         holder = self.root / f"{version[:24]}-{secrets.token_hex(4)}"
         holder.mkdir(parents=True)
         try:
-            with self.cache.checkout(source, version) as checkout:
-                Workspace.fill(holder / "code", checkout)
+            self.cache.copy_out(source, version, holder / "code")
         except BaseException:
             shutil.rmtree(holder, ignore_errors=True)
             raise

@@ -7,10 +7,11 @@ Each worker process has its own directory, ``<CONVEYOR_HOME>/work/w-<pid>-<rando
     code/       the run's working directory: a copy of the checkout, every file writable
     control/    input.json, output.json, result.pickle (see `conveyor.worker.child`)
 
-The code is *copied*, never hard-linked: a hard link shares the inode, so a flow writing to
-``data.csv`` would write into the shared cache, and read-only bits do not stop root. A copy of a
-few megabytes costs milliseconds. Symbolic links are copied as links (the cache only holds links
-that stay inside the tree). The directory is removed when the run ends.
+The code is *copied* (`CodeCache.copy_out`, which checks every byte against the version as it
+copies), never hard-linked: a hard link shares the inode, so a flow writing to ``data.csv`` would
+write into the shared cache, and read-only bits do not stop root. A copy of a few megabytes costs
+milliseconds. Symbolic links are copied as links (the cache only holds links that stay inside the
+tree). The directory is removed when the run ends.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from conveyor._fs import copy_writable
 
 __all__ = ["Workspace", "worker_dir"]
 
@@ -48,12 +47,6 @@ class Workspace:
     @property
     def control(self) -> Path:
         return self.root / "control"
-
-    @staticmethod
-    def fill(dest: Path, checkout: Path) -> int:
-        """Copy the checkout into the new directory ``dest`` as writable files; the bytes."""
-        dest.mkdir(mode=0o755)
-        return copy_writable(checkout, dest)[0]
 
     def remove(self) -> None:
         """Delete the whole run directory (whatever the flow left in it)."""
