@@ -183,7 +183,8 @@ def test_a_mismatch_the_source_cannot_repair_fails_naming_the_file(tmp_path: Pat
     # Then the error names the file, and not a byte of the tampered code was handed out
     assert caught.value.path == "payload.py"
     assert "content differs" in str(caught.value)
-    assert dest.is_dir() and list(dest.iterdir()) == []
+    assert dest.is_dir()
+    assert list(dest.iterdir()) == []
     assert not cache.path_for(source, version).exists()
 
 
