@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.worker.executors.isolation import TRAVERSABLE
+
 __all__ = ["Workspace", "worker_dir"]
 
 
@@ -33,10 +35,17 @@ class Workspace:
     root: Path
 
     @classmethod
-    def create(cls, work_dir: Path, run_id: str, *, attempt: int = 1) -> Workspace:
+    def create(
+        cls, work_dir: Path, run_id: str, *, attempt: int = 1, shared: bool = False
+    ) -> Workspace:
+        """A new run directory; ``shared`` (``--run-as``): traversable by the run's user, who
+        must know its unguessable name (``0o711``), instead of private (``0o700``)."""
         work_dir.mkdir(parents=True, exist_ok=True)
-        root = work_dir / f"{run_id}-{attempt}-{secrets.token_hex(3)}"
+        root = work_dir / f"{run_id}-{attempt}-{secrets.token_hex(8 if shared else 3)}"
         root.mkdir(mode=0o700)
+        if shared:
+            os.chmod(work_dir, TRAVERSABLE)
+            os.chmod(root, TRAVERSABLE)
         (root / "control").mkdir()
         return cls(root)
 
@@ -59,10 +68,11 @@ class Workspace:
             shutil.rmtree(self.root, onerror=_writable)
 
 
-def worker_dir(base: Path) -> Path:
+def worker_dir(base: Path, *, shared: bool = False) -> Path:
     """A new directory for this worker process under ``base``; removes dead workers' ones.
 
     Named ``w-<pid>-<random>``: a directory whose process is gone was left by a killed worker.
+    ``shared`` (``--run-as``): traversable, not listable, by other users (``0o711``).
     """
     base.mkdir(parents=True, exist_ok=True)
     for entry in base.glob("w-*-*"):
@@ -71,6 +81,8 @@ def worker_dir(base: Path) -> Path:
             shutil.rmtree(entry, ignore_errors=True)
     own = base / f"w-{os.getpid()}-{secrets.token_hex(3)}"
     own.mkdir(mode=0o700)
+    if shared:
+        os.chmod(own, TRAVERSABLE)
     return own
 
 
