@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING
 
 from conveyor import _cachefs as fs
 from conveyor._expected import Copied, copy_verified
+from conveyor._fs import atomic_write, copy_writable
 from conveyor.errors import CacheError, ConfigError, IntegrityError
 
 if TYPE_CHECKING:
     from conveyor.cache import CodeCache
     from conveyor.sources.base import Source
 
-__all__ = ["copy_out"]
+__all__ = ["copy_out", "proof_path", "write_proof"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +67,24 @@ def copy_out(cache: CodeCache, source: Source, version: str, dest: Path) -> Copi
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _copy(cache: CodeCache, source: Source, version: str, path: Path, dest: Path) -> Copied:
-    from conveyor.cache import proof_path
+def proof_path(checkout: Path) -> Path:
+    """``<key>/.proofs/<version>``: the evidence `Source.expected` reads (see `Source.proof`)."""
+    return checkout.parent / ".proofs" / checkout.name
 
+
+def write_proof(checkout: Path, proof: bytes | None) -> None:
+    """Keep ``proof`` for the checkout at ``checkout`` (called under its fill lock)."""
+    if proof is not None:
+        proof_path(checkout).parent.mkdir(exist_ok=True)
+        tmp = checkout.with_name(fs.temp_name(fs.TMP_PREFIX, checkout.name))
+        with atomic_write(proof_path(checkout), tmp=tmp, mode=0o444) as out:
+            out.write(proof)
+
+
+def _copy(cache: CodeCache, source: Source, version: str, path: Path, dest: Path) -> Copied:
     expected = source.expected(version, _read_proof(proof_path(path)))
     if expected is not None:
         return copy_verified(path, expected, dest)
-    from conveyor._fs import copy_writable
-
     copied = Copied(*copy_writable(path, dest))
     with cache.scratch(source) as ctx:
         source.verify(version, dest, ctx)
@@ -117,8 +128,6 @@ def _discard(path: Path, version: str, identity: tuple[int, int], *, timeout: fl
     """Move the mismatching checkout out of the way (under its fill lock), unless another
     process already did and filled a new one; the next `ensure` fetches it again."""
     from filelock import FileLock, Timeout
-
-    from conveyor.cache import proof_path
 
     trash = path.with_name(fs.temp_name(fs.TRASH_PREFIX, version))
     try:

@@ -9,6 +9,11 @@
   fetch into a temporary sibling, verify, record metadata, make it read-only, `os.replace` it into
   place, then evict least-recently-used unleased versions until the byte budget holds.
 
+After `Source.verify` passes, the source's `Source.proof` (evidence that hashes to the version:
+the bundle manifest, a commit's own objects) is kept at ``<key>/.proofs/<version>``;
+`CodeCache.copy_out` (see `conveyor._verified`) checks every later copy of the checkout against
+it, and fetches a checkout that no longer matches again.
+
 A process killed mid-fill leaves only a ``.tmp-*`` directory, removed by the next fill (only
 when its lock is free). `CodeCache.checkout` (the one way a caller gets a usable tree) holds a
 shared flock for as long as a run uses a checkout; eviction skips any version whose lease file it
@@ -33,9 +38,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conveyor import _cachefs as fs
-from conveyor._fs import atomic_write
+from conveyor._verified import copy_out, proof_path, write_proof
 from conveyor.errors import CacheError, ConfigError
-from conveyor.sources.base import FetchContext, Source
+from conveyor.sources.base import FetchContext
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
 
     from conveyor._expected import Copied
     from conveyor.settings import Settings
+    from conveyor.sources.base import Source
 
 __all__ = ["CacheEntry", "CacheInfo", "CodeCache", "proof_path"]
 
@@ -156,6 +162,8 @@ class CodeCache:
     def checkout(self, source: Source | Mapping[str, Any], version: str) -> Iterator[Path]:
         """The one way to get a usable tree: ``version`` of ``source`` (a `Source` or a stored
         spec), fetched and verified if needed, kept from eviction until the block exits."""
+        from conveyor.sources.base import Source
+
         built = source if isinstance(source, Source) else _from_spec(source)
         with self.lease(built, version) as path:
             yield path
@@ -168,7 +176,7 @@ class CodeCache:
         A checkout that no longer matches its version is discarded and fetched again, once;
         then `IntegrityError` (naming the file) and ``dest`` is left empty.
         """
-        from conveyor._verified import copy_out
+        from conveyor.sources.base import Source
 
         built = source if isinstance(source, Source) else _from_spec(source)
         return copy_out(self, built, version, Path(dest))
@@ -267,7 +275,7 @@ class CodeCache:
                 verified = time.perf_counter()
                 proof = source.proof(version, tmp, ctx)
             size_files = fs.seal_tree(tmp)
-            _write_proof(path, proof)
+            write_proof(path, proof)
             self._write_meta(source, version, path, size_files)
             os.replace(tmp, path)
         except OSError as exc:
@@ -334,19 +342,6 @@ class CodeCache:
                 "cache over budget used_bytes=%d max_bytes=%d reason=versions in use", used, budget
             )
         return evicted
-
-
-def proof_path(checkout: Path) -> Path:
-    """``<key>/.proofs/<version>``: the evidence `Source.expected` reads (see `Source.proof`)."""
-    return checkout.parent / ".proofs" / checkout.name
-
-
-def _write_proof(checkout: Path, proof: bytes | None) -> None:
-    if proof is not None:
-        proof_path(checkout).parent.mkdir(exist_ok=True)
-        tmp = checkout.with_name(fs.temp_name(fs.TMP_PREFIX, checkout.name))
-        with atomic_write(proof_path(checkout), tmp=tmp, mode=0o444) as out:
-            out.write(proof)
 
 
 def _from_spec(spec: Mapping[str, Any]) -> Source:

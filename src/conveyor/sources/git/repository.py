@@ -17,6 +17,9 @@ environment. The URL is stored without user info; a URL with a password is refus
 `verify` is stateless: it recomputes the expected manifest from the mirror in ``ctx.scratch``
 (no network), so any instance built from the same spec verifies what another one fetched. The
 cache holds its scratch lock around ``fetch`` + ``verify``; the mirror takes no lock of its own.
+`proof` hands the cache the commit's own commit and tree objects; `expected` rebuilds the
+checkout's blob ids from them alone, so every later use is checked without the mirror (see
+`conveyor.sources.git._proof`).
 """
 
 from __future__ import annotations
