@@ -27,12 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cache import make_tree  # noqa: E402 - the shared fixture of bench/cache.py
+from cache import make_tree
 
-from conveyor._fs import copy_writable  # noqa: E402
-from conveyor.cache import CodeCache  # noqa: E402
-from conveyor.sources.git import GitRepository  # noqa: E402
-from conveyor.sources.store import LocalStoreSource  # noqa: E402
+from conveyor._fs import copy_writable
+from conveyor.cache import CodeCache
+from conveyor.sources.git import GitRepository
+from conveyor.sources.store import LocalStoreSource
 
 
 def _git_repo(tree: Path, root: Path) -> str:
