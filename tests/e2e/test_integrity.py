@@ -18,8 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +25,10 @@ import pytest
 
 from conveyor.bundles import compute_version
 from conveyor.schemas import Run, RunState
-from conveyor.worker.executors.isolation import child_environ
 from e2e.conftest import api, command_env, conveyor, ok, one_line_error, wait_for_run
+from fixtures.users import interpreter_for, throwaway_user  # noqa: F401
 
 pytestmark = pytest.mark.slow
-
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 VICTIM = {
     "payload.py": "WORD = 'pristine'\n",
@@ -204,78 +200,12 @@ def test_worker_settings_do_not_resolve_in_a_deployments_templates(tmp_path: Pat
 # -- --run-as: a worker started as root runs flows as another user -------------------------------
 
 
-def _as_user(user: str, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    entry = pwd.getpwnam(user)
-    return subprocess.run(
-        argv,
-        env=env,
-        cwd="/",
-        user=entry.pw_uid,
-        group=entry.pw_gid,
-        extra_groups=[entry.pw_gid],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def throwaway_user() -> Iterator[str]:
-    """A system user with no home, removed afterwards (skipped where it cannot be made)."""
-    from conftest import service_unavailable
-
-    if os.geteuid() != 0:
-        pytest.skip("--run-as needs the tests to run as root")
-    if shutil.which("useradd") is None or shutil.which("userdel") is None:
-        service_unavailable("useradd/userdel are not installed")
-    name = f"cvt{uuid.uuid4().hex[:8]}"
-    made = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if made.returncode != 0:
-        service_unavailable(f"useradd failed: {made.stderr.strip()}")
-    try:
-        yield name
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, check=False)
-
-
-def _interpreter_for(user: str) -> tuple[list[str], dict[str, str]]:
-    """A Python (and PYTHONPATH) that ``user`` can run Conveyor's child with; the worker runs on
-    it too (its children use the worker's interpreter). This test machine's virtualenv may live
-    under /root: then the same version's system interpreter is used with the venv's packages."""
-    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
-    candidates = [
-        ([sys.executable], {}),
-        (
-            [f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"],
-            {"PYTHONPATH": os.pathsep.join([str(SRC), site])},
-        ),
-    ]
-    tried = []
-    for argv, extra in candidates:
-        env = {**child_environ(os.environ), **extra}
-        try:
-            probe = _as_user(user, [*argv, "-c", "import conveyor.worker.child, httpx"], env)
-        except OSError as exc:
-            tried.append(f"{argv[0]}: {exc.strerror}")
-            continue
-        if probe.returncode == 0:
-            return argv, extra
-        tried.append(f"{argv[0]}: {probe.stderr.strip().splitlines()[-1:]}")
-    pytest.skip(f"no Python interpreter that {user} can run Conveyor with: {tried}")
-
-
 def test_run_as_a_user_flows_cannot_reach_the_cache_the_key_or_the_database(
-    throwaway_user: str,
+    throwaway_user: str,  # noqa: F811
 ) -> None:
     # Given a worker home that anyone could enter (a default umask), with a key and a database,
     # and two deployments, the first run once by a root worker with --run-as
-    python, extra = _interpreter_for(throwaway_user)
+    python, extra = interpreter_for(throwaway_user)
     base = Path(tempfile.mkdtemp(prefix="conveyor-run-as-", dir="/tmp"))
     try:
         os.chmod(base, 0o755)
