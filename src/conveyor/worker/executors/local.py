@@ -3,9 +3,11 @@ pools) and `InProcessExecutor` (debugging).
 
 Both make the run's code ready the same way (`LocalExecutor`): a per-run `Workspace`, the run's
 pull steps run in order by `conveyor.steps.run_steps` — the step that names the code (or, when
-none does, an implicit fetch) copies the pinned version out of the code cache
-(``cache.checkout``) into the workspace, or takes a spare copy made after an earlier run — then
-``started`` is called and the child is supervised (`Supervisor`). They differ only in `launch`:
+none does, an implicit fetch) copies the pinned version out of the code cache, checking every
+byte against the version (``cache.copy_out``), or takes a spare copy made that way after an
+earlier run — then ``started`` is called and the child is supervised (`Supervisor`). The child
+and the steps' commands get the worker's environment without its ``CONVEYOR_*`` settings, and
+run as the ``--run-as`` user when there is one (`isolation`). They differ only in `launch`:
 
 - `ProcessExecutor` starts ``python -m conveyor.worker.child`` in its own session, with the
   working directory set by the steps, and streams its stdout, stderr and logging records;
