@@ -92,7 +92,7 @@ class FakeSource(Source):
         self.corrupt = corrupt
         self.reject = reject
         self.scratch_bytes = scratch_bytes
-        self.expected = expected
+        self.expected_bytes = expected
         self.no_space = no_space
 
     @property
@@ -141,7 +141,7 @@ class FakeSource(Source):
             (dest / "data.bin").write_bytes(b"tampered")
 
     def expected_size(self, version: str, ctx: FetchContext | None = None) -> int | None:
-        return self.expected
+        return self.expected_bytes
 
     def verify(self, version: str, path: Path, ctx: FetchContext | None = None) -> None:
         _append(Path(self.state) / "verifies.log", f"{os.getpid()} {version} {path.name}\n")
@@ -168,7 +168,7 @@ class FakeSource(Source):
             "reject": self.reject,
             "scratch": self.uses_scratch,
             "scratch_bytes": self.scratch_bytes,
-            "expected": self.expected,
+            "expected": self.expected_bytes,
             "no_space": self.no_space,
         }
 

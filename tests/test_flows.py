@@ -312,7 +312,7 @@ def test_timeout_raises_a_clear_error_on_time() -> None:
     with pytest.raises(FlowTimeout) as caught:
         sleepy()
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5  # the 3 s sleep was cut short
     assert str(caught.value) == "flow 'sleepy' timed out after 0.2s"
     assert caught.value.hint == "raise timeout_seconds on the flow, or make it faster"
     assert isinstance(caught.value, TimeoutError)

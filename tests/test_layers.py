@@ -8,10 +8,10 @@ entry points   cli/ worker/ deploy _preflight project flows _loading __init__ ..
 connect        connect
 api            client   server/
 steps          steps/   schemas
-cache          cache _cachefs _cacheentries
+cache          cache _cachefs _cacheentries _verified
 sources        sources/
 credentials    credentials
-base           errors settings secrets _fs _process _registry bundles ... results/
+base           errors settings secrets _fs _process _registry bundles _expected ... results/
 ```
 
 Nothing below ``cache`` knows the API exists; the client never builds the server.
@@ -34,6 +34,7 @@ BASE = {
     "conveyor._registry",
     "conveyor._retry",
     "conveyor._manifest",
+    "conveyor._expected",
     "conveyor._tree",
     "conveyor._archive",
     "conveyor._target",
@@ -55,7 +56,12 @@ def layer_of(module: str) -> str:
         return "credentials"
     if module.startswith("conveyor.sources"):
         return "sources"
-    if module in ("conveyor.cache", "conveyor._cachefs", "conveyor._cacheentries"):
+    if module in (
+        "conveyor.cache",
+        "conveyor._cachefs",
+        "conveyor._cacheentries",
+        "conveyor._verified",
+    ):
         return "cache"
     if module.startswith("conveyor.steps") or module == "conveyor.schemas":
         return "steps"

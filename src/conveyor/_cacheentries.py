@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from conveyor import _cachefs as fs
+from conveyor._verified import proof_path
 
 __all__ = [
     "CHECKOUT",
@@ -135,6 +136,7 @@ def evict(entry: CacheEntry) -> bool:
             os.replace(path, trash)
             fs.meta_path(path).unlink(missing_ok=True)
             fs.lease_path(path).unlink(missing_ok=True)
+            proof_path(path).unlink(missing_ok=True)
     except Timeout:
         return False
     finally:

@@ -11,6 +11,11 @@
   temporary sibling, verify, record metadata, make it read-only, `os.replace` it into place, then
   evict again until the byte budget holds.
 
+After `Source.verify` passes, the source's `Source.proof` (evidence that hashes to the version:
+the bundle manifest, a commit's own objects) is kept at ``<key>/.proofs/<version>``;
+`CodeCache.copy_out` (see `conveyor._verified`) checks every later copy of the checkout against
+it, and fetches a checkout that no longer matches again.
+
 A process killed mid-fill leaves only a ``.tmp-*`` directory, removed by the next fill (only
 when its lock is free). `CodeCache.checkout` (the one way a caller gets a usable tree) holds a
 shared flock for as long as a run uses a checkout; eviction skips any version whose lease file it
@@ -44,6 +49,7 @@ from conveyor import _cacheentries as entries_
 from conveyor import _cachefs as fs
 from conveyor._cacheentries import CacheEntry
 from conveyor._fs import out_of_space
+from conveyor._verified import copy_out, proof_path, write_proof
 from conveyor.errors import CacheError, ConfigError, ConveyorError
 from conveyor.sources.base import FetchContext
 
@@ -51,10 +57,11 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
+    from conveyor._expected import Copied
     from conveyor.settings import Settings
     from conveyor.sources.base import Source
 
-__all__ = ["CacheEntry", "CacheInfo", "CodeCache"]
+__all__ = ["CacheEntry", "CacheInfo", "CodeCache", "proof_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +179,19 @@ class CodeCache:
         with self.lease(built, version) as path:
             yield path
 
+    def copy_out(self, source: Source | Mapping[str, Any], version: str, dest: Path) -> Copied:
+        """Copy ``version`` into ``dest`` (a new or empty directory) as writable files, each
+        checked against the version as it is copied (see `conveyor._verified`); the one way a
+        checkout leaves the cache for code that will run or be handed to a user.
+
+        A checkout that no longer matches its version is discarded and fetched again, once;
+        then `IntegrityError` (naming the file) and ``dest`` is left empty.
+        """
+        from conveyor.sources.base import Source
+
+        built = source if isinstance(source, Source) else _from_spec(source)
+        return copy_out(self, built, version, Path(dest))
+
     @contextmanager
     def lease(self, source: Source, version: str) -> Iterator[Path]:
         """`ensure` the version and keep it from eviction (by any process) until the block exits."""
@@ -278,7 +298,9 @@ class CodeCache:
                 fetched = time.perf_counter()
                 source.verify(version, tmp, ctx)
                 verified = time.perf_counter()
+                proof = source.proof(version, tmp, ctx)
             size_files = fs.seal_tree(tmp)
+            write_proof(path, proof)
             self._write_meta(source, version, path, size_files)
             os.replace(tmp, path)
         except OSError as exc:

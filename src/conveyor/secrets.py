@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -300,6 +300,7 @@ def resolve_templates(
     environ: Mapping[str, str] | None = None,
     outputs: Mapping[str, Any] | None = None,
     kinds: frozenset[str] | set[str] | None = None,
+    seen: Callable[[str], None] | None = None,
 ) -> Any:
     """Resolve templates in ``value`` (str, dict, list, tuple), recursively.
 
@@ -308,13 +309,14 @@ def resolve_templates(
     references (the caller that takes credentials names resolves them). A string that had a
     secret or environment value substituted into it is returned as a `Secret`, so it cannot be
     logged by accident; a string that is exactly one output template becomes that output's value
-    (which need not be a string).
+    (which need not be a string). ``seen`` is called with every value a secret template
+    (``${NAME}``, ``{{ secrets.NAME }}``) resolved to, so a caller can hide it in logs.
     """
     env = os.environ if environ is None else environ
     wanted = set(kinds) if kinds is not None else {"secret", "env"}
     if kinds is None and outputs is not None:
         wanted.add("output")
-    return _resolve(value, wanted, env, store, outputs or {})
+    return _resolve(value, wanted, env, store, outputs or {}, seen)
 
 
 def _resolve(
@@ -323,13 +325,14 @@ def _resolve(
     env: Mapping[str, str],
     store: SecretStore | None,
     outputs: Mapping[str, Any],
+    seen: Callable[[str], None] | None,
 ) -> Any:
     if isinstance(value, str):
-        return _resolve_text(value, wanted, env, store, outputs)
+        return _resolve_text(value, wanted, env, store, outputs, seen)
     if isinstance(value, Mapping):
-        return {k: _resolve(v, wanted, env, store, outputs) for k, v in value.items()}
+        return {k: _resolve(v, wanted, env, store, outputs, seen) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_resolve(v, wanted, env, store, outputs) for v in value)
+        return type(value)(_resolve(v, wanted, env, store, outputs, seen) for v in value)
     return value
 
 
@@ -339,6 +342,7 @@ def _resolve_text(
     env: Mapping[str, str],
     store: SecretStore | None,
     outputs: Mapping[str, Any],
+    seen: Callable[[str], None] | None,
 ) -> Any:
     whole = template_ref(text)
     if whole is not None and whole.kind == "output" and "output" in wanted:
@@ -353,7 +357,10 @@ def _resolve_text(
             found = _output(ref, outputs)
             return reveal(found) if isinstance(found, Secret) else str(found)
         secret_names.append(ref.name)
-        return _lookup(ref, env, store)
+        found = _lookup(ref, env, store)
+        if seen is not None and ref.kind == "secret":
+            seen(found)
+        return found
 
     resolved = _TEMPLATE.sub(substitute, text)
     if secret_names:

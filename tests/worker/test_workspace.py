@@ -37,11 +37,9 @@ def test_copy_is_writable_and_shares_no_inode(tmp_path: Path) -> None:
 
 
 def test_remove_deletes_what_the_flow_left_even_read_only(tmp_path: Path) -> None:
-    source = tmp_path / "checkout"
-    source.mkdir()
-    (source / "a.txt").write_text("a")
     workspace = Workspace.create(tmp_path / "work", "run-9", attempt=2)
-    Workspace.fill(workspace.code, source)
+    workspace.code.mkdir()
+    (workspace.code / "a.txt").write_text("a")
     (workspace.code / "sub").mkdir()
     (workspace.code / "sub" / "f").write_text("f")
     os.chmod(workspace.code / "sub", 0o500)

@@ -6,6 +6,7 @@ RUN is a run id or a unique prefix of one (``conveyor runs ls`` shows the first 
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -233,7 +234,6 @@ def code(
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write the code into."),
 ) -> None:
     """Write the exact code version a run used into an empty (or new) directory."""
-    from conveyor._fs import copy_writable
     from conveyor.cache import CodeCache
     from conveyor.connect import fetch_context
 
@@ -247,9 +247,13 @@ def code(
                 f"{output} exists and is not an empty directory", hint="pick a new --output"
             )
         cache = CodeCache.from_settings(settings, context=fetch_context(settings, api))
-        with cache.checkout(run.source, run.version) as checkout:
-            output.mkdir(parents=True, exist_ok=True)
-            _size, count = copy_writable(checkout, output)
+        created = not output.exists()
+        try:
+            count = cache.copy_out(run.source, run.version, output).files
+        except BaseException:
+            if created:
+                shutil.rmtree(output, ignore_errors=True)
+            raise
     console.print(
         f"wrote {run.version} ({count} files) of {run.flow_name}/{run.deployment_name} to {output}"
     )

@@ -46,10 +46,15 @@ def start(
         _D.shutdown_timeout, "--shutdown-timeout", min=0.0, help=_h("shutdown_timeout")
     ),
     work_dir: Path | None = typer.Option(_D.work_dir, "--work-dir", help=_h("work_dir")),
+    run_as: str | None = typer.Option(_D.run_as, "--run-as", metavar="USER", help=_h("run_as")),
     in_process: bool = typer.Option(_D.in_process, "--in-process", help=_h("in_process")),
 ) -> None:
     """Claim runs from POOL and execute each in a child process, until stopped (or, with
     --burst, until the pool is empty). SIGTERM/Ctrl-C: finish running runs, then exit."""
+    if run_as is not None:  # a clear error now, not after the exec
+        from conveyor.worker.executors.isolation import RunAs
+
+        RunAs.lookup(run_as)
     options = WorkerOptions(
         pool=pool,
         limit=limit,
@@ -61,6 +66,7 @@ def start(
         poll_seconds=poll_seconds,
         shutdown_timeout=shutdown_timeout,
         work_dir=work_dir.absolute() if work_dir else None,
+        run_as=run_as,
         in_process=in_process,
         debug=logging.getLogger().level == logging.DEBUG,
     )

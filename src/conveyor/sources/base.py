@@ -5,7 +5,9 @@ A source needs two methods:
 - `Source.resolve` (deploy time): the moving ref → an immutable version string;
 - `Source.fetch` (run time): write exactly that version into an empty directory;
 
-and `Source.verify`, which checks a tree against a version. All three are *stateless*: a source
+and `Source.verify`, which checks a tree against a version; `Source.proof` and `Source.expected`
+let the cache check every later copy of a checkout without the source (see `conveyor._expected`).
+All are *stateless*: a source
 rebuilt from its spec (`Source.to_spec`, on another machine, in another process) resolves,
 fetches and verifies exactly as the instance that deployed it. Push-capable sources
 (`PushableSource`) add `push(tree) -> version`. Constructors do no I/O.
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from conveyor._expected import ExpectedTree
     from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
     from conveyor.sources.store import StoreBackend
@@ -110,6 +113,28 @@ class Source(ABC):
         ``OSError`` with ``errno.ENOSPC`` (or an error caused by one): the cache reports it as
         its own disk being full."""
         return None
+
+    def proof(self, version: str, path: Path, ctx: FetchContext | None = None) -> bytes | None:
+        """Evidence, taken right after `verify` passed on ``path`` (same context), from which
+        `expected` rebuilds what every checkout of ``version`` holds, trusting nothing but the
+        version: it must hash to it. The cache keeps it beside the checkout.
+
+        The default is the canonical bundle manifest for a ``sha256-…`` version, None otherwise
+        (the cache then checks every copy with `verify` instead).
+        """
+        from conveyor._expected import bundle_proof
+
+        return bundle_proof(Path(path), version)
+
+    def expected(self, version: str, proof: bytes | None) -> ExpectedTree | None:
+        """Every file of ``version`` with its digest, from `proof` (no I/O, no state).
+
+        Raise `IntegrityError` when ``proof`` is missing or does not authenticate ``version``;
+        return None when this source has no digests to offer (see `proof`).
+        """
+        from conveyor._expected import bundle_expected
+
+        return bundle_expected(version, proof)
 
     @abstractmethod
     def to_spec(self) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor._registry import Entry, Registry, import_target
 from conveyor.errors import ConfigError
-from conveyor.secrets import resolve_templates
+from conveyor.secrets import Secret, resolve_templates
 
 if TYPE_CHECKING:
     from conveyor.secrets import SecretStore
@@ -190,7 +190,10 @@ class StepContext:
     ``code_dir`` is where the run's code goes (the code-naming step, or the implicit fetch,
     fills it with the pinned version through ``materialise``); ``working_dir`` starts there and
     is moved by ``set_working_directory``; ``env`` is the run's environment (the worker's, plus
-    the job variables' ``env``); ``log`` sends a line to the run's logs.
+    the job variables' ``env``); ``log`` sends a line to the run's logs; ``mask`` is told every
+    secret value a step's arguments resolved to (the worker hides it in the run's logs);
+    ``popen`` are extra ``subprocess`` arguments for the commands a step starts (the user a
+    ``--run-as`` worker runs them as).
     """
 
     code_dir: Path
@@ -198,6 +201,8 @@ class StepContext:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     secrets: SecretStore | None = None
     log: Callable[[str, str], None] = lambda _line, _stream: None
+    mask: Callable[[str], None] = lambda _value: None
+    popen: Mapping[str, Any] = field(default_factory=dict)
     timeout_seconds: float | None = None
     working_dir: Path | None = None
     materialised: bool = False
@@ -210,6 +215,18 @@ class StepContext:
     def cwd(self) -> Path:
         assert self.working_dir is not None
         return self.working_dir
+
+
+def _mask_secrets(value: Any, mask: Callable[[str], None]) -> None:
+    """Tell ``mask`` every `Secret` in ``value`` (resolved step arguments)."""
+    if isinstance(value, Secret):
+        mask(value.reveal())
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _mask_secrets(item, mask)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _mask_secrets(item, mask)
 
 
 def run_steps(steps: Sequence[Mapping[str, Any]], ctx: StepContext) -> dict[str, Any]:
@@ -230,7 +247,9 @@ def run_steps(steps: Sequence[Mapping[str, Any]], ctx: StepContext) -> dict[str,
             environ=ctx.env,
             outputs=outputs,
             kinds={"output", "secret", "env"},
+            seen=ctx.mask,
         )
+        _mask_secrets(resolved, ctx.mask)
         function = _function(name)
         _bind(name, function, resolved)
         result = function(ctx, **resolved)

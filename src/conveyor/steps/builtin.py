@@ -187,7 +187,7 @@ def _run_line(
     timeout = ctx.timeout_seconds or SCRIPT_TIMEOUT_SECONDS
     try:
         proc = subprocess.run(
-            argv, cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False
+            argv, cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False, **ctx.popen
         )
     except FileNotFoundError:
         raise ConfigError(f"run_shell_script: command {argv[0]!r} was not found") from None

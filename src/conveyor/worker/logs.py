@@ -8,6 +8,10 @@ sends whatever is left, so every line is on the server before the run's final st
 lines the child's logging handler writes (see `conveyor.worker.child`). While the server is
 unreachable records are kept (up to `MAX_PENDING`, the oldest dropped first and counted) and sent
 when it is back.
+
+Every record passes through the run's `SecretMask` before it is queued (`RunLogs.hide` registers
+a secret value the worker handed to the run; `RunLogs.redact` masks another text, the run's
+error): a flow that prints a secret, or its base64, ships ``****``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import IO, Protocol
 
 from conveyor.errors import ApiError, ServerUnavailable
 from conveyor.schemas import LogRecord
+from conveyor.worker.masking import SecretMask
 
 __all__ = [
     "BATCH_SIZE",
@@ -53,6 +58,7 @@ class RunLogs:
     def __init__(self, client: LogWriter, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self.mask = SecretMask()
         self.dropped = 0
         self._unreachable = False
         self._pending: list[LogRecord] = []
@@ -77,7 +83,9 @@ class RunLogs:
         stream: str = "log",
         timestamp: datetime | None = None,
     ) -> None:
-        """Queue one record."""
+        """Queue one record (secret values masked)."""
+        if self.mask:
+            message = self.mask.apply(message)
         if len(message) > MAX_LINE:
             message = message[:MAX_LINE] + " [truncated]"
         record = LogRecord(
@@ -90,6 +98,14 @@ class RunLogs:
                 self.dropped += 1
             if len(self._pending) >= BATCH_SIZE:
                 self._wake.set()
+
+    def hide(self, value: str) -> None:
+        """Mask ``value`` (a secret handed to the run) and its base64 forms from now on."""
+        self.mask.add(value)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the run's secret values masked (for its error, which is stored too)."""
+        return self.mask.apply(text)
 
     def flush(self, *, attempts: int = 1) -> bool:
         """Send what is queued; False if the server could not take it (records are kept)."""

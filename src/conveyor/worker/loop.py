@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from conveyor.cache import CodeCache
     from conveyor.client import ConveyorClient
     from conveyor.settings import Settings
+    from conveyor.worker.executors.isolation import RunAs
 
 __all__ = ["Worker", "default_worker_name"]
 
@@ -113,21 +115,29 @@ class Worker:
         run is refused).
 
         Run workspaces go under ``options.work_dir`` (default ``$CONVEYOR_HOME/work``): a fast
-        local disk or a tmpfs makes the per-run copy of the checkout cheaper.
+        local disk or a tmpfs makes the per-run copy of the checkout cheaper. With
+        ``options.run_as`` see `conveyor.worker.executors.isolation` (the home and cache become
+        private, workspaces default to ``<tmp>/conveyor-work-<uid>``, one child is tried first).
         """
         from conveyor.cache import CodeCache
         from conveyor.connect import fetch_context
         from conveyor.results.local import ResultStore
+        from conveyor.worker.executors.isolation import work_base
         from conveyor.worker.executors.workspace import worker_dir
 
         options = options or WorkerOptions()
         name = options.name or default_worker_name()
         context = fetch_context(settings, client)
         cache = CodeCache.from_settings(settings, context=context)
-        own_dir = worker_dir(options.work_dir or settings.home / "work")
+        run_as = _run_as(options, settings)
+        if run_as is None:
+            own_dir = worker_dir(options.work_dir or settings.home / "work")
+        else:
+            own_dir = worker_dir(work_base(options.work_dir), shared=True)
+            run_as.check(sys.executable, own_dir)
         if executor is None:
             executor = _executor_for(
-                client, options, cache=cache, work_dir=own_dir, settings=settings
+                client, options, cache=cache, work_dir=own_dir, settings=settings, run_as=run_as
             )
         handler = RunHandler(
             client,
@@ -342,6 +352,20 @@ class Worker:
             self.stop()
 
 
+def _run_as(options: WorkerOptions, settings: Settings) -> RunAs | None:
+    """The ``--run-as`` user, with the worker's home and cache made private to the worker."""
+    if options.run_as is None:
+        return None
+    from conveyor.worker.executors.isolation import RunAs, make_private
+
+    if options.in_process:
+        raise ConfigError("--run-as cannot be combined with --in-process (no child process)")
+    run_as = RunAs.lookup(options.run_as)
+    for private in (settings.home, settings.cache_dir):
+        make_private(private)
+    return run_as
+
+
 def _executor_for(
     client: ConveyorClient,
     options: WorkerOptions,
@@ -349,6 +373,7 @@ def _executor_for(
     cache: Any,
     work_dir: Path,
     settings: Settings,
+    run_as: RunAs | None = None,
 ) -> Executor:
     """The executor registered for the type of ``options.pool`` (refused when there is none)."""
     from conveyor.worker.executors import EXECUTORS
@@ -371,8 +396,11 @@ def _executor_for(
         from conveyor.worker.executors.local import InProcessExecutor
 
         return InProcessExecutor(cache=cache, work_dir=work_dir, secrets=client)
-    return EXECUTORS.get(pool.type).for_worker(
-        cache=cache, work_dir=work_dir, secrets=client, settings=settings
+    chosen = EXECUTORS.get(pool.type)
+    if run_as is None:
+        return chosen.for_worker(cache=cache, work_dir=work_dir, secrets=client, settings=settings)
+    return chosen.for_worker(
+        cache=cache, work_dir=work_dir, secrets=client, settings=settings, run_as=run_as
     )
 
 

@@ -51,6 +51,13 @@ class WorkerOptions:
         default=None,
         metadata=_help("Where run workspaces go (default: $CONVEYOR_HOME/work)."),
     )
+    run_as: str | None = field(
+        default=None,
+        metadata=_help(
+            "Run flows (and pull-step commands) as this user; the worker must be started as "
+            "root, its home and cache become private to it."
+        ),
+    )
     in_process: bool = field(
         default=False,
         metadata=_help("Run flows on a thread of the worker (debugging: no isolation)."),

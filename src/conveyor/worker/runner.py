@@ -19,6 +19,7 @@ never an exception out of `handle`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -155,6 +156,8 @@ class RunHandler:
             logs.emit(traceback.format_exc().rstrip(), level="ERROR", stream="worker")
             error = f"worker error: {type(exc).__name__}: {exc}"
             update = self._update(RunState.CRASHED, version=run.version, error=error)
+        if update is not None and update.error:
+            update = update.model_copy(update={"error": logs.redact(update.error)})
         try:
             logs.close()
             reported = interrupt.reason is not StopReason.LOST and update is not None
@@ -196,7 +199,7 @@ class RunHandler:
             source=dict(run.source),
             version=version,
             pull_steps=tuple(dict(step) for step in run.pull_steps),
-            env=self._environment(run, version),
+            env=self._environment(run, version, logs),
             job_variables=dict(run.job_variables),
             timeout_seconds=run.timeout_seconds,
             kill_margin_seconds=TIMEOUT_MARGIN_SECONDS,
@@ -227,14 +230,24 @@ class RunHandler:
             return False
         return True
 
-    def _environment(self, run: Run, version: str) -> dict[str, str | Secret]:
+    def _environment(self, run: Run, version: str, logs: RunLogs) -> dict[str, str | Secret]:
+        """The run's variables: the job variables' ``env`` with templates resolved (against the
+        environment without the worker's own ``CONVEYOR_*`` settings, then the secret store),
+        every secret among them masked in the run's logs, and the run's own ``CONVEYOR_*``."""
+        from conveyor.worker.executors.isolation import child_environ
+
         variables = resolve_templates(
-            dict(run.job_variables), store=self.client, environ=self.environ
+            dict(run.job_variables),
+            store=self.client,
+            environ=child_environ(os.environ if self.environ is None else self.environ),
+            seen=logs.hide,
         )
         env: dict[str, str | Secret] = {}
         extra = variables.get("env") if isinstance(variables, Mapping) else None
         if isinstance(extra, Mapping):
             for key, value in extra.items():
+                if isinstance(value, Secret):
+                    logs.hide(value.reveal())
                 env[str(key)] = value if isinstance(value, Secret) else _text(value)
         env.update(
             {

@@ -17,6 +17,9 @@ environment. The URL is stored without user info; a URL with a password is refus
 `verify` is stateless: it recomputes the expected manifest from the mirror in ``ctx.scratch``
 (no network), so any instance built from the same spec verifies what another one fetched. The
 cache holds its scratch lock around ``fetch`` + ``verify``; the mirror takes no lock of its own.
+`proof` hands the cache the commit's own commit and tree objects; `expected` rebuilds the
+checkout's blob ids from them alone, so every later use is checked without the mirror (see
+`conveyor.sources.git._proof`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from conveyor._retry import RetryPolicy
 from conveyor.errors import ConfigError, IntegrityError, SourceError, VersionNotFound
@@ -45,6 +48,7 @@ from conveyor.sources.git._checkout import (
 )
 from conveyor.sources.git._cmd import GitFailed
 from conveyor.sources.git._mirror import Mirror
+from conveyor.sources.git._proof import collect, expected_tree, tree_ids
 from conveyor.sources.git._resolve import resolve_ref, resolve_short
 from conveyor.sources.git._submodules import read_gitmodules, resolve_submodule_url, same_host
 from conveyor.sources.git._validate import (
@@ -60,6 +64,9 @@ from conveyor.sources.git.credentials import (
     load_credentials,
     provider_fits,
 )
+
+if TYPE_CHECKING:
+    from conveyor._expected import ExpectedTree
 
 __all__ = ["GitRepository", "GitSource"]
 
@@ -258,6 +265,40 @@ class GitRepository(Source):
                 path=str(path),
             )
         verify_git_tree(Path(path), manifest, version=version)
+
+    def proof(self, version: str, path: Path, ctx: FetchContext | None = None) -> bytes | None:
+        """The commit's own objects (commit, the trees leading to the checkout's files, and the
+        same for each submodule) from the mirror in ``ctx.scratch``: see `_proof`."""
+        ctx = context(ctx)
+        version = self._check_version(version)
+        if ctx.scratch is None:
+            return None
+        return b"".join(self._proof(self.url, version, ctx.scratch, self.directories, 0))
+
+    def expected(self, version: str, proof: bytes | None) -> ExpectedTree:
+        """Every path of commit ``version``'s checkout with its blob id, from `proof` alone."""
+        return expected_tree(
+            self._check_version(version),
+            proof,
+            directories=self.directories,
+            submodules=self.include_submodules,
+        )
+
+    def _proof(
+        self, url: str, sha: str, scratch: Path, directories: Sequence[str] | None, depth: int
+    ) -> list[bytes]:
+        mirror = self._mirror(url, scratch, depth, sha)
+        with mirror.opened():
+            entries = select(list_tree(mirror.path, sha), directories, sha=sha, source=url)
+            found = [collect(mirror.path, [sha, *tree_ids(mirror.path, sha, entries)])]
+            links = [e for e in entries if e.mode == GITLINK and self.include_submodules]
+            modules = read_gitmodules(mirror.path, sha) if links else {}
+        for entry in links:
+            if entry.path not in modules or depth + 1 > _MAX_SUBMODULE_DEPTH:
+                raise SourceError(f"submodule {entry.path!r} of {url} cannot be proven")
+            sub_url = resolve_submodule_url(url, modules[entry.path])
+            found += self._proof(sub_url, entry.oid, scratch, None, depth + 1)
+        return found
 
     def _check_version(self, version: str) -> str:
         if not isinstance(version, str) or not FULL_SHA.fullmatch(version.lower()):

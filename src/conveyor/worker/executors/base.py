@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import stat
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from conveyor.cache import CodeCache
     from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
+    from conveyor.worker.executors.isolation import RunAs
 
 __all__ = [
     "Child",
@@ -170,8 +173,10 @@ class Executor(ABC):
         work_dir: Path,
         secrets: SecretStore | None,
         settings: Settings,
+        run_as: RunAs | None = None,
     ) -> Executor:
-        """The executor a worker uses (its code cache, its own directory, its secret store)."""
+        """The executor a worker uses (its code cache, its own directory, its secret store, and
+        the user it runs flows as; an executor that cannot switch users refuses ``run_as``)."""
         raise NotImplementedError(f"{cls.__name__} cannot be built by a worker")
 
 
@@ -242,7 +247,7 @@ class Supervisor(ABC):
         output = _read_output(job.control)
         if output and output.get("status") in ("completed", "failed"):
             completed = output["status"] == "completed"
-            result_file = output.get("result_file")
+            result_file = _result_file(job.control, output.get("result_file"))
             return Outcome(
                 state=RunState.COMPLETED if completed else RunState.FAILED,
                 spawned=spawned,
@@ -250,7 +255,7 @@ class Supervisor(ABC):
                 finished=_float(output.get("finished")),
                 error=None if completed else str(output.get("error") or "flow failed"),
                 result=output.get("result"),
-                result_file=job.control / result_file if result_file else None,
+                result_file=result_file,
                 returncode=returncode,
             )
         state: RunState | None
@@ -271,12 +276,46 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _read_output(control: Path) -> dict[str, Any] | None:
+_MAX_OUTPUT_BYTES = 64 << 20
+
+
+def _regular(path: Path) -> int | None:
+    """An fd on ``path`` if it is a regular file with one link, not a symlink (the child wrote
+    it: it may have planted a link to a worker file, or a fifo); else None."""
     try:
-        data = json.loads((control / child_protocol.OUTPUT_FILE).read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _read_output(control: Path) -> dict[str, Any] | None:
+    fd = _regular(control / child_protocol.OUTPUT_FILE)
+    if fd is None:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            data = json.loads(fh.read(_MAX_OUTPUT_BYTES))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _result_file(control: Path, name: Any) -> Path | None:
+    """The child's pickled result: only the one file name it may use, only a regular file."""
+    from conveyor.results import RESULT_FILE
+
+    if name != RESULT_FILE:
+        return None
+    fd = _regular(control / RESULT_FILE)
+    if fd is None:
+        return None
+    os.close(fd)
+    return control / RESULT_FILE
 
 
 def _exit_text(returncode: int | None) -> str:

@@ -3,9 +3,11 @@ pools) and `InProcessExecutor` (debugging).
 
 Both make the run's code ready the same way (`LocalExecutor`): a per-run `Workspace`, the run's
 pull steps run in order by `conveyor.steps.run_steps` — the step that names the code (or, when
-none does, an implicit fetch) copies the pinned version out of the code cache
-(``cache.checkout``) into the workspace, or takes a spare copy made after an earlier run — then
-``started`` is called and the child is supervised (`Supervisor`). They differ only in `launch`:
+none does, an implicit fetch) copies the pinned version out of the code cache, checking every
+byte against the version (``cache.copy_out``), or takes a spare copy made that way after an
+earlier run — then ``started`` is called and the child is supervised (`Supervisor`). The child
+and the steps' commands get the worker's environment without its ``CONVEYOR_*`` settings, and
+run as the ``--run-as`` user when there is one (`isolation`). They differ only in `launch`:
 
 - `ProcessExecutor` starts ``python -m conveyor.worker.child`` in its own session, with the
   working directory set by the steps, and streams its stdout, stderr and logging records;
@@ -41,6 +43,7 @@ from conveyor.worker.executors.base import (
     StopReason,
     Supervisor,
 )
+from conveyor.worker.executors.isolation import RunAs, child_environ
 from conveyor.worker.executors.spares import SparePool
 from conveyor.worker.executors.workspace import Workspace
 from conveyor.worker.logs import RunLogs, pump_lines, pump_records
@@ -68,12 +71,15 @@ class LocalExecutor(Executor, Supervisor):
         secrets: SecretStore | None = None,
         spares: bool = True,
         grace_seconds: float = 5.0,
+        run_as: RunAs | None = None,
     ) -> None:
         Supervisor.__init__(self, grace_seconds=grace_seconds)
         self.cache = cache
         self.work_dir = work_dir
         self.secrets = secrets
         self.spares = SparePool(work_dir / "spares", cache=cache) if spares else None
+        self.run_as = run_as
+        """The user runs execute as (`isolation.RunAs`), or None: the worker's own."""
 
     @classmethod
     def for_worker(
@@ -83,8 +89,9 @@ class LocalExecutor(Executor, Supervisor):
         work_dir: Path,
         secrets: SecretStore | None,
         settings: Settings,
+        run_as: RunAs | None = None,
     ) -> LocalExecutor:
-        return cls(cache=cache, work_dir=work_dir, secrets=secrets)
+        return cls(cache=cache, work_dir=work_dir, secrets=secrets, run_as=run_as)
 
     def close(self) -> None:
         if self.spares is not None:
@@ -94,8 +101,12 @@ class LocalExecutor(Executor, Supervisor):
     def run(
         self, spec: RunSpec, *, logs: RunLogs, interrupt: Interrupt, started: Started
     ) -> Iterator[Outcome]:
-        workspace = Workspace.create(self.work_dir / "runs", spec.run_id, attempt=spec.attempt)
+        workspace = Workspace.create(
+            self.work_dir / "runs", spec.run_id, attempt=spec.attempt, shared=bool(self.run_as)
+        )
         try:
+            if self.run_as is not None:
+                self.run_as.give(workspace.control)
             yield self._run(spec, workspace, logs=logs, interrupt=interrupt, started=started)
         finally:
             workspace.remove()
@@ -112,7 +123,9 @@ class LocalExecutor(Executor, Supervisor):
         from conveyor.steps import StepContext, run_steps
 
         timings: dict[str, float] = {}
-        env = {**os.environ, **{k: reveal(v) for k, v in spec.env.items()}}
+        env = {**child_environ(os.environ), **{k: reveal(v) for k, v in spec.env.items()}}
+        if self.run_as is not None:
+            env = self.run_as.environ(env, workspace=workspace.code)
 
         def materialise(dest: Path) -> Mapping[str, Any]:
             return self._materialise(spec, dest, timings)
@@ -123,6 +136,8 @@ class LocalExecutor(Executor, Supervisor):
             env=env,
             secrets=self.secrets,
             log=lambda line, stream: logs.emit(line, stream=stream),
+            mask=logs.hide,
+            popen=self.run_as.popen() if self.run_as is not None else {},
             timeout_seconds=spec.timeout_seconds,
         )
         steps_started = time.monotonic()
@@ -153,17 +168,18 @@ class LocalExecutor(Executor, Supervisor):
     def _materialise(
         self, spec: RunSpec, dest: Path, timings: dict[str, float]
     ) -> Mapping[str, Any]:
-        """Copy the pinned version into ``dest`` (a spare if one is ready, else the checkout)."""
+        """Copy the pinned version into ``dest`` (a spare if one is ready, else a verified copy
+        of the checkout); hand it to the ``--run-as`` user."""
         started = time.monotonic()
         if self.spares is not None and self.spares.take(spec.source, spec.version, dest):
             timings["fetch"] = 0.0
             timings["workspace"] = time.monotonic() - started
-            return {"version": spec.version}
-        with self.cache.checkout(spec.source, spec.version) as checkout:
-            timings["fetch"] = time.monotonic() - started
-            copied = time.monotonic()
-            Workspace.fill(dest, checkout)
-            timings["workspace"] = time.monotonic() - copied
+        else:
+            copied = self.cache.copy_out(spec.source, spec.version, dest)
+            timings["fetch"] = copied.fetch_seconds
+            timings["workspace"] = copied.copy_seconds
+        if self.run_as is not None:
+            self.run_as.give(dest)
         return {"version": spec.version}
 
 
@@ -218,7 +234,9 @@ class ProcessExecutor(LocalExecutor):
 
     def launch(self, job: ChildJob, *, logs: RunLogs, wake: threading.Event) -> Child:
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, **job.env}
+        env = {**child_environ(os.environ), **job.env}
+        if self.run_as is not None:
+            env = self.run_as.environ(env, workspace=job.workspace)
         # The flow's own subprocesses import its modules too.
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(job.workspace), env.get("PYTHONPATH", "")) if p
@@ -239,6 +257,7 @@ class ProcessExecutor(LocalExecutor):
                 stderr=subprocess.PIPE,
                 pass_fds=(write_fd,),
                 start_new_session=True,
+                **(self.run_as.popen() if self.run_as is not None else {}),
             )
         except BaseException:
             os.close(read_fd)

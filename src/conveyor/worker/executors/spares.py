@@ -4,9 +4,10 @@ Copying a checkout is cheap on a quiet disk, but on a busy one (other processes'
 ext4's journal to flush our fresh copies) a 5 MB tree can take hundreds of milliseconds. After a
 run, the worker copies that version's checkout once more, in a background thread, into a spare;
 the next run of the same version takes the spare with one ``rename`` instead of copying. A spare
-is a pristine copy (nothing ever runs in it) made under a cache lease, so taking it is the same
-as copying the checkout at that moment. At most `SparePool.keep` spares are kept (the oldest are
-dropped), each worker's under its own directory, removed when the worker stops.
+is a pristine, verified copy (`CodeCache.copy_out`; nothing ever runs in it) kept in a directory
+only the worker's user can enter, so taking it is the same as copying the checkout at that
+moment. At most `SparePool.keep` spares are kept (the oldest are dropped), each worker's under its
+own directory, removed when the worker stops.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from conveyor.worker.executors.workspace import Workspace
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -122,11 +121,11 @@ class SparePool:
                 self._changed.notify_all()
 
     def _make(self, source: SourceSpec, version: str) -> Path:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # out of the runs' reach
         holder = self.root / f"{version[:24]}-{secrets.token_hex(4)}"
-        holder.mkdir(parents=True)
+        holder.mkdir()
         try:
-            with self.cache.checkout(source, version) as checkout:
-                Workspace.fill(holder / "code", checkout)
+            self.cache.copy_out(source, version, holder / "code")
         except BaseException:
             shutil.rmtree(holder, ignore_errors=True)
             raise

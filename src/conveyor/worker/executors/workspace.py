@@ -7,10 +7,11 @@ Each worker process has its own directory, ``<CONVEYOR_HOME>/work/w-<pid>-<rando
     code/       the run's working directory: a copy of the checkout, every file writable
     control/    input.json, output.json, result.pickle (see `conveyor.worker.child`)
 
-The code is *copied*, never hard-linked: a hard link shares the inode, so a flow writing to
-``data.csv`` would write into the shared cache, and read-only bits do not stop root. A copy of a
-few megabytes costs milliseconds. Symbolic links are copied as links (the cache only holds links
-that stay inside the tree). The directory is removed when the run ends.
+The code is *copied* (`CodeCache.copy_out`, which checks every byte against the version as it
+copies), never hard-linked: a hard link shares the inode, so a flow writing to ``data.csv`` would
+write into the shared cache, and read-only bits do not stop root. A copy of a few megabytes costs
+milliseconds. Symbolic links are copied as links (the cache only holds links that stay inside the
+tree). The directory is removed when the run ends.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor._fs import copy_writable
+from conveyor.worker.executors.isolation import TRAVERSABLE
 
 __all__ = ["Workspace", "worker_dir"]
 
@@ -34,10 +35,17 @@ class Workspace:
     root: Path
 
     @classmethod
-    def create(cls, work_dir: Path, run_id: str, *, attempt: int = 1) -> Workspace:
+    def create(
+        cls, work_dir: Path, run_id: str, *, attempt: int = 1, shared: bool = False
+    ) -> Workspace:
+        """A new run directory; ``shared`` (``--run-as``): traversable by the run's user, who
+        must know its unguessable name (``0o711``), instead of private (``0o700``)."""
         work_dir.mkdir(parents=True, exist_ok=True)
-        root = work_dir / f"{run_id}-{attempt}-{secrets.token_hex(3)}"
+        root = work_dir / f"{run_id}-{attempt}-{secrets.token_hex(8 if shared else 3)}"
         root.mkdir(mode=0o700)
+        if shared:
+            os.chmod(work_dir, TRAVERSABLE)
+            os.chmod(root, TRAVERSABLE)
         (root / "control").mkdir()
         return cls(root)
 
@@ -48,12 +56,6 @@ class Workspace:
     @property
     def control(self) -> Path:
         return self.root / "control"
-
-    @staticmethod
-    def fill(dest: Path, checkout: Path) -> int:
-        """Copy the checkout into the new directory ``dest`` as writable files; the bytes."""
-        dest.mkdir(mode=0o755)
-        return copy_writable(checkout, dest)[0]
 
     def remove(self) -> None:
         """Delete the whole run directory (whatever the flow left in it)."""
@@ -66,10 +68,11 @@ class Workspace:
             shutil.rmtree(self.root, onerror=_writable)
 
 
-def worker_dir(base: Path) -> Path:
+def worker_dir(base: Path, *, shared: bool = False) -> Path:
     """A new directory for this worker process under ``base``; removes dead workers' ones.
 
     Named ``w-<pid>-<random>``: a directory whose process is gone was left by a killed worker.
+    ``shared`` (``--run-as``): traversable, not listable, by other users (``0o711``).
     """
     base.mkdir(parents=True, exist_ok=True)
     for entry in base.glob("w-*-*"):
@@ -78,6 +81,8 @@ def worker_dir(base: Path) -> Path:
             shutil.rmtree(entry, ignore_errors=True)
     own = base / f"w-{os.getpid()}-{secrets.token_hex(3)}"
     own.mkdir(mode=0o700)
+    if shared:
+        os.chmod(own, TRAVERSABLE)
     return own
 
 
