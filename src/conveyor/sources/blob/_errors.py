@@ -1,0 +1,206 @@
+"""Third-party blob-store errors, translated at the boundary; retries of transient ones.
+
+`translate` turns whatever s3fs/botocore, gcsfs/google-auth, adlfs/azure-core, aiohttp or the OS
+raised into a `SourceError` whose one-line message names the location (a redacted URL or an
+object key) and the kind of failure, and never the third party's text (which may quote a
+request, a signature or a connection string): `SourceNotFound` (bucket, container or object
+missing), `AuthenticationError` (credentials missing or rejected), `SourceUnavailable` (the
+service could not be reached, after retries). `Changed` marks a pinned object that was replaced
+or deleted since deploy.
+
+`call` retries a transient failure with exponential backoff and full jitter over a budget of
+``CONVEYOR_NETWORK_RETRY_SECONDS`` (default 30). It has the shape of the shared helper
+``conveyor._retry.call``; once that is merged, `call` delegates to it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from conveyor.errors import (
+    AuthenticationError,
+    ConfigError,
+    SourceError,
+    SourceNotFound,
+    SourceUnavailable,
+)
+
+__all__ = ["DEFAULT_BUDGET", "Changed", "call", "is_transient", "translate"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_BUDGET = 30.0
+_NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+_AUTH_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AuthorizationHeaderMalformed",
+    "403",
+    "401",
+}
+_CHANGED_CODES = {"PreconditionFailed", "412", "ConditionNotMet"}
+
+
+class Changed(SourceError):
+    """A pinned object was replaced or deleted after it was pinned."""
+
+
+def _status(exc: BaseException) -> int | None:
+    for attr in ("status_code", "code", "status"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        meta = response.get("ResponseMetadata")
+        if isinstance(meta, Mapping) and isinstance(meta.get("HTTPStatusCode"), int):
+            return int(meta["HTTPStatusCode"])
+    return None
+
+
+def _code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        error = response.get("Error")
+        if isinstance(error, Mapping) and error.get("Code"):
+            return str(error["Code"])
+    code = getattr(exc, "error_code", None)
+    return str(code) if code else None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 8:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _classify(exc: BaseException) -> str:
+    """One of: changed, not_found, auth, unavailable, exists, other."""
+    for item in _chain(exc):
+        name = type(item).__name__
+        code = _code(item)
+        status = _status(item)
+        if name in ("ResourceModifiedError",) or code in _CHANGED_CODES or status == 412:
+            return "changed"
+        if isinstance(item, FileExistsError) or name == "ResourceExistsError":
+            return "exists"
+        if isinstance(item, FileNotFoundError) or name == "ResourceNotFoundError":
+            return "not_found"
+        if code in _NOT_FOUND_CODES or status == 404:
+            return "not_found"
+        if isinstance(item, PermissionError) or name in (
+            "NoCredentialsError",
+            "PartialCredentialsError",
+            "ClientAuthenticationError",
+            "RefreshError",
+            "DefaultCredentialsError",
+            "TransportError",
+        ):
+            return "auth"
+        if code in _AUTH_CODES or status in (401, 403):
+            return "auth"
+        if isinstance(item, OSError) and item.errno == errno.EINVAL and "Precondition" in str(item):
+            return "changed"
+        if (
+            isinstance(item, ConnectionError | TimeoutError)
+            or name
+            in (
+                "EndpointConnectionError",
+                "ConnectTimeoutError",
+                "ReadTimeoutError",
+                "ClientConnectorError",
+                "ServerDisconnectedError",
+                "ClientOSError",
+                "ServiceRequestError",
+                "ServiceResponseError",
+                "ClientPayloadError",
+            )
+            or (status is not None and (status >= 500 or status == 429))
+        ):
+            return "unavailable"
+    return "other"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying may help (the service could not be reached, or said "later")."""
+    return not isinstance(exc, SourceError) and _classify(exc) == "unavailable"
+
+
+def translate(exc: BaseException, *, where: str, source: str = "") -> SourceError:
+    """The `SourceError` for ``exc`` raised while working on ``where`` (a redacted location)."""
+    if isinstance(exc, SourceError):
+        return exc
+    if isinstance(exc, ConfigError):
+        raise exc
+    kind = _classify(exc)
+    code = next((c for c in (_code(e) for e in _chain(exc)) if c), None)
+    why = f" ({code})" if code else ""
+    if kind == "changed":
+        return Changed(f"{where} changed since it was pinned{why}", source=source)
+    if kind == "not_found":
+        return SourceNotFound(f"{where} does not exist{why}", source=source)
+    if kind == "auth":
+        return AuthenticationError(
+            f"{where}: the credentials were missing or rejected{why}", source=source
+        )
+    if kind == "unavailable":
+        return SourceUnavailable(f"{where} could not be reached{why}", source=source)
+    if kind == "exists":
+        return SourceError(f"{where} already exists", source=source)
+    return SourceError(
+        f"{where}: the store failed with {type(exc).__name__}{why}",
+        source=source,
+        hint="run again with --verbose on the worker for the details",
+    )
+
+
+def budget_from(environ: Mapping[str, str]) -> float:
+    """``CONVEYOR_NETWORK_RETRY_SECONDS`` from ``environ`` (default 30; 0 means one try)."""
+    raw = environ.get("CONVEYOR_NETWORK_RETRY_SECONDS")
+    if raw is None or raw == "":
+        return DEFAULT_BUDGET
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"CONVEYOR_NETWORK_RETRY_SECONDS={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError("CONVEYOR_NETWORK_RETRY_SECONDS must be >= 0")
+    return value
+
+
+def call(
+    fn: Callable[[], T],
+    *,
+    budget: float,
+    retry_if: Callable[[Exception], bool] = is_transient,
+    base: float = 0.25,
+    cap: float = 5.0,
+) -> T:
+    """``fn()``, tried again while it raises a transient exception and ``budget`` seconds have
+    not passed since the first attempt (waits drawn from ``[0, min(cap, base * 2**n)]``)."""
+    start = time.monotonic()
+    number = 0
+    while True:
+        number += 1
+        try:
+            return fn()
+        except Exception as exc:
+            remaining = budget - (time.monotonic() - start)
+            if not retry_if(exc) or remaining <= 0:
+                raise
+            delay = min(random.random() * min(cap, base * 2.0 ** (number - 1)), remaining)
+            logger.info("blob store call failed, retrying attempt=%d delay=%.2fs", number, delay)
+            time.sleep(delay)
