@@ -107,10 +107,8 @@ def create_object(fs: Any, url: BlobUrl, name: str, source: Path) -> bool:
         return False
     except Exception as exc:
         error = translate(exc, where=url.url_of(name))
-        if (
-            (type(error).__name__ in ("Changed", "SourceError")
-            and "exists" in str(error))
-            or (type(error).__name__ == "Changed")
+        if (type(error).__name__ in ("Changed", "SourceError") and "exists" in str(error)) or (
+            type(error).__name__ == "Changed"
         ):
             return False  # a racing writer created it first
         raise error from None
