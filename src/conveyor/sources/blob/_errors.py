@@ -25,6 +25,7 @@ from typing import TypeVar
 from conveyor.errors import (
     AuthenticationError,
     ConfigError,
+    ConveyorError,
     SourceError,
     SourceNotFound,
     SourceUnavailable,
@@ -136,15 +137,14 @@ def _classify(exc: BaseException) -> str:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying may help (the service could not be reached, or said "later")."""
-    return not isinstance(exc, SourceError) and _classify(exc) == "unavailable"
+    return not isinstance(exc, ConveyorError) and _classify(exc) == "unavailable"
 
 
-def translate(exc: BaseException, *, where: str, source: str = "") -> SourceError:
-    """The `SourceError` for ``exc`` raised while working on ``where`` (a redacted location)."""
-    if isinstance(exc, SourceError):
+def translate(exc: BaseException, *, where: str, source: str = "") -> ConveyorError:
+    """The `SourceError` for ``exc`` raised while working on ``where`` (a redacted location);
+    Conveyor's own errors pass through."""
+    if isinstance(exc, ConveyorError):
         return exc
-    if isinstance(exc, ConfigError):
-        raise exc
     kind = _classify(exc)
     code = next((c for c in (_code(e) for e in _chain(exc)) if c), None)
     why = f" ({code})" if code else ""

@@ -117,15 +117,13 @@ def create_object(fs: Any, url: BlobUrl, name: str, source: Path) -> bool:
 
 def read_small(fs: Any, url: BlobUrl, name: str) -> str | None:
     """The text of a small object, or None when it does not exist."""
+    from conveyor.errors import SourceNotFound
+
     try:
-        data: bytes = fs.cat_file(url.join(name))
-    except FileNotFoundError:
+        with open_object(fs, url, name) as stream:
+            data = stream.read(1 << 16)
+    except SourceNotFound:
         return None
-    except Exception as exc:
-        error = translate(exc, where=url.url_of(name))
-        if type(error).__name__ == "SourceNotFound":
-            return None
-        raise error from None
     return data.decode("utf-8", errors="replace").strip()
 
 
