@@ -117,7 +117,7 @@ class TestBlobFolderMode(_BlobContract):
         return source
 
 
-# -- bundle mode ------------------------------------------------------------------------------------
+# -- bundle mode -------------------------------------------------------------------------------
 
 
 def test_a_push_of_unchanged_code_uploads_nothing(moto_server: MotoServer, tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ def test_a_cold_bundle_fetch_is_one_get(moto_server: MotoServer, tmp_path: Path)
     assert snapshot(dest, skip=(".conveyor",)) == snapshot(tree)
 
 
-# -- folder mode ------------------------------------------------------------------------------------
+# -- folder mode -------------------------------------------------------------------------------
 
 
 def _folder(backend: Backend, tmp_path: Path, **options: Any) -> tuple[BlobStorage, Path, str]:
@@ -259,7 +259,7 @@ def test_a_sibling_prefix_is_not_part_of_the_folder(
     moto_server: MotoServer, tmp_path: Path
 ) -> None:
     backend = Backend("s3", moto_server)
-    source, tree, _ = _folder(backend, tmp_path)
+    source, _, _ = _folder(backend, tmp_path)
     fs = source.filesystem(backend.ctx())
     fs.pipe_file(f"{source.location.bucket}/flows-2/other.py", b"x = 1\n")
     dest = tmp_path / "dest"
@@ -278,7 +278,7 @@ def test_a_key_leaving_the_folder_is_refused(moto_server: MotoServer, tmp_path: 
         BlobStorage(source.url, **moto_server.options()).resolve(backend.ctx())
 
 
-# -- credentials, settings and errors ----------------------------------------------------------------
+# -- credentials, settings and errors -----------------------------------------------------------
 
 
 def test_saved_aws_credentials_reach_the_store(

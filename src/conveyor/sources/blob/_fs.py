@@ -297,13 +297,15 @@ def filesystem(
     credentials: str | BlobCredentials | None,
     ctx: FetchContext,
 ) -> Any:
-    """A fresh (not instance-cached) fsspec filesystem for ``url``."""
+    """The fsspec filesystem for ``url`` with these options (fsspec keeps one instance per set
+    of options in this process, so a worker reuses its HTTP session and client; listings and
+    existence checks invalidate its caches before they look)."""
     from conveyor.sources.blob._errors import translate
 
     cls = filesystem_class(url)
     options = storage_options(url, settings, credentials, ctx)
     try:
-        return cls(skip_instance_cache=True, **options)
+        return cls(**options)
     except (TypeError, ValueError) as exc:
         keys = ", ".join(sorted(options))
         raise ConfigError(
