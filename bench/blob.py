@@ -38,7 +38,6 @@ os.environ.update(
 )
 
 from bundles import make_tree  # noqa: E402
-from fixtures.blob_servers import MotoServer  # noqa: E402
 
 from conveyor.bundles import unpack  # noqa: E402
 from conveyor.cache import CodeCache  # noqa: E402
@@ -46,6 +45,7 @@ from conveyor.sources import source_from_spec  # noqa: E402
 from conveyor.sources.base import FetchContext  # noqa: E402
 from conveyor.sources.blob import BlobStorage  # noqa: E402
 from conveyor.sources.blob._transfer import upload_folder  # noqa: E402
+from fixtures.blob_servers import MotoServer  # noqa: E402
 
 
 def _requests(server: MotoServer) -> int:
