@@ -3,7 +3,7 @@
 
 VENV := .venv
 PY := $(VENV)/bin/python
-TEST_EXTRAS := test,postgres
+TEST_EXTRAS := test,postgres,s3,gcs,azure
 
 demo:
 	@scripts/bootstrap.sh ""

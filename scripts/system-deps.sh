@@ -16,3 +16,14 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "system-deps: missing ${need[*]}; tests that need them will be skipped (fail under CI)" >&2
   fi
 fi
+# Azurite (Azure Blob emulator) for the blob-store tests, in the project (.ci/node_modules).
+azurite=".ci/node_modules/.bin/azurite-blob"
+if [ ! -x "$azurite" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "system-deps: installing azurite@3.35.0 into .ci/node_modules" >&2
+    npm install --prefix .ci --no-save --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null \
+      || echo "system-deps: npm could not install azurite; the Azure tests will be skipped (fail under CI)" >&2
+  else
+    echo "system-deps: npm is missing; the Azure tests will be skipped (fail under CI)" >&2
+  fi
+fi

@@ -15,7 +15,11 @@ from conveyor._version import __version__ as __version__
 _EXPORTS: dict[str, str] = {
     "ApiError": "conveyor.errors",
     "AuthenticationError": "conveyor.errors",
+    "AwsCredentials": "conveyor.sources.blob.credentials",
+    "AzureBlobStorageContainer": "conveyor.sources.blob.blocks",
+    "AzureBlobStorageCredentials": "conveyor.sources.blob.credentials",
     "BitBucketCredentials": "conveyor.sources.git.credentials",
+    "BlobStorage": "conveyor.sources.blob.source",
     "BundleError": "conveyor.errors",
     "CodeCache": "conveyor.cache",
     "CodeCommitCredentials": "conveyor.sources.git.credentials",
@@ -24,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "ConveyorError": "conveyor.errors",
     "Flow": "conveyor.flows",
     "FlowLoadError": "conveyor.errors",
+    "GcpCredentials": "conveyor.sources.blob.credentials",
+    "GcsBucket": "conveyor.sources.blob.blocks",
     "GitHubCredentials": "conveyor.sources.git.credentials",
     "GitLabCredentials": "conveyor.sources.git.credentials",
     "GitRepository": "conveyor.sources.git.repository",
@@ -31,12 +37,14 @@ _EXPORTS: dict[str, str] = {
     "LocalSource": "conveyor.sources.local",
     "LocalStoreSource": "conveyor.sources.store",
     "PushableSource": "conveyor.sources.base",
+    "S3Bucket": "conveyor.sources.blob.blocks",
     "SSHCredentials": "conveyor.sources.git.credentials",
     "Secret": "conveyor.secrets",
     "Settings": "conveyor.settings",
     "Source": "conveyor.sources.base",
     "SourceError": "conveyor.errors",
     "SourceNotFound": "conveyor.errors",
+    "SourceUnavailable": "conveyor.errors",
     "Task": "conveyor.flows",
     "UnsafeArchive": "conveyor.errors",
     "VersionNotFound": "conveyor.errors",
@@ -62,6 +70,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor.errors import IntegrityError as IntegrityError
     from conveyor.errors import SourceError as SourceError
     from conveyor.errors import SourceNotFound as SourceNotFound
+    from conveyor.errors import SourceUnavailable as SourceUnavailable
     from conveyor.errors import UnsafeArchive as UnsafeArchive
     from conveyor.errors import VersionNotFound as VersionNotFound
     from conveyor.flows import Flow as Flow
@@ -74,6 +83,15 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor.sources import source_from_url as source_from_url
     from conveyor.sources.base import PushableSource as PushableSource
     from conveyor.sources.base import Source as Source
+    from conveyor.sources.blob.blocks import AzureBlobStorageContainer as AzureBlobStorageContainer
+    from conveyor.sources.blob.blocks import GcsBucket as GcsBucket
+    from conveyor.sources.blob.blocks import S3Bucket as S3Bucket
+    from conveyor.sources.blob.credentials import AwsCredentials as AwsCredentials
+    from conveyor.sources.blob.credentials import (
+        AzureBlobStorageCredentials as AzureBlobStorageCredentials,
+    )
+    from conveyor.sources.blob.credentials import GcpCredentials as GcpCredentials
+    from conveyor.sources.blob.source import BlobStorage as BlobStorage
     from conveyor.sources.git.credentials import BitBucketCredentials as BitBucketCredentials
     from conveyor.sources.git.credentials import CodeCommitCredentials as CodeCommitCredentials
     from conveyor.sources.git.credentials import GitHubCredentials as GitHubCredentials

@@ -40,6 +40,7 @@ CREDENTIALS_PREFIX = "credentials."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 _GIT = "conveyor.sources.git.credentials"
+_BLOB = "conveyor.sources.blob.credentials"
 CREDENTIAL_TYPES: Registry[type[Credentials]] = Registry(
     "credentials type",
     group="conveyor.credentials",
@@ -50,6 +51,9 @@ CREDENTIAL_TYPES: Registry[type[Credentials]] = Registry(
         "codecommit": Entry(f"{_GIT}:CodeCommitCredentials"),
         "token": Entry(f"{_GIT}:TokenCredentials"),
         "ssh": Entry(f"{_GIT}:SSHCredentials"),
+        "aws": Entry(f"{_BLOB}:AwsCredentials"),
+        "gcp": Entry(f"{_BLOB}:GcpCredentials"),
+        "azure": Entry(f"{_BLOB}:AzureBlobStorageCredentials"),
     },
 )
 """``type`` → credentials class."""

@@ -90,11 +90,20 @@ class DeployableFlow:
         settings: Settings | None = None,
         client: ConveyorClient | None = None,
         notify: Callable[[str], None] | None = None,
+        result_storage: Any = None,
     ) -> Deployment:
         """Create or update deployment ``name`` of this flow; returns it (with its revision).
 
         ``notify`` receives notes worth telling the person deploying (default: a log warning).
+        ``result_storage`` (a URL such as ``s3://bucket/results``, or a storage block) is where
+        runs put results that are not JSON (kept in the job variables).
         """
+        if result_storage is not None:
+            to_spec = getattr(result_storage, "to_spec", None)
+            stored = to_spec() if callable(to_spec) else result_storage
+            if not isinstance(stored, str | dict):
+                raise ConfigError("result_storage must be a URL or a storage block")
+            job_variables = {**dict(job_variables or {}), "result_storage": stored}
         _check_name(name)
         check_parameters(parameters or {}, what="default parameter")
         if settings is None:  # a public helper: read the settings as the command line does

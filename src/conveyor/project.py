@@ -2,6 +2,8 @@
 
 ```yaml
 name: analytics                      # optional
+push:                                # optional: run at deploy (push_to_s3, ...)
+  - push_to_s3: {id: push_code, bucket: flows, folder: etl, credentials: aws-ci}
 pull:                                # where the code lives (one step names it)
   - git_clone:
       repository: https://github.com/org/flows.git
@@ -68,6 +70,7 @@ class _Deployment(BaseModel):
     version: str | None = None
     follow_ref: bool = False
     pull: list[dict[str, Any]] | None = None
+    push: list[dict[str, Any]] | None = None
 
 
 class _File(BaseModel):
@@ -75,6 +78,7 @@ class _File(BaseModel):
     name: str | None = None
     prefect_version: str | None = Field(default=None, alias="prefect-version")
     pull: list[dict[str, Any]] = Field(default_factory=list)
+    push: list[dict[str, Any]] = Field(default_factory=list)
     deployments: list[_Deployment] = Field(default_factory=list)
 
 
@@ -91,6 +95,7 @@ class ProjectDeployment:
     description: str | None = None
     follow_ref: bool = False
     pull: tuple[Mapping[str, Any], ...] | None = None
+    push: tuple[Mapping[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,19 +106,38 @@ class Project:
     name: str | None
     pull: tuple[Mapping[str, Any], ...]
     deployments: tuple[ProjectDeployment, ...]
+    push: tuple[Mapping[str, Any], ...] = ()
 
-    def pull_steps(self, deployment: ProjectDeployment | None = None) -> list[dict[str, Any]]:
-        """The pull steps of ``deployment`` (its own, else the project's)."""
+    def pull_steps(
+        self,
+        deployment: ProjectDeployment | None = None,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The pull steps of ``deployment`` (its own, else the project's), with the outputs of
+        the push steps (``{{ push_code.folder }}``) filled in."""
+        from conveyor.steps import apply_outputs
+
         steps = deployment.pull if deployment and deployment.pull is not None else self.pull
+        return [dict(apply_outputs(dict(step), outputs or {})) for step in steps]
+
+    def push_steps(self, deployment: ProjectDeployment | None = None) -> list[dict[str, Any]]:
+        """The push steps of ``deployment`` (its own, else the project's)."""
+        steps = deployment.push if deployment and deployment.push is not None else self.push
         return [dict(step) for step in steps]
 
-    def source(self, deployment: ProjectDeployment | None = None) -> Source:
+    def source(
+        self,
+        deployment: ProjectDeployment | None = None,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> Source:
         """The source the pull steps name (``deployment``'s own steps first), else the folder
         the file is in."""
         from conveyor.sources.local import LocalSource
         from conveyor.steps import source_from_pull_steps
 
-        named = source_from_pull_steps(self.pull_steps(deployment))
+        named = source_from_pull_steps(self.pull_steps(deployment, outputs=outputs))
         return named if named is not None else LocalSource(self.path.parent)
 
     def deployment(
@@ -176,6 +200,7 @@ def load_project(path: Path | str = ".") -> Project:
         name=parsed.name,
         pull=tuple(parsed.pull),
         deployments=tuple(_deployment(d) for d in parsed.deployments),
+        push=tuple(parsed.push),
     )
 
 
@@ -194,6 +219,7 @@ def _deployment(d: _Deployment) -> ProjectDeployment:
         description=d.description,
         follow_ref=d.follow_ref,
         pull=tuple(d.pull) if d.pull is not None else None,
+        push=tuple(d.push) if d.push is not None else None,
     )
 
 
@@ -206,6 +232,7 @@ def deploy_options(
     tags: list[str],
     follow_ref: bool,
     description: str | None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`DeployableFlow.deploy` keywords for ``entry``: the command line's values over the
     file's (``work_pool`` None means none was given)."""
@@ -216,5 +243,5 @@ def deploy_options(
         "follow_ref": follow_ref or bool(entry and entry.follow_ref),
         "job_variables": dict(entry.job_variables) if entry else {},
         "description": description if description is not None or not entry else entry.description,
-        "pull_steps": project.pull_steps(entry),
+        "pull_steps": project.pull_steps(entry, outputs=outputs),
     }

@@ -8,6 +8,11 @@ printf %s "$APP_PW" | conveyor credentials create bitbucket bb --username U --ap
 printf '%s\\n%s' "$SECRET" "$SESSION" | conveyor credentials create codecommit cc \\
     --access-key-id AKIA... [--region eu-west-1]
 conveyor credentials create ssh deploy-key --known-hosts known_hosts < ~/.ssh/id_ed25519
+printf '%s\n%s' "$SECRET" "$SESSION" | conveyor credentials create aws s3-ci \
+    --access-key-id AKIA... [--region eu-west-1] [--endpoint-url http://minio:9000]
+conveyor credentials create gcp gcs-ci [--project P] < service-account.json
+printf %s "$AZURE_STORAGE_CONNECTION_STRING" | conveyor credentials create azure az-ci
+conveyor credentials create azure az-mi --account-url https://acct.blob.core.windows.net
 ```
 
 Secrets are read from stdin (a hidden prompt on a terminal), never from the command line, so
@@ -29,7 +34,7 @@ __all__ = ["register"]
 
 credentials_app = typer.Typer(
     name="credentials",
-    help="Git credentials, stored encrypted on the server and named by deployments.",
+    help="Git and blob-store credentials, stored encrypted and named by deployments.",
     no_args_is_help=True,
 )
 
@@ -40,6 +45,9 @@ class Provider(StrEnum):
     bitbucket = "bitbucket"
     codecommit = "codecommit"
     ssh = "ssh"
+    aws = "aws"
+    gcp = "gcp"
+    azure = "azure"
 
 
 def register(app: typer.Typer) -> None:
@@ -67,7 +75,9 @@ def _read_stdin(what: str, *, multiline: bool = False) -> str:
 
 @credentials_app.command("create")
 def create(
-    provider: Provider = typer.Argument(..., help="github, gitlab, bitbucket, codecommit or ssh"),
+    provider: Provider = typer.Argument(
+        ..., help="github, gitlab, bitbucket, codecommit, ssh, aws, gcp or azure"
+    ),
     name: str = typer.Argument(..., help="Name deployments use: --credentials NAME."),
     username: str | None = typer.Option(
         None, "--username", help="GitLab deploy-token user, Bitbucket user (app password/Server)."
@@ -80,9 +90,17 @@ def create(
         False, "--app-password", help="Bitbucket Cloud: stdin holds an app password."
     ),
     access_key_id: str | None = typer.Option(
-        None, "--access-key-id", help="CodeCommit: the AWS access key id."
+        None, "--access-key-id", help="CodeCommit, aws: the AWS access key id."
     ),
-    region: str | None = typer.Option(None, "--region", help="CodeCommit: the AWS region."),
+    region: str | None = typer.Option(None, "--region", help="CodeCommit, aws: the AWS region."),
+    endpoint_url: str | None = typer.Option(
+        None, "--endpoint-url", help="aws: an S3-compatible endpoint (MinIO, Ceph, ...)."
+    ),
+    profile: str | None = typer.Option(None, "--profile", help="aws: a profile name instead."),
+    project: str | None = typer.Option(None, "--project", help="gcp: the project."),
+    account_url: str | None = typer.Option(
+        None, "--account-url", help="azure: the account URL (DefaultAzureCredential; no stdin)."
+    ),
     known_hosts: Path | None = typer.Option(
         None, "--known-hosts", help="SSH: a known_hosts file with the server's host key."
     ),
@@ -95,15 +113,24 @@ def create(
     from conveyor.sources.git.credentials import (
         BitBucketCredentials,
         CodeCommitCredentials,
-        GitCredentials,
         GitHubCredentials,
         GitLabCredentials,
         SSHCredentials,
     )
 
     credentials_secret_name(name)  # validate before reading any secret
-    creds: GitCredentials
-    if provider is Provider.github:
+    creds: Credentials
+    if provider in (Provider.aws, Provider.gcp, Provider.azure):
+        creds = _blob_credentials(
+            provider,
+            access_key_id=access_key_id,
+            region=region,
+            endpoint_url=endpoint_url,
+            profile=profile,
+            project=project,
+            account_url=account_url,
+        )
+    elif provider is Provider.github:
         creds = GitHubCredentials(token=_read_stdin("token"))
     elif provider is Provider.gitlab:
         creds = GitLabCredentials(token=_read_stdin("token"), username=username, url=url)
@@ -141,6 +168,52 @@ def create(
     with client() as api:
         creds.save(name, store=api)
     console.print(f"stored {creds.type} credentials {name}")
+
+
+def _blob_credentials(
+    provider: Provider,
+    *,
+    access_key_id: str | None,
+    region: str | None,
+    endpoint_url: str | None,
+    profile: str | None,
+    project: str | None,
+    account_url: str | None,
+) -> Credentials:
+    from conveyor.sources.blob.credentials import (
+        AwsCredentials,
+        AzureBlobStorageCredentials,
+        GcpCredentials,
+    )
+
+    if provider is Provider.aws:
+        if not access_key_id:
+            if profile is None:
+                raise ConfigError(
+                    "aws credentials need --access-key-id (the secret key comes from stdin) "
+                    "or --profile"
+                )
+            return AwsCredentials(
+                profile_name=profile, region_name=region, endpoint_url=endpoint_url
+            )
+        lines = _read_stdin("secret access key", multiline=True).strip().splitlines()
+        return AwsCredentials(
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=lines[0].strip(),
+            aws_session_token=lines[1].strip() if len(lines) > 1 and lines[1].strip() else None,
+            profile_name=profile,
+            region_name=region,
+            endpoint_url=endpoint_url,
+        )
+    if provider is Provider.gcp:
+        info = _read_stdin("service account JSON", multiline=True)
+        return GcpCredentials(service_account_info=info.strip(), project=project)
+    if account_url:
+        return AzureBlobStorageCredentials(account_url=account_url)
+    return AzureBlobStorageCredentials(connection_string=_read_stdin("connection string"))
+
+
+from conveyor.credentials import Credentials  # noqa: E402  (annotations above)
 
 
 @credentials_app.command("ls")

@@ -89,6 +89,7 @@ def deploy(
 
     With an ENTRYPOINT, deploy that flow as --name. Without one, deploy the deployments listed
     in ./conveyor.yaml (all of them, or the one named by --name)."""
+    from conveyor.cli._progress import transfer_progress
     from conveyor.deploy import from_source
     from conveyor.project import deploy_options, find_project, load_project
 
@@ -136,31 +137,56 @@ def deploy(
         targets = [(entrypoint, name, entry)]
     del deploy_all  # deploying everything is what no --name means
     settings = load_settings()
-    for flow_entrypoint, deployment_name, entry in targets:
-        keywords: dict[str, Any] = {
-            "work_pool": pool or "default",
-            "parameters": parameters,
-            "tags": tag,
-            "description": description,
-            "follow_ref": follow_ref,
-        }
-        chosen: Any = source or "."
-        if project is not None and source is None and not options:
-            chosen = project.source(entry)
-            keywords = deploy_options(
-                project,
-                entry,
-                parameters=parameters,
-                work_pool=pool,
-                tags=tag,
-                follow_ref=follow_ref,
-                description=description,
+    with transfer_progress():
+        for flow_entrypoint, deployment_name, entry in targets:
+            keywords: dict[str, Any] = {
+                "work_pool": pool or "default",
+                "parameters": parameters,
+                "tags": tag,
+                "description": description,
+                "follow_ref": follow_ref,
+            }
+            chosen: Any = source or "."
+            if project is not None and source is None and not options:
+                outputs = _run_push(project, entry, settings)
+                chosen = project.source(entry, outputs=outputs)
+                keywords = deploy_options(
+                    project,
+                    entry,
+                    parameters=parameters,
+                    work_pool=pool,
+                    tags=tag,
+                    follow_ref=follow_ref,
+                    description=description,
+                    outputs=outputs,
+                )
+            deployable = from_source(chosen, flow_entrypoint, **options)
+            deployment = deployable.deploy(
+                deployment_name, **keywords, settings=settings, notify=_note
             )
-        deployable = from_source(chosen, flow_entrypoint, **options)
-        deployment = deployable.deploy(deployment_name, **keywords, settings=settings, notify=_note)
-        console.print(
-            f"deployment {deployment.flow_name}/{deployment.name} "
-            f"version {deployment.version} (revision {deployment.revision})"
+            console.print(
+                f"deployment {deployment.flow_name}/{deployment.name} "
+                f"version {deployment.version} (revision {deployment.revision})"
+            )
+
+
+def _run_push(project: Any, entry: ProjectDeployment | None, settings: Any) -> dict[str, Any]:
+    """Run the project's push steps for ``entry`` in the project's folder; their outputs."""
+    import os
+
+    from conveyor.connect import connect
+    from conveyor.steps import run_deploy_steps
+
+    steps = project.push_steps(entry)
+    if not steps:
+        return {}
+    with connect(settings) as client:
+        return run_deploy_steps(
+            steps,
+            folder=project.path.parent,
+            secrets=client,
+            environ=dict(os.environ),
+            log=lambda line, _stream: err_console.print(line, markup=False, highlight=False),
         )
 
 

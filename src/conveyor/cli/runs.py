@@ -19,11 +19,12 @@ from conveyor.errors import ConfigError
 if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
     from conveyor.schemas import LogLine, Run, RunState
+    from conveyor.settings import Settings
 
 __all__ = ["print_log_line", "register"]
 
 runs_app = typer.Typer(
-    name="runs", help="Runs: list, inspect, logs, cancel, code.", no_args_is_help=True
+    name="runs", help="Runs: list, inspect, logs, cancel, code, result.", no_args_is_help=True
 )
 
 _STATE_STYLE = {
@@ -257,3 +258,66 @@ def code(
     console.print(
         f"wrote {run.version} ({count} files) of {run.flow_name}/{run.deployment_name} to {output}"
     )
+
+
+@runs_app.command("result")
+def result(
+    run_id: str = typer.Argument(..., metavar="RUN"),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the result to FILE (JSON, or the pickle's bytes)."
+    ),
+) -> None:
+    """Print a run's result, or write it to a file. Results that are not JSON are fetched from
+    their result store (a blob URL, or this machine's results directory) and unpickled for
+    printing: only do that for your own runs."""
+    from conveyor.cli._progress import transfer_progress
+
+    settings = load_settings()
+    with client(settings) as api:
+        run = api.get_run(run_id)
+        if run.result_ref is None:
+            if run.state.value != "completed":
+                raise ConfigError(f"run {run.id} has no result (it is {run.state.value})")
+            data = json.dumps(run.result, indent=2).encode()
+            pickled = False
+        else:
+            with transfer_progress():
+                data = _stored_result(run, settings, api)
+            pickled = True
+    if output is not None:
+        output.write_bytes(data)
+        console.print(f"wrote {len(data)} bytes to {output}")
+        return
+    if not pickled:
+        typer.echo(data.decode())
+        return
+    import pickle
+
+    try:
+        value = pickle.loads(data)  # noqa: S301 - the user's own run, asked for explicitly
+    except Exception as exc:
+        raise ConfigError(
+            f"result of run {run.id} ({len(data)} bytes) cannot be unpickled here: "
+            f"{type(exc).__name__}",
+            hint="write it to a file with --output and load it where the flow's code is",
+        ) from None
+    typer.echo(repr(value))
+
+
+def _stored_result(run: Run, settings: Settings, api: ConveyorClient) -> bytes:
+    from conveyor.connect import fetch_context
+    from conveyor.results.local import LocalResultStore
+
+    ref = run.result_ref or ""
+    if ref.startswith("local:"):
+        path = LocalResultStore.from_settings(settings).path_for(ref)
+        if not path.is_file():
+            raise ConfigError(
+                f"result {ref} is not on this machine",
+                hint="local results stay on the worker that ran the flow; set result_storage "
+                "to a blob URL to reach them from anywhere",
+            )
+        return path.read_bytes()
+    from conveyor.sources.blob.results import for_ref
+
+    return for_ref(ref, run.source, fetch_context(settings, api)).read_bytes(ref)

@@ -23,7 +23,13 @@ RESULT_FILE = "result.pickle"
 RESULT_STORES: Registry[Any] = Registry(
     "result store scheme",
     group="conveyor.result_stores",
-    builtins={"local": Entry("conveyor.results.local:LocalResultStore")},
+    builtins={
+        "local": Entry("conveyor.results.local:LocalResultStore"),
+        **{
+            scheme: Entry("conveyor.sources.blob.results:BlobResultStore")
+            for scheme in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+        },
+    },
 )
 """``result_ref`` scheme → result store class."""
 

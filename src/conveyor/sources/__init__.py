@@ -39,6 +39,7 @@ SOURCES: Registry[type[Source]] = Registry(
         "local": Entry("conveyor.sources.local:LocalSource"),
         "store": Entry("conveyor.sources.store:BundleStore"),
         "git": Entry("conveyor.sources.git.repository:GitRepository"),
+        "blob": Entry("conveyor.sources.blob:BlobStorage"),
     },
 )
 
@@ -50,6 +51,13 @@ SCHEMES: dict[str, str] = {
     "git+https": "git",
     "git+http": "git",
     "git+file": "git",
+    "s3": "blob",
+    "s3a": "blob",
+    "gs": "blob",
+    "gcs": "blob",
+    "az": "blob",
+    "abfs": "blob",
+    "abfss": "blob",
 }
 """URL scheme → source kind (``https`` is handled by `source_from_url`: git when it ends in
 ``.git``)."""
@@ -113,6 +121,8 @@ def source_from_url(url: str | os.PathLike[str], **options: Any) -> Source:
     kind = SCHEMES.get(scheme)
     if kind is None and scheme in SOURCES:
         kind = scheme  # a plug-in named after its scheme
+    if kind is None and _fsspec_protocol(scheme):
+        kind = "blob"  # any other fsspec protocol whose package is installed
     if kind is None:
         raise ConfigError(
             f"no source handles {scheme}:// URLs",
@@ -129,6 +139,23 @@ def _build(kind: str, location: Any, options: Mapping[str, Any]) -> Source:
         raise ConfigError(
             f"{', '.join(sorted(options))} does not apply to a {kind} source ({exc})"
         ) from None
+
+
+def _fsspec_protocol(scheme: str) -> bool:
+    """Whether fsspec knows ``scheme`` and its package is installed (nothing is imported)."""
+    import importlib.util
+
+    try:
+        from fsspec.registry import known_implementations, registry
+    except ImportError:
+        return False
+    if scheme in registry:
+        return True
+    spec = known_implementations.get(scheme)
+    if spec is None or scheme in ("http", "https", "file", "local"):
+        return False
+    module = str(spec.get("class", "")).split(".")[0]
+    return bool(module) and importlib.util.find_spec(module) is not None
 
 
 def _is_git_dir(path: Path) -> bool:

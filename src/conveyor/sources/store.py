@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
 
 from conveyor._fs import atomic_write
-from conveyor._registry import Registry
+from conveyor._registry import Entry, Registry
 from conveyor.errors import ConfigError, SourceNotFound, VersionNotFound
 from conveyor.sources.base import FetchContext, PushableSource, context
 
@@ -116,12 +116,24 @@ class LocalDirBackend:
         return True
 
 
+_BLOB_BACKEND = "conveyor.sources.blob.store:blob_store_backend"
 BackendFactory = Callable[[str, FetchContext], StoreBackend]
 
 STORE_BACKENDS: Registry[BackendFactory] = Registry(
     "bundle store scheme",
     group="conveyor.bundle_stores",
-    builtins={},
+    builtins={
+        scheme: Entry(_BLOB_BACKEND, extra=extra, packages=(package,))
+        for scheme, extra, package in (
+            ("s3", "s3", "s3fs"),
+            ("s3a", "s3", "s3fs"),
+            ("gs", "gcs", "gcsfs"),
+            ("gcs", "gcs", "gcsfs"),
+            ("az", "azure", "adlfs"),
+            ("abfs", "azure", "adlfs"),
+            ("abfss", "azure", "adlfs"),
+        )
+    },
     hint="use a directory, 'server', or a blob URL whose backend is installed",
 )
 """URL scheme → ``factory(url, ctx) -> StoreBackend`` for stores that are not a directory."""

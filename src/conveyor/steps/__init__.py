@@ -55,9 +55,11 @@ __all__ = [
     "STEPS",
     "StepContext",
     "StepSpec",
+    "apply_outputs",
     "check_steps",
     "names_code",
     "parse_step",
+    "run_deploy_steps",
     "run_steps",
     "source_from_pull_steps",
 ]
@@ -81,6 +83,7 @@ class StepSpec:
 
 
 _BUILTIN = "conveyor.steps.builtin"
+_BLOB = "conveyor.steps.blob"
 STEPS: Registry[StepSpec | Callable[..., Any]] = Registry(
     "step",
     group="conveyor.steps",
@@ -90,6 +93,19 @@ STEPS: Registry[StepSpec | Callable[..., Any]] = Registry(
         ),
         "set_working_directory": Entry(StepSpec(f"{_BUILTIN}:set_working_directory")),
         "run_shell_script": Entry(StepSpec(f"{_BUILTIN}:run_shell_script")),
+        **{
+            name: Entry(StepSpec(f"{_BLOB}:{name}", f"{_BLOB}:{factory}", ("pull",)))
+            for name, factory in (
+                ("pull_from_remote_storage", "remote_storage_source"),
+                ("pull_from_s3", "s3_source"),
+                ("pull_from_gcs", "gcs_source"),
+                ("pull_from_azure_blob_storage", "azure_source"),
+            )
+        },
+        **{
+            name: Entry(StepSpec(f"{_BLOB}:{name}", sections=("build", "push")))
+            for name in ("push_to_s3", "push_to_gcs", "push_to_azure_blob_storage")
+        },
     },
 )
 """Step name → `StepSpec` (built-ins) or the step function itself (plug-ins)."""
@@ -100,6 +116,10 @@ _PREFIXES = (
     "prefect.deployments.steps.",
     "prefect.deployments.steps.pull.",
     "prefect.deployments.steps.utility.",
+    "conveyor.steps.blob.",
+    "prefect_aws.deployments.steps.",
+    "prefect_gcp.deployments.steps.",
+    "prefect_azure.deployments.steps.",
 )
 
 
@@ -258,3 +278,74 @@ def run_steps(steps: Sequence[Mapping[str, Any]], ctx: StepContext) -> dict[str,
             if step_id:
                 outputs[step_id] = dict(result)
     return outputs
+
+
+def run_deploy_steps(
+    steps: Sequence[Mapping[str, Any]],
+    *,
+    folder: Path,
+    secrets: SecretStore | None,
+    environ: Mapping[str, str],
+    section: str = "push",
+    log: Callable[[str, str], None] = lambda _line, _stream: None,
+) -> dict[str, Any]:
+    """Run a project's ``build`` / ``push`` steps at deploy, in ``folder``; their outputs (merged,
+    and under each id) feed the pull steps' ``{{ id.key }}`` templates (`apply_outputs`)."""
+    check_steps(steps, section=section)
+    ctx = StepContext(
+        code_dir=folder,
+        materialise=lambda _dest: {},
+        env=environ,
+        secrets=secrets,
+        log=log,
+        materialised=True,
+    )
+    outputs: dict[str, Any] = {}
+    for step in steps:
+        name, arguments, step_id = parse_step(step)
+        resolved = resolve_templates(
+            arguments,
+            store=secrets,
+            environ=environ,
+            outputs=outputs,
+            kinds={"output", "secret", "env"},
+        )
+        result = _function(name)(ctx, **resolved)
+        if isinstance(result, Mapping):
+            outputs.update(result)
+            if step_id:
+                outputs[step_id] = dict(result)
+    return outputs
+
+
+def apply_outputs(value: Any, outputs: Mapping[str, Any]) -> Any:
+    """``value`` with ``{{ id.key }}`` templates naming ``outputs`` of deploy-time steps
+    substituted; every other template (secrets, environment, outputs of pull steps) is left for
+    the worker."""
+    from conveyor.secrets import template_ref, template_refs
+
+    if isinstance(value, Mapping):
+        return {k: apply_outputs(v, outputs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [apply_outputs(v, outputs) for v in value]
+    if not isinstance(value, str):
+        return value
+    known = {
+        ref.text
+        for ref in template_refs(value)
+        if ref.kind == "output"
+        and ref.key is not None
+        and isinstance(outputs.get(ref.name), Mapping)
+        and ref.key in outputs[ref.name]
+    }
+    if not known:
+        return value
+    whole = template_ref(value)
+    if whole is not None and whole.text in known:
+        assert whole.key is not None
+        return outputs[whole.name][whole.key]
+    for ref in template_refs(value):
+        if ref.text in known:
+            assert ref.key is not None
+            value = value.replace(ref.text, str(outputs[ref.name][ref.key]))
+    return value

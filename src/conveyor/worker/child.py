@@ -144,6 +144,15 @@ def _store_result(result: Any, control: Path) -> dict[str, Any]:
     return {"result": None, "result_file": RESULT_FILE}
 
 
+def _result_storage(flow: Any) -> Any:
+    """The flow's ``result_storage`` as the worker can use it: a URL, or a block's spec."""
+    storage = getattr(flow, "result_storage", None)
+    if storage is None or isinstance(storage, str):
+        return storage
+    to_spec = getattr(storage, "to_spec", None)
+    return to_spec() if callable(to_spec) else str(storage)
+
+
 _PLAIN_TYPES: frozenset[Any] = frozenset({str, int, float, bool, list, dict, Any})
 
 
@@ -216,6 +225,8 @@ def run_flow(control: Path, workspace: Path) -> dict[str, Any]:
             error = one_line(exc)
         return {"status": "failed", "error": error, "entered": entered, "finished": finished}
     stored = _store_result(result, control)
+    if stored.get("result_file"):
+        stored["result_storage"] = _result_storage(flow)
     return {
         "status": "completed",
         "error": None,

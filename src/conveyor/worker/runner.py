@@ -280,7 +280,11 @@ class RunHandler:
                 timings["run"] = max(outcome.finished - outcome.entered, 0.0)
         result_ref = None
         if outcome.result_file is not None:
-            result_ref = self.results.put_file(run.id, outcome.result_file)
+            from conveyor.worker.results import put_result
+
+            result_ref = put_result(
+                run, outcome.result_file, outcome.result_storage, self.results, self.cache.context
+            )
         return self._update(
             outcome.state,
             version=version,

@@ -142,6 +142,8 @@ class Outcome:
     returncode: int | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
     """Seconds spent making the code ready (``fetch``, ``workspace``, ``steps``)."""
+    result_storage: Any = None
+    """The flow's own ``result_storage`` (a URL or a block spec), when it has one."""
 
 
 class Child(Protocol):
@@ -257,6 +259,7 @@ class Supervisor(ABC):
                 result=output.get("result"),
                 result_file=result_file,
                 returncode=returncode,
+                result_storage=output.get("result_storage"),
             )
         state: RunState | None
         if reason is StopReason.LOST:

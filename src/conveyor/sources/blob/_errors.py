@@ -1,0 +1,187 @@
+"""Third-party blob-store errors, translated at the boundary; retries of transient ones.
+
+`translate` turns whatever s3fs/botocore, gcsfs/google-auth, adlfs/azure-core, aiohttp or the OS
+raised into a `SourceError` whose one-line message names the location (a redacted URL or an
+object key) and the kind of failure, and never the third party's text (which may quote a
+request, a signature or a connection string): `SourceNotFound` (bucket, container or object
+missing), `AuthenticationError` (credentials missing or rejected), `SourceUnavailable` (the
+service could not be reached, after retries). `Changed` marks a pinned object that was replaced
+or deleted since deploy.
+
+`call` retries a transient failure through the shared `conveyor._retry` (exponential backoff,
+full jitter) over the budget of ``CONVEYOR_NETWORK_RETRY_SECONDS`` that the context's settings
+carry (`budget_of`).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from conveyor._retry import RetryPolicy
+from conveyor._retry import call as retry_call
+from conveyor.errors import (
+    AuthenticationError,
+    ConveyorError,
+    SourceError,
+    SourceNotFound,
+    SourceUnavailable,
+)
+from conveyor.sources.base import FetchContext
+
+__all__ = ["Changed", "budget_of", "call", "is_transient", "translate"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+_AUTH_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AuthorizationHeaderMalformed",
+    "403",
+    "401",
+}
+_CHANGED_CODES = {"PreconditionFailed", "412", "ConditionNotMet"}
+
+
+class Changed(SourceError):
+    """A pinned object was replaced or deleted after it was pinned."""
+
+
+def _status(exc: BaseException) -> int | None:
+    for attr in ("status_code", "code", "status"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        meta = response.get("ResponseMetadata")
+        if isinstance(meta, Mapping) and isinstance(meta.get("HTTPStatusCode"), int):
+            return int(meta["HTTPStatusCode"])
+    return None
+
+
+def _code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        error = response.get("Error")
+        if isinstance(error, Mapping) and error.get("Code"):
+            return str(error["Code"])
+    code = getattr(exc, "error_code", None)
+    return str(code) if code else None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 8:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _classify(exc: BaseException) -> str:
+    """One of: changed, not_found, auth, unavailable, exists, other."""
+    for item in _chain(exc):
+        name = type(item).__name__
+        code = _code(item)
+        status = _status(item)
+        if name in ("ResourceModifiedError",) or code in _CHANGED_CODES or status == 412:
+            return "changed"
+        if isinstance(item, FileExistsError) or name == "ResourceExistsError":
+            return "exists"
+        if isinstance(item, FileNotFoundError) or name == "ResourceNotFoundError":
+            return "not_found"
+        if code in _NOT_FOUND_CODES or status == 404:
+            return "not_found"
+        if isinstance(item, PermissionError) or name in (
+            "NoCredentialsError",
+            "PartialCredentialsError",
+            "ClientAuthenticationError",
+            "RefreshError",
+            "DefaultCredentialsError",
+            "TransportError",
+        ):
+            return "auth"
+        if code in _AUTH_CODES or status in (401, 403):
+            return "auth"
+        if isinstance(item, OSError) and item.errno == errno.EINVAL and "Precondition" in str(item):
+            return "changed"
+        if (
+            isinstance(item, ConnectionError | TimeoutError)
+            or name
+            in (
+                "EndpointConnectionError",
+                "ConnectTimeoutError",
+                "ReadTimeoutError",
+                "ClientConnectorError",
+                "ServerDisconnectedError",
+                "ClientOSError",
+                "ServiceRequestError",
+                "ServiceResponseError",
+                "ClientPayloadError",
+            )
+            or (status is not None and (status >= 500 or status == 429))
+        ):
+            return "unavailable"
+    return "other"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying may help (the service could not be reached, or said "later")."""
+    return not isinstance(exc, ConveyorError) and _classify(exc) == "unavailable"
+
+
+def translate(exc: BaseException, *, where: str, source: str = "") -> ConveyorError:
+    """The `SourceError` for ``exc`` raised while working on ``where`` (a redacted location);
+    Conveyor's own errors pass through."""
+    if isinstance(exc, ConveyorError):
+        return exc
+    kind = _classify(exc)
+    code = next((c for c in (_code(e) for e in _chain(exc)) if c), None)
+    why = f" ({code})" if code else ""
+    if kind == "changed":
+        return Changed(f"{where} changed since it was pinned{why}", source=source)
+    if kind == "not_found":
+        return SourceNotFound(f"{where} does not exist{why}", source=source)
+    if kind == "auth":
+        return AuthenticationError(
+            f"{where}: the credentials were missing or rejected{why}", source=source
+        )
+    if kind == "unavailable":
+        return SourceUnavailable(f"{where} could not be reached{why}", source=source)
+    if kind == "exists":
+        return SourceError(f"{where} already exists", source=source)
+    return SourceError(
+        f"{where}: the store failed with {type(exc).__name__}{why}",
+        source=source,
+        hint="run again with --verbose on the worker for the details",
+    )
+
+
+def budget_of(ctx: FetchContext) -> float:
+    """The retry budget the context's settings give (``CONVEYOR_NETWORK_RETRY_SECONDS``)."""
+    return RetryPolicy.from_settings(ctx.settings).budget
+
+
+def call(
+    fn: Callable[[], T],
+    *,
+    budget: float,
+    retry_if: Callable[[Exception], bool] = is_transient,
+) -> T:
+    """``fn()``, tried again while it raises a transient exception and ``budget`` seconds have
+    not passed since the first attempt (`conveyor._retry`: exponential backoff, full jitter)."""
+
+    def log(number: int, delay: float) -> None:
+        logger.info("blob store call failed, retrying attempt=%d delay=%.2fs", number, delay)
+
+    policy = RetryPolicy(budget=budget, base=0.25, cap=5.0)
+    return retry_call(fn, policy=policy, retry_if=retry_if, on_retry=log)
