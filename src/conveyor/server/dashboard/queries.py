@@ -185,6 +185,34 @@ def recent_runs(session: Session, deployment_id: str, *, limit: int = 10) -> lis
     return [RunSummary(**row._asdict()) for row in session.execute(query)]
 
 
+def comparable_runs(session: Session, deployment_id: str, *, limit: int = 20) -> list[RunSummary]:
+    """The newest runs of one deployment, plus the newest run of every other code version it
+    ran (so any two versions can be compared, however many runs one of them had)."""
+    recent = recent_runs(session, deployment_id, limit=limit)
+    seen = {run.version for run in recent}
+    newest = (
+        select(RunRow.version, func.max(RunRow.created).label("created"))
+        .where(RunRow.deployment_id == deployment_id)
+        .group_by(RunRow.version)
+        .order_by(func.max(RunRow.created).desc())
+        .limit(limit)
+        .subquery()
+    )
+    query = (
+        select(*_SUMMARY_COLUMNS)
+        .join(newest, (RunRow.version == newest.c.version) & (RunRow.created == newest.c.created))
+        .where(RunRow.deployment_id == deployment_id)
+        .order_by(RunRow.created.desc())
+    )
+    found = list(recent)
+    for row in session.execute(query):
+        run = RunSummary(**row._asdict())
+        if run.version not in seen:
+            seen.add(run.version)
+            found.append(run)
+    return found
+
+
 def deployment_choices(session: Session) -> list[tuple[str, str]]:
     """(id, ``flow/name``) of every deployment, for the run filter."""
     rows = session.execute(

@@ -127,7 +127,7 @@ def run_page(request: Request, run_id: str, log_after: int | None = Query(None, 
             "log_next": lines[-1].seq if lines else after,
             "following": tail or (lines[-1].seq if lines else after) >= row.log_seq,
             "hint": hint_for(run, queries.logged_hint(session, run.id) if failed else None),
-            "others": [r for r in queries.recent_runs(session, run.deployment_id, limit=20)],
+            "others": queries.comparable_runs(session, run.deployment_id, limit=20),
         }
 
     values = dashboard.context.db.read(read)
