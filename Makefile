@@ -23,8 +23,10 @@ lint: $(VENV)/.test-ready
 typecheck: $(VENV)/.test-ready
 	$(VENV)/bin/mypy
 
+# Four workers on two cores: most tests wait on real servers and subprocesses. One file per
+# worker keeps module-scoped servers started once.
 pytest: $(VENV)/.test-ready
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-ready
 	$(PY) bench/run.py

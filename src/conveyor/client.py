@@ -5,11 +5,17 @@ nothing of the server: `conveyor.connect.connect(settings)` is what chooses a re
 (``CONVEYOR_API_URL``) or the embedded default, an in-process transport over the local database
 (`conveyor.server.local.LocalTransport`). Any httpx transport can be injected (tests, tools).
 
-Errors are translated at this boundary: no answer → `ServerUnavailable` (after a few retries with
-backoff, so a worker rides out a server restart), 401 → `Unauthorized`, 404 → `ObjectNotFound`,
-400/409/413/422 → `InvalidRequest`, anything else → `ApiError`; each a one-line message with the
-server's hint. Secret values never appear in messages or logs. `ConveyorClient` satisfies
+Errors are translated at this boundary: no answer, and 502/503/504 → `ServerUnavailable` (after
+a few retries with backoff, so a worker rides out a server restart; on every path, the streamed
+bundle download included), 401 → `Unauthorized`, 404 → `ObjectNotFound`, 400/409/413/422 →
+`InvalidRequest`, anything else → `ApiError`; each a one-line message with the server's hint.
+Secret values never appear in messages or logs. `ConveyorClient` satisfies
 `conveyor.secrets.SecretStore` (`get_secret`).
+
+A request cut after it was sent (the reply lost) is repeated only when repeating it is safe: GET,
+PUT, DELETE, HEAD, heartbeats, and the worker's POSTs that carry what makes them idempotent (a
+claim with a ``claim_id``, a state report with its ``attempt``, a numbered log batch: see
+`conveyor.schemas`).
 """
 
 from __future__ import annotations
@@ -200,39 +206,74 @@ class ConveyorClient:
         labels: list[str] | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         wait_seconds: float = 0,
+        claim_id: str | None = None,
     ) -> Run | None:
+        """A run for ``worker``, or None. With ``claim_id`` the request is repeated when its reply
+        is lost, and the caller should re-present the same id until it gets a run (see
+        `conveyor.schemas`)."""
         body = ClaimRequest(
             worker=worker,
             labels=labels or [],
             lease_seconds=lease_seconds,
             wait_seconds=wait_seconds,
+            claim_id=claim_id,
         )
         response = self._request(
             "POST",
             f"/api/pools/{_q(pool)}/claim",
             body=body,
             timeout=self.timeout + max(wait_seconds, 0),
+            idempotent=claim_id is not None,
         )
         return None if response.status_code == 204 else Run.model_validate(response.json())
 
     def heartbeat_run(
-        self, run_id: str, *, worker: str, lease_seconds: float = DEFAULT_LEASE_SECONDS
+        self,
+        run_id: str,
+        *,
+        worker: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        attempt: int | None = None,
     ) -> RunHeartbeatReply:
-        body = RunHeartbeat(worker=worker, lease_seconds=lease_seconds)
+        body = RunHeartbeat(worker=worker, lease_seconds=lease_seconds, attempt=attempt)
         path = f"/api/runs/{_q(run_id)}/heartbeat"
         return RunHeartbeatReply.model_validate(
             self._request("POST", path, body=body, idempotent=True).json()
         )
 
     def set_run_state(self, run_id: str, update: StateUpdate) -> Run:
-        response = self._request("POST", f"/api/runs/{_q(run_id)}/state", body=update)
+        """Report a state; repeated when the reply is lost if ``update.attempt`` is set."""
+        response = self._request(
+            "POST",
+            f"/api/runs/{_q(run_id)}/state",
+            body=update,
+            idempotent=update.attempt is not None,
+        )
         return Run.model_validate(response.json())
 
-    def write_logs(self, run_id: str, records: list[LogRecord]) -> None:
-        if not records:
+    def write_logs(
+        self,
+        run_id: str,
+        records: list[LogRecord],
+        *,
+        attempt: int | None = None,
+        batch: int | None = None,
+    ) -> None:
+        """Send one batch; a numbered one (``attempt``, ``batch``) is stored once, so it is
+        repeated when the reply is lost. An empty numbered batch is sent too (it keeps the
+        numbering)."""
+        if not records and batch is None:
             return
         payload = [r.model_dump(mode="json") for r in records]
-        self._request("POST", f"/api/runs/{_q(run_id)}/logs", json=payload)
+        numbered = attempt is not None and batch is not None
+        params = {"attempt": attempt, "batch": batch} if numbered else None
+        self._request(
+            "POST",
+            f"/api/runs/{_q(run_id)}/logs",
+            json=payload,
+            params=params,
+            idempotent=numbered,
+        )
 
     def read_logs(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[LogLine]:
         params = {"after": after, "limit": limit}
@@ -323,18 +364,25 @@ class ConveyorClient:
         client = self._client()
         request = client.build_request("GET", f"/api/bundles/{_q(version)}")
         for attempt in range(self.retries + 1):
+            last = attempt == self.retries
             try:
                 response = client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt == self.retries:
+                if last:
                     raise self._unavailable(f"cannot connect ({_reason(exc)})") from exc
-                time.sleep(0.1 * 2**attempt)
-                continue
-            break
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                if last:
+                    raise self._unavailable(f"connection lost ({_reason(exc)})") from exc
+            else:
+                if response.status_code not in _RETRY_STATUS or last:
+                    break
+                response.read()
+                response.close()
+            time.sleep(0.1 * 2**attempt)
         try:
             if response.status_code >= 400:
                 response.read()
-                raise _error(response, method="GET", path=request.url.path)
+                raise _error(response, method="GET", path=request.url.path, target=self.target)
             yield io.BufferedReader(_ResponseStream(response, self), 1 << 20)
         finally:
             response.close()
@@ -396,7 +444,7 @@ class ConveyorClient:
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:
                     raise self._unavailable(f"cannot connect ({_reason(exc)})") from exc
-            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 if last or not retry_reads:
                     raise self._unavailable(f"connection lost ({_reason(exc)})") from exc
             except httpx.TimeoutException as exc:
@@ -405,7 +453,7 @@ class ConveyorClient:
                 if response.status_code in _RETRY_STATUS and not last:
                     logger.debug("api retry status=%d path=%s", response.status_code, path)
                 elif response.status_code >= 400:
-                    raise _error(response, method=method, path=path)
+                    raise _error(response, method=method, path=path, target=self.target)
                 else:
                     return response
             logger.debug("api retry attempt=%d delay=%.2f path=%s", attempt + 1, delay, path)
@@ -478,7 +526,8 @@ def _reason(exc: Exception) -> str:
     return text[-1] if text and text[-1] else type(exc).__name__
 
 
-def _error(response: httpx.Response, *, method: str, path: str) -> ApiError:
+def _error(response: httpx.Response, *, method: str, path: str, target: str) -> ApiError:
+    """The error for an answer >= 400 (502/503/504: `ServerUnavailable`, worth retrying)."""
     status = response.status_code
     detail: str | None = None
     hint: str | None = None
@@ -497,6 +546,12 @@ def _error(response: httpx.Response, *, method: str, path: str) -> ApiError:
             detail = f"{method} {path}: not found on the server"
         return ObjectNotFound(detail, status_code=status, hint=hint)
     message = detail or f"{method} {path} failed with HTTP {status}"
+    if status in _RETRY_STATUS:
+        return ServerUnavailable(
+            f"Conveyor server at {target} is unavailable (HTTP {status}): {message}",
+            status_code=status,
+            hint=hint,
+        )
     if status in _INVALID:
         return InvalidRequest(message, status_code=status, hint=hint)
     return ApiError(f"server error (HTTP {status}): {message}", status_code=status, hint=hint)

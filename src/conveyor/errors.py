@@ -19,7 +19,7 @@ ConveyorError                       .message, .hint; str() is one line
 └── ApiError                        talking to the Conveyor server (.status_code)
     ├── ObjectNotFound              404: unknown deployment, run, pool, secret
     ├── Unauthorized                401: missing or wrong API key
-    ├── ServerUnavailable           the server cannot be reached
+    ├── ServerUnavailable           the server cannot be reached, or answered 502/503/504
     └── InvalidRequest              400/409/413/422: the server refused the request
 ```
 
@@ -185,7 +185,8 @@ class Unauthorized(ApiError):
 
 
 class ServerUnavailable(ApiError):
-    """The server could not be reached."""
+    """The server could not be reached, or could not serve for now (502, 503, 504: its database
+    is down, a proxy in front of it has no upstream). Worth retrying."""
 
     default_hint = "check CONVEYOR_API_URL and that `conveyor server start` is running"
 

@@ -22,7 +22,7 @@ Endpoints (all JSON, under ``/api``; ``X-API-Key`` header when the server has a 
 | POST /api/pools/{pool}/claim | ClaimRequest → Run or 204 (long-poll up to wait_seconds) |
 | POST /api/runs/{id}/heartbeat | RunHeartbeat → RunHeartbeatReply (lease extended) |
 | POST /api/runs/{id}/state | StateUpdate → Run (409 if the worker lost the lease) |
-| POST /api/runs/{id}/logs | list[LogRecord] → 204 |
+| POST /api/runs/{id}/logs?attempt=&batch= | list[LogRecord] → 204 (a batch stored once) |
 | GET  /api/runs/{id}/logs?after=&limit= | → list[LogLine] |
 | GET  /api/runs/{id}/watch?after=&state=&wait= | → RunWatch, once there is news (long-poll) |
 | POST /api/workers/heartbeat | WorkerHeartbeat → Worker |
@@ -38,10 +38,22 @@ without NUL, every number finite, nothing nested deeper than 64 levels), and bou
 A refusal is one pydantic error whose message is the whole sentence and whose ``ctx`` carries the
 hint; `describe_errors` turns a list of them into the one line the server answers with (422).
 Free text a worker reports (log lines, a run's error) is cleaned instead of refused.
+
+What a worker sends is safe to repeat when a reply is lost (the client retries these POSTs):
+
+- a claim carries a ``claim_id`` the worker makes up and re-presents until it gets an answer:
+  the server gives the same run back to the same claim id, never a second run;
+- a state report carries the run's ``attempt``: the same (run, attempt, state) again changes
+  nothing and answers as the first did; a heartbeat carries it too;
+- a log batch is numbered ``batch`` = 1, 2, 3, ... per run attempt (query parameters
+  ``attempt`` and ``batch``): a batch the server already stored is ignored.
+
+Each of these fields is optional, so an older worker is served as before (without the guarantee).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -56,6 +68,7 @@ from conveyor.errors import ConfigError
 from conveyor.settings import DEFAULT_LEASE_SECONDS
 
 __all__ = [
+    "CLAIM_ID_PATTERN",
     "DEFAULT_LEASE_SECONDS",
     "MAX_DURATION_SECONDS",
     "MAX_LEASE_SECONDS",
@@ -93,6 +106,8 @@ MAX_WAIT_SECONDS = 3_600.0
 MAX_DURATION_SECONDS = 366 * 86_400.0
 """The longest retry delay or timeout: a year."""
 _MAX_RETRIES = 1_000
+CLAIM_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
+"""A claim id: 8 to 64 letters, digits, ``_`` or ``-`` (a worker sends a UUID's hex)."""
 _ERROR_TYPE = "conveyor_invalid"
 
 
@@ -321,19 +336,35 @@ class Run(_Model):
 
 
 class ClaimRequest(_Request):
+    """``claim_id``: made up by the worker for one claim and re-presented until it has an answer
+    (a lost reply): the server then returns the run it gave that claim id, if it still holds."""
+
     worker: str
     labels: list[str] = Field(default_factory=list)
     lease_seconds: float = Field(DEFAULT_LEASE_SECONDS, ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)
     wait_seconds: float = Field(0, ge=0, le=MAX_WAIT_SECONDS)
+    claim_id: str | None = None
 
     def _check(self) -> None:
         _names.check_worker_name(self.worker)
         _each(_names.check_label, self.labels)
+        _check_claim_id(self.claim_id)
+
+
+def _check_claim_id(value: str | None) -> None:
+    if value is not None and not CLAIM_ID_PATTERN.fullmatch(value):
+        raise ConfigError(
+            f"claim_id {value[:80]!r} is not a claim id",
+            hint="8 to 64 letters, digits, '_' or '-' (e.g. uuid4().hex)",
+        )
 
 
 class RunHeartbeat(_Request):
+    """``attempt``: the attempt the worker holds (a heartbeat for another attempt is a 409)."""
+
     worker: str
     lease_seconds: float = Field(DEFAULT_LEASE_SECONDS, ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)
+    attempt: int | None = Field(None, ge=1)
 
     def _check(self) -> None:
         _names.check_worker_name(self.worker)
@@ -345,8 +376,12 @@ class RunHeartbeatReply(_Model):
 
 
 class StateUpdate(_Request):
+    """A worker's report. With ``attempt``, the report is idempotent per (run, attempt, state),
+    and a final state is accepted after the lease expired as long as no other attempt started."""
+
     worker: str
     state: RunState
+    attempt: int | None = Field(None, ge=1)
     version: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     result: Any = None

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conveyor.connect import connect
-from conveyor.errors import ApiError, ServerUnavailable
+from conveyor.errors import ServerUnavailable
 from conveyor.secrets import Secret
 from fixtures.ports import free_port
 
@@ -48,11 +48,15 @@ def test_database_outage_is_a_503_the_client_reports_in_one_line(
         api.set_secret("TOKEN", "value-never-shown")
         # When the database goes away under it
         postgres_cluster.drop_database(postgres_url)
-        # Then calls fail with one line naming the database problem, after a retry
-        with pytest.raises(ApiError) as info:
+        # Then calls fail with one line naming the database problem, after a retry, as a
+        # ServerUnavailable (worth retrying: a worker keeps what it has to report)
+        with pytest.raises(ServerUnavailable) as info:
             api.set_secret("TOKEN", "value-never-shown")
     assert info.value.status_code == 503
-    assert str(info.value).startswith("server error (HTTP 503): database unavailable: ")
+    assert str(info.value).startswith(
+        f"Conveyor server at {api.target} is unavailable (HTTP 503): database unavailable: "
+    )
+    assert info.value.hint == "the server retries; check the database"
     assert "\n" not in str(info.value)
     assert "value-never-shown" not in str(info.value)
 

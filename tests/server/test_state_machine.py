@@ -137,10 +137,10 @@ def test_expired_lease_with_retries_is_rerun_by_another_worker(deploy, api):
     # Given a run with one retry, claimed by w1 with a short lease
     deploy(retries=1)
     run = api.create_run("hello", "prod")
-    api.claim_run("default", worker="w1", lease_seconds=0.2)
+    api.claim_run("default", worker="w1", lease_seconds=1.0)  # long enough for a busy machine
     report(api, run, RunState.RUNNING, timings={"fetch": 0.1})
     # When w1 dies (no heartbeats) and w2 asks for work after the lease expired
-    time.sleep(0.8)
+    time.sleep(1.6)
     again = api.claim_run("default", worker="w2", wait_seconds=2)
     # Then w2 gets the same run as attempt 2, and w1's late report is refused
     assert again is not None

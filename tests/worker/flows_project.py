@@ -145,6 +145,31 @@ def chatty(lines: int = 500) -> int:
     for i in range(lines):
         print(f"line {i}")
     return lines
+
+
+@flow
+def ledger(path: str, lines: int = 5) -> int:
+    with open(path, "a") as out:  # one line per execution
+        out.write(f"run {os.environ['CONVEYOR_RUN_ATTEMPT']}\\n")
+    for i in range(lines):
+        print(f"ledger line {i}", flush=True)
+    return lines
+
+
+@flow(retries=1)
+def gated(path: str, gate: str, lines: int = 5) -> int:
+    attempt = os.environ["CONVEYOR_RUN_ATTEMPT"]
+    with open(path, "a") as out:  # start and end of each execution
+        out.write(f"start {attempt}\\n")
+    print("gated line 0", flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for i in range(1, lines):
+        print(f"gated line {i}", flush=True)
+    with open(path, "a") as out:
+        out.write(f"end {attempt}\\n")
+    return lines
 """
 
 HELPERS = """

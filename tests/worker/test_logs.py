@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from conveyor.errors import ServerUnavailable
+from conveyor.errors import InvalidRequest, ServerUnavailable
 from conveyor.schemas import LogRecord
 from conveyor.worker.logs import BATCH_SIZE, RunLogs, emit_record_line
 
@@ -60,3 +60,75 @@ def test_child_record_lines_keep_level_and_time_and_garbage_is_kept_as_text() ->
     first, second = writer.batches[0]
     assert (first.level, first.message, first.timestamp.year) == ("ERROR", "bad", 1970)
     assert (second.level, second.message) == ("INFO", "not json")
+
+
+class LossyServer:
+    """Stores numbered batches once, as the server does; loses the reply to the first ``lose``
+    batches it stores (the worker sees the server as unavailable) and refuses batch numbers in
+    ``refuse`` (a 413)."""
+
+    def __init__(self, *, lose: int = 0, refuse: frozenset[int] = frozenset()) -> None:
+        self.lose = lose
+        self.refuse = refuse
+        self.sent: list[tuple[int, int, list[str]]] = []
+        self.stored: list[str] = []
+        self.last: dict[int, int] = {}
+
+    def write_logs(self, run_id, records, *, attempt=None, batch=None) -> None:
+        messages = [r.message for r in records]
+        self.sent.append((attempt, batch, messages))
+        if batch in self.refuse:
+            raise InvalidRequest("batch too large", status_code=413)
+        if batch > self.last.get(attempt, 0):
+            self.last[attempt] = batch
+            self.stored.extend(messages)
+        if self.lose:
+            self.lose -= 1
+            raise ServerUnavailable("connection lost")
+
+
+def test_a_batch_whose_reply_was_lost_is_sent_again_unchanged_and_stored_once() -> None:
+    # Given a server that stores the first batch but whose reply is lost
+    server = LossyServer(lose=1)
+    logs = RunLogs(server, "r", attempt=3)  # no background thread: flush() by hand
+    for i in range(BATCH_SIZE + 5):
+        logs.emit(f"line {i}")
+    # When the logs are flushed while lines keep coming
+    assert logs.flush() is False
+    logs.emit("late line")
+    logs.close(timeout=10)
+    # Then batch 1 went twice with the same lines, later lines got later numbers, and the server
+    # has every line once, in order
+    numbers = [(attempt, batch) for attempt, batch, _ in server.sent]
+    assert numbers == [(3, 1), (3, 1), (3, 2), (3, 3)]
+    assert server.sent[0][2] == server.sent[1][2] == [f"line {i}" for i in range(BATCH_SIZE)]
+    assert server.stored == [f"line {i}" for i in range(BATCH_SIZE + 5)] + ["late line"]
+    assert logs.unsent == 0
+
+
+def test_a_refused_batch_is_dropped_and_the_next_ones_still_go() -> None:
+    server = LossyServer(refuse=frozenset({1}))
+    logs = RunLogs(server, "r", attempt=1)
+    logs.emit("refused")
+    assert logs.flush() is True
+    logs.emit("kept")
+    logs.close()
+    assert server.stored == ["kept"]
+    assert [batch for _, batch, _ in server.sent] == [1, 2]
+
+
+def test_a_server_answering_503_keeps_the_logs_until_it_is_back() -> None:
+    writer = FlakyWriter(failures=0)
+    outage = iter([ServerUnavailable("database unavailable", status_code=503)] * 3)
+
+    def write_logs(run_id, records, **numbered):
+        error = next(outage, None)
+        if error is not None:
+            raise error
+        writer.batches.append(list(records))
+
+    writer.write_logs = write_logs  # type: ignore[method-assign]
+    logs = RunLogs(writer, "r", attempt=1)
+    logs.emit("kept through the outage")
+    logs.close(timeout=10)
+    assert [r.message for batch in writer.batches for r in batch] == ["kept through the outage"]

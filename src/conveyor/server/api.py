@@ -88,6 +88,7 @@ __all__ = [
     "put_deployment",
     "put_secret",
     "read_logs",
+    "reclaim",
     "require_pool",
     "set_run_state",
     "watch_run",
@@ -188,9 +189,17 @@ def cancel_run(ctx: ServerContext, run_id: str) -> Run:
     return ctx.db.write(lambda s: runs.cancel_run(s, run_id, now=utcnow()))
 
 
-def write_logs(ctx: ServerContext, run_id: str, records: list[LogRecord]) -> None:
+def write_logs(
+    ctx: ServerContext,
+    run_id: str,
+    records: list[LogRecord],
+    *,
+    attempt: int | None = None,
+    batch: int | None = None,
+) -> None:
+    """Store a batch of log lines; numbered (``attempt``, ``batch``) batches are stored once."""
     check_log_batch(records, ctx.settings)
-    ctx.db.write(lambda s: logs.write_logs(s, run_id, records))
+    ctx.db.write(lambda s: logs.write_logs(s, run_id, records, attempt=attempt, batch=batch))
 
 
 def read_logs(
@@ -237,6 +246,17 @@ def claim_wait_seconds(body: ClaimRequest) -> float:
     return min(max(body.wait_seconds, 0.0), MAX_WAIT)
 
 
+def reclaim(ctx: ServerContext, pool: str, body: ClaimRequest) -> Run | None:
+    """The run ``body.claim_id`` already took, if still pending for this worker (a plain read
+    first: a claim id that took nothing costs no write). Both front ends ask at the start of a
+    claim and once more before answering 204, so a re-presented claim never gets a 204 or
+    another run."""
+    claim_id = body.claim_id
+    if claim_id is None or ctx.db.read(lambda s: claims.claimed_by(s, claim_id)) is None:
+        return None
+    return ctx.db.write(lambda s: claims.reclaim(s, pool, body, now=utcnow()))
+
+
 def claim_once(ctx: ServerContext, pool: str, body: ClaimRequest) -> Run | None:
     """One attempt to claim a run (a plain read first: an idle poll takes no write lock)."""
     ctx.sweep()
@@ -251,12 +271,16 @@ def claim_blocking(ctx: ServerContext, pool: str, body: ClaimRequest) -> Run | N
     front end; the HTTP route waits on its event loop instead)."""
     deadline = time.monotonic() + claim_wait_seconds(body)
     require_pool(ctx, pool)
-    while True:
+    run = reclaim(ctx, pool, body)
+    while run is None:
         run = claim_once(ctx, pool, body)
         remaining = deadline - time.monotonic()
-        if run is not None or remaining <= 0:
-            return run
+        if run is not None:
+            break
+        if remaining <= 0:
+            return reclaim(ctx, pool, body)
         ctx.doorbell.wait_blocking(min(POLL_EVERY, remaining))
+    return run
 
 
 def heartbeat_run(ctx: ServerContext, run_id: str, body: RunHeartbeat) -> RunHeartbeatReply:

@@ -64,6 +64,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context.serving()  # leases get one lease of grace from now (see server.context)
         task = asyncio.create_task(_sweep_forever(context, sweep_every)) if sweep_every else None
         try:
             yield
@@ -135,10 +136,15 @@ class ApiKeyMiddleware:
 
 
 async def _sweep_forever(context: ServerContext, every: float) -> None:
+    """Expire leases every ``every`` seconds; this is also how the server notices a database
+    outage (and gives leases their grace after it: `ServerContext.sweep`)."""
     while True:
         await asyncio.sleep(every)
         try:
             await asyncio.to_thread(context.sweep, force=True)
+        except DBAPIError:  # an outage: the context has logged it and pauses expiry
+            if not context.database_down:
+                logger.exception("lease sweep failed")
         except Exception:  # a sweep must never stop the server; the next one retries
             logger.exception("lease sweep failed")
 

@@ -1,18 +1,42 @@
-"""What every request handler shares: the database, the secret box, the doorbell, the sweeper."""
+"""What every request handler shares: the database, the secret box, the doorbell, the sweeper.
+
+**Lease expiry and the server's own absence.** A lease expires when its holder stops renewing
+it, but a holder can only renew while the server can hear it. So `ServerContext.sweep` expires a
+run's lease only once this server has been *available* for at least that run's lease length
+(``runs.lease_seconds``, one lease), counting from:
+
+- the moment the front end started serving (``start_grace``: the HTTP server, `create_app`).
+  A server that was away longer than a lease does not crash every run in flight when it comes
+  back: their workers get one lease to renew, as they would have had the server stayed up;
+- the end of the last database outage this process saw (a failed sweep marks the database
+  down; the first sweep that succeeds again restarts the count). The HTTP server sweeps every
+  second, so it sees every outage longer than that.
+
+The embedded front end (`conveyor.server.local.LocalTransport`) is a "server" per process: every
+command and every worker answers the API itself, over the shared database. There a holder
+renews through its own process, so its server is never away while the holder lives: a process
+that just started (``conveyor runs ls``) may expire the lease of a worker that died at once, as
+it always could, and only database outages the process saw defer expiry. So embedded contexts
+are made with ``start_grace=False``: a start grace there would only mean that short commands
+never expire anything.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from conveyor.server.db import Database, utcnow
 from conveyor.server.secrets import SecretBox
 from conveyor.settings import Settings
 
-__all__ = ["Doorbell", "ServerContext"]
+__all__ = ["Doorbell", "ServerContext", "is_outage"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +101,42 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 @dataclass
 class ServerContext:
+    """``start_grace``: give leases one lease after this context starts serving (see the
+    module); the HTTP server sets it, the embedded transport does not."""
+
     settings: Settings
     db: Database
     box: SecretBox
     doorbell: Doorbell = field(default_factory=Doorbell)
+    start_grace: bool = True
     _last_sweep: float = 0.0
     _sweep_lock: threading.Lock = field(default_factory=threading.Lock)
+    _available_since: float = -math.inf
+    _database_down: bool = False
+
+    def __post_init__(self) -> None:
+        if self.start_grace:
+            self._available_since = time.monotonic()
+
+    def serving(self) -> None:
+        """The front end starts answering now (the grace of a start counts from here)."""
+        if self.start_grace:
+            with self._sweep_lock:
+                self._available_since = time.monotonic()
+
+    @property
+    def available_for(self) -> float:
+        """Seconds this server has been able to hear workers renew (``inf``: always)."""
+        return max(time.monotonic() - self._available_since, 0.0)
+
+    @property
+    def database_down(self) -> bool:
+        """True from a sweep that met a database outage until one succeeds again."""
+        return self._database_down
 
     def sweep(self, *, force: bool = False) -> list[str]:
-        """Crash (and maybe retry) runs whose lease expired; throttled unless ``force``."""
+        """Crash (and maybe retry) runs whose lease expired — only runs whose lease is no longer
+        than `available_for` (see the module); throttled unless ``force``."""
         from conveyor.server.service import claims
 
         now_mono = time.monotonic()
@@ -94,10 +145,42 @@ class ServerContext:
                 return []
             self._last_sweep = now_mono
         now = utcnow()
-        if not self.db.read(lambda s: claims.has_expired_leases(s, now=now)):
-            return []
-        expired = self.db.write(lambda s: claims.expire_leases(s, now=utcnow()))
+        grace = self.available_for
+        try:
+            due = self.db.read(lambda s: claims.has_expired_leases(s, now=now, available_for=grace))
+            if self._came_back() or not due:
+                return []
+            expired = self.db.write(
+                lambda s: claims.expire_leases(s, now=utcnow(), available_for=grace)
+            )
+        except DBAPIError as exc:
+            if is_outage(exc):
+                self._went_down()
+            raise
         if expired:
             logger.info("lease expired runs=%s", ",".join(expired))
             self.doorbell.ring()
         return expired
+
+    def _went_down(self) -> None:
+        with self._sweep_lock:
+            if not self._database_down:
+                logger.warning("database unavailable: lease expiry paused")
+            self._database_down = True
+
+    def _came_back(self) -> bool:
+        """True when this sweep is the first to reach the database after an outage."""
+        if not self._database_down:
+            return False
+        with self._sweep_lock:
+            if not self._database_down:
+                return False
+            self._database_down = False
+            self._available_since = time.monotonic()
+        logger.warning("database available again: leases get one lease of grace")
+        return True
+
+
+def is_outage(exc: DBAPIError) -> bool:
+    """A database error that means "cannot reach or use the database" (not bad input)."""
+    return isinstance(exc, OperationalError | InterfaceError) or bool(exc.connection_invalidated)

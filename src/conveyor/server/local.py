@@ -74,6 +74,9 @@ class _Request:
     def json(self, model: type[BaseModel]) -> Any:
         return model.model_validate(self.decoded())
 
+    def optional_int(self, name: str, *, low: int) -> int | None:
+        return None if name not in self.query else self.int_query(name, low, low=low)
+
     def int_query(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
         raw = self.query.get(name)
         if raw is None:
@@ -131,7 +134,13 @@ def _list_runs(r: _Request) -> Any:
 
 
 def _write_logs(r: _Request) -> None:
-    api.write_logs(r.ctx, r.params["run_id"], _LOG_RECORDS.validate_python(r.decoded("[]")))
+    api.write_logs(
+        r.ctx,
+        r.params["run_id"],
+        _LOG_RECORDS.validate_python(r.decoded("[]")),
+        attempt=r.optional_int("attempt", low=1),
+        batch=r.optional_int("batch", low=1),
+    )
 
 
 def _read_logs(r: _Request) -> Any:
@@ -363,5 +372,8 @@ def _build_context(settings: Settings) -> ServerContext:
     db = Database(settings.effective_database_url)
     ensure_schema(db)
     return ServerContext(
-        settings=settings, db=db, box=SecretBox(key=settings.secret_key, home=settings.home)
+        settings=settings,
+        db=db,
+        box=SecretBox(key=settings.secret_key, home=settings.home),
+        start_grace=False,  # every process is its own server: see conveyor.server.context
     )

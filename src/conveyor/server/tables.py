@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
@@ -155,6 +156,7 @@ class RunRow(Base):
         Index("ix_runs_created", "created"),
         Index("ix_runs_state_created", "state", "created"),
         Index("ix_runs_worker_created", "worker", "created"),
+        Index("ix_runs_claim_id", "claim_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -185,12 +187,19 @@ class RunRow(Base):
     running_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     lease_expires: Mapped[datetime | None]
+    lease_seconds: Mapped[float | None]
+    """How long the holder's lease lasts (claim or last heartbeat): the grace the server gives
+    the holder after the server itself was away (`conveyor.server.context`)."""
+    claim_id: Mapped[str | None] = mapped_column(String(64))
+    """The id of the claim that took the current attempt (a re-presented claim gets it back)."""
     timings: Mapped[dict[str, Any]]
     result: Mapped[Any] = mapped_column(JSONType, nullable=True)
     result_ref: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     log_seq: Mapped[int]
     """The last log ``seq`` handed out for this run."""
+    log_batches: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    """``{attempt: last batch number stored}``: a log batch sent again is not stored twice."""
 
 
 class RunAttemptRow(Base):
@@ -208,6 +217,9 @@ class RunAttemptRow(Base):
     ended_at: Mapped[datetime]
     timings: Mapped[dict[str, Any]]
     error: Mapped[str | None] = mapped_column(Text)
+    lease_expired: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """The server ended this attempt because its lease expired (not a report from the worker):
+    the holder's own final report may still replace it (`claims.set_run_state`)."""
 
 
 class LogRow(Base):

@@ -14,6 +14,10 @@ drain: let running runs finish (up to shutdown_timeout), then stop them
 SIGTERM/SIGINT stop the claiming; a second signal stops the running runs too. A server that goes
 away is waited for with a bounded backoff (logged once); a failure of user code is the run's
 state and never reaches this loop.
+
+Every claim carries a claim id, and the worker keeps presenting the same one until a claim gives
+it a run: when the reply to a claim is lost (the server took a run for it, the answer never came),
+the next claim gets that very run back instead of leaving it pending until its lease expires.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -98,6 +103,7 @@ class Worker:
         self._next_heartbeat = 0.0
         self._unreachable = False
         self._backoff = 0.25
+        self._claim_id: str | None = None
         self.own_dir: Path | None = None
         """This worker's directory (workspaces, spares), removed when `work` returns."""
 
@@ -225,6 +231,8 @@ class Worker:
     # --- steps of the loop ----------------------------------------------------------------------
 
     def _claim(self, *, wait_seconds: float) -> Run | None:
+        if self._claim_id is None:
+            self._claim_id = uuid.uuid4().hex
         try:
             run = self.client.claim_run(
                 self.pool,
@@ -232,6 +240,7 @@ class Worker:
                 labels=self.labels,
                 lease_seconds=self.lease_seconds,
                 wait_seconds=wait_seconds,
+                claim_id=self._claim_id,
             )
         except ServerUnavailable as exc:
             self._back_off(exc)
@@ -243,6 +252,8 @@ class Worker:
             self._back_off(exc)
             return None
         self._reachable()
+        if run is not None:
+            self._claim_id = None  # answered with a run: the next claim is a new one
         return run
 
     def _start(self, run: Run) -> None:

@@ -14,6 +14,15 @@
 
 Any failure here — of the flow, of the source, of the worker itself — becomes the run's state,
 never an exception out of `handle`.
+
+**When the server is away** (unreachable, or answering 502/503/504 while its database is down)
+nothing is dropped: the ``running`` report, the log batches and the final state are kept and sent
+again until the server answers. Every report carries the run's attempt and every log batch its
+number, so sending one again after a lost reply changes nothing on the server. The server is
+what bounds the waiting (its lease policy): it keeps an attempt for its holder for a lease after
+it comes back, and takes the holder's final report even after the lease expired as long as no
+other attempt has started; an answer of 409 (another attempt has started) ends it. A server that
+never answers is given up on after `REPORT_PATIENCE_SECONDS`, with an error in the worker's log.
 """
 
 from __future__ import annotations
@@ -53,7 +62,9 @@ TIMEOUT_MARGIN_SECONDS = 1.0
 
 
 class LeaseKeeper:
-    """Extends one run's lease every ``lease / 3`` seconds until stopped."""
+    """Extends one run's lease every ``lease / 3`` seconds until stopped (an unreachable server
+    is tried again at the next beat; a 409 — the attempt is no longer ours — interrupts the
+    run as lost)."""
 
     def __init__(
         self,
@@ -63,12 +74,14 @@ class LeaseKeeper:
         worker: str,
         lease_seconds: float,
         interrupt: Interrupt,
+        attempt: int | None = None,
     ) -> None:
         self.client = client
         self.run_id = run_id
         self.worker = worker
         self.lease_seconds = lease_seconds
         self.interrupt = interrupt
+        self.attempt = attempt
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"lease-{run_id[:8]}", daemon=True)
 
@@ -85,18 +98,21 @@ class LeaseKeeper:
         while not self._done.wait(self.lease_seconds / 3):
             try:
                 reply = self.client.heartbeat_run(
-                    self.run_id, worker=self.worker, lease_seconds=self.lease_seconds
+                    self.run_id,
+                    worker=self.worker,
+                    lease_seconds=self.lease_seconds,
+                    attempt=self.attempt,
                 )
-            except ServerUnavailable:
+            except ApiError as exc:
+                if not _retryable(exc):
+                    if not self._done.is_set():
+                        logger.warning("lease lost run=%s error=%s", self.run_id, exc)
+                        self.interrupt.set(StopReason.LOST)
+                    return
                 if not unreachable:
                     logger.warning("lease extension failed: server unavailable run=%s", self.run_id)
                 unreachable = True
                 continue
-            except (InvalidRequest, ObjectNotFound) as exc:
-                if not self._done.is_set():
-                    logger.warning("lease lost run=%s error=%s", self.run_id, exc)
-                    self.interrupt.set(StopReason.LOST)
-                return
             except Exception:
                 logger.exception("lease extension failed run=%s", self.run_id)
                 continue
@@ -118,6 +134,7 @@ class RunHandler:
         worker: str,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         environ: Mapping[str, str] | None = None,
+        report_patience: float = REPORT_PATIENCE_SECONDS,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -126,6 +143,7 @@ class RunHandler:
         self.worker = worker
         self.lease_seconds = lease_seconds
         self.environ = environ
+        self.report_patience = report_patience
 
     def close(self) -> None:
         """Release what the executor keeps between runs (its spare workspaces)."""
@@ -135,13 +153,14 @@ class RunHandler:
         """Run ``run`` to a final state and report it; returns that state (None: lease lost)."""
         interrupt = interrupt or Interrupt()
         timings = {"queue": run.timings.get("queue", _queue_seconds(run))}
-        logs = RunLogs(self.client, run.id).start()
+        logs = RunLogs(self.client, run.id, attempt=run.attempt).start()
         keeper = LeaseKeeper(
             self.client,
             run.id,
             worker=self.worker,
             lease_seconds=self.lease_seconds,
             interrupt=interrupt,
+            attempt=run.attempt,
         ).start()
         update: StateUpdate | None
         try:
@@ -150,18 +169,24 @@ class RunHandler:
             logs.emit(f"run failed before the flow started: {exc}", level="ERROR", stream="worker")
             if exc.hint:
                 logs.emit(f"hint: {exc.hint}", level="ERROR", stream="worker")
-            update = self._update(RunState.FAILED, version=run.version, error=str(exc))
+            update = self._update(
+                RunState.FAILED, version=run.version, error=str(exc), attempt=run.attempt
+            )
         except Exception as exc:  # a bug in the worker, a full disk: still data on the run
             logger.exception("worker error run=%s", run.id)
             logs.emit(traceback.format_exc().rstrip(), level="ERROR", stream="worker")
             error = f"worker error: {type(exc).__name__}: {exc}"
-            update = self._update(RunState.CRASHED, version=run.version, error=error)
+            update = self._update(
+                RunState.CRASHED, version=run.version, error=error, attempt=run.attempt
+            )
         if update is not None and update.error:
             update = update.model_copy(update={"error": logs.redact(update.error)})
+        # The flow has ended: its outcome is reported whatever the lease keeper hears from now
+        # on (the server decides whether the attempt is still ours). Every line goes first.
+        deadline = time.monotonic() + self.report_patience
         try:
-            logs.close()
-            reported = interrupt.reason is not StopReason.LOST and update is not None
-            if reported and update is not None and not self._report(run.id, update):
+            logs.close(timeout=self.report_patience)
+            if update is not None and not self._report(run.id, update, deadline=deadline):
                 update = None
         finally:
             keeper.stop()
@@ -215,20 +240,35 @@ class RunHandler:
     def _started(
         self, run: Run, version: str, timings: dict[str, float], interrupt: Interrupt
     ) -> bool:
-        """Report ``running``; False when the run was taken away (cancelled, lease lost)."""
-        try:
-            self.client.set_run_state(
-                run.id,
-                self._update(RunState.RUNNING, version=version, timings=dict(timings)),
-            )
-        except (InvalidRequest, ObjectNotFound) as exc:
-            if interrupt.reason is StopReason.CANCELLED:
-                logger.info("run cancelled before it started run=%s", run.id)
-            else:
-                logger.warning("run taken away before it started run=%s error=%s", run.id, exc)
-            interrupt.set(StopReason.LOST)
-            return False
-        return True
+        """Report ``running`` (again while the server is away); False when the run was taken
+        away (cancelled, lease lost) or the server did not answer in time: the flow never
+        starts unless the server knows it does."""
+        update = self._update(
+            RunState.RUNNING, version=version, timings=dict(timings), attempt=run.attempt
+        )
+        deadline = time.monotonic() + self.report_patience
+        delay = 0.2
+        while True:
+            try:
+                self.client.set_run_state(run.id, update)
+                return True
+            except (InvalidRequest, ObjectNotFound) as exc:
+                if interrupt.reason is StopReason.CANCELLED:
+                    logger.info("run cancelled before it started run=%s", run.id)
+                else:
+                    logger.warning("run taken away before it started run=%s error=%s", run.id, exc)
+                interrupt.set(StopReason.LOST)
+                return False
+            except ApiError as exc:
+                if not _retryable(exc) or time.monotonic() > deadline:
+                    logger.error("run not started: %s run=%s", exc, run.id)
+                    interrupt.set(StopReason.LOST)
+                    return False
+                logger.info("server unavailable, retrying the running report run=%s", run.id)
+            if interrupt.wake.wait(delay) and interrupt.reason is not None:
+                logger.info("run stopped before it started run=%s", run.id)
+                return False
+            delay = self._next_delay(delay)
 
     def _environment(self, run: Run, version: str, logs: RunLogs) -> dict[str, str | Secret]:
         """The run's variables: the job variables' ``env`` with templates resolved (against the
@@ -292,29 +332,45 @@ class RunHandler:
             result=outcome.result,
             result_ref=result_ref,
             error=outcome.error,
+            attempt=run.attempt,
         )
 
     def _update(self, state: RunState, **fields: Any) -> StateUpdate:
         return StateUpdate(worker=self.worker, state=state, **fields)
 
-    def _report(self, run_id: str, update: StateUpdate) -> bool:
-        """Send the final state, waiting out a server restart; False if it was refused."""
-        deadline = time.monotonic() + REPORT_PATIENCE_SECONDS
+    def _next_delay(self, delay: float) -> float:
+        """Back off, but never past a third of a lease (the server's grace after it comes back
+        is one lease) nor 5 s."""
+        return min(delay * 2, max(self.lease_seconds / 3, 0.2), 5.0)
+
+    def _report(self, run_id: str, update: StateUpdate, *, deadline: float) -> bool:
+        """Send the final state until the server answers; False if it was refused (the attempt
+        is no longer ours) or the server did not answer before ``deadline``."""
         delay = 0.2
         while True:
             try:
                 self.client.set_run_state(run_id, update)
                 return True
-            except ServerUnavailable:
+            except ApiError as exc:
+                if not _retryable(exc):
+                    logger.warning("final state refused run=%s error=%s", run_id, exc)
+                    return False
                 if time.monotonic() > deadline:
-                    logger.error("final state not reported run=%s state=%s", run_id, update.state)
+                    logger.error(
+                        "final state not reported run=%s state=%s error=%s",
+                        run_id,
+                        update.state,
+                        exc,
+                    )
                     return False
                 logger.info("server unavailable, retrying final state run=%s", run_id)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except ApiError as exc:
-                logger.warning("final state refused run=%s error=%s", run_id, exc)
-                return False
+            time.sleep(delay)
+            delay = self._next_delay(delay)
+
+
+def _retryable(exc: ApiError) -> bool:
+    """Worth sending again: the server is unreachable or cannot serve for now (5xx)."""
+    return isinstance(exc, ServerUnavailable) or (exc.status_code or 0) >= 500
 
 
 def _text(value: Any) -> str:

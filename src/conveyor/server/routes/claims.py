@@ -26,14 +26,19 @@ async def claim_run(pool: str, body: ClaimRequest, request: Request, ctx: Ctx) -
     """One run for ``body.worker``, waiting up to ``wait_seconds`` for one to be claimable."""
     deadline = time.monotonic() + api.claim_wait_seconds(body)
     await run_in_threadpool(api.require_pool, ctx, pool)
-    while True:
+    run = await run_in_threadpool(api.reclaim, ctx, pool, body)
+    while run is None:
         run = await run_in_threadpool(api.claim_once, ctx, pool, body)
         if run is not None:
-            return JSONResponse(run.model_dump(mode="json"))
+            break
         remaining = deadline - time.monotonic()
         if remaining <= 0 or await request.is_disconnected():
-            return Response(status_code=204)
+            run = await run_in_threadpool(api.reclaim, ctx, pool, body)
+            if run is None:
+                return Response(status_code=204)
+            break
         await ctx.doorbell.wait(min(api.POLL_EVERY, remaining))
+    return JSONResponse(run.model_dump(mode="json"))
 
 
 @router.post("/runs/{run_id}/heartbeat")

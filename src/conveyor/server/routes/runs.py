@@ -42,8 +42,14 @@ def cancel_run(run_id: str, ctx: Ctx) -> Run:
 
 
 @router.post("/runs/{run_id}/logs", status_code=204)
-def write_logs(run_id: str, records: list[LogRecord], ctx: Ctx) -> Response:
-    api.write_logs(ctx, run_id, records)
+def write_logs(
+    run_id: str,
+    records: list[LogRecord],
+    ctx: Ctx,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+    batch: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    api.write_logs(ctx, run_id, records, attempt=attempt, batch=batch)
     return Response(status_code=204)
 
 

@@ -10,25 +10,37 @@ scheduled ──claim──▶ pending ──▶ running ──▶ completed | f
   SQLite the write transaction is ``BEGIN IMMEDIATE`` (one writer at a time); on PostgreSQL the
   candidate row is locked ``FOR UPDATE SKIP LOCKED``. Either way the ``UPDATE`` re-checks
   ``state = 'scheduled'``, so a run is claimed exactly once. A run is claimable when its
-  ``scheduled_at`` has passed and the worker has every label the run requires.
+  ``scheduled_at`` has passed and the worker has every label the run requires. A claim with a
+  ``claim_id`` that already took a run which is still pending for that worker gets that run
+  back (`reclaim`): the reply to the first request was lost.
 - **Leases**: the holder extends its lease with heartbeats. A report or heartbeat from a worker
-  that does not hold the lease (another worker's run, a final run, an expired lease) is a 409.
-- **Expiry**: a pending/running run whose lease has passed is ``crashed``. Retries reuse the run:
-  the attempt is recorded in ``run_attempts``, a log line says what happened, and the run goes back
-  to ``scheduled`` with ``attempt + 1`` when ``attempt <= max_retries`` (after
+  that does not hold the run (another worker's run, a final run, another attempt) is a 409. A
+  lease that has passed is still held until the sweep expires it: only the sweep decides.
+- **Expiry**: a pending/running run whose lease has passed is ``crashed`` — unless the server
+  itself has been available for less than one lease (``available_for``, see
+  `conveyor.server.context`). Retries reuse the run: the attempt is recorded in
+  ``run_attempts`` (``lease_expired``), a log line says what happened, and the run goes back to
+  ``scheduled`` with ``attempt + 1`` when ``attempt <= max_retries`` (after
   ``retry_delay_seconds``); otherwise it stays ``crashed``. A reported ``failed`` retries the same
   way. A run whose cancellation was requested is never retried.
+- **Reports with an attempt** are idempotent: the same (run, attempt, state) again answers the
+  run as it is. And the holder of an attempt the sweep expired may still report its final state
+  while no other attempt has started (the retry is still scheduled, or there was none): the
+  report replaces the crash, since it is what happened.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, func, select, text, true, update
 from sqlalchemy.orm import Session
 
 from conveyor.errors import InvalidRequest
 from conveyor.schemas import (
+    DEFAULT_LEASE_SECONDS,
     ClaimRequest,
     Run,
     RunHeartbeat,
@@ -38,14 +50,16 @@ from conveyor.schemas import (
 )
 from conveyor.server.service.logs import append_system_log
 from conveyor.server.service.runs import find_run, record_attempt, run_models
-from conveyor.server.tables import RunRow
+from conveyor.server.tables import RunAttemptRow, RunRow
 
 __all__ = [
     "claim_run",
     "claimable",
+    "claimed_by",
     "expire_leases",
     "has_expired_leases",
     "heartbeat_run",
+    "reclaim",
     "set_run_state",
 ]
 
@@ -84,7 +98,20 @@ def claimable(session: Session, pool: str, labels: list[str], *, now: datetime) 
 
 
 def claim_run(session: Session, pool: str, request: ClaimRequest, *, now: datetime) -> Run | None:
-    """Move one claimable run to ``pending`` for ``request.worker``; None if there is none."""
+    """Move one claimable run to ``pending`` for ``request.worker``; None if there is none.
+
+    With a ``claim_id`` that already took a run (a concurrent copy of this request committed
+    first), that run is returned instead: claims with one id are serialised (SQLite has one
+    writer; PostgreSQL takes an advisory lock on the id)."""
+    if request.claim_id is not None:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:claim_id, 0))"),
+                {"claim_id": request.claim_id},
+            )
+        again = reclaim(session, pool, request, now=now)
+        if again is not None:
+            return again
     candidates = claimable(session, pool, request.labels, now=now)
     if not candidates:
         return None
@@ -112,6 +139,8 @@ def claim_run(session: Session, pool: str, request: ClaimRequest, *, now: dateti
                 running_at=None,
                 ended_at=None,
                 lease_expires=now + timedelta(seconds=request.lease_seconds),
+                lease_seconds=request.lease_seconds,
+                claim_id=request.claim_id,
                 timings={"queue": round(queued, 6)},
             )
             .execution_options(synchronize_session=False)
@@ -122,22 +151,60 @@ def claim_run(session: Session, pool: str, request: ClaimRequest, *, now: dateti
     return None
 
 
+def reclaim(session: Session, pool: str, request: ClaimRequest, *, now: datetime) -> Run | None:
+    """The run ``request.claim_id`` took, if it is still pending for this worker (its lease
+    renewed); None otherwise (no such claim, or it is over: claim anew)."""
+    if request.claim_id is None:
+        return None
+    row = session.scalars(
+        select(RunRow).where(RunRow.claim_id == request.claim_id).limit(1).with_for_update()
+    ).first()
+    if (
+        row is None
+        or row.worker != request.worker
+        or row.work_pool != pool
+        or row.state != RunState.PENDING.value
+    ):
+        return None
+    row.lease_expires = now + timedelta(seconds=request.lease_seconds)
+    row.lease_seconds = request.lease_seconds
+    session.flush()
+    return run_models(session, [row])[0]
+
+
+def claimed_by(session: Session, claim_id: str) -> str | None:
+    """The id of the pending run ``claim_id`` took, if any (a plain indexed read)."""
+    return session.scalars(
+        select(RunRow.id).where(RunRow.claim_id == claim_id, RunRow.state == RunState.PENDING.value)
+    ).first()
+
+
 def heartbeat_run(
     session: Session, run_id: str, beat: RunHeartbeat, *, now: datetime
 ) -> RunHeartbeatReply:
     """Extend the holder's lease; tell it whether cancellation was requested."""
     row = find_run(session, run_id, lock=True)
+    if beat.attempt is not None and beat.attempt != row.attempt:
+        raise _attempt_over(row, beat.worker, beat.attempt)
     if row.worker == beat.worker and row.state == RunState.CANCELLED.value:
         return RunHeartbeatReply(lease_expires=row.ended_at or now, cancel_requested=True)
-    _check_holder(row, beat.worker, now=now)
+    _check_holder(row, beat.worker)
     row.lease_expires = now + timedelta(seconds=beat.lease_seconds)
+    row.lease_seconds = beat.lease_seconds
     return RunHeartbeatReply(lease_expires=row.lease_expires, cancel_requested=row.cancel_requested)
 
 
 def set_run_state(session: Session, run_id: str, report: StateUpdate, *, now: datetime) -> Run:
-    """Apply a worker's state report (legal transitions only, from the lease holder only)."""
+    """Apply a worker's state report (legal transitions only, from the holder only; a repeated
+    or late report with an attempt: see the module)."""
     row = find_run(session, run_id, lock=True)
-    _check_holder(row, report.worker, now=now)
+    if report.attempt is not None:
+        if _is_repeat(session, row, report):
+            return run_models(session, [row])[0]
+        taken_back = _take_back_expired(session, row, report, now=now)
+        if not taken_back and report.attempt != row.attempt:
+            raise _attempt_over(row, report.worker, report.attempt)
+    _check_holder(row, report.worker)
     current, new = RunState(row.state), report.state
     if new not in _ALLOWED.get(current, frozenset()):
         raise InvalidRequest(
@@ -159,21 +226,25 @@ def set_run_state(session: Session, run_id: str, report: StateUpdate, *, now: da
     return run_models(session, [row])[0]
 
 
-def has_expired_leases(session: Session, *, now: datetime) -> bool:
-    """Whether any pending/running run's lease has passed (a cheap indexed read)."""
+def has_expired_leases(session: Session, *, now: datetime, available_for: float = math.inf) -> bool:
+    """Whether any pending/running run's lease has passed, and the server has been available for
+    at least that run's lease (a cheap indexed read)."""
     return (
-        session.scalars(
-            select(RunRow.id).where(RunRow.state.in_(_HELD), RunRow.lease_expires < now).limit(1)
-        ).first()
+        session.scalars(select(RunRow.id).where(*_expired(now, available_for)).limit(1)).first()
         is not None
     )
 
 
-def expire_leases(session: Session, *, now: datetime, limit: int = 100) -> list[str]:
-    """Mark up to ``limit`` runs with expired leases ``crashed`` (and retry them); their ids."""
+def expire_leases(
+    session: Session, *, now: datetime, available_for: float = math.inf, limit: int = 100
+) -> list[str]:
+    """Mark up to ``limit`` runs with expired leases ``crashed`` (and retry them); their ids.
+
+    ``available_for``: seconds the server has been able to hear renewals; a run whose lease is
+    longer than that keeps it for now (its holder had no full lease to renew)."""
     query = (
         select(RunRow)
-        .where(RunRow.state.in_(_HELD), RunRow.lease_expires < now)
+        .where(*_expired(now, available_for))
         .order_by(RunRow.lease_expires)
         .limit(limit)
     )
@@ -183,30 +254,95 @@ def expire_leases(session: Session, *, now: datetime, limit: int = 100) -> list[
     for row in expired:
         error = f"worker {row.worker!r} stopped renewing its lease (expired {row.lease_expires})"
         row.error = error
-        _end_attempt(session, row, RunState.CRASHED, now=now, error=error)
+        _end_attempt(session, row, RunState.CRASHED, now=now, error=error, lease_expired=True)
     session.flush()
     return [row.id for row in expired]
 
 
-def _check_holder(row: RunRow, worker: str, *, now: datetime) -> None:
+def _expired(now: datetime, available_for: float) -> tuple[ColumnElement[bool], ...]:
+    within: ColumnElement[bool] = true()
+    if not math.isinf(available_for):
+        lease = func.coalesce(RunRow.lease_seconds, DEFAULT_LEASE_SECONDS)
+        within = lease <= available_for
+    return (RunRow.state.in_(_HELD), RunRow.lease_expires < now, within)
+
+
+def _check_holder(row: RunRow, worker: str) -> None:
     if row.worker != worker or row.state not in _HELD:
         holder = f"held by {row.worker!r}" if row.worker else "not claimed"
         raise InvalidRequest(
             f"worker {worker!r} does not hold run {row.id} (it is {row.state}, {holder})",
             status_code=409,
         )
-    if row.lease_expires is not None and row.lease_expires < now:
-        raise InvalidRequest(
-            f"worker {worker!r} lost the lease on run {row.id} (expired {row.lease_expires})",
-            status_code=409,
-        )
+
+
+def _attempt_over(row: RunRow, worker: str, attempt: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"worker {worker!r} reported on attempt {attempt} of run {row.id}, which is at attempt "
+        f"{row.attempt} ({row.state})",
+        status_code=409,
+    )
+
+
+def _is_repeat(session: Session, row: RunRow, report: StateUpdate) -> bool:
+    """The same final report of the same attempt again (its first reply was lost)."""
+    if not report.state.is_final:
+        return False
+    record = session.get(RunAttemptRow, (row.id, report.attempt))
+    return (
+        record is not None and record.worker == report.worker and record.state == report.state.value
+    )
+
+
+def _take_back_expired(
+    session: Session, row: RunRow, report: StateUpdate, *, now: datetime
+) -> bool:
+    """Give the attempt back to its holder when the sweep expired it but no other attempt has
+    started since (the retry is still scheduled, or there was none), for its final report."""
+    if not report.state.is_final or report.attempt is None:
+        return False
+    record = session.get(RunAttemptRow, (row.id, report.attempt))
+    if record is None or not record.lease_expired or record.worker != report.worker:
+        return False
+    retry_waiting = row.attempt == report.attempt + 1 and row.state == RunState.SCHEDULED.value
+    no_retry = row.attempt == report.attempt and row.state == RunState.CRASHED.value
+    if not (retry_waiting or no_retry):
+        return False
+    started = record.running_at is not None
+    restored: dict[str, Any] = {
+        "attempt": record.attempt,
+        "state": (RunState.RUNNING if started else RunState.PENDING).value,
+        "worker": record.worker,
+        "pending_at": record.pending_at,
+        "running_at": record.running_at,
+        "ended_at": None,
+        "lease_expires": None,
+        "timings": dict(record.timings or {}),
+    }
+    for name, value in restored.items():
+        setattr(row, name, value)
+    append_system_log(
+        session,
+        row,
+        f"attempt {record.attempt}: worker {record.worker!r} reported {report.state.value} after "
+        "its lease had expired, before another attempt started; the crash is withdrawn",
+        level="WARNING",
+        now=now,
+    )
+    return True
 
 
 def _end_attempt(
-    session: Session, row: RunRow, state: RunState, *, now: datetime, error: str | None
+    session: Session,
+    row: RunRow,
+    state: RunState,
+    *,
+    now: datetime,
+    error: str | None,
+    lease_expired: bool = False,
 ) -> None:
     """End the current attempt as ``state``: final, or rescheduled when retries are left."""
-    record_attempt(session, row, state, now=now, error=error)
+    record_attempt(session, row, state, now=now, error=error, lease_expired=lease_expired)
     retry = (
         state in (RunState.FAILED, RunState.CRASHED)
         and row.attempt <= row.max_retries
@@ -242,6 +378,7 @@ def _end_attempt(
     row.running_at = None
     row.ended_at = None
     row.lease_expires = None
+    row.claim_id = None
     row.timings = {}
     row.result = None
     row.result_ref = None

@@ -3,6 +3,10 @@
 ``seq`` comes from a counter on the run row, bumped in the same transaction as the insert, so the
 lines of one run are numbered 1, 2, 3, ... with no gaps and a follower reading ``after=N`` never
 misses a line committed later with a smaller number.
+
+A worker numbers its batches 1, 2, 3, ... per run attempt and sends them in order, each until it
+is stored; the run row keeps the last number stored per attempt (``log_batches``), read under the
+row's lock, so a batch sent again after a lost reply is stored once.
 """
 
 from __future__ import annotations
@@ -18,12 +22,26 @@ from conveyor.server.tables import LogRow, RunRow
 __all__ = ["append_system_log", "read_logs", "write_logs"]
 
 
-def write_logs(session: Session, run_id: str, records: list[LogRecord]) -> int:
+def write_logs(
+    session: Session,
+    run_id: str,
+    records: list[LogRecord],
+    *,
+    attempt: int | None = None,
+    batch: int | None = None,
+) -> int:
     """Store ``records`` for the run, in order; the last ``seq`` given out (the route has checked
-    their count and sizes: `conveyor.server.limits.check_log_batch`)."""
+    their count and sizes: `conveyor.server.limits.check_log_batch`). Batch ``batch`` of
+    ``attempt`` is stored once: a number at or below the last one stored is ignored."""
     from conveyor.server.service.runs import find_run
 
-    run = find_run(session, run_id)
+    run = find_run(session, run_id, lock=batch is not None)
+    if attempt is not None and batch is not None:
+        stored = dict(run.log_batches or {})
+        if batch <= int(stored.get(str(attempt), 0)):
+            return run.log_seq
+        run.log_batches = {**stored, str(attempt): batch}
+        session.flush()
     if not records:
         return run.log_seq
     last = session.execute(

@@ -165,9 +165,15 @@ def cancel_run(session: Session, run_id: str, *, now: datetime) -> Run:
 
 
 def record_attempt(
-    session: Session, row: RunRow, state: RunState, *, now: datetime, error: str | None
+    session: Session,
+    row: RunRow,
+    state: RunState,
+    *,
+    now: datetime,
+    error: str | None,
+    lease_expired: bool = False,
 ) -> None:
-    """Keep how the run's current attempt ended."""
+    """Keep how the run's current attempt ended (``lease_expired``: ended by the sweep)."""
     session.merge(
         RunAttemptRow(
             run_id=row.id,
@@ -180,6 +186,7 @@ def record_attempt(
             ended_at=now,
             timings=dict(row.timings),
             error=error,
+            lease_expired=lease_expired,
         )
     )
 
