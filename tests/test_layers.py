@@ -8,7 +8,7 @@ entry points   cli/ worker/ deploy _preflight project flows _loading __init__ ..
 connect        connect
 api            client   server/
 steps          steps/   schemas
-cache          cache _cachefs _cacheentries
+cache          cache _cachefs _cacheentries envs
 sources        sources/
 credentials    credentials
 base           errors settings secrets _fs _process _registry bundles ... results/
@@ -44,6 +44,8 @@ BASE = {
     "conveyor._values",
     "conveyor._http",
     "conveyor._version",
+    "conveyor._uv",
+    "conveyor._jobvars",
 }
 LAYERS = ["base", "credentials", "sources", "cache", "steps", "api", "connect", "entry"]
 
@@ -55,7 +57,7 @@ def layer_of(module: str) -> str:
         return "credentials"
     if module.startswith("conveyor.sources"):
         return "sources"
-    if module in ("conveyor.cache", "conveyor._cachefs", "conveyor._cacheentries"):
+    if module in ("conveyor.cache", "conveyor._cachefs", "conveyor._cacheentries", "conveyor.envs"):
         return "cache"
     if module.startswith("conveyor.steps") or module == "conveyor.schemas":
         return "steps"

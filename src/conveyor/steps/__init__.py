@@ -48,6 +48,7 @@ from conveyor.errors import ConfigError
 from conveyor.secrets import resolve_templates
 
 if TYPE_CHECKING:
+    from conveyor.envs import Environment, EnvSpec
     from conveyor.secrets import SecretStore
     from conveyor.sources.base import Source
 
@@ -90,6 +91,9 @@ STEPS: Registry[StepSpec | Callable[..., Any]] = Registry(
         ),
         "set_working_directory": Entry(StepSpec(f"{_BUILTIN}:set_working_directory")),
         "run_shell_script": Entry(StepSpec(f"{_BUILTIN}:run_shell_script")),
+        "pip_install_requirements": Entry(
+            StepSpec("conveyor.steps.requirements:pip_install_requirements", sections=("pull",))
+        ),
     },
 )
 """Step name → `StepSpec` (built-ins) or the step function itself (plug-ins)."""
@@ -190,7 +194,9 @@ class StepContext:
     ``code_dir`` is where the run's code goes (the code-naming step, or the implicit fetch,
     fills it with the pinned version through ``materialise``); ``working_dir`` starts there and
     is moved by ``set_working_directory``; ``env`` is the run's environment (the worker's, plus
-    the job variables' ``env``); ``log`` sends a line to the run's logs.
+    the job variables' ``env``); ``log`` sends a line to the run's logs; ``install`` (None when
+    the executor cannot give the flow another interpreter) builds or reuses the environment
+    holding a spec's requirements plus those asked for before, and makes it the flow's.
     """
 
     code_dir: Path
@@ -201,6 +207,7 @@ class StepContext:
     timeout_seconds: float | None = None
     working_dir: Path | None = None
     materialised: bool = False
+    install: Callable[[EnvSpec, Callable[[str], None]], Environment] | None = None
 
     def __post_init__(self) -> None:
         if self.working_dir is None:
