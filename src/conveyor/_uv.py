@@ -132,6 +132,7 @@ def uv_failure(lines: Sequence[str]) -> str:
         text = _BULLETS.sub("", text)
         for prefix in ("error:", "cause:", "Caused by:"):
             text = text.removeprefix(prefix).strip()
+        text = text.rstrip(":").strip()
         if text and text not in parts:
             parts.append(text)
     if not parts:

@@ -155,6 +155,9 @@ class LocalExecutor(Executor, Supervisor):
                 "in the worker's interpreter",
                 hint="run the pool with the process executor (not --in-process)",
             )
+        flow_cwd = resolve_working_dir(
+            options.working_dir, cwd=context.cwd, code_dir=context.code_dir
+        )
         if environment.seconds > 0.0005:
             timings["env"] = environment.seconds
         spent = time.monotonic() - steps_started - environment.seconds
@@ -176,9 +179,7 @@ class LocalExecutor(Executor, Supervisor):
             kill_margin_seconds=spec.kill_margin_seconds,
             python=str(chosen.python) if chosen is not None else None,
             command=options.command,
-            cwd=resolve_working_dir(
-                options.working_dir, cwd=context.cwd, code_dir=context.code_dir
-            ),
+            cwd=flow_cwd,
             stream_output=options.stream_output,
         )
         outcome = self.execute(job, logs=logs, interrupt=interrupt)
