@@ -56,11 +56,14 @@ __all__ = [
     "STEPS",
     "StepContext",
     "StepSpec",
+    "apply_outputs",
     "check_steps",
     "names_code",
     "parse_step",
+    "run_deploy_steps",
     "run_steps",
     "source_from_pull_steps",
+    "step_function",
 ]
 
 
@@ -134,9 +137,13 @@ def parse_step(step: Any) -> tuple[str, dict[str, Any], str | None]:
     return _canonical(name), arguments, None if step_id is None else str(step_id)
 
 
-def _function(name: str) -> Callable[..., Any]:
+def step_function(name: str) -> Callable[..., Any]:
+    """The function of step ``name`` (a canonical name, from `parse_step`)."""
     found = STEPS.get(name)
     return found.function() if isinstance(found, StepSpec) else found
+
+
+_function = step_function
 
 
 def _bind(name: str, function: Callable[..., Any], arguments: Mapping[str, Any]) -> None:
@@ -246,3 +253,6 @@ def run_steps(steps: Sequence[Mapping[str, Any]], ctx: StepContext) -> dict[str,
             if step_id:
                 outputs[step_id] = dict(result)
     return outputs
+
+
+from conveyor.steps.deploytime import apply_outputs, run_deploy_steps  # noqa: E402
