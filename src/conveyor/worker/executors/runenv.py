@@ -13,9 +13,11 @@ step asked for one; it returns the environment the child runs in (None: the work
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from pathlib import Path
 
 from conveyor.envs import EnvCache, Environment, EnvSpec, IndexSettings, split_packages
 
@@ -68,6 +70,9 @@ class RunEnvironment:
             index=self.index,
             names=self.requested.names,
         )
+        if full.empty:  # nothing to install: the worker's own interpreter will do
+            log("no requirements to install: the flow runs in the worker's environment")
+            return Environment(Path(sys.prefix), "", built=False)
         started = time.monotonic()
         self.current = self.stack.enter_context(self.cache.lease(full, log=log))
         self.seconds += time.monotonic() - started
