@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from conveyor.cache import CodeCache
 from conveyor.client import ConveyorClient
 from conveyor.connect import connect
 from conveyor.deploy import from_source
+from conveyor.errors import ConfigError, InstallError
 from conveyor.schemas import PoolCreate, Run, RunState
 from conveyor.settings import Settings
 from conveyor.worker.loop import Worker
@@ -28,7 +30,7 @@ FLOW = """
 import sys
 import conveyor
 from conveyor import flow
-
+{top}
 @flow
 def report() -> dict:
     import {module}
@@ -48,9 +50,19 @@ def client(settings: Settings) -> Iterator[ConveyorClient]:
         yield api
 
 
-def project(root: Path, *, module: str = "cv_greeting", requirements: str | None = None) -> Path:
+def project(
+    root: Path,
+    *,
+    module: str = "cv_greeting",
+    requirements: str | None = None,
+    top_level: bool = True,
+) -> Path:
+    """A flow importing ``module`` (at the top of the module, as users write it: the deploy's
+    preflight then needs the run environment too)."""
     root.mkdir(parents=True)
-    (root / "flows.py").write_text(FLOW.format(module=module))
+    (root / "flows.py").write_text(
+        FLOW.format(module=module, top=f"import {module}" if top_level else "")
+    )
     if requirements is not None:
         (root / "requirements.txt").write_text(requirements)
     return root
@@ -65,9 +77,14 @@ def deploy(
     return deployment.flow_name, deployment.name
 
 
+def on_worker(settings: Settings) -> Settings:
+    """The worker's settings: its own cache, as on another machine than the deployer's."""
+    return replace(settings, cache_dir=settings.cache_dir.parent / "worker-cache")
+
+
 def work(settings: Settings, client: ConveyorClient, *, limit: int = 1) -> None:
     options = WorkerOptions(name="w1", poll_seconds=0.2, limit=limit)
-    Worker.from_settings(settings, client, options).work(burst=True)
+    Worker.from_settings(on_worker(settings), client, options).work(burst=True)
 
 
 def run_once(settings: Settings, client: ConveyorClient, target: tuple[str, str]) -> Run:
@@ -77,7 +94,7 @@ def run_once(settings: Settings, client: ConveyorClient, target: tuple[str, str]
 
 
 def env_dirs(settings: Settings) -> list[Path]:
-    root = settings.cache_dir / ".envs"
+    root = on_worker(settings).cache_dir / ".envs"
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
@@ -92,7 +109,7 @@ def test_a_flow_gets_its_requirements_and_a_second_run_builds_nothing(
     # Given a flow importing a package that only its requirements.txt provides
     folder = project(tmp_path / "p", requirements="cv-greeting==1.0  # pinned\n")
     target = deploy(settings, client, folder, "deps", pull_steps=REQUIREMENTS)
-    before = len(index_env.requests())
+    before = len(index_env.requests())  # (the deploy's preflight built it in its own cache)
 
     # When it runs twice on one worker
     first = run_once(settings, client, target)
@@ -117,7 +134,7 @@ def test_a_flow_gets_its_requirements_and_a_second_run_builds_nothing(
     assert any(f"environment {env.name} reused" in line for line in logs), logs
     assert not any("Installed" in line for line in logs)
     # and the environment is a cache entry like the checkouts
-    kinds = {e.kind for e in CodeCache.from_settings(settings).entries()}
+    kinds = {e.kind for e in CodeCache.from_settings(on_worker(settings)).entries()}
     assert kinds == {"checkout", "env"}
 
 
@@ -177,7 +194,7 @@ def test_extra_pip_packages_from_the_worker_environment_join_the_requirements(
 ) -> None:
     monkeypatch.setenv("EXTRA_PIP_PACKAGES", "cv-extra")
     folder = project(tmp_path / "p", requirements="cv-greeting==2.0\n")
-    text = FLOW.format(module="cv_greeting").replace(
+    text = FLOW.format(module="cv_greeting", top="import cv_extra").replace(
         "import cv_greeting", "import cv_greeting, cv_extra"
     )
     (folder / "flows.py").write_text(text)
@@ -210,7 +227,7 @@ def test_extra_pip_packages_from_a_pool_default(
     }
     template = {"job_configuration": {"env": "{{ env }}"}, "variables": variables}
     client.create_pool("with-extras", base_job_template=template)  # type: ignore[call-arg]
-    folder = project(tmp_path / "p", module="cv_extra")
+    folder = project(tmp_path / "p", module="cv_extra", top_level=False)
     target = deploy(
         settings,
         client,
@@ -221,40 +238,64 @@ def test_extra_pip_packages_from_a_pool_default(
     )
     created = client.create_run(*target)
     options = WorkerOptions(name="w1", poll_seconds=0.2, pool="with-extras")
-    Worker.from_settings(settings, client, options).work(burst=True)
+    Worker.from_settings(on_worker(settings), client, options).work(burst=True)
     done = client.get_run(created.id)
     assert done.state is RunState.COMPLETED, done.error
     assert done.result["value"] == "extra 1.0"
 
 
-def test_a_bad_requirement_fails_the_run_in_one_line_and_leaves_no_environment(
+def test_a_requirement_the_workers_index_lacks_fails_the_run_in_one_line_and_leaves_nothing(
     settings: Settings, client: ConveyorClient, index_env: PackageIndex, tmp_path: Path
 ) -> None:
-    folder = project(tmp_path / "p", requirements="cv-greeting==9.9\n")
-    target = deploy(settings, client, folder, "bad", pull_steps=REQUIREMENTS)
+    # Given a deployment whose requirement the deploying machine could install, run by a worker
+    # whose index (the job variables' UV_INDEX_URL) does not have it
+    folder = project(tmp_path / "p", requirements="cv-greeting==1.0\n")
+    empty = index_env.url.replace("/simple", "/nothing-here")
+    target = deploy(
+        settings,
+        client,
+        folder,
+        "bad",
+        pull_steps=REQUIREMENTS,
+        job_variables={"env": {"UV_INDEX_URL": empty}},
+    )
     done = run_once(settings, client, target)
+
+    # Then the run fails before the flow starts, with one line naming the package and why
     assert done.state is RunState.FAILED
-    assert done.running_at is None  # the flow never started
+    assert done.running_at is None
     assert done.error is not None
     assert "\n" not in done.error
     assert done.error.startswith("could not install the run's requirements: ")
-    assert "cv-greeting==9.9" in done.error
-    assert "unsatisfiable" in done.error
-    root = settings.cache_dir / ".envs"
+    assert "cv-greeting" in done.error
+    assert "not found" in done.error
+    root = on_worker(settings).cache_dir / ".envs"
     assert [p.name for p in root.iterdir() if p.is_dir()] == []  # no env, no .tmp-* left
+
+
+def test_a_bad_requirement_fails_the_deploy_in_one_line_and_leaves_no_environment(
+    settings: Settings, client: ConveyorClient, index_env: PackageIndex, tmp_path: Path
+) -> None:
+    folder = project(tmp_path / "p", requirements="cv-greeting==9.9\n")
+    with pytest.raises(InstallError) as caught:
+        deploy(settings, client, folder, "bad", pull_steps=REQUIREMENTS)
+    assert str(caught.value).startswith("could not install the run's requirements: ")
+    assert "cv-greeting==9.9" in str(caught.value)
+    assert "unsatisfiable" in str(caught.value)
+    assert client.list_deployments() == []
+    root = settings.cache_dir / ".envs"
+    assert [p.name for p in root.iterdir() if p.is_dir()] == []
 
 
 def test_a_requirements_file_that_installs_from_a_path_is_refused_in_one_line(
     settings: Settings, client: ConveyorClient, index_env: PackageIndex, tmp_path: Path
 ) -> None:
     folder = project(tmp_path / "p", requirements="cv-greeting==1.0\n-e ./libs/mine\n")
-    target = deploy(settings, client, folder, "editable", pull_steps=REQUIREMENTS)
     before = len(index_env.requests())
-    done = run_once(settings, client, target)
-    assert done.state is RunState.FAILED
-    assert done.error == (
+    with pytest.raises(ConfigError) as caught:
+        deploy(settings, client, folder, "editable", pull_steps=REQUIREMENTS)
+    assert str(caught.value) == (
         "requirements.txt:2: '-e ./libs/mine' installs from a path; run environments are "
         "shared between runs and come from a package index"
     )
     assert len(index_env.requests()) == before  # refused before uv was started
-    assert env_dirs(settings) == []
