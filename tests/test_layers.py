@@ -8,7 +8,7 @@ entry points   cli/ worker/ deploy _preflight project flows _loading __init__ ..
 connect        connect
 api            client   server/
 steps          steps/   schemas
-cache          cache _cachefs _cacheentries _verified
+cache          cache _cachefs _cacheentries _verified envs
 sources        sources/
 credentials    credentials
 base           errors settings secrets _fs _process _registry bundles _expected ... results/
@@ -45,6 +45,8 @@ BASE = {
     "conveyor._values",
     "conveyor._http",
     "conveyor._version",
+    "conveyor._uv",
+    "conveyor._jobvars",
 }
 LAYERS = ["base", "credentials", "sources", "cache", "steps", "api", "connect", "entry"]
 
@@ -61,6 +63,7 @@ def layer_of(module: str) -> str:
         "conveyor._cachefs",
         "conveyor._cacheentries",
         "conveyor._verified",
+        "conveyor.envs",
     ):
         return "cache"
     if module.startswith("conveyor.steps") or module == "conveyor.schemas":

@@ -1,14 +1,16 @@
 """What the code cache holds, and evicting it: checkouts and scratch directories, LRU.
 
-Two kinds of entry live under ``<root>/<source-key>/`` (layout in `conveyor._cachefs`):
+Three kinds of entry live in the cache (layout in `conveyor._cachefs`):
 
 - a **checkout** ``<version>/``: held by leases (shared flocks on ``<version>.lease``) while runs
   use it, and by its fill lock ``<version>.lock``;
 - a **scratch** directory ``.scratch/`` of a source that keeps state between fetches (a git
   mirror): held by its lock ``.scratch.lock`` while a fill fetches or verifies through it. Its
-  ``.scratch.meta.json`` records its size after each use, and its mtime is the last use.
+  ``.scratch.meta.json`` records its size after each use, and its mtime is the last use;
+- an **env** ``<root>/.envs/<digest>/``: a run environment (`conveyor.envs`), laid out like a
+  checkout (``<digest>.meta.json``, ``.lock``, ``.lease``) and held the same way.
 
-Both count against the byte budget and are evicted least recently used first, never while held:
+All count against the byte budget and are evicted least recently used first, never while held:
 eviction takes the entry's locks without waiting, renames it to ``.trash-…`` and removes that.
 Functions here raise `OSError`; `conveyor.cache` turns it into a `CacheError` naming the cache.
 """
@@ -27,6 +29,8 @@ from conveyor._verified import proof_path
 
 __all__ = [
     "CHECKOUT",
+    "ENV",
+    "ENVS_DIR",
     "SCRATCH",
     "SCRATCH_DIR",
     "CacheEntry",
@@ -42,6 +46,8 @@ logger = logging.getLogger(__name__)
 CHECKOUT = "checkout"
 SCRATCH = "scratch"
 SCRATCH_DIR = ".scratch"
+ENV = "env"
+ENVS_DIR = ".envs"
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,12 @@ def subdirs(path: Path) -> list[Path]:
 
 
 def list_entries(root: Path) -> list[CacheEntry]:
-    """Every checkout and scratch directory under ``root``, least recently used first."""
+    """Every checkout, scratch directory and env under ``root``, least recently used first."""
     found: list[CacheEntry] = []
+    for path in subdirs(root / ENVS_DIR):
+        entry = _read_entry(ENVS_DIR, path, kind=ENV)
+        if entry is not None:
+            found.append(entry)
     for key_dir in subdirs(root):
         for path in subdirs(key_dir):
             entry = _read_entry(key_dir.name, path, kind=CHECKOUT)
@@ -167,7 +177,7 @@ def prune(
     holds at most ``budget`` bytes and, when ``free_needed`` is given, until that many bytes are
     free on its disk (as far as evicting can get there); remove debris of killed fills first.
     Returns the evicted entries."""
-    for key_dir in subdirs(root):
+    for key_dir in [*subdirs(root), root / ENVS_DIR]:
         fs.sweep(key_dir)
     entries = list_entries(root)
     used = sum(e.size for e in entries)

@@ -43,9 +43,11 @@ class FlowInfo:
 class Preflight:
     """Loading the flow at ``entrypoint`` under ``root`` in a child interpreter."""
 
-    def __init__(self, root: Path, entrypoint: str) -> None:
+    def __init__(self, root: Path, entrypoint: str, *, python: str | None = None) -> None:
         self.root = root
         self.entrypoint = entrypoint
+        self.python = python or sys.executable
+        """The interpreter that loads it (a run environment's, when the deployment has one)."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = 0.0
 
@@ -54,7 +56,7 @@ class Preflight:
         self._started = time.monotonic()
         self._proc = subprocess.Popen(
             [
-                sys.executable,
+                self.python,
                 "-B",
                 "-m",
                 "conveyor.worker.child",

@@ -80,6 +80,9 @@ class CacheInfo:
     leased_count: int
     scratch_count: int = 0
     scratch_bytes: int = 0
+    env_count: int = 0
+    env_bytes: int = 0
+    """Run environments (`conveyor.envs`), which share the budget."""
 
 
 class CodeCache:
@@ -215,6 +218,7 @@ class CodeCache:
         """Totals over `entries`."""
         entries = self.entries()
         scratch = [e for e in entries if e.kind == entries_.SCRATCH]
+        envs = [e for e in entries if e.kind == entries_.ENV]
         return CacheInfo(
             root=self.root,
             max_bytes=self.max_bytes,
@@ -223,6 +227,8 @@ class CodeCache:
             leased_count=sum(e.leased for e in entries),
             scratch_count=len(scratch),
             scratch_bytes=sum(e.size for e in scratch),
+            env_count=len(envs),
+            env_bytes=sum(e.size for e in envs),
         )
 
     def prune(self, *, max_bytes: int | None = None) -> list[CacheEntry]:

@@ -13,7 +13,9 @@ flow.from_source("./project", "flows.py:hello").deploy(name="nightly", parameter
 2. **resolve** the source's ref to an immutable version (a folder: the digest of its bundle
    manifest; git: a commit);
 3. **preflight**: load the flow in a child interpreter from the tree of that version (a folder
-   in place; anything else through the code cache), after the pull steps' working directory;
+   in place; anything else through the code cache), after the pull steps' working directory,
+   with the run environment its pull steps and ``EXTRA_PIP_PACKAGES`` ask for (built here, in
+   this machine's cache: `conveyor._deploy_env`);
    the flow's name, parameter schema, retries and timeout come back, and the default parameters
    are checked against the schema. A flow that does not load fails the deploy here;
 4. **snapshot** a source that is not versioned by itself (``supports_versioning`` is False: a
@@ -184,7 +186,10 @@ class _Deploy:
         _check_server(self.client, work_pool)
         with self._tree() as (tree, version):
             root = _working_dir(tree, pull_steps)
-            info = Preflight(root, self.flow.entrypoint).start().result()
+            from conveyor._deploy_env import preflight_python
+
+            python = preflight_python(tree, root, pull_steps, job_variables, self.settings)
+            info = Preflight(root, self.flow.entrypoint, python=python).start().result()
             _check_parameters(info, parameters)
             source_spec, labels = self._pin(tree, version)
         if labels:

@@ -16,6 +16,7 @@ ConveyorError                       .message, .hint; str() is one line
 ├── FlowTimeout                     a flow or task ran past timeout_seconds (a TimeoutError)
 ├── CommandError                    an external command failed (.command, .returncode: redacted)
 ├── CacheError                      the code cache could not hold a version
+├── InstallError                    a run's environment could not be built (.reason: uv's)
 └── ApiError                        talking to the Conveyor server (.status_code)
     ├── ObjectNotFound              404: unknown deployment, run, pool, secret
     ├── Unauthorized                401: missing or wrong API key
@@ -40,6 +41,7 @@ __all__ = [
     "ConveyorError",
     "FlowLoadError",
     "FlowTimeout",
+    "InstallError",
     "IntegrityError",
     "InvalidRequest",
     "MissingDependency",
@@ -164,6 +166,14 @@ class CommandError(ConveyorError):
 
 class CacheError(ConveyorError):
     """The code cache could not hold a version."""
+
+
+class InstallError(ConveyorError):
+    """A run's environment could not be built: ``reason`` is the installer's, on one line."""
+
+    def __init__(self, reason: str, *, hint: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"could not install the run's requirements: {reason}", hint=hint)
 
 
 class ApiError(ConveyorError):

@@ -1,9 +1,9 @@
-"""``conveyor.yaml``: a project's pull steps and its deployments.
+"""``conveyor.yaml``: a project's build, push and pull steps and its deployments.
 
 ```yaml
 name: analytics                      # optional
-push:                                # optional: run at deploy (push_to_s3, ...)
-  - push_to_s3: {id: push_code, bucket: flows, folder: etl, credentials: aws-ci}
+build: []                            # deploy-time steps (run_shell_script, build_docker_image)
+push: []                             # deploy-time steps (push_to_s3, push_docker_image, ...)
 pull:                                # where the code lives (one step names it)
   - git_clone:
       repository: https://github.com/org/flows.git
@@ -16,13 +16,20 @@ deployments:
     parameters: {days: 1}
     tags: [etl]
     follow_ref: false                # true: each run takes the branch's latest commit
-    # pull: [...]                    # optional: this deployment's own pull steps
+    # build: [...] / push: [...] / pull: [...]   # optional: this deployment's own sections
 ```
 
 `load_project` reads and checks the file (pydantic, at this config edge) into frozen dataclasses;
-`Project.source` builds the deployment's `Source` from its pull steps (the folder of the file
-when no step names the code). ``conveyor deploy`` with no arguments deploys every deployment of
-the file in the current directory, ``--name N`` one of them (see `deploy_options`).
+a ``prefect.yaml`` is read through `conveyor._prefect_yaml` (Prefect's keys and step names
+mapped to ours; anything that cannot be mapped is named in one line). A deployment's own
+``build`` / ``push`` / ``pull`` replace the file's. The build and push steps run at deploy
+(`conveyor.steps.deploytime`); their outputs fill ``{{ step_id.key }}`` templates of the pull
+steps and of the deployment (`Project.pull_steps`, `deploy_options`); secrets and ``{{ $ENV }}``
+in pull steps are left for the worker. `Project.source` builds the deployment's `Source` from its
+pull steps (the folder of the file when no step names the code). ``conveyor deploy`` with no
+arguments deploys every deployment of the file in the current directory, ``--name N`` one of them.
+The file's JSON schema ships as ``conveyor/project.schema.json`` (`schema_path`; printed by
+``conveyor project schema``) so editors can validate it.
 """
 
 from __future__ import annotations
@@ -40,15 +47,20 @@ if TYPE_CHECKING:
     from conveyor.sources.base import Source
 
 __all__ = [
+    "PREFECT_FILE",
     "PROJECT_FILE",
     "Project",
     "ProjectDeployment",
     "deploy_options",
     "find_project",
     "load_project",
+    "schema_path",
 ]
 
 PROJECT_FILE = "conveyor.yaml"
+PREFECT_FILE = "prefect.yaml"
+
+_Steps = list[dict[str, Any]]
 
 
 class _WorkPool(BaseModel):
@@ -69,16 +81,20 @@ class _Deployment(BaseModel):
     description: str | None = None
     version: str | None = None
     follow_ref: bool = False
-    pull: list[dict[str, Any]] | None = None
-    push: list[dict[str, Any]] | None = None
+    build: _Steps | None = None
+    push: _Steps | None = None
+    pull: _Steps | None = None
 
 
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     name: str | None = None
     prefect_version: str | None = Field(default=None, alias="prefect-version")
-    pull: list[dict[str, Any]] = Field(default_factory=list)
-    push: list[dict[str, Any]] = Field(default_factory=list)
+    definitions: Any = None
+    """Free-form: a place for YAML anchors (``&common``) that the deployments reuse."""
+    build: _Steps = Field(default_factory=list)
+    push: _Steps = Field(default_factory=list)
+    pull: _Steps = Field(default_factory=list)
     deployments: list[_Deployment] = Field(default_factory=list)
 
 
@@ -95,18 +111,35 @@ class ProjectDeployment:
     description: str | None = None
     follow_ref: bool = False
     pull: tuple[Mapping[str, Any], ...] | None = None
+    build: tuple[Mapping[str, Any], ...] | None = None
     push: tuple[Mapping[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
 class Project:
-    """A loaded ``conveyor.yaml``."""
+    """A loaded ``conveyor.yaml`` (or ``prefect.yaml``, mapped)."""
 
     path: Path
     name: str | None
     pull: tuple[Mapping[str, Any], ...]
     deployments: tuple[ProjectDeployment, ...]
+    build: tuple[Mapping[str, Any], ...] = ()
     push: tuple[Mapping[str, Any], ...] = ()
+    notes: tuple[str, ...] = ()
+    """What reading the file changed on the way (a ``prefect.yaml``'s ``requires:``, ...)."""
+
+    def _section(self, deployment: ProjectDeployment | None, name: str) -> list[dict[str, Any]]:
+        own = getattr(deployment, name) if deployment is not None else None
+        steps = own if own is not None else getattr(self, name)
+        return [dict(step) for step in steps]
+
+    def build_steps(self, deployment: ProjectDeployment | None = None) -> list[dict[str, Any]]:
+        """The build steps of ``deployment`` (its own, else the file's)."""
+        return self._section(deployment, "build")
+
+    def push_steps(self, deployment: ProjectDeployment | None = None) -> list[dict[str, Any]]:
+        """The push steps of ``deployment`` (its own, else the file's)."""
+        return self._section(deployment, "push")
 
     def pull_steps(
         self,
@@ -114,17 +147,12 @@ class Project:
         *,
         outputs: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """The pull steps of ``deployment`` (its own, else the project's), with the outputs of
-        the push steps (``{{ push_code.folder }}``) filled in."""
+        """The pull steps of ``deployment`` (its own, else the file's), with the outputs of the
+        build and push steps filled in (``{{ push_code.folder }}``)."""
         from conveyor.steps import apply_outputs
 
-        steps = deployment.pull if deployment and deployment.pull is not None else self.pull
-        return [dict(apply_outputs(dict(step), outputs or {})) for step in steps]
-
-    def push_steps(self, deployment: ProjectDeployment | None = None) -> list[dict[str, Any]]:
-        """The push steps of ``deployment`` (its own, else the project's)."""
-        steps = deployment.push if deployment and deployment.push is not None else self.push
-        return [dict(step) for step in steps]
+        steps = self._section(deployment, "pull")
+        return [dict(apply_outputs(step, outputs)) for step in steps] if outputs else steps
 
     def source(
         self,
@@ -132,11 +160,16 @@ class Project:
         *,
         outputs: Mapping[str, Any] | None = None,
     ) -> Source:
-        """The source the pull steps name (``deployment``'s own steps first), else the folder
-        the file is in."""
+        """The source a build or push step made (an output ``source``: a source spec), else the
+        one the pull steps name (``deployment``'s own steps first), else the file's folder."""
         from conveyor.sources.local import LocalSource
         from conveyor.steps import source_from_pull_steps
 
+        built = (outputs or {}).get("source")
+        if isinstance(built, Mapping):  # a build or push step made the code's home (an image)
+            from conveyor.sources import source_from_spec
+
+            return source_from_spec(built)
         named = source_from_pull_steps(self.pull_steps(deployment, outputs=outputs))
         return named if named is not None else LocalSource(self.path.parent)
 
@@ -155,14 +188,24 @@ class Project:
         return None
 
 
+def schema_path() -> Path:
+    """The JSON schema of ``conveyor.yaml`` shipped with the package."""
+    return Path(__file__).with_name("project.schema.json")
+
+
 def find_project(start: Path | str = ".") -> Path | None:
-    """``conveyor.yaml`` in ``start`` (a directory), or None."""
-    candidate = Path(start) / PROJECT_FILE
-    return candidate if candidate.is_file() else None
+    """``conveyor.yaml`` in ``start`` (a directory), else ``prefect.yaml``, else None."""
+    for name in (PROJECT_FILE, PREFECT_FILE):
+        candidate = Path(start) / name
+        if candidate.is_file():
+            return candidate
+    return None
 
 
-def load_project(path: Path | str = ".") -> Project:
-    """Read ``conveyor.yaml`` (``path`` is the file or its directory) and check it."""
+def load_project(path: Path | str = ".", *, prefect: bool | None = None) -> Project:
+    """Read ``conveyor.yaml`` (``path`` is the file or its directory) and check it; a file
+    named ``prefect.yaml`` (or any file, with ``prefect=True``) is read as Prefect's
+    (`conveyor._prefect_yaml`)."""
     import yaml
 
     file = Path(path)
@@ -182,6 +225,11 @@ def load_project(path: Path | str = ".") -> Project:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{file} must be a mapping (pull:, deployments:)")
+    notes: list[str] = []
+    if prefect or (prefect is None and file.name == PREFECT_FILE):
+        from conveyor._prefect_yaml import convert
+
+        raw, notes = convert(raw, file=file)
     try:
         parsed = _File.model_validate(raw)
     except ValidationError as exc:
@@ -189,7 +237,7 @@ def load_project(path: Path | str = ".") -> Project:
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(
             f"{file}: {where}: {first['msg']}",
-            hint="see `conveyor.project` for the file's keys",
+            hint="check the file against `conveyor project schema`",
         ) from None
     names = [d.name for d in parsed.deployments]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -200,7 +248,9 @@ def load_project(path: Path | str = ".") -> Project:
         name=parsed.name,
         pull=tuple(parsed.pull),
         deployments=tuple(_deployment(d) for d in parsed.deployments),
+        build=tuple(parsed.build),
         push=tuple(parsed.push),
+        notes=tuple(notes),
     )
 
 
@@ -219,6 +269,7 @@ def _deployment(d: _Deployment) -> ProjectDeployment:
         description=d.description,
         follow_ref=d.follow_ref,
         pull=tuple(d.pull) if d.pull is not None else None,
+        build=tuple(d.build) if d.build is not None else None,
         push=tuple(d.push) if d.push is not None else None,
     )
 
@@ -235,13 +286,24 @@ def deploy_options(
     outputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`DeployableFlow.deploy` keywords for ``entry``: the command line's values over the
-    file's (``work_pool`` None means none was given)."""
-    return {
-        "parameters": {**(entry.parameters if entry else {}), **parameters},
-        "work_pool": work_pool or (entry.work_pool if entry else "default"),
-        "tags": tags or list(entry.tags if entry else ()),
-        "follow_ref": follow_ref or bool(entry and entry.follow_ref),
+    file's (``work_pool`` None means none was given), with the outputs of the build and push
+    steps filled into the file's values."""
+    from conveyor.steps import apply_outputs
+
+    own: dict[str, Any] = {
+        "parameters": dict(entry.parameters) if entry else {},
+        "tags": list(entry.tags) if entry else [],
         "job_variables": dict(entry.job_variables) if entry else {},
-        "description": description if description is not None or not entry else entry.description,
+        "description": entry.description if entry else None,
+    }
+    if outputs:
+        own = apply_outputs(own, outputs)
+    return {
+        "parameters": {**own["parameters"], **parameters},
+        "work_pool": work_pool or (entry.work_pool if entry else "default"),
+        "tags": tags or [str(t) for t in own["tags"]],
+        "follow_ref": follow_ref or bool(entry and entry.follow_ref),
+        "job_variables": own["job_variables"],
+        "description": description if description is not None or not entry else own["description"],
         "pull_steps": project.pull_steps(entry, outputs=outputs),
     }

@@ -22,7 +22,7 @@ from fixtures.asgi import AsgiTransport
 from fixtures.postgres import PostgresCluster, private_postgres_cluster  # noqa: F401
 from server.conftest import deployment_body
 
-LEASE = 1.0
+LEASE = 2.0  # short, but long enough for a busy machine
 
 
 @contextmanager

@@ -77,9 +77,12 @@ def _table(entries: list[CacheEntry], *, title: str, leased: bool = True) -> Non
 def _counted(entries: list[CacheEntry]) -> str:
     """``3 version(s)``, or ``3 version(s) and 1 scratch directory``."""
     scratch = sum(e.kind == "scratch" for e in entries)
-    text = f"{len(entries) - scratch} version(s)"
+    envs = sum(e.kind == "env" for e in entries)
+    text = f"{len(entries) - scratch - envs} version(s)"
     if scratch:
         text += f" and {scratch} scratch director{'y' if scratch == 1 else 'ies'}"
+    if envs:
+        text += f" and {envs} environment{'' if envs == 1 else 's'}"
     return text
 
 
@@ -113,7 +116,8 @@ def info() -> None:
         f"{format_size(summary.scratch_bytes)} in {summary.scratch_count} director"
         + ("y" if summary.scratch_count == 1 else "ies"),
     )
-    table.add_row("versions", str(summary.entry_count - summary.scratch_count))
+    table.add_row("environments", f"{format_size(summary.env_bytes)} in {summary.env_count}")
+    table.add_row("versions", str(summary.entry_count - summary.scratch_count - summary.env_count))
     table.add_row("leased", str(summary.leased_count))
     console.print(table)
 

@@ -2,9 +2,16 @@
 
 ```
 conveyor deploy flows.py:hello --name nightly [--source DIR|URL] [--pool POOL] [--param k=v ...]
-conveyor deploy [--name NAME]        # the deployments of ./conveyor.yaml (all, or one)
+conveyor deploy [--name NAME | --all] # the deployments of ./conveyor.yaml (all, or one)
+conveyor deploy --prefect-yaml prefect.yaml [--name NAME]
 conveyor run hello/nightly [--param k=v ...] [--watch]
 ```
+
+With a project file, each deployment's ``build`` then ``push`` steps run first, here, in the
+project folder (`conveyor.steps.deploytime`; one run per distinct pair of sections), and their
+outputs fill the deployment's ``{{ step_id.key }}`` templates. A ``prefect.yaml`` (given with
+``--prefect-yaml``, or found when there is no ``conveyor.yaml``) is read through the mapping of
+`conveyor._prefect_yaml`.
 
 ``--param`` values are JSON when they parse as JSON (``n=3``, ``tags=["a"]``), else strings;
 `conveyor._values.parse_params` refuses what the server could not store (NaN, a lone surrogate,
@@ -84,6 +91,9 @@ def deploy(
     follow_ref: bool = typer.Option(
         False, "--follow-ref", help="Run the ref's latest version instead of the pinned one."
     ),
+    prefect_yaml: str | None = typer.Option(
+        None, "--prefect-yaml", help="Deploy from this prefect.yaml (Prefect's steps mapped)."
+    ),
 ) -> None:
     """Deploy flows: pin their code version, check that they load, store the deployments.
 
@@ -105,8 +115,12 @@ def deploy(
         if value is not None
     }
     parameters = parse_params(param)
-    file = find_project(".")
-    project = load_project(file) if file is not None else None
+    file: Any = prefect_yaml if prefect_yaml is not None else find_project(".")
+    project = load_project(file, prefect=prefect_yaml is not None or None) if file else None
+    if name is not None and "/" in name and project is not None:
+        name = name.rpartition("/")[2]  # Prefect's --name FLOW/DEPLOYMENT
+    for note in project.notes if project is not None else ():
+        _note(note)
     if entrypoint is None:
         if project is None:
             raise ConfigError(
@@ -135,8 +149,10 @@ def deploy(
             )
         entry = project.deployment(name, entrypoint=entrypoint) if project else None
         targets = [(entrypoint, name, entry)]
-    del deploy_all  # deploying everything is what no --name means
+    if deploy_all and name is not None:
+        raise ConfigError("give --name or --all, not both")
     settings = load_settings()
+    section_outputs: dict[str, dict[str, Any]] = {}
     with transfer_progress():
         for flow_entrypoint, deployment_name, entry in targets:
             keywords: dict[str, Any] = {
@@ -148,7 +164,7 @@ def deploy(
             }
             chosen: Any = source or "."
             if project is not None and source is None and not options:
-                outputs = _run_push(project, entry, settings)
+                outputs = _deploy_time_outputs(project, entry, settings, section_outputs)
                 chosen = project.source(entry, outputs=outputs)
                 keywords = deploy_options(
                     project,
@@ -170,24 +186,36 @@ def deploy(
             )
 
 
-def _run_push(project: Any, entry: ProjectDeployment | None, settings: Any) -> dict[str, Any]:
-    """Run the project's push steps for ``entry`` in the project's folder; their outputs."""
+def _deploy_time_outputs(
+    project: Any,
+    entry: ProjectDeployment | None,
+    settings: Any,
+    done: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Run ``entry``'s build then push steps in the project folder (once per distinct pair of
+    sections in this command); their outputs."""
     import os
 
     from conveyor.connect import connect
     from conveyor.steps import run_deploy_steps
 
-    steps = project.push_steps(entry)
-    if not steps:
+    build, push = project.build_steps(entry), project.push_steps(entry)
+    if not build and not push:
         return {}
-    with connect(settings) as client:
-        return run_deploy_steps(
-            steps,
-            folder=project.path.parent,
-            secrets=client,
-            environ=dict(os.environ),
-            log=lambda line, _stream: err_console.print(line, markup=False, highlight=False),
-        )
+    key = json.dumps([build, push], sort_keys=True, default=str)
+    if key not in done:
+
+        def log(line: str, _stream: str) -> None:
+            err_console.print(line, markup=False, highlight=False)
+
+        folder = project.path.parent
+        with connect(settings) as client:
+            common: dict[str, Any] = {"folder": folder, "secrets": client, "log": log}
+            outputs = run_deploy_steps(build, section="build", environ=dict(os.environ), **common)
+            done[key] = run_deploy_steps(
+                push, section="push", environ=dict(os.environ), outputs=outputs, **common
+            )
+    return done[key]
 
 
 def _note(message: str) -> None:

@@ -48,6 +48,7 @@ from conveyor.errors import ConfigError
 from conveyor.secrets import Secret, resolve_templates
 
 if TYPE_CHECKING:
+    from conveyor.envs import Environment, EnvSpec
     from conveyor.secrets import SecretStore
     from conveyor.sources.base import Source
 
@@ -62,6 +63,7 @@ __all__ = [
     "run_deploy_steps",
     "run_steps",
     "source_from_pull_steps",
+    "step_function",
 ]
 
 
@@ -106,6 +108,9 @@ STEPS: Registry[StepSpec | Callable[..., Any]] = Registry(
             name: Entry(StepSpec(f"{_BLOB}:{name}", sections=("build", "push")))
             for name in ("push_to_s3", "push_to_gcs", "push_to_azure_blob_storage")
         },
+        "pip_install_requirements": Entry(
+            StepSpec("conveyor.steps.requirements:pip_install_requirements", sections=("pull",))
+        ),
     },
 )
 """Step name → `StepSpec` (built-ins) or the step function itself (plug-ins)."""
@@ -150,9 +155,13 @@ def parse_step(step: Any) -> tuple[str, dict[str, Any], str | None]:
     return _canonical(name), arguments, None if step_id is None else str(step_id)
 
 
-def _function(name: str) -> Callable[..., Any]:
+def step_function(name: str) -> Callable[..., Any]:
+    """The function of step ``name`` (a canonical name, from `parse_step`)."""
     found = STEPS.get(name)
     return found.function() if isinstance(found, StepSpec) else found
+
+
+_function = step_function
 
 
 def _bind(name: str, function: Callable[..., Any], arguments: Mapping[str, Any]) -> None:
@@ -213,7 +222,10 @@ class StepContext:
     the job variables' ``env``); ``log`` sends a line to the run's logs; ``mask`` is told every
     secret value a step's arguments resolved to (the worker hides it in the run's logs);
     ``popen`` are extra ``subprocess`` arguments for the commands a step starts (the user a
-    ``--run-as`` worker runs them as).
+    ``--run-as`` worker runs them as);
+    ``install`` (None when the executor cannot give the flow another interpreter) builds or
+    reuses the environment holding a spec's requirements plus those asked for before, and makes
+    it the flow's.
     """
 
     code_dir: Path
@@ -226,6 +238,7 @@ class StepContext:
     timeout_seconds: float | None = None
     working_dir: Path | None = None
     materialised: bool = False
+    install: Callable[[EnvSpec, Callable[[str], None]], Environment] | None = None
 
     def __post_init__(self) -> None:
         if self.working_dir is None:
@@ -280,72 +293,4 @@ def run_steps(steps: Sequence[Mapping[str, Any]], ctx: StepContext) -> dict[str,
     return outputs
 
 
-def run_deploy_steps(
-    steps: Sequence[Mapping[str, Any]],
-    *,
-    folder: Path,
-    secrets: SecretStore | None,
-    environ: Mapping[str, str],
-    section: str = "push",
-    log: Callable[[str, str], None] = lambda _line, _stream: None,
-) -> dict[str, Any]:
-    """Run a project's ``build`` / ``push`` steps at deploy, in ``folder``; their outputs (merged,
-    and under each id) feed the pull steps' ``{{ id.key }}`` templates (`apply_outputs`)."""
-    check_steps(steps, section=section)
-    ctx = StepContext(
-        code_dir=folder,
-        materialise=lambda _dest: {},
-        env=environ,
-        secrets=secrets,
-        log=log,
-        materialised=True,
-    )
-    outputs: dict[str, Any] = {}
-    for step in steps:
-        name, arguments, step_id = parse_step(step)
-        resolved = resolve_templates(
-            arguments,
-            store=secrets,
-            environ=environ,
-            outputs=outputs,
-            kinds={"output", "secret", "env"},
-        )
-        result = _function(name)(ctx, **resolved)
-        if isinstance(result, Mapping):
-            outputs.update(result)
-            if step_id:
-                outputs[step_id] = dict(result)
-    return outputs
-
-
-def apply_outputs(value: Any, outputs: Mapping[str, Any]) -> Any:
-    """``value`` with ``{{ id.key }}`` templates naming ``outputs`` of deploy-time steps
-    substituted; every other template (secrets, environment, outputs of pull steps) is left for
-    the worker."""
-    from conveyor.secrets import template_ref, template_refs
-
-    if isinstance(value, Mapping):
-        return {k: apply_outputs(v, outputs) for k, v in value.items()}
-    if isinstance(value, list):
-        return [apply_outputs(v, outputs) for v in value]
-    if not isinstance(value, str):
-        return value
-    known = {
-        ref.text
-        for ref in template_refs(value)
-        if ref.kind == "output"
-        and ref.key is not None
-        and isinstance(outputs.get(ref.name), Mapping)
-        and ref.key in outputs[ref.name]
-    }
-    if not known:
-        return value
-    whole = template_ref(value)
-    if whole is not None and whole.text in known:
-        assert whole.key is not None
-        return outputs[whole.name][whole.key]
-    for ref in template_refs(value):
-        if ref.text in known:
-            assert ref.key is not None
-            value = value.replace(ref.text, str(outputs[ref.name][ref.key]))
-    return value
+from conveyor.steps.deploytime import apply_outputs, run_deploy_steps  # noqa: E402

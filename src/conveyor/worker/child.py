@@ -40,6 +40,7 @@ from typing import Any, TextIO
 from conveyor._fs import atomic_write
 
 __all__ = [
+    "CODE_ROOT_ENV",
     "INPUT_FILE",
     "LOG_FD_ENV",
     "OUTPUT_FILE",
@@ -53,6 +54,8 @@ INPUT_FILE = "input.json"
 OUTPUT_FILE = "output.json"
 LOG_FD_ENV = "CONVEYOR_LOG_FD"
 WORKER_PID_ENV = "CONVEYOR_WORKER_PID"
+CODE_ROOT_ENV = "CONVEYOR_CODE_ROOT"
+"""The flow's import root when its working directory is elsewhere (job variable working_dir)."""
 
 _FLOW_LOGGER = "conveyor.flow"
 
@@ -291,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     _install_logging()
     control = Path(args[0])
-    workspace = Path.cwd()
+    workspace = Path(os.environ.get(CODE_ROOT_ENV) or Path.cwd())
     if str(workspace) not in sys.path:
         sys.path.insert(0, str(workspace))
     output = run_flow(control, workspace)

@@ -125,6 +125,14 @@ class ChildJob:
     kill_margin_seconds: float = 0.0
     """Killed ``timeout_seconds + kill_margin_seconds`` after the start (the flow's own timeout
     fires first, with a clean error; the kill is the backstop for code that ignores it)."""
+    python: str | None = None
+    """The interpreter of the run's environment (None: the worker's own)."""
+    command: tuple[str, ...] = ()
+    """The ``command`` job variable (empty: ``python -m conveyor.worker.child``)."""
+    cwd: Path | None = None
+    """The flow's working directory when it is not ``workspace`` (``working_dir``)."""
+    stream_output: bool = True
+    """False: the flow's stdout and stderr are not sent to the run's logs."""
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor.errors import ConfigError
 from conveyor.secrets import reveal
 from conveyor.worker import child as child_protocol
 from conveyor.worker.executors.base import (
@@ -97,6 +99,9 @@ class LocalExecutor(Executor, Supervisor):
         if self.spares is not None:
             self.spares.close()
 
+    own_interpreter: bool = False
+    """Whether the flow can run with another interpreter (a run environment)."""
+
     @contextlib.contextmanager
     def run(
         self, spec: RunSpec, *, logs: RunLogs, interrupt: Interrupt, started: Started
@@ -107,7 +112,10 @@ class LocalExecutor(Executor, Supervisor):
         try:
             if self.run_as is not None:
                 self.run_as.give(workspace.control)
-            yield self._run(spec, workspace, logs=logs, interrupt=interrupt, started=started)
+            with ExitStack() as leases:  # the run's environment, kept until it has ended
+                yield self._run(
+                    spec, workspace, logs=logs, interrupt=interrupt, started=started, leases=leases
+                )
         finally:
             workspace.remove()
 
@@ -119,13 +127,25 @@ class LocalExecutor(Executor, Supervisor):
         logs: RunLogs,
         interrupt: Interrupt,
         started: Started,
+        leases: ExitStack,
     ) -> Outcome:
+        from conveyor._jobvars import process_options, resolve_working_dir
+        from conveyor.envs import EnvCache
         from conveyor.steps import StepContext, run_steps
+        from conveyor.worker.executors.runenv import RunEnvironment
 
         timings: dict[str, float] = {}
         env = {**child_environ(os.environ), **{k: reveal(v) for k, v in spec.env.items()}}
         if self.run_as is not None:
             env = self.run_as.environ(env, workspace=workspace.code)
+        options = process_options(spec.job_variables)
+        environment = RunEnvironment(
+            EnvCache(self.cache.root, max_bytes=self.cache.max_bytes, environ=env),
+            leases,
+            env=env,
+            extra_packages=options.extra_pip_packages,
+            log=lambda line: logs.emit(line, stream="worker"),
+        )
 
         def materialise(dest: Path) -> Mapping[str, Any]:
             return self._materialise(spec, dest, timings)
@@ -139,10 +159,23 @@ class LocalExecutor(Executor, Supervisor):
             mask=logs.hide,
             popen=self.run_as.popen() if self.run_as is not None else {},
             timeout_seconds=spec.timeout_seconds,
+            install=environment.install if self.own_interpreter else None,
         )
         steps_started = time.monotonic()
         run_steps(spec.pull_steps, context)
-        spent = time.monotonic() - steps_started
+        chosen = environment.finish() if self.own_interpreter else None
+        if environment.packages and not self.own_interpreter:
+            raise ConfigError(
+                "EXTRA_PIP_PACKAGES needs a flow in its own process; this executor runs flows "
+                "in the worker's interpreter",
+                hint="run the pool with the process executor (not --in-process)",
+            )
+        flow_cwd = resolve_working_dir(
+            options.working_dir, cwd=context.cwd, code_dir=context.code_dir
+        )
+        if environment.seconds > 0.0005:
+            timings["env"] = environment.seconds
+        spent = time.monotonic() - steps_started - environment.seconds
         steps = spent - timings.get("fetch", 0.0) - timings.get("workspace", 0.0)
         if spec.pull_steps and steps > 0.0005:
             timings["steps"] = steps
@@ -159,6 +192,10 @@ class LocalExecutor(Executor, Supervisor):
             env={k: reveal(v) for k, v in spec.env.items()},
             timeout_seconds=spec.timeout_seconds,
             kill_margin_seconds=spec.kill_margin_seconds,
+            python=str(chosen.python) if chosen is not None else None,
+            command=options.command,
+            cwd=flow_cwd,
+            stream_output=options.stream_output,
         )
         outcome = self.execute(job, logs=logs, interrupt=interrupt)
         if self.spares is not None:
@@ -231,8 +268,11 @@ class ProcessExecutor(LocalExecutor):
     """Each run in a fresh ``python -m conveyor.worker.child`` process (the default)."""
 
     python: str = sys.executable
+    own_interpreter = True
 
     def launch(self, job: ChildJob, *, logs: RunLogs, wake: threading.Event) -> Child:
+        from conveyor._jobvars import child_command
+
         read_fd, write_fd = os.pipe()
         env = {**child_environ(os.environ), **job.env}
         if self.run_as is not None:
@@ -247,14 +287,17 @@ class ProcessExecutor(LocalExecutor):
             child_protocol.WORKER_PID_ENV: str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
         }
+        if job.cwd is not None and job.cwd != job.workspace:
+            env[child_protocol.CODE_ROOT_ENV] = str(job.workspace)
+        output = subprocess.PIPE if job.stream_output else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(
-                [self.python, "-m", "conveyor.worker.child", str(job.control)],
-                cwd=job.workspace,
+                child_command(job.command, python=job.python or self.python, control=job.control),
+                cwd=job.cwd or job.workspace,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdout=output,
+                stderr=output,
                 pass_fds=(write_fd,),
                 start_new_session=True,
                 **(self.run_as.popen() if self.run_as is not None else {}),
@@ -264,22 +307,20 @@ class ProcessExecutor(LocalExecutor):
             raise
         finally:
             os.close(write_fd)
-        assert proc.stdout is not None
-        assert proc.stderr is not None
         records = os.fdopen(read_fd, "rb")
-        pumps = [
-            threading.Thread(
-                target=pump_lines,
-                args=(proc.stdout, logs),
-                kwargs={"stream": "stdout", "level": "INFO"},
-            ),
-            threading.Thread(
-                target=pump_lines,
-                args=(proc.stderr, logs),
-                kwargs={"stream": "stderr", "level": "WARNING"},
-            ),
-            threading.Thread(target=pump_records, args=(records, logs)),
-        ]
+        pumps = [threading.Thread(target=pump_records, args=(records, logs))]
+        for stream, level, pipe in (
+            ("stdout", "INFO", proc.stdout),
+            ("stderr", "WARNING", proc.stderr),
+        ):
+            if pipe is not None:
+                pumps.append(
+                    threading.Thread(
+                        target=pump_lines,
+                        args=(pipe, logs),
+                        kwargs={"stream": stream, "level": level},
+                    )
+                )
 
         def wait_for_exit() -> None:
             proc.wait()
