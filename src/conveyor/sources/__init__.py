@@ -39,6 +39,9 @@ SOURCES: Registry[type[Source]] = Registry(
         "local": Entry("conveyor.sources.local:LocalSource"),
         "store": Entry("conveyor.sources.store:BundleStore"),
         "git": Entry("conveyor.sources.git.repository:GitRepository"),
+        "webhook": Entry("conveyor.sources.webhook:WebhookSource"),
+        "flow-file": Entry("conveyor.sources.flowfile:FlowFileSource"),
+        "module": Entry("conveyor.sources.module:ModuleSource"),
     },
 )
 
@@ -50,6 +53,8 @@ SCHEMES: dict[str, str] = {
     "git+https": "git",
     "git+http": "git",
     "git+file": "git",
+    "webhook+https": "webhook",
+    "webhook+http": "webhook",
 }
 """URL scheme → source kind (``https`` is handled by `source_from_url`: git when it ends in
 ``.git``)."""
