@@ -23,13 +23,16 @@ _EXPORTS: dict[str, str] = {
     "ConveyorClient": "conveyor.client",
     "ConveyorError": "conveyor.errors",
     "Flow": "conveyor.flows",
+    "FlowFileSource": "conveyor.sources.flowfile",
     "FlowLoadError": "conveyor.errors",
     "GitHubCredentials": "conveyor.sources.git.credentials",
     "GitLabCredentials": "conveyor.sources.git.credentials",
     "GitRepository": "conveyor.sources.git.repository",
     "IntegrityError": "conveyor.errors",
+    "LocalResult": "conveyor.storage.results",
     "LocalSource": "conveyor.sources.local",
     "LocalStoreSource": "conveyor.sources.store",
+    "ModuleSource": "conveyor.sources.module",
     "PushableSource": "conveyor.sources.base",
     "SSHCredentials": "conveyor.sources.git.credentials",
     "Secret": "conveyor.secrets",
@@ -37,9 +40,12 @@ _EXPORTS: dict[str, str] = {
     "Source": "conveyor.sources.base",
     "SourceError": "conveyor.errors",
     "SourceNotFound": "conveyor.errors",
+    "Storage": "conveyor.storage.base",
     "Task": "conveyor.flows",
     "UnsafeArchive": "conveyor.errors",
     "VersionNotFound": "conveyor.errors",
+    "WebhookSource": "conveyor.sources.webhook",
+    "WebhookStorage": "conveyor.sources.webhook",
     "flow": "conveyor.flows",
     "load_flow": "conveyor._loading",
     "source_from_spec": "conveyor.sources",
@@ -74,6 +80,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor.sources import source_from_url as source_from_url
     from conveyor.sources.base import PushableSource as PushableSource
     from conveyor.sources.base import Source as Source
+    from conveyor.sources.flowfile import FlowFileSource as FlowFileSource
     from conveyor.sources.git.credentials import BitBucketCredentials as BitBucketCredentials
     from conveyor.sources.git.credentials import CodeCommitCredentials as CodeCommitCredentials
     from conveyor.sources.git.credentials import GitHubCredentials as GitHubCredentials
@@ -81,7 +88,12 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor.sources.git.credentials import SSHCredentials as SSHCredentials
     from conveyor.sources.git.repository import GitRepository as GitRepository
     from conveyor.sources.local import LocalSource as LocalSource
+    from conveyor.sources.module import ModuleSource as ModuleSource
     from conveyor.sources.store import LocalStoreSource as LocalStoreSource
+    from conveyor.sources.webhook import WebhookSource as WebhookSource
+    from conveyor.sources.webhook import WebhookStorage as WebhookStorage
+    from conveyor.storage.base import Storage as Storage
+    from conveyor.storage.results import LocalResult as LocalResult
 
 
 def __getattr__(name: str) -> Any:

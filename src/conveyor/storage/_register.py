@@ -37,7 +37,13 @@ if TYPE_CHECKING:
     from conveyor.settings import Settings
     from conveyor.storage.base import Storage
 
-__all__ = ["job_variables_for", "register_flow", "register_flows"]
+__all__ = [
+    "job_variables_for",
+    "load_flows_from_module",
+    "load_flows_from_script",
+    "register_flow",
+    "register_flows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -182,3 +188,72 @@ def job_variables_for(
     if every:
         variables["labels"] = sorted(every)
     return variables
+
+
+def load_flows_from_script(path: str) -> tuple[list[Flow[..., Any]], dict[str, Any]]:
+    """Run the script at ``path`` (its folder first on ``sys.path``, `loading` set); its flows
+    and namespace. Flows without storage get ``Local(path=..., stored_as_script=True)``."""
+    import os
+    import runpy
+    import sys
+
+    from conveyor._context import loading
+    from conveyor.errors import FlowLoadError
+    from conveyor.flows import Flow
+    from conveyor.storage.local import Local
+
+    script = os.path.abspath(path)
+    if not os.path.isfile(script):
+        raise ConfigError(f"flow script {path} does not exist", hint="pass the path of a .py file")
+    folder = os.path.dirname(script)
+    sys.path.insert(0, folder)
+    try:
+        with loading(script):
+            namespace = runpy.run_path(script, run_name="<flow>")
+    except (ConfigError, FlowLoadError):
+        raise
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise FlowLoadError(
+            f"could not run {path}: {type(exc).__name__}: {exc}",
+            hint="run the script with python to see the traceback",
+        ) from exc
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    flows = _unique(v for v in namespace.values() if isinstance(v, Flow))
+    for flow in flows:
+        if flow.storage is None:
+            flow.storage = Local(path=script, stored_as_script=True)
+    return flows, namespace
+
+
+def load_flows_from_module(name: str) -> tuple[list[Flow[..., Any]], dict[str, Any]]:
+    """Import module ``name`` and return its flows and namespace; flows without storage get
+    ``Module(name)``."""
+    import importlib
+
+    from conveyor._context import loading
+    from conveyor.errors import FlowLoadError
+    from conveyor.flows import Flow
+    from conveyor.storage.module import Module
+
+    try:
+        with loading():
+            module = importlib.import_module(name)
+    except ImportError as exc:
+        raise FlowLoadError(f"module {name!r} cannot be imported: {exc}") from exc
+    namespace = dict(vars(module))
+    flows = _unique(v for v in namespace.values() if isinstance(v, Flow))
+    for flow in flows:
+        if flow.storage is None:
+            flow.storage = Module(name)
+    return flows, namespace
+
+
+def _unique(found: Any) -> list[Any]:
+    seen: dict[int, Any] = {}
+    for flow in found:
+        seen.setdefault(id(flow), flow)
+    return list(seen.values())
