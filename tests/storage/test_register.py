@@ -175,3 +175,65 @@ def test_conveyor_register_and_an_agent_with_the_label(tmp_path: Path) -> None:
         finished = client.get_run(run.id)
         assert finished.state == RunState.COMPLETED, done.stderr
         assert finished.result == {"shout": "FROM THE CLI"}
+
+
+def test_a_decorated_flow_with_storage_registers_pickled_and_takes_parameters(
+    tmp_path: Path, settings: Settings, client: ConveyorClient
+) -> None:
+    namespace = define(
+        """
+from conveyor import flow
+from conveyor.storage import Local
+
+@flow(storage=Local(directory=DIR), retries=1)
+def greet(name: str = "world", times: int = 1) -> str:
+    return " ".join(["hello " + name] * times)
+""",
+        DIR=str(tmp_path / "flows"),
+    )
+    greet = namespace["greet"]
+    assert "greet" in greet.storage
+    deployment = greet.register(settings=settings, client=client)
+    assert (deployment.entrypoint, deployment.retries) == ("flow.pickle", 1)
+    assert set(deployment.parameter_schema["properties"]) == {"name", "times"}
+    created = client.create_run("greet", "default", parameters={"name": "ada", "times": 2})
+    from storage.conftest import run_worker
+
+    run_worker(settings, client)
+    run = client.get_run(created.id)
+    assert run.state == RunState.COMPLETED, run_logs(client, run.id)
+    assert run.result == "hello ada hello ada"
+
+
+def test_module_storage_imports_the_installed_module_where_the_flow_runs(
+    tmp_path: Path, settings: Settings, client: ConveyorClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a module importable here and on the worker (on PYTHONPATH, as if installed)
+    site = tmp_path / "site"
+    write_script(
+        site / "installed_flows.py",
+        """
+        from conveyor import Flow, task
+
+        @task
+        def version() -> str:
+            return "installed 1.0"
+
+        with Flow("from-module") as pipeline:
+            version()
+        """,
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    from conveyor.storage import Module
+
+    storage = Module("installed_flows")
+    flow = __import__("installed_flows").pipeline
+    flow.storage = storage
+    assert storage.get_flow("from-module", settings=settings, client=client) is flow
+    deployment = flow.register(settings=settings, client=client)
+    assert deployment.entrypoint == "installed_flows:pipeline"
+    assert deployment.source == {"kind": "module", "module": "installed_flows"}
+    run = run_and_wait(settings, client, "from-module")
+    assert run.state == RunState.COMPLETED, run_logs(client, run.id)
+    assert run.result == {"version": "installed 1.0"}

@@ -141,9 +141,7 @@ def _deploy(
     from conveyor.deploy import DeployableFlow
     from conveyor.storage._serialize import flow_attribute
 
-    attribute = ""
-    if storage.stored_as_script or not hasattr(storage, "flow_file"):
-        attribute = flow_attribute(flow, namespace)
+    attribute = flow_attribute(flow, namespace) if storage.stored_as_script else ""
     source, entrypoint = storage.deployment_source(flow.name, attribute=attribute, current=current)
     expected = storage.built_version(flow.name)
     if expected is not None:

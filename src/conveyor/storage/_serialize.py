@@ -35,6 +35,7 @@ __all__ = [
     "extract_flow_from_module",
     "flow_attribute",
     "flow_from_pickle",
+    "module_entrypoint",
     "pickle_flow",
 ]
 
@@ -156,6 +157,15 @@ def extract_flow_from_module(module_str: str, flow_name: str | None = None) -> F
             hint="name one: 'pkg.mod:attribute', or pass the flow's name",
         )
     return _pick(found, flow_name, f"module {name}")  # type: ignore[no-any-return]
+
+
+def module_entrypoint(module_str: str, flow_name: str) -> str:
+    """``pkg.mod:attr`` for flow ``flow_name`` in ``pkg.mod`` (or ``pkg.mod:attr`` as given)."""
+    name, _, attribute = module_str.partition(":")
+    if attribute:
+        return module_str
+    found = extract_flow_from_module(name, flow_name)
+    return f"{name}:{flow_attribute(found, vars(importlib.import_module(name)))}"
 
 
 def flow_attribute(flow: Flow[..., Any], namespace: Mapping[str, Any] | None = None) -> str:

@@ -135,9 +135,10 @@ class Local(FileStorage):
         location = self._check_contained(flow_name)
         if not os.path.isabs(location) and _is_module(location):
             from conveyor.sources.module import ModuleSource
+            from conveyor.storage._serialize import module_entrypoint
 
-            module, _, attr = location.partition(":")
-            return ModuleSource(module), f"{module}:{attr or attribute}"
+            entrypoint = module_entrypoint(location, flow_name)
+            return ModuleSource(entrypoint.partition(":")[0]), entrypoint
         return super().deployment_source(flow_name, attribute=attribute, current=current)
 
 

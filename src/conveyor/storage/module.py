@@ -43,14 +43,8 @@ class Module(Storage):
         self, flow_name: str, *, attribute: str, current: Session
     ) -> tuple[Source, str]:
         from conveyor.sources.module import ModuleSource
+        from conveyor.storage._serialize import module_entrypoint
 
-        location = self._check_contained(flow_name)
-        module, _, attr = location.partition(":")
-        if not attr:
-            from conveyor.storage._serialize import extract_flow_from_module, flow_attribute
-
-            found = extract_flow_from_module(module, flow_name)
-            import importlib
-
-            attr = flow_attribute(found, vars(importlib.import_module(module)))
-        return ModuleSource(module), f"{module}:{attr}"
+        return ModuleSource(self.module.partition(":")[0]), module_entrypoint(
+            self._check_contained(flow_name), flow_name
+        )
