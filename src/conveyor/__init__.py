@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "ConveyorClient": "conveyor.client",
     "ConveyorError": "conveyor.errors",
     "Flow": "conveyor.flows",
+    "FlowFileSource": "conveyor.sources.flowfile",
     "FlowLoadError": "conveyor.errors",
     "GcpCredentials": "conveyor.sources.blob.credentials",
     "GcsBucket": "conveyor.sources.blob.blocks",
@@ -34,8 +35,10 @@ _EXPORTS: dict[str, str] = {
     "GitLabCredentials": "conveyor.sources.git.credentials",
     "GitRepository": "conveyor.sources.git.repository",
     "IntegrityError": "conveyor.errors",
+    "LocalResult": "conveyor.storage.results",
     "LocalSource": "conveyor.sources.local",
     "LocalStoreSource": "conveyor.sources.store",
+    "ModuleSource": "conveyor.sources.module",
     "PushableSource": "conveyor.sources.base",
     "S3Bucket": "conveyor.sources.blob.blocks",
     "SSHCredentials": "conveyor.sources.git.credentials",
@@ -45,9 +48,12 @@ _EXPORTS: dict[str, str] = {
     "SourceError": "conveyor.errors",
     "SourceNotFound": "conveyor.errors",
     "SourceUnavailable": "conveyor.errors",
+    "Storage": "conveyor.storage.base",
     "Task": "conveyor.flows",
     "UnsafeArchive": "conveyor.errors",
     "VersionNotFound": "conveyor.errors",
+    "WebhookSource": "conveyor.sources.webhook",
+    "WebhookStorage": "conveyor.sources.webhook",
     "flow": "conveyor.flows",
     "load_flow": "conveyor._loading",
     "source_from_spec": "conveyor.sources",
@@ -92,6 +98,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     )
     from conveyor.sources.blob.credentials import GcpCredentials as GcpCredentials
     from conveyor.sources.blob.source import BlobStorage as BlobStorage
+    from conveyor.sources.flowfile import FlowFileSource as FlowFileSource
     from conveyor.sources.git.credentials import BitBucketCredentials as BitBucketCredentials
     from conveyor.sources.git.credentials import CodeCommitCredentials as CodeCommitCredentials
     from conveyor.sources.git.credentials import GitHubCredentials as GitHubCredentials
@@ -99,7 +106,12 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor.sources.git.credentials import SSHCredentials as SSHCredentials
     from conveyor.sources.git.repository import GitRepository as GitRepository
     from conveyor.sources.local import LocalSource as LocalSource
+    from conveyor.sources.module import ModuleSource as ModuleSource
     from conveyor.sources.store import LocalStoreSource as LocalStoreSource
+    from conveyor.sources.webhook import WebhookSource as WebhookSource
+    from conveyor.sources.webhook import WebhookStorage as WebhookStorage
+    from conveyor.storage.base import Storage as Storage
+    from conveyor.storage.results import LocalResult as LocalResult
 
 
 def __getattr__(name: str) -> Any:

@@ -3,7 +3,14 @@
 Entrypoints (`Entrypoint.parse`):
 
 - ``path/to/file.py:func`` and ``path/to/file.py:Class.method`` (relative to ``root``, or absolute);
-- ``package.module:func`` (imported with ``root`` first on ``sys.path``).
+- ``package.module:func`` (imported with ``root`` first on ``sys.path``);
+- ``path/to/flow.pickle``: a flow pickled by a first-generation storage, in its signed envelope
+  (`conveyor.sources.pickled`). The signature was checked when the file was fetched into the
+  verified tree it is loaded from; here the envelope's form and versions are checked before it
+  is unpickled.
+
+While a module is imported, `conveyor._context.loading` is set: module-level ``flow.register()``
+and ``storage.build()`` calls do nothing.
 
 **Isolation.** A file is imported under a name unique to its absolute path
 (``conveyor_flow_<hash>``), with its directory and ``root`` first on ``sys.path`` so sibling
@@ -31,12 +38,17 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
+from conveyor._context import loading
 from conveyor.errors import FlowLoadError
 from conveyor.flows import Flow, Task
 
 __all__ = ["Entrypoint", "ImportScope", "load_flow"]
 
-_FORMS_HINT = "write path/to/file.py:function (or file.py:Class.method) or package.module:function"
+_FORMS_HINT = (
+    "write path/to/file.py:function (or file.py:Class.method), package.module:function "
+    "or path/to/flow.pickle"
+)
+PICKLE_SUFFIX = ".pickle"
 _NEVER_SHADOW = frozenset(sys.stdlib_module_names) | {"conveyor", "__main__"}
 _lock = threading.RLock()
 
@@ -48,10 +60,15 @@ class Entrypoint:
     attribute: str
     path: str | None = None
     module: str | None = None
+    pickled: bool = False
+    """``path`` is a pickled flow (``flow.pickle``): no attribute."""
 
     @classmethod
     def parse(cls, text: str) -> Entrypoint:
-        where, colon, attribute = text.strip().rpartition(":")
+        stripped = text.strip()
+        if stripped.endswith(PICKLE_SUFFIX) and ":" not in stripped:
+            return cls(attribute="", path=stripped, pickled=True)
+        where, colon, attribute = stripped.rpartition(":")
         if not colon or not where or not _dotted(attribute):
             raise FlowLoadError(f"entrypoint {text!r} is not valid", hint=_FORMS_HINT)
         if where.endswith(".py"):
@@ -61,6 +78,8 @@ class Entrypoint:
         return cls(attribute=attribute, module=where)
 
     def __str__(self) -> str:
+        if self.pickled:
+            return str(self.path)
         return f"{self.path or self.module}:{self.attribute}"
 
 
@@ -78,6 +97,9 @@ def load_flow(
     """
     entry = Entrypoint.parse(entrypoint)
     base = Path(root if root is not None else Path.cwd()).absolute()
+    if entry.pickled:
+        assert entry.path is not None
+        return _load_pickle((base / entry.path).resolve(), base)
     if entry.path is not None:
         file = (base / entry.path).resolve()
         if not file.is_file():
@@ -106,7 +128,7 @@ def _import_file(
         raise FlowLoadError(f"cannot import {where}", hint="is it a Python file?")
     module = importlib.util.module_from_spec(spec)
     try:
-        with scope:
+        with scope, loading():
             sys.modules[name] = module
             spec.loader.exec_module(module)
     except BaseException as exc:
@@ -117,7 +139,7 @@ def _import_file(
 
 def _import_module(name: str, scope: ImportScope, *, base: Path) -> ModuleType:
     try:
-        with scope:
+        with scope, loading():
             return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
@@ -191,6 +213,21 @@ def _missing_hint(file: Path, base: Path) -> str:
         if close:
             return f"did you mean {_shown(folder / close[0], base)}?"
     return f"the path is relative to {base}"
+
+
+def _load_pickle(file: Path, base: Path) -> Flow[..., Any]:
+    """The flow pickled in ``file`` (a verified checkout's copy: see the module docstring)."""
+    from conveyor.sources.pickled import unpickle_flow
+
+    if not file.is_file():
+        raise FlowLoadError(f"flow file {file} does not exist", hint=_missing_hint(file, base))
+    found = unpickle_flow(file.read_bytes(), where=_shown(file, base), verified=True)
+    if not isinstance(found, Flow):
+        raise FlowLoadError(
+            f"{_shown(file, base)} holds a {type(found).__name__}, not a flow",
+            hint="pickle files are written by the first-generation storages (flow.register())",
+        )
+    return found
 
 
 # --- finding the flow ---------------------------------------------------------------------------

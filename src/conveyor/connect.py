@@ -21,7 +21,7 @@ from conveyor.client import ConveyorClient, ServerBundles
 from conveyor.settings import Settings
 from conveyor.sources.base import FetchContext
 
-__all__ = ["EMBEDDED_URL", "connect", "connect_from_env", "fetch_context"]
+__all__ = ["EMBEDDED_URL", "connect", "connect_from_env", "fetch_context", "settings_from_env"]
 
 EMBEDDED_URL = "http://conveyor.embedded"
 
@@ -41,6 +41,12 @@ def connect(settings: Settings, *, retries: int = 4, timeout: float = 30.0) -> C
         retries=retries,
         timeout=timeout,
     )
+
+
+def settings_from_env() -> Settings:
+    """The settings of this process's environment, read once (for public helpers such as
+    ``flow.register()`` and ``storage.build()``, called without settings)."""
+    return Settings.from_env()
 
 
 @contextmanager

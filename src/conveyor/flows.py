@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
@@ -49,6 +50,8 @@ from typing import (
     overload,
 )
 
+from conveyor._classic import FirstGenerationFlow, attach_to_storage
+from conveyor._graph import building
 from conveyor._running import Delay, RunPolicy, call_async, call_sync
 from conveyor.errors import ConfigError
 
@@ -77,13 +80,16 @@ class TaskOptions(TypedDict, total=False):
 class FlowOptions(TaskOptions, total=False):
     """The options of ``@flow(...)``, ``Flow(fn, ...)`` and ``Flow.with_options(...)``.
 
-    ``storage`` (where the first-generation API keeps the flow) and ``result_storage`` (where its
-    non-JSON results go) are held here for the layers that use them.
+    ``storage`` (where the first-generation API keeps the flow), ``result_storage`` (where its
+    non-JSON results go), ``environment`` and ``run_config`` (how the first-generation API runs
+    it) are held here for the layers that use them.
     """
 
     version: str
     storage: Any
     result_storage: Any
+    environment: Any
+    run_config: Any
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,8 @@ class Options:
     log_prints: bool | None = None
     storage: Any = None
     result_storage: Any = None
+    environment: Any = None
+    run_config: Any = None
 
     def policy(self, kind: str) -> RunPolicy:
         """What to do around one call (checked: a `ConfigError` names a bad option)."""
@@ -262,14 +270,47 @@ class _Decorated(Generic[P, R]):
         return f"{type(self).__name__}(name={self._name!r}, fn={target})"
 
 
-class Flow(_Decorated[P, R]):
-    """A function decorated with `flow`. Call it to run it in-process."""
+class Flow(FirstGenerationFlow, _Decorated[P, R]):
+    """A function decorated with `flow`. Call it to run it in-process.
+
+    ``Flow("name", storage=..., result=...)`` is the first generation's class style: a flow
+    whose body is the graph of task calls made inside ``with flow:`` (see `conveyor._graph`).
+    """
 
     _kind = "flow"
     _allowed = frozenset(FlowOptions.__annotations__)
 
-    def __init__(self, fn: Callable[P, R], **options: Unpack[FlowOptions]) -> None:
+    @overload
+    def __init__(
+        self: Flow[[], dict[str, Any]],
+        fn: str,
+        /,
+        *,
+        result: Any = None,
+        **options: Unpack[FlowOptions],
+    ) -> None: ...
+
+    @overload
+    def __init__(self, fn: Callable[P, R], /, **options: Unpack[FlowOptions]) -> None: ...
+
+    def __init__(self, fn: Any, /, result: Any = None, **options: Any) -> None:
+        graph = None
+        if isinstance(fn, str):  # Flow("name", ...): the first generation's class style
+            from conveyor._graph import Graph
+
+            graph = Graph(self._check_name(fn))
+            graph.__module__ = sys._getframe(1).f_globals.get("__name__", "__main__")
+            fn, options["name"] = graph, fn
+            if result is not None:
+                options["result_storage"] = result
+        elif result is not None:
+            raise ConfigError(
+                "result= is for Flow('name', ...)", hint="a decorated flow takes result_storage="
+            )
         super().__init__(fn, **options)
+        if graph is not None:
+            graph.result = self.result_storage
+            attach_to_storage(self)
 
     def _check_options(self, options: Options) -> None:
         version = options.version
@@ -279,11 +320,6 @@ class Flow(_Decorated[P, R]):
     @property
     def version(self) -> str | None:
         return self._opts.version
-
-    @property
-    def storage(self) -> Any:
-        """Where the first-generation API keeps this flow (``Flow("x", storage=S3(...))``)."""
-        return self._opts.storage
 
     @property
     def result_storage(self) -> Any:
@@ -340,12 +376,22 @@ class Flow(_Decorated[P, R]):
 
 
 class Task(_Decorated[P, R]):
-    """A function decorated with `task`: a step of a flow with its own retries and timeout."""
+    """A function decorated with `task`: a step of a flow with its own retries and timeout.
+
+    Inside ``with Flow("name"):`` a call records the task in the flow's graph and returns a
+    placeholder for its result (see `conveyor._graph`) instead of running it.
+    """
 
     _kind = "task"
 
     def __init__(self, fn: Callable[P, R], **options: Unpack[TaskOptions]) -> None:
         super().__init__(fn, **options)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        graph = building()
+        if graph is not None:
+            return cast(R, graph.add(self, args, dict(kwargs)))
+        return super().__call__(*args, **kwargs)
 
     def with_options(self, **changes: Unpack[TaskOptions]) -> Self:
         """A copy with some options changed (``None`` keeps the current value)."""
@@ -367,7 +413,9 @@ class _FlowDecorator:
         self, fn: Callable[P, R] | None = None, /, **options: Unpack[FlowOptions]
     ) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
         def decorate(function: Callable[P, R]) -> Flow[P, R]:
-            return Flow(function, **options)
+            made = Flow(function, **options)
+            attach_to_storage(made)
+            return made
 
         return decorate if fn is None else decorate(fn)
 

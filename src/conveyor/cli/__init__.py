@@ -19,6 +19,7 @@ import typer
 from rich.markup import escape
 
 from conveyor.cli import (
+    agent,
     bundle,
     cache,
     credentials,
@@ -33,6 +34,7 @@ from conveyor.cli import (
     worker,
     workers,
 )
+from conveyor.cli import register as register_cli
 from conveyor.cli._common import err_console
 from conveyor.errors import ConveyorError
 
@@ -89,6 +91,8 @@ for _module in (
     workers,
     credentials,
     ui,
+    register_cli,
+    agent,
 ):
     _module.register(app)
 

@@ -40,6 +40,9 @@ SOURCES: Registry[type[Source]] = Registry(
         "store": Entry("conveyor.sources.store:BundleStore"),
         "git": Entry("conveyor.sources.git.repository:GitRepository"),
         "blob": Entry("conveyor.sources.blob:BlobStorage"),
+        "webhook": Entry("conveyor.sources.webhook:WebhookSource"),
+        "flow-file": Entry("conveyor.sources.flowfile:FlowFileSource"),
+        "module": Entry("conveyor.sources.module:ModuleSource"),
     },
 )
 
@@ -58,6 +61,8 @@ SCHEMES: dict[str, str] = {
     "az": "blob",
     "abfs": "blob",
     "abfss": "blob",
+    "webhook+https": "webhook",
+    "webhook+http": "webhook",
 }
 """URL scheme → source kind (``https`` is handled by `source_from_url`: git when it ends in
 ``.git``)."""

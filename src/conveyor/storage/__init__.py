@@ -1,1 +1,86 @@
-"""The classic storage API (Local, S3, GCS, Azure, GitHub, ...) over `conveyor.sources`."""
+"""The first generation's storage API, over `conveyor.sources`.
+
+```python
+from conveyor import Flow
+from conveyor.storage import Local
+
+flow = Flow("local-flow", storage=Local())
+flow.storage.build()                     # ~/.conveyor/flows/local-flow/<timestamp>
+flow.register(labels=["etl"])            # deployment local-flow/default
+```
+
+- `Local`: a signed pickle (or the script) on this machine; runs read the file, here only;
+- `GitHub`, `GitLab`, `Bitbucket`, `CodeCommit`, `Git`: your script in git; runs check out the
+  commit resolved at registration;
+- `Webhook`: a request's body (Dropbox, any file service); runs send the get request;
+- `Module`: an installed module; runs import it.
+
+``S3``, ``GCS``, ``Azure`` and ``Docker`` arrive with the blob-store and image backends (their
+shared base is `conveyor.storage.blob.BlobStorage`); naming them here says so.
+
+Every run loads exactly what was registered: a git commit, or the digest of the stored file,
+checked before it is used; pickles are signed with a key the Conveyor server keeps
+(`conveyor.sources.pickled`). See `conveyor.storage.base` for the common model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from conveyor.storage._register import register_flow as register_flow
+    from conveyor.storage._register import register_flows as register_flows
+    from conveyor.storage.base import Storage as Storage
+    from conveyor.storage.git import Bitbucket as Bitbucket
+    from conveyor.storage.git import CodeCommit as CodeCommit
+    from conveyor.storage.git import Git as Git
+    from conveyor.storage.git import GitHub as GitHub
+    from conveyor.storage.git import GitLab as GitLab
+    from conveyor.storage.local import Local as Local
+    from conveyor.storage.module import Module as Module
+    from conveyor.storage.results import LocalResult as LocalResult
+    from conveyor.storage.webhook import Webhook as Webhook
+
+_EXPORTS = {
+    "Bitbucket": "conveyor.storage.git",
+    "CodeCommit": "conveyor.storage.git",
+    "Git": "conveyor.storage.git",
+    "GitHub": "conveyor.storage.git",
+    "GitLab": "conveyor.storage.git",
+    "Local": "conveyor.storage.local",
+    "LocalResult": "conveyor.storage.results",
+    "Module": "conveyor.storage.module",
+    "Storage": "conveyor.storage.base",
+    "Webhook": "conveyor.storage.webhook",
+    "register_flow": "conveyor.storage._register",
+    "register_flows": "conveyor.storage._register",
+}
+_LATER = {
+    "S3": "the blob stores (pip install 'conveyor[s3]')",
+    "GCS": "the blob stores (pip install 'conveyor[gcs]')",
+    "Azure": "the blob stores (pip install 'conveyor[azure]')",
+    "Docker": "the image builder",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+    if name in _LATER:
+        raise ConfigError(
+            f"conveyor.storage.{name} is not available yet: it comes with {_LATER[name]}",
+            hint="use Local, GitHub, GitLab, Bitbucket, CodeCommit, Git, Webhook or Module now",
+        )
+    raise AttributeError(f"module 'conveyor.storage' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,6 +10,8 @@ The worker starts it with the run's writable workspace as the working directory 
 
     {"run_id": "...", "entrypoint": "flow.py:hello", "parameters": {...}}
 
+(the entrypoint may also be ``flow.pickle``: a first-generation storage's signed pickle, whose
+signature the worker checked when it fetched the file; see `conveyor._loading`).
 It loads the flow and calls it once with its parameters converted to the declared types
 (`Flow.call_with_parameters`). Retries are new attempts, made by the server; the flow's own
 timeout applies, and the worker kills a child that outlives it. It writes ``output.json`` (plus

@@ -10,7 +10,8 @@
   region=None)`: access key id + a SigV4-derived password computed for each git command.
 - `TokenCredentials(token, username=None)`: a plain secret holding a token; the user name follows
   the repository's ``provider=`` (GitHub ``x-access-token``, GitLab ``oauth2``, Bitbucket
-  ``x-token-auth``; ``user:token`` carries its own).
+  ``x-token-auth``; ``user:token`` carries its own). For CodeCommit it may hold the first
+  generation's ``AWS_CREDENTIALS`` JSON (``{"ACCESS_KEY", "SECRET_ACCESS_KEY", "SESSION_TOKEN"}``).
 - `SSHCredentials(private_key, known_hosts=None, accept_new_host_keys=False)`: a private key;
   host keys are checked strictly unless ``accept_new_host_keys``.
 
@@ -22,7 +23,10 @@ the secret ``credentials.gh`` (JSON) through `ConveyorClient.set_secret`; ``GitH
 ("gh")`` reads them back. A deployment stores only the name. `load_credentials` resolves a name on
 the worker: typed credentials ``credentials.NAME`` first, then a plain secret ``NAME`` holding a
 token, then an environment variable ``NAME``; a ``${NAME}`` template means a plain token
-(environment first, then the store), like every other template.
+(environment first, then the store), like every other template; a text with several templates
+(``${USER}:${APP_PASSWORD}``) is a ``user:token`` made of them. With ``optional=True`` nothing
+found is None (a public repository), and `ambient_credentials` may stand in (CodeCommit: the
+``AWS_*`` environment variables).
 """
 
 from __future__ import annotations
@@ -31,11 +35,18 @@ import re
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 from conveyor.credentials import Credentials, as_secret, load_saved
 from conveyor.errors import ConfigError
-from conveyor.secrets import Secret, SecretStore, reveal, template_ref
+from conveyor.secrets import (
+    Secret,
+    SecretStore,
+    resolve_templates,
+    reveal,
+    template_ref,
+    template_refs,
+)
 from conveyor.sources.git._auth import GitAuth, HttpAuth, SshAuth
 
 __all__ = [
@@ -47,6 +58,7 @@ __all__ = [
     "GitLabCredentials",
     "SSHCredentials",
     "TokenCredentials",
+    "ambient_credentials",
     "load_credentials",
     "provider_fits",
 ]
@@ -302,21 +314,61 @@ class SSHCredentials(GitCredentials):
         )
 
 
+@overload
 def load_credentials(
     ref: str,
     *,
     store: SecretStore | None,
     environ: Mapping[str, str],
-) -> GitCredentials:
+    optional: Literal[False] = False,
+    provider: str | None = None,
+) -> GitCredentials: ...
+
+
+@overload
+def load_credentials(
+    ref: str,
+    *,
+    store: SecretStore | None,
+    environ: Mapping[str, str],
+    optional: bool,
+    provider: str | None = None,
+) -> GitCredentials | None: ...
+
+
+def load_credentials(
+    ref: str,
+    *,
+    store: SecretStore | None,
+    environ: Mapping[str, str],
+    optional: bool = False,
+    provider: str | None = None,
+) -> GitCredentials | None:
     """The git credentials a deployment names, looked up on the worker.
 
     ``NAME``: saved credentials ``credentials.NAME`` first, then a plain secret ``NAME`` holding
     a token, then the environment variable ``NAME``. A ``${NAME}`` / ``{{ secrets.NAME }}``
     template is a plain token (the environment first, then the store); ``{{ $NAME }}`` a token
-    in the environment only; ``{{ prefect.blocks.TYPE.NAME }}`` saved credentials ``NAME``.
+    in the environment only; ``{{ prefect.blocks.TYPE.NAME }}`` saved credentials ``NAME``; a
+    text with several templates is the token they make. ``optional``: None when nothing is
+    found (instead of the error). For ``provider="codecommit"`` a token holding
+    ``AWS_CREDENTIALS`` JSON becomes `CodeCommitCredentials` (region: the JSON's ``REGION``, else
+    ``AWS_REGION`` / ``AWS_DEFAULT_REGION``).
     """
-    ref = ref.strip()
+    found = _load(ref.strip(), store=store, environ=environ, optional=optional)
+    if provider == "codecommit" and isinstance(found, TokenCredentials):
+        text = reveal(found.token).strip()
+        if text.startswith("{"):
+            return _aws_json(text, found.name, environ)
+    return found
+
+
+def _load(
+    ref: str, *, store: SecretStore | None, environ: Mapping[str, str], optional: bool
+) -> GitCredentials | None:
     template = template_ref(ref)
+    if template is None and template_refs(ref):
+        return _composite(ref, store=store, environ=environ, optional=optional)
     name = template.name if template is not None else ref
     if template is not None and template.kind in ("secret", "env") and name in environ:
         return TokenCredentials(token=Secret(environ[name], name=name), name=ref)
@@ -335,9 +387,63 @@ def load_credentials(
                 return TokenCredentials(token=Secret(value, name=name), name=ref)
     if (template is None or template.kind != "block") and name in environ:
         return TokenCredentials(token=Secret(environ[name], name=name), name=ref)
+    if optional:
+        return None
     where = "" if store is not None else " (no secret store was given to look in)"
     raise ConfigError(
         f"no credentials or secret named {name!r}{where}",
         hint=f"create them with `conveyor credentials create <provider> {name}` "
         f"or `conveyor secret set {name}`",
     )
+
+
+def _composite(
+    ref: str, *, store: SecretStore | None, environ: Mapping[str, str], optional: bool
+) -> GitCredentials | None:
+    """``${USER}:${PASSWORD}``: a ``user:token`` made of templates (environment, then store)."""
+    if optional:
+        for part in template_refs(ref):
+            found = part.name in environ or (
+                part.kind == "secret" and store is not None and store.get_secret(part.name)
+            )
+            if not found:
+                return None
+    value = resolve_templates(ref, store=store, environ=environ, kinds={"secret", "env"})
+    return TokenCredentials(token=Secret(reveal(value)), name=ref)
+
+
+def _aws_json(text: str, name: str | None, environ: Mapping[str, str]) -> CodeCommitCredentials:
+    """CodeCommit credentials from the first generation's ``AWS_CREDENTIALS`` JSON."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not data.get("ACCESS_KEY"):
+        raise ConfigError(
+            f"secret {name!r} is not AWS credentials",
+            hint='store {"ACCESS_KEY": "...", "SECRET_ACCESS_KEY": "..."} (AWS_CREDENTIALS)',
+        )
+    return CodeCommitCredentials(
+        aws_access_key_id=str(data["ACCESS_KEY"]),
+        aws_secret_access_key=str(data.get("SECRET_ACCESS_KEY") or ""),
+        aws_session_token=data.get("SESSION_TOKEN") or None,
+        region=data.get("REGION") or _region(environ),
+    )
+
+
+def _region(environ: Mapping[str, str]) -> str | None:
+    return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
+
+
+def ambient_credentials(provider: str | None, environ: Mapping[str, str]) -> GitCredentials | None:
+    """Credentials the environment gives without being named: CodeCommit's ``AWS_*``."""
+    if provider == "codecommit" and environ.get("AWS_ACCESS_KEY_ID"):
+        return CodeCommitCredentials(
+            aws_access_key_id=environ["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            aws_session_token=environ.get("AWS_SESSION_TOKEN") or None,
+            region=_region(environ),
+        )
+    return None

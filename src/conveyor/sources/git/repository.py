@@ -61,6 +61,7 @@ from conveyor.sources.git._validate import (
 from conveyor.sources.git.credentials import (
     PROVIDERS,
     GitCredentials,
+    ambient_credentials,
     load_credentials,
     provider_fits,
 )
@@ -98,6 +99,7 @@ class GitRepository(Source):
         directories: Sequence[str] | None = None,
         provider: str | None = None,
         follow_ref: bool = False,
+        credentials_optional: bool = False,
     ) -> None:
         self.url = clean_url(url)
         if branch is not None and commit_sha is not None:
@@ -123,6 +125,9 @@ class GitRepository(Source):
         self.directories = check_directories(directories)
         self.provider = provider
         self.follow_ref = bool(follow_ref)
+        self.credentials_optional = bool(credentials_optional) and isinstance(credentials, str)
+        """A named credentials that may be missing: the repository is then read without them
+        (a public repository), or with `ambient_credentials` (CodeCommit's ``AWS_*``)."""
 
     # -- identity and specs ------------------------------------------------------------------------
 
@@ -150,6 +155,7 @@ class GitRepository(Source):
             "provider": self.provider,
             "follow_ref": self.follow_ref or None,
             "credentials": self.credentials_name,
+            "credentials_optional": self.credentials_optional or None,
         }
         spec.update({k: v for k, v in optional.items() if v is not None})
         return spec
@@ -182,6 +188,7 @@ class GitRepository(Source):
             self.provider,
             self.follow_ref,
             creds if not isinstance(creds, str) else creds.strip(),
+            self.credentials_optional,
         )
 
     # -- credentials -------------------------------------------------------------------------------
@@ -191,7 +198,18 @@ class GitRepository(Source):
             return None
         creds = self.credentials
         if not isinstance(creds, GitCredentials):
-            creds = load_credentials(creds, store=ctx.secrets, environ=ctx.environ)
+            found = load_credentials(
+                creds,
+                store=ctx.secrets,
+                environ=ctx.environ,
+                optional=self.credentials_optional,
+                provider=self.provider,
+            )
+            if found is None:
+                found = ambient_credentials(self.provider, ctx.environ)
+                if found is None:
+                    return None
+            creds = found
         if not provider_fits(creds.provider, self.provider):
             raise ConfigError(f"{creds.type} credentials do not fit provider {self.provider!r}")
         return creds.git_auth(url, provider=self.provider)

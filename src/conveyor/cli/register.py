@@ -1,0 +1,78 @@
+"""`conveyor register`: register the flows of a script or module, the first generation's way.
+
+```
+conveyor register --path flows.py [--path more.py] [--module pkg.flows] [-l LABEL ...]
+                  [--project NAME] [--pool POOL] [--name FLOW ...]
+```
+
+Each file is run as a script (its module-level ``flow.register()`` and ``storage.build()`` do
+nothing while it is loaded); every flow it defines is registered as the deployment
+``<flow>/<project or "default">`` with the labels given (`conveyor.storage.register_flows`).
+Flows without storage are stored as the script itself (``Local(path=..., stored_as_script=True)``,
+labelled with this host's name); a module's, as that module (``Module``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from conveyor.cli._common import client, console, err_console, load_settings
+from conveyor.errors import ConfigError
+
+__all__ = ["register"]
+
+
+def _note(message: str) -> None:
+    err_console.print(f"note: {message}", highlight=False, markup=False)
+
+
+def register_command(
+    path: list[Path] = typer.Option([], "--path", "-p", help="A flow script (repeatable)."),
+    module: list[str] = typer.Option([], "--module", "-m", help="A flow module (repeatable)."),
+    label: list[str] = typer.Option([], "--label", "-l", help="Label (repeatable)."),
+    project: str | None = typer.Option(
+        None, "--project", help='Project: the deployment name (default "default").'
+    ),
+    pool: str = typer.Option("default", "--pool", help="Work pool the runs go to."),
+    name: list[str] = typer.Option([], "--name", "-n", help="Only the flows of this name."),
+) -> None:
+    """Register every flow of the scripts and modules given (deployment FLOW/PROJECT)."""
+    from conveyor.storage._register import (
+        load_flows_from_module,
+        load_flows_from_script,
+        register_flows,
+    )
+
+    if not path and not module:
+        raise ConfigError("nothing to register", hint="pass --path flows.py or --module pkg.mod")
+    settings = load_settings()
+    groups = [load_flows_from_script(str(p)) for p in path]
+    groups += [load_flows_from_module(m) for m in module]
+    count = 0
+    with client(settings) as api:
+        for flows, namespace in groups:
+            chosen = [f for f in flows if not name or f.name in name]
+            for deployment in register_flows(
+                chosen,
+                project_name=project,
+                labels=label,
+                work_pool=pool,
+                settings=settings,
+                client=api,
+                notify=_note,
+                namespace=namespace,
+            ):
+                count += 1
+                console.print(
+                    f"registered {deployment.flow_name}/{deployment.name} version "
+                    f"{deployment.version} (revision {deployment.revision})"
+                )
+    if count == 0:
+        raise ConfigError("no flows found to register", hint="define a Flow at the top level")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command("register")(register_command)
