@@ -50,6 +50,7 @@ CREDENTIAL_TYPES: Registry[type[Credentials]] = Registry(
         "codecommit": Entry(f"{_GIT}:CodeCommitCredentials"),
         "token": Entry(f"{_GIT}:TokenCredentials"),
         "ssh": Entry(f"{_GIT}:SSHCredentials"),
+        "docker": Entry("conveyor.sources.oci.credentials:DockerRegistryCredentials"),
     },
 )
 """``type`` → credentials class."""

@@ -39,6 +39,7 @@ SOURCES: Registry[type[Source]] = Registry(
         "local": Entry("conveyor.sources.local:LocalSource"),
         "store": Entry("conveyor.sources.store:BundleStore"),
         "git": Entry("conveyor.sources.git.repository:GitRepository"),
+        "oci": Entry("conveyor.sources.oci.source:ImageSource"),
     },
 )
 
@@ -50,6 +51,8 @@ SCHEMES: dict[str, str] = {
     "git+https": "git",
     "git+http": "git",
     "git+file": "git",
+    "oci": "oci",
+    "docker": "oci",
 }
 """URL scheme → source kind (``https`` is handled by `source_from_url`: git when it ends in
 ``.git``)."""
