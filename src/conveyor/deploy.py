@@ -45,6 +45,7 @@ from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
+    from conveyor.docker import DockerImage
     from conveyor.schemas import Deployment
     from conveyor.settings import Settings
     from conveyor.sources.base import FetchContext, Source
@@ -90,10 +91,16 @@ class DeployableFlow:
         settings: Settings | None = None,
         client: ConveyorClient | None = None,
         notify: Callable[[str], None] | None = None,
+        image: str | DockerImage | None = None,
+        build: bool = True,
+        push: bool = True,
     ) -> Deployment:
         """Create or update deployment ``name`` of this flow; returns it (with its revision).
 
         ``notify`` receives notes worth telling the person deploying (default: a log warning).
+        ``image`` bakes the code into a Docker/OCI image (``build``; ``push`` to its registry,
+        else kept on this machine) and pins the deployment to its digest; with ``build=False``
+        it is only the image container pools run (see `conveyor.docker._deploy`).
         """
         _check_name(name)
         check_parameters(parameters or {}, what="default parameter")
@@ -117,8 +124,14 @@ class DeployableFlow:
                     settings=settings,
                     client=own,
                     notify=notify,
+                    image=image,
+                    build=build,
+                    push=push,
                 )
-        return _Deploy(self, settings, client, notify or _warn).run(
+        runner = _Deploy(
+            self, settings, client, notify or _warn, image=image, build=build, push=push
+        )
+        return runner.run(
             name,
             work_pool=work_pool,
             parameters=dict(parameters or {}),
@@ -139,6 +152,10 @@ class _Deploy:
         settings: Settings,
         client: ConveyorClient,
         notify: Callable[[str], None],
+        *,
+        image: str | DockerImage | None = None,
+        build: bool = True,
+        push: bool = True,
     ) -> None:
         from conveyor.connect import fetch_context
 
@@ -148,6 +165,9 @@ class _Deploy:
         self.client = client
         self.notify = notify
         self.ctx: FetchContext = fetch_context(settings, client)
+        self.image = image
+        self.build = build
+        self.push = push
 
     def run(
         self,
@@ -166,6 +186,11 @@ class _Deploy:
 
         _check_name(name)
         check_steps(pull_steps, section="pull")
+        if follow_ref and self.image is not None and self.build:
+            raise ConfigError(
+                "follow_ref cannot be used with an image build: the image pins one version",
+                hint="deploy with build=False to use the image only as the runtime",
+            )
         if follow_ref and not self.source.supports_versioning:
             raise ConfigError(
                 f"follow_ref needs a source with a moving ref; {self.source.describe()} is "
@@ -177,7 +202,24 @@ class _Deploy:
             root = _working_dir(tree, pull_steps)
             info = Preflight(root, self.flow.entrypoint).start().result()
             _check_parameters(info, parameters)
-            source_spec, labels = self._pin(tree, version)
+            if self.image is not None and self.build:
+                from conveyor.docker._deploy import bake
+
+                baked = bake(
+                    self.image,
+                    tree,
+                    push=self.push,
+                    settings=self.settings,
+                    ctx=self.ctx,
+                    notify=self.notify,
+                )
+                source_spec, labels, version = baked.spec, baked.labels, baked.version
+                job_variables = {"image": baked.image, **job_variables}
+            else:
+                source_spec, labels = self._pin(tree, version)
+        if self.image is not None and not self.build:
+            shown = self.image if isinstance(self.image, str) else str(self.image.ref)
+            job_variables = {"image": shown, **job_variables}
         if labels:
             existing = job_variables.get("labels")
             merged = [*(existing if isinstance(existing, list) else []), *labels]
