@@ -22,11 +22,14 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "conveyor.errors",
     "ConveyorClient": "conveyor.client",
     "ConveyorError": "conveyor.errors",
+    "DockerImage": "conveyor.docker",
+    "DockerRegistryCredentials": "conveyor.sources.oci.credentials",
     "Flow": "conveyor.flows",
     "FlowLoadError": "conveyor.errors",
     "GitHubCredentials": "conveyor.sources.git.credentials",
     "GitLabCredentials": "conveyor.sources.git.credentials",
     "GitRepository": "conveyor.sources.git.repository",
+    "ImageSource": "conveyor.sources.oci.source",
     "IntegrityError": "conveyor.errors",
     "LocalSource": "conveyor.sources.local",
     "LocalStoreSource": "conveyor.sources.store",
@@ -53,6 +56,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor._loading import load_flow as load_flow
     from conveyor.cache import CodeCache as CodeCache
     from conveyor.client import ConveyorClient as ConveyorClient
+    from conveyor.docker import DockerImage as DockerImage
     from conveyor.errors import ApiError as ApiError
     from conveyor.errors import AuthenticationError as AuthenticationError
     from conveyor.errors import BundleError as BundleError
@@ -81,6 +85,10 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor.sources.git.credentials import SSHCredentials as SSHCredentials
     from conveyor.sources.git.repository import GitRepository as GitRepository
     from conveyor.sources.local import LocalSource as LocalSource
+    from conveyor.sources.oci.credentials import (
+        DockerRegistryCredentials as DockerRegistryCredentials,
+    )
+    from conveyor.sources.oci.source import ImageSource as ImageSource
     from conveyor.sources.store import LocalStoreSource as LocalStoreSource
 
 

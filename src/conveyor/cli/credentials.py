@@ -8,6 +8,7 @@ printf %s "$APP_PW" | conveyor credentials create bitbucket bb --username U --ap
 printf '%s\\n%s' "$SECRET" "$SESSION" | conveyor credentials create codecommit cc \\
     --access-key-id AKIA... [--region eu-west-1]
 conveyor credentials create ssh deploy-key --known-hosts known_hosts < ~/.ssh/id_ed25519
+printf %s "$REGISTRY_PASSWORD" | conveyor credentials create docker ghcr --username U --registry ghcr.io
 ```
 
 Secrets are read from stdin (a hidden prompt on a terminal), never from the command line, so
@@ -29,7 +30,7 @@ __all__ = ["register"]
 
 credentials_app = typer.Typer(
     name="credentials",
-    help="Git credentials, stored encrypted on the server and named by deployments.",
+    help="Git and registry credentials, stored encrypted on the server and named by deployments.",
     no_args_is_help=True,
 )
 
@@ -40,6 +41,7 @@ class Provider(StrEnum):
     bitbucket = "bitbucket"
     codecommit = "codecommit"
     ssh = "ssh"
+    docker = "docker"
 
 
 def register(app: typer.Typer) -> None:
@@ -67,7 +69,9 @@ def _read_stdin(what: str, *, multiline: bool = False) -> str:
 
 @credentials_app.command("create")
 def create(
-    provider: Provider = typer.Argument(..., help="github, gitlab, bitbucket, codecommit or ssh"),
+    provider: Provider = typer.Argument(
+        ..., help="github, gitlab, bitbucket, codecommit, ssh or docker"
+    ),
     name: str = typer.Argument(..., help="Name deployments use: --credentials NAME."),
     username: str | None = typer.Option(
         None, "--username", help="GitLab deploy-token user, Bitbucket user (app password/Server)."
@@ -89,6 +93,9 @@ def create(
     accept_new_host_keys: bool = typer.Option(
         False, "--accept-new-host-keys", help="SSH: trust a host key seen for the first time."
     ),
+    registry: str | None = typer.Option(
+        None, "--registry", help="Docker: the registry host (ghcr.io, 127.0.0.1:5000)."
+    ),
 ) -> None:
     """Store credentials under NAME; the secret part is read from stdin."""
     from conveyor.credentials import credentials_secret_name
@@ -100,10 +107,21 @@ def create(
         GitLabCredentials,
         SSHCredentials,
     )
+    from conveyor.sources.oci.credentials import DockerRegistryCredentials
 
     credentials_secret_name(name)  # validate before reading any secret
-    creds: GitCredentials
-    if provider is Provider.github:
+    creds: GitCredentials | DockerRegistryCredentials
+    if provider is Provider.docker:
+        if not username or not registry:
+            raise ConfigError(
+                "docker credentials need --username and --registry",
+                hint='printf %s "$PASSWORD" | conveyor credentials create docker NAME '
+                "--username U --registry ghcr.io",
+            )
+        creds = DockerRegistryCredentials(
+            username=username, password=_read_stdin("password"), registry_url=registry
+        )
+    elif provider is Provider.github:
         creds = GitHubCredentials(token=_read_stdin("token"))
     elif provider is Provider.gitlab:
         creds = GitLabCredentials(token=_read_stdin("token"), username=username, url=url)

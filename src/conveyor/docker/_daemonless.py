@@ -281,7 +281,7 @@ def _copy_base_blob(
                 out.write(chunk)
         got, _ = sha256_file(path)
         assert got == blob  # the stream verified it already
-        client.push_blob(repository, blob, size, path.open)  # type: ignore[arg-type]
+        client.push_blob(repository, blob, size, lambda: path.open("rb"))
 
 
 def _missing_base(blob: str, target: ImageRef) -> Exception:

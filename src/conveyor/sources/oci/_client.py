@@ -185,6 +185,9 @@ class RegistryClient:
                 _drain(response)
                 self._authenticate(response, scope)
                 response = self._once(method, target, scope, headers, content, stream)
+                if response.status_code == 401 and self.login is not None:
+                    _drain(response)
+                    raise self._rejected()
             if response.status_code in _RETRY_STATUS:
                 _drain(response)
                 raise _Retryable(
