@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.docker import BuiltImage, DockerImage, ImageContext
-from fixtures.registry import (  # noqa: F401 - session fixtures used by the tests here
+from fixtures.registry import (  # noqa: F401, F811 - session fixtures used by the tests here
     BASE_REPOSITORY,
     BASE_TAG,
     Registry,
@@ -34,7 +34,7 @@ def image_ctx(tmp_path: Path, isolate: Path) -> ImageContext:
 
 
 @pytest.fixture
-def build_image(registry: Registry, image_ctx: ImageContext) -> Builder:
+def build_image(registry: Registry, image_ctx: ImageContext) -> Builder:  # noqa: F811
     """``build_image(tree, push=True, name=None, **kw)``: build (and push) on the seeded base."""
 
     def build(

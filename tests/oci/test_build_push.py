@@ -125,7 +125,11 @@ def test_a_custom_dockerfile_sets_the_config(
 ) -> None:
     tree = write_known_tree(tmp_path / "tree")
     (tree / "Dockerfile").write_text(
-        f'FROM {base_of(registry)}\nENV MODE=prod \\\n    DEBUG=0\nLABEL team=data\nCOPY . /app\nCMD ["python", "-m", "flows"]\n'
+        f"FROM {base_of(registry)}\n"
+        "ENV MODE=prod \\\n    DEBUG=0\n"
+        "LABEL team=data\n"
+        "COPY . /app\n"
+        'CMD ["python", "-m", "flows"]\n'
     )
     image = DockerImage(f"{registry.host}/flows/custom:v1", dockerfile="Dockerfile")
     pushed = image.push(image.build(tree, image_ctx), image_ctx)

@@ -8,7 +8,7 @@ printf %s "$APP_PW" | conveyor credentials create bitbucket bb --username U --ap
 printf '%s\\n%s' "$SECRET" "$SESSION" | conveyor credentials create codecommit cc \\
     --access-key-id AKIA... [--region eu-west-1]
 conveyor credentials create ssh deploy-key --known-hosts known_hosts < ~/.ssh/id_ed25519
-printf %s "$REGISTRY_PASSWORD" | conveyor credentials create docker ghcr --username U --registry ghcr.io
+printf %s "$PASSWORD" | conveyor credentials create docker ghcr --username U --registry ghcr.io
 ```
 
 Secrets are read from stdin (a hidden prompt on a terminal), never from the command line, so
