@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.docker import BuiltImage, DockerImage, ImageContext
-from fixtures.registry import (  # noqa: F401, F811 - session fixtures used by the tests here
+from fixtures.registry import (  # noqa: F401 - session fixtures used by the tests here
     BASE_REPOSITORY,
     BASE_TAG,
     Registry,
