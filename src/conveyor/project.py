@@ -2,6 +2,8 @@
 
 ```yaml
 name: analytics                      # optional
+build: []                            # deploy-time steps: build_docker_image, ...
+push: []                             # deploy-time steps: push_docker_image, ...
 pull:                                # where the code lives (one step names it)
   - git_clone:
       repository: https://github.com/org/flows.git
@@ -68,6 +70,8 @@ class _Deployment(BaseModel):
     version: str | None = None
     follow_ref: bool = False
     pull: list[dict[str, Any]] | None = None
+    build: list[dict[str, Any]] | None = None
+    push: list[dict[str, Any]] | None = None
 
 
 class _File(BaseModel):
@@ -75,6 +79,8 @@ class _File(BaseModel):
     name: str | None = None
     prefect_version: str | None = Field(default=None, alias="prefect-version")
     pull: list[dict[str, Any]] = Field(default_factory=list)
+    build: list[dict[str, Any]] = Field(default_factory=list)
+    push: list[dict[str, Any]] = Field(default_factory=list)
     deployments: list[_Deployment] = Field(default_factory=list)
 
 
@@ -91,6 +97,8 @@ class ProjectDeployment:
     description: str | None = None
     follow_ref: bool = False
     pull: tuple[Mapping[str, Any], ...] | None = None
+    build: tuple[Mapping[str, Any], ...] | None = None
+    push: tuple[Mapping[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,18 @@ class Project:
     name: str | None
     pull: tuple[Mapping[str, Any], ...]
     deployments: tuple[ProjectDeployment, ...]
+    build: tuple[Mapping[str, Any], ...] = ()
+    push: tuple[Mapping[str, Any], ...] = ()
+
+    def build_steps(self, deployment: ProjectDeployment | None = None) -> list[dict[str, Any]]:
+        """The build steps of ``deployment`` (its own, else the project's)."""
+        steps = deployment.build if deployment and deployment.build is not None else self.build
+        return [dict(step) for step in steps]
+
+    def push_steps(self, deployment: ProjectDeployment | None = None) -> list[dict[str, Any]]:
+        """The push steps of ``deployment`` (its own, else the project's)."""
+        steps = deployment.push if deployment and deployment.push is not None else self.push
+        return [dict(step) for step in steps]
 
     def pull_steps(self, deployment: ProjectDeployment | None = None) -> list[dict[str, Any]]:
         """The pull steps of ``deployment`` (its own, else the project's)."""
@@ -176,6 +196,8 @@ def load_project(path: Path | str = ".") -> Project:
         name=parsed.name,
         pull=tuple(parsed.pull),
         deployments=tuple(_deployment(d) for d in parsed.deployments),
+        build=tuple(parsed.build),
+        push=tuple(parsed.push),
     )
 
 
@@ -194,6 +216,8 @@ def _deployment(d: _Deployment) -> ProjectDeployment:
         description=d.description,
         follow_ref=d.follow_ref,
         pull=tuple(d.pull) if d.pull is not None else None,
+        build=tuple(d.build) if d.build is not None else None,
+        push=tuple(d.push) if d.push is not None else None,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -84,6 +85,15 @@ def deploy(
     follow_ref: bool = typer.Option(
         False, "--follow-ref", help="Run the ref's latest version instead of the pinned one."
     ),
+    image: str | None = typer.Option(
+        None, "--image", help="Bake the code into this image (registry/name:tag) and pin it."
+    ),
+    no_push: bool = typer.Option(
+        False, "--no-push", help="With --image: keep the image on this machine."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would be deployed (and the Dockerfile); store nothing."
+    ),
 ) -> None:
     """Deploy flows: pin their code version, check that they load, store the deployments.
 
@@ -137,6 +147,18 @@ def deploy(
     del deploy_all  # deploying everything is what no --name means
     settings = load_settings()
     for flow_entrypoint, deployment_name, entry in targets:
+        build_steps = project.build_steps(entry) if project is not None else []
+        push_steps = project.push_steps(entry) if project is not None else []
+        folder = project.path.parent if project is not None and source is None else None
+        if dry_run:
+            _print_plan(
+                deployment_name,
+                flow_entrypoint,
+                folder=folder or Path(source or "."),
+                image=image,
+                build_steps=build_steps,
+            )
+            continue
         keywords: dict[str, Any] = {
             "work_pool": pool or "default",
             "parameters": parameters,
@@ -156,12 +178,87 @@ def deploy(
                 follow_ref=follow_ref,
                 description=description,
             )
+        if (build_steps or push_steps) and folder is not None:
+            chosen, keywords = _run_project_steps(
+                settings, build_steps, push_steps, folder, chosen, keywords
+            )
         deployable = from_source(chosen, flow_entrypoint, **options)
-        deployment = deployable.deploy(deployment_name, **keywords, settings=settings, notify=_note)
+        deployment = deployable.deploy(
+            deployment_name,
+            **keywords,
+            settings=settings,
+            notify=_note,
+            image=image,
+            push=not no_push,
+        )
         console.print(
             f"deployment {deployment.flow_name}/{deployment.name} "
             f"version {deployment.version} (revision {deployment.revision})"
         )
+
+
+def _run_project_steps(
+    settings: Any,
+    build_steps: list[dict[str, Any]],
+    push_steps: list[dict[str, Any]],
+    folder: Path,
+    chosen: Any,
+    keywords: dict[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """Run conveyor.yaml's build and push steps; an image they made becomes the source, and
+    their outputs fill ``{{ step.key }}`` templates in the job variables."""
+    from conveyor.connect import connect
+    from conveyor.docker.steps import run_deploy_steps
+    from conveyor.secrets import resolve_templates
+    from conveyor.sources import source_from_spec
+
+    with connect(settings) as api:
+        outputs = run_deploy_steps(
+            build_steps,
+            push_steps,
+            directory=folder,
+            secrets=api,
+            log=lambda line, _stream: err_console.print(line, highlight=False, markup=False),
+        )
+    spec = outputs.get("source")
+    if isinstance(spec, dict):
+        chosen = source_from_spec(spec)
+    variables = keywords.get("job_variables") or {}
+    keywords = {
+        **keywords,
+        "job_variables": resolve_templates(variables, outputs=outputs, kinds={"output"}),
+    }
+    return chosen, keywords
+
+
+def _print_plan(
+    name: str,
+    entrypoint: str,
+    *,
+    folder: Path,
+    image: str | None,
+    build_steps: list[dict[str, Any]],
+) -> None:
+    """``--dry-run``: what would be deployed, and the Dockerfile of an image build."""
+    from conveyor.docker import DockerImage
+    from conveyor.steps import parse_step
+
+    console.print(f"# deployment {name} ({entrypoint}) from {folder.resolve()}", markup=False)
+    docker_image: DockerImage | None = DockerImage(image) if image else None
+    for step in build_steps:
+        step_name, arguments, _ = parse_step(step)
+        if step_name == "build_docker_image":
+            docker_image = DockerImage(
+                str(arguments.get("image_name")),
+                tag=arguments.get("tag"),
+                dockerfile=str(arguments.get("dockerfile", "Dockerfile")),
+                base_image=arguments.get("base_image"),
+            )
+    if docker_image is None:
+        console.print("# no image build: the code is stored as a bundle", markup=False)
+        return
+    console.print(f"# image {docker_image.ref}", markup=False)
+    console.print(docker_image.dockerfile_text(folder), markup=False, highlight=False, end="")
 
 
 def _note(message: str) -> None:

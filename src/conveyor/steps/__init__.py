@@ -90,6 +90,12 @@ STEPS: Registry[StepSpec | Callable[..., Any]] = Registry(
         ),
         "set_working_directory": Entry(StepSpec(f"{_BUILTIN}:set_working_directory")),
         "run_shell_script": Entry(StepSpec(f"{_BUILTIN}:run_shell_script")),
+        "build_docker_image": Entry(
+            StepSpec("conveyor.docker.steps:build_docker_image", sections=("build",))
+        ),
+        "push_docker_image": Entry(
+            StepSpec("conveyor.docker.steps:push_docker_image", sections=("push",))
+        ),
     },
 )
 """Step name → `StepSpec` (built-ins) or the step function itself (plug-ins)."""
@@ -100,6 +106,7 @@ _PREFIXES = (
     "prefect.deployments.steps.",
     "prefect.deployments.steps.pull.",
     "prefect.deployments.steps.utility.",
+    "prefect_docker.deployments.steps.",
 )
 
 
