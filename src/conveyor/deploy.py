@@ -224,6 +224,7 @@ class _Deploy:
             existing = job_variables.get("labels")
             merged = [*(existing if isinstance(existing, list) else []), *labels]
             job_variables = {**job_variables, "labels": sorted(set(merged))}
+        _check_server(self.client, work_pool, job_variables)
         request = DeploymentCreate(
             flow_name=info.flow_name,
             name=name,
@@ -382,14 +383,22 @@ def _working_dir(tree: Path, pull_steps: Sequence[Mapping[str, Any]]) -> Path:
     return root
 
 
-def _check_server(client: ConveyorClient, work_pool: str) -> None:
-    """The server answers (with our key) and has the work pool."""
-    pools = {pool.name for pool in client.list_pools()}
+def _check_server(
+    client: ConveyorClient, work_pool: str, job_variables: Mapping[str, Any] | None = None
+) -> None:
+    """The server answers (with our key) and has the work pool; the job variables fit the
+    pool's base job template (its JSON schema)."""
+    pools = {pool.name: pool for pool in client.list_pools()}
     if work_pool not in pools:
         raise ConfigError(
             f"work pool {work_pool!r} does not exist",
             hint=f"create it with `conveyor pool create {work_pool}`",
         )
+    template = pools[work_pool].base_job_template
+    if job_variables is not None and template:
+        from conveyor._jobs import check_job_variables
+
+        check_job_variables(template, job_variables)
 
 
 def _check_name(name: str) -> None:

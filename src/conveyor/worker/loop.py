@@ -371,9 +371,11 @@ def _executor_for(
         from conveyor.worker.executors.local import InProcessExecutor
 
         return InProcessExecutor(cache=cache, work_dir=work_dir, secrets=client)
-    return EXECUTORS.get(pool.type).for_worker(
+    executor = EXECUTORS.get(pool.type).for_worker(
         cache=cache, work_dir=work_dir, secrets=client, settings=settings
     )
+    executor.configure_pool(pool)
+    return executor
 
 
 def _cache_figures(cache: CodeCache) -> dict[str, int] | None:

@@ -35,6 +35,7 @@ from conveyor.worker.logs import RunLogs
 
 if TYPE_CHECKING:
     from conveyor.cache import CodeCache
+    from conveyor.schemas import Pool
     from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
 
@@ -161,6 +162,9 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: most executors keep nothing
         """Release what the executor keeps between runs."""
+
+    def configure_pool(self, pool: Pool) -> None:  # noqa: B027 - optional
+        """Take the pool's settings (its base job template) before the first run."""
 
     @classmethod
     def for_worker(
