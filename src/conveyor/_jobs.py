@@ -215,8 +215,10 @@ def check_template(template: Any) -> dict[str, Any]:
     return {"job_configuration": dict(configuration), "variables": dict(variables)}
 
 
-def check_job_variables(template: Mapping[str, Any], job_variables: Mapping[str, Any]) -> dict[str, Any]:
-    """``job_variables`` with the schema's defaults filled in; `ConfigError` when they do not fit."""
+def check_job_variables(
+    template: Mapping[str, Any], job_variables: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``job_variables`` with the schema defaults filled in; `ConfigError` if they do not fit."""
     from jsonschema import Draft202012Validator
 
     schema = template.get("variables") or _variables({})
