@@ -38,7 +38,7 @@ from conveyor.sources.oci._image import (
     image_manifest,
     parse_json,
 )
-from conveyor.sources.oci._layer import write_code_layer
+from conveyor.sources.oci._layer import LayerInfo, write_code_layer
 from conveyor.sources.oci._layout import ImageLayout, sha256_file
 from conveyor.sources.oci._reference import ImageRef, parse_reference
 
@@ -142,18 +142,7 @@ def build(
         )
         config_digest = str((base_manifest.get("config") or {}).get("digest"))
         base_config = parse_json(reader.blob(config_digest), f"config of {base_ref}")
-    layout.root.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=layout.root, prefix=".layer-", delete=False) as out:
-        temp = Path(out.name)
-        try:
-            info = write_code_layer(tree, out, code_dir=plan.code_dir)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-    try:
-        layout.put_file(temp, info.digest)
-    finally:
-        temp.unlink(missing_ok=True)
+    info = _code_layer(tree, plan.code_dir, layout)
     config_bytes = _config(base_config, plan, info.diff_id, info.bundle_version)
     config_digest = layout.put_bytes(config_bytes)
     layers = [
@@ -194,6 +183,43 @@ def build(
         info.size,
     )
     return Built(target, digest, info.bundle_version, info.digest, info.size)
+
+
+def _code_layer(tree: Path, code_dir: str, layout: ImageLayout) -> LayerInfo:
+    """The code layer of ``tree`` in ``layout``: written once per bundle version and code
+    directory (remembered in ``layers.json``), so an unchanged tree is not compressed again."""
+    from conveyor._fs import atomic_write
+    from conveyor.bundles import build_manifest
+
+    manifest = build_manifest(tree)
+    key = f"{manifest.version} {code_dir}"
+    memo_path = layout.root / "conveyor-layers.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    known = memo.get(key) if isinstance(memo, dict) else None
+    if isinstance(known, dict) and layout.has_blob(str(known.get("digest"))):
+        return LayerInfo(
+            known["digest"], known["diff_id"], known["size"], manifest.version, manifest.file_count
+        )
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=layout.root, prefix=".layer-", delete=False) as out:
+        temp = Path(out.name)
+        try:
+            info = write_code_layer(tree, out, code_dir=code_dir, manifest=manifest)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+    try:
+        layout.put_file(temp, info.digest)
+    finally:
+        temp.unlink(missing_ok=True)
+    memo = memo if isinstance(memo, dict) else {}
+    memo[key] = {"digest": info.digest, "diff_id": info.diff_id, "size": info.size}
+    with atomic_write(memo_path) as fh:
+        fh.write(json.dumps(memo, sort_keys=True).encode())
+    return info
 
 
 def _resolve(reader: Any, ref: ImageRef) -> str:
