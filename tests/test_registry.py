@@ -78,7 +78,7 @@ def install_plugin(
 def test_every_family_uses_the_one_registry() -> None:
     for family in (SOURCES, STEPS, EXECUTORS, RESULT_STORES):
         assert isinstance(family, Registry)
-    assert SOURCES.names() == ["git", "local", "store"]
+    assert SOURCES.names() == ["git", "local", "oci", "store"]
     assert "process" in EXECUTORS
     assert {"git_clone", "set_working_directory", "run_shell_script"} <= set(STEPS.names())
     assert "local" in RESULT_STORES

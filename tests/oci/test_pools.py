@@ -287,3 +287,22 @@ def test_engine_build_push_and_fetch(tmp_path: Path, registry: Registry) -> None
     source.fetch(pushed.digest or "", dest)
     source.verify(pushed.digest or "", dest)
     assert snapshot(dest, skip=(".conveyor",)) == snapshot(tree)
+
+
+def test_a_worker_on_a_container_pool_takes_the_pool_template(
+    tmp_path: Path, settings: Settings, client: ConveyorClient
+) -> None:
+    from conveyor.worker.executors.containers import DockerExecutor, KubernetesExecutor
+    from conveyor.worker.loop import Worker
+    from conveyor.worker.options import WorkerOptions
+
+    template = default_template("docker")
+    template["variables"]["properties"]["image"]["default"] = "reg.example/own:1"
+    client.create_pool("own-docker", type="docker", base_job_template=template)
+    client.create_pool("kube", type="kubernetes")
+    docker_worker = Worker.from_settings(settings, client, WorkerOptions(pool="own-docker"))
+    kube_worker = Worker.from_settings(settings, client, WorkerOptions(pool="kube"))
+    docker_executor = docker_worker.handler.executor
+    assert isinstance(docker_executor, DockerExecutor)
+    assert docker_executor.template == template
+    assert isinstance(kube_worker.handler.executor, KubernetesExecutor)

@@ -52,6 +52,7 @@ def test_basic_auth_with_saved_credentials_end_to_end_and_the_password_goes_nowh
     tmp_path: Path,
     isolate: Path,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     # Given credentials saved with the command line (the password on stdin only)
@@ -77,7 +78,16 @@ def test_basic_auth_with_saved_credentials_end_to_end_and_the_password_goes_nowh
     )
     assert done.returncode == 0, done.stderr
     assert PASSWORD not in done.stdout + done.stderr
-    # When a flow is deployed into that registry and run by a cold worker
+    # When a flow is deployed into that registry and run by a cold worker (recording the argv
+    # and environment of every process started meanwhile)
+    started: list[str] = []
+    real_popen = subprocess.Popen
+
+    def recording(args, *rest, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(json.dumps([list(map(str, args)), dict(kwargs.get("env") or {})]))
+        return real_popen(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
     project = write_project(tmp_path / "project")
     image = DockerImage(
         f"{basic_registry.host}/flows/private",
@@ -91,9 +101,12 @@ def test_basic_auth_with_saved_credentials_end_to_end_and_the_password_goes_nowh
     assert deployment.source["credentials"] == "reg"
     run = client.create_run("hello", "private", parameters={"name": "Cy"})
     run_worker(settings, client, tmp_path / "worker-cache")
+    monkeypatch.setattr(subprocess, "Popen", real_popen)
     # Then it ran, pulling with the saved login
     finished = client.get_run(run.id)
     assert finished.state is RunState.COMPLETED, finished.error
+    assert started  # the flow's child process at least
+    assert all(PASSWORD not in text for text in started)  # no argv, no child environment
     # And the password is in no log, no file (database, cache, image layout, workspaces)
     secret = PASSWORD.encode()
     assert _files_containing(isolate, secret) == []
