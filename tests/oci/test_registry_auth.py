@@ -207,3 +207,19 @@ def test_bearer_token_flow_push_and_pull_with_a_base_from_another_registry(
     # And anonymous pulls are refused by the token flow
     with pytest.raises(AuthenticationError):
         ImageSource(pushed.image).resolve()
+
+
+def test_the_dashboard_form_makes_loadable_registry_credentials() -> None:
+    from conveyor.credentials import Credentials
+    from conveyor.server.dashboard.secret_kinds import build_value
+
+    name, value = build_value(
+        "docker",
+        "ghcr",
+        {"docker.username": "ci", "docker.password": "pw", "docker.registry_url": "ghcr.io"},
+    )
+    loaded = Credentials.from_data(json.loads(value), name="ghcr")
+    assert name == "credentials.ghcr"
+    assert isinstance(loaded, DockerRegistryCredentials)
+    assert loaded.host == "ghcr.io"
+    assert str(loaded.password) == "****"
