@@ -21,10 +21,7 @@ are `SourceUnavailable`. Registry errors map to `SourceNotFound` (``NAME_UNKNOWN
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,12 +38,18 @@ from conveyor.errors import (
     SourceUnavailable,
     VersionNotFound,
 )
-from conveyor.secrets import reveal
-from conveyor.sources.oci._reference import digest_of, is_loopback
+from conveyor.sources.oci._auth import RegistryAuth
+from conveyor.sources.oci._reference import digest_of
 from conveyor.sources.oci._retry import retry_call
+from conveyor.sources.oci._stream import VerifiedStream
 from conveyor.sources.oci.credentials import Login
 
-__all__ = ["MANIFEST_TYPES", "Fetched", "RegistryClient", "VerifiedStream"]
+__all__ = [
+    "MANIFEST_TYPES",
+    "Fetched",
+    "RegistryClient",
+    "VerifiedStream",
+]  # VerifiedStream: re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,6 @@ MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 CHUNK = 1 << 20
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -73,51 +75,6 @@ class Fetched:
 class _Retryable(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
-
-
-class VerifiedStream:
-    """A blob's body as a file object; at its end the bytes must be ``digest`` (and ``size``)."""
-
-    def __init__(self, chunks: Iterator[bytes], digest: str, size: int | None, where: str) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-        self._hash = hashlib.sha256()
-        self._read = 0
-        self._digest = digest
-        self._size = size
-        self._where = where
-        self._done = False
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._done and (n < 0 or len(self._buffer) < n):
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                self._finish()
-                break
-            except httpx.HTTPError as exc:
-                raise SourceUnavailable(
-                    f"download of {self._where} broke off: {type(exc).__name__}"
-                ) from None
-            self._hash.update(chunk)
-            self._read += len(chunk)
-            if self._size is not None and self._read > self._size:
-                raise IntegrityError(f"blob {self._where} is larger than its descriptor says")
-            self._buffer += chunk
-        if n < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:n], self._buffer[n:]
-        return data
-
-    def _finish(self) -> None:
-        self._done = True
-        actual = "sha256:" + self._hash.hexdigest()
-        if actual != self._digest or (self._size is not None and self._read != self._size):
-            raise IntegrityError(
-                f"blob {self._where} does not match its digest (got {actual[:19]}…)",
-                hint="the registry returned other bytes than the ones pushed; push the image again",
-            )
 
 
 class RegistryClient:
@@ -140,8 +97,7 @@ class RegistryClient:
         self.bytes_uploaded = 0
         self.blobs_uploaded = 0
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
-        self._tokens: dict[str, str] = {}
-        self._basic = False
+        self._auth = RegistryAuth(login, where=self.describe(), http=self._http, attempts=attempts)
 
     def close(self) -> None:
         self._http.close()
@@ -156,15 +112,6 @@ class RegistryClient:
         return urlsplit(self.base_url).netloc
 
     # -- the requests ----------------------------------------------------------------------
-
-    def _headers(self, scope: str) -> dict[str, str]:
-        token = self._tokens.get(scope)
-        if token is not None:
-            return {"Authorization": f"Bearer {token}"}
-        if self._basic and self.login is not None:
-            pair = f"{self.login.username}:{reveal(self.login.password)}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
-        return {}
 
     def _send(
         self,
@@ -183,11 +130,11 @@ class RegistryClient:
             response = self._once(method, target, scope, headers, content, stream)
             if response.status_code == 401:
                 _drain(response)
-                self._authenticate(response, scope)
+                self._auth.negotiate(response, scope)
                 response = self._once(method, target, scope, headers, content, stream)
                 if response.status_code == 401 and self.login is not None:
                     _drain(response)
-                    raise self._rejected()
+                    raise self._auth.rejected()
             if response.status_code in _RETRY_STATUS:
                 _drain(response)
                 raise _Retryable(
@@ -222,88 +169,10 @@ class RegistryClient:
         request = self._http.build_request(
             method,
             url,
-            headers={**(headers or {}), **self._headers(scope)},
+            headers={**(headers or {}), **self._auth.headers(scope)},
             content=content() if content is not None else None,
         )
         return self._http.send(request, stream=stream)
-
-    def _authenticate(self, response: httpx.Response, scope: str) -> None:
-        challenge = response.headers.get("WWW-Authenticate", "")
-        kind = challenge.split(" ", 1)[0].lower()
-        params = dict(_PARAM.findall(challenge))
-        if kind == "basic":
-            if self.login is None:
-                raise AuthenticationError(
-                    f"registry {self.describe()} requires a login",
-                    source=self.describe(),
-                    hint="save credentials with `conveyor credentials create docker NAME "
-                    "--username U --registry HOST` and name them (credentials=NAME)",
-                )
-            if self._basic:
-                raise self._rejected()
-            self._basic = True
-            return
-        if kind != "bearer" or "realm" not in params:
-            raise AuthenticationError(
-                f"registry {self.describe()} asks for an unsupported authentication "
-                f"{kind or 'scheme'}",
-                source=self.describe(),
-            )
-        if scope in self._tokens:  # the token we had was refused
-            del self._tokens[scope]
-        self._tokens[scope] = self._token(params)
-
-    def _token(self, params: dict[str, str]) -> str:
-        realm = params["realm"]
-        parts = urlsplit(realm)
-        if parts.scheme not in ("http", "https"):
-            raise AuthenticationError(f"token realm {realm[:80]!r} is not an http(s) URL")
-        login = self.login
-        if login is not None and parts.scheme == "http" and not is_loopback(parts.netloc):
-            raise AuthenticationError(
-                f"registry {self.describe()} sends logins to a token server over plain HTTP",
-                source=self.describe(),
-                hint="the token server must use HTTPS",
-            )
-        query: list[tuple[str, str]] = []
-        if "service" in params:
-            query.append(("service", params["service"]))
-        for one in params.get("scope", "").split():
-            query.append(("scope", one))
-        url = realm + ("&" if "?" in realm else "?") + urlencode(query)
-        auth = httpx.BasicAuth(login.username, reveal(login.password)) if login else None
-        try:
-            answer = retry_call(
-                lambda: self._http.get(url, auth=auth),
-                retry_on=lambda e: isinstance(e, httpx.TransportError),
-                attempts=self.attempts,
-                what="token request",
-            )
-        except httpx.TransportError as exc:
-            raise SourceUnavailable(
-                f"token server {parts.netloc} cannot be reached: {type(exc).__name__}",
-                source=self.describe(),
-            ) from None
-        if answer.status_code in (401, 403):
-            raise self._rejected()
-        if answer.status_code != 200:
-            raise AuthenticationError(
-                f"token server {parts.netloc} answered {answer.status_code}", source=self.describe()
-            )
-        try:
-            body = answer.json()
-        except ValueError:
-            body = None
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise AuthenticationError(f"token server {parts.netloc} returned no token")
-        return token
-
-    def _rejected(self) -> AuthenticationError:
-        who = f" ({self.login.source})" if self.login else ""
-        return AuthenticationError(
-            f"registry {self.describe()} rejected the login{who}", source=self.describe()
-        )
 
     def _error(self, response: httpx.Response, what: str) -> SourceError:
         code = ""

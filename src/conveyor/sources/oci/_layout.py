@@ -83,7 +83,7 @@ class ImageLayout:
     @contextmanager
     def open_blob(self, digest: str) -> Iterator[IO[bytes]]:
         """A blob as a stream; `IntegrityError` at its end when it is not ``digest``."""
-        from conveyor.sources.oci._client import VerifiedStream
+        from conveyor.sources.oci._stream import VerifiedStream
 
         try:
             fh = self.blob_path(digest).open("rb")
