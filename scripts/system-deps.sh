@@ -7,6 +7,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 [ -x /usr/bin/chromium ] || need+=(chromium)              # the dashboard's browser tests
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need+=(docker-registry)  # the image tests
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: installing ${need[*]}" >&2

@@ -47,6 +47,7 @@ BASE = {
     "conveyor._version",
     "conveyor._uv",
     "conveyor._jobvars",
+    "conveyor._jobs",
 }
 LAYERS = ["base", "credentials", "sources", "cache", "steps", "api", "connect", "entry"]
 
@@ -177,6 +178,7 @@ def test_settings_are_read_from_the_environment_only_at_entry_points() -> None:
         "conveyor.worker.__main__",  # the worker process
         "conveyor.connect",  # connect_from_env, for public helpers
         "conveyor.deploy",  # flow.deploy() without settings
+        "conveyor.worker.container",  # the run's process inside a container
     }
     readers = {
         module

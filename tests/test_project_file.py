@@ -273,8 +273,13 @@ def test_what_a_prefect_yaml_cannot_map_is_named(
     assert str(caught.value) == message
 
 
-@pytest.mark.skipif("pull_from_s3" in STEPS, reason="pull_from_s3 is registered: mapped instead")
-def test_a_prefect_step_that_maps_to_a_step_not_installed_is_named(tmp_path: Path) -> None:
+def test_a_prefect_step_that_maps_to_a_step_not_installed_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an installation whose step table lacks pull_from_s3 (a plug-in build without it)
+    builtins = {k: v for k, v in STEPS._builtins.items() if k != "pull_from_s3"}
+    monkeypatch.setattr(STEPS, "_builtins", builtins)
+    monkeypatch.setattr(STEPS, "_plugins", {})
     text = PREFECT.replace(
         "prefect.deployments.steps.git_clone", "prefect_aws.deployments.steps.pull_from_s3"
     )

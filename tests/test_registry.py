@@ -78,7 +78,7 @@ def install_plugin(
 def test_every_family_uses_the_one_registry() -> None:
     for family in (SOURCES, STEPS, EXECUTORS, RESULT_STORES):
         assert isinstance(family, Registry)
-    assert {"blob", "flow-file", "git", "local", "module", "store", "webhook"} <= set(
+    assert {"blob", "flow-file", "git", "local", "module", "oci", "store", "webhook"} <= set(
         SOURCES.names()
     )
     assert "process" in EXECUTORS

@@ -26,6 +26,8 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "conveyor.errors",
     "ConveyorClient": "conveyor.client",
     "ConveyorError": "conveyor.errors",
+    "DockerImage": "conveyor.docker",
+    "DockerRegistryCredentials": "conveyor.sources.oci.credentials",
     "Flow": "conveyor.flows",
     "FlowFileSource": "conveyor.sources.flowfile",
     "FlowLoadError": "conveyor.errors",
@@ -34,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "GitHubCredentials": "conveyor.sources.git.credentials",
     "GitLabCredentials": "conveyor.sources.git.credentials",
     "GitRepository": "conveyor.sources.git.repository",
+    "ImageSource": "conveyor.sources.oci.source",
     "IntegrityError": "conveyor.errors",
     "LocalResult": "conveyor.storage.results",
     "LocalSource": "conveyor.sources.local",
@@ -67,6 +70,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor._loading import load_flow as load_flow
     from conveyor.cache import CodeCache as CodeCache
     from conveyor.client import ConveyorClient as ConveyorClient
+    from conveyor.docker import DockerImage as DockerImage
     from conveyor.errors import ApiError as ApiError
     from conveyor.errors import AuthenticationError as AuthenticationError
     from conveyor.errors import BundleError as BundleError
@@ -107,6 +111,10 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from conveyor.sources.git.repository import GitRepository as GitRepository
     from conveyor.sources.local import LocalSource as LocalSource
     from conveyor.sources.module import ModuleSource as ModuleSource
+    from conveyor.sources.oci.credentials import (
+        DockerRegistryCredentials as DockerRegistryCredentials,
+    )
+    from conveyor.sources.oci.source import ImageSource as ImageSource
     from conveyor.sources.store import LocalStoreSource as LocalStoreSource
     from conveyor.sources.webhook import WebhookSource as WebhookSource
     from conveyor.sources.webhook import WebhookStorage as WebhookStorage

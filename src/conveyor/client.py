@@ -135,8 +135,17 @@ class ConveyorClient:
         return data
 
     # pools
-    def create_pool(self, name: str, *, type: str = "process", description: str = "") -> Pool:
-        body = PoolCreate(name=name, type=type, description=description)
+    def create_pool(
+        self,
+        name: str,
+        *,
+        type: str = "process",
+        description: str = "",
+        base_job_template: dict[str, Any] | None = None,
+    ) -> Pool:
+        body = PoolCreate(
+            name=name, type=type, description=description, base_job_template=base_job_template
+        )
         return Pool.model_validate(self._request("POST", "/api/pools", body=body).json())
 
     def list_pools(self) -> list[Pool]:

@@ -54,6 +54,7 @@ CREDENTIAL_TYPES: Registry[type[Credentials]] = Registry(
         "aws": Entry(f"{_BLOB}:AwsCredentials"),
         "gcp": Entry(f"{_BLOB}:GcpCredentials"),
         "azure": Entry(f"{_BLOB}:AzureBlobStorageCredentials"),
+        "docker": Entry("conveyor.sources.oci.credentials:DockerRegistryCredentials"),
     },
 )
 """``type`` → credentials class."""

@@ -47,6 +47,7 @@ from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
+    from conveyor.docker import DockerImage
     from conveyor.schemas import Deployment
     from conveyor.settings import Settings
     from conveyor.sources.base import FetchContext, Source
@@ -93,12 +94,18 @@ class DeployableFlow:
         client: ConveyorClient | None = None,
         notify: Callable[[str], None] | None = None,
         result_storage: Any = None,
+        image: str | DockerImage | None = None,
+        build: bool = True,
+        push: bool = True,
     ) -> Deployment:
         """Create or update deployment ``name`` of this flow; returns it (with its revision).
 
         ``notify`` receives notes worth telling the person deploying (default: a log warning).
         ``result_storage`` (a URL such as ``s3://bucket/results``, or a storage block) is where
         runs put results that are not JSON (kept in the job variables).
+        ``image`` bakes the code into a Docker/OCI image (``build``; ``push`` to its registry,
+        else kept on this machine) and pins the deployment to its digest; with ``build=False``
+        it is only the image container pools run (see `conveyor.docker._deploy`).
         """
         if result_storage is not None:
             to_spec = getattr(result_storage, "to_spec", None)
@@ -128,8 +135,14 @@ class DeployableFlow:
                     settings=settings,
                     client=own,
                     notify=notify,
+                    image=image,
+                    build=build,
+                    push=push,
                 )
-        return _Deploy(self, settings, client, notify or _warn).run(
+        runner = _Deploy(
+            self, settings, client, notify or _warn, image=image, build=build, push=push
+        )
+        return runner.run(
             name,
             work_pool=work_pool,
             parameters=dict(parameters or {}),
@@ -150,6 +163,10 @@ class _Deploy:
         settings: Settings,
         client: ConveyorClient,
         notify: Callable[[str], None],
+        *,
+        image: str | DockerImage | None = None,
+        build: bool = True,
+        push: bool = True,
     ) -> None:
         from conveyor.connect import fetch_context
 
@@ -159,6 +176,9 @@ class _Deploy:
         self.client = client
         self.notify = notify
         self.ctx: FetchContext = fetch_context(settings, client)
+        self.image = image
+        self.build = build
+        self.push = push
 
     def run(
         self,
@@ -177,6 +197,11 @@ class _Deploy:
 
         _check_name(name)
         check_steps(pull_steps, section="pull")
+        if follow_ref and self.image is not None and self.build:
+            raise ConfigError(
+                "follow_ref cannot be used with an image build: the image pins one version",
+                hint="deploy with build=False to use the image only as the runtime",
+            )
         if follow_ref and not self.source.supports_versioning:
             raise ConfigError(
                 f"follow_ref needs a source with a moving ref; {self.source.describe()} is "
@@ -191,11 +216,29 @@ class _Deploy:
             python = preflight_python(tree, root, pull_steps, job_variables, self.settings)
             info = Preflight(root, self.flow.entrypoint, python=python).start().result()
             _check_parameters(info, parameters)
-            source_spec, labels = self._pin(tree, version)
+            if self.image is not None and self.build:
+                from conveyor.docker._deploy import bake
+
+                baked = bake(
+                    self.image,
+                    tree,
+                    push=self.push,
+                    settings=self.settings,
+                    ctx=self.ctx,
+                    notify=self.notify,
+                )
+                source_spec, labels, version = baked.spec, baked.labels, baked.version
+                job_variables = {"image": baked.image, **job_variables}
+            else:
+                source_spec, labels = self._pin(tree, version)
+        if self.image is not None and not self.build:
+            shown = self.image if isinstance(self.image, str) else str(self.image.ref)
+            job_variables = {"image": shown, **job_variables}
         if labels:
             existing = job_variables.get("labels")
             merged = [*(existing if isinstance(existing, list) else []), *labels]
             job_variables = {**job_variables, "labels": sorted(set(merged))}
+        _check_server(self.client, work_pool, job_variables)
         request = DeploymentCreate(
             flow_name=info.flow_name,
             name=name,
@@ -354,14 +397,22 @@ def _working_dir(tree: Path, pull_steps: Sequence[Mapping[str, Any]]) -> Path:
     return root
 
 
-def _check_server(client: ConveyorClient, work_pool: str) -> None:
-    """The server answers (with our key) and has the work pool."""
-    pools = {pool.name for pool in client.list_pools()}
+def _check_server(
+    client: ConveyorClient, work_pool: str, job_variables: Mapping[str, Any] | None = None
+) -> None:
+    """The server answers (with our key) and has the work pool; the job variables fit the
+    pool's base job template (its JSON schema)."""
+    pools = {pool.name: pool for pool in client.list_pools()}
     if work_pool not in pools:
         raise ConfigError(
             f"work pool {work_pool!r} does not exist",
             hint=f"create it with `conveyor pool create {work_pool}`",
         )
+    template = pools[work_pool].base_job_template
+    if job_variables is not None and template:
+        from conveyor._jobs import check_job_variables
+
+        check_job_variables(template, job_variables)
 
 
 def _check_name(name: str) -> None:

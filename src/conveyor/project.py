@@ -160,18 +160,21 @@ class Project:
         *,
         outputs: Mapping[str, Any] | None = None,
     ) -> Source:
-        """The source a build or push step made (an output ``source``: a source spec), else the
-        one the pull steps name (``deployment``'s own steps first), else the file's folder."""
+        """The source the pull steps name (``deployment``'s own steps first), else the one a
+        build or push step made (an output ``source``: an image holding the code), else the
+        file's folder. Pull steps win as in Prefect: a built image is then only the runtime."""
         from conveyor.sources.local import LocalSource
         from conveyor.steps import source_from_pull_steps
 
+        named = source_from_pull_steps(self.pull_steps(deployment, outputs=outputs))
+        if named is not None:
+            return named
         built = (outputs or {}).get("source")
         if isinstance(built, Mapping):  # a build or push step made the code's home (an image)
             from conveyor.sources import source_from_spec
 
             return source_from_spec(built)
-        named = source_from_pull_steps(self.pull_steps(deployment, outputs=outputs))
-        return named if named is not None else LocalSource(self.path.parent)
+        return LocalSource(self.path.parent)
 
     def deployment(
         self, name: str | None = None, *, entrypoint: str | None = None

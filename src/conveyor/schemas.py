@@ -207,9 +207,15 @@ class PoolCreate(_Request):
     name: str
     type: str = "process"
     description: str = ""
+    base_job_template: dict[str, Any] | None = None
+    """Prefect's shape (``job_configuration`` + ``variables``); None: the type's default."""
 
     def _check(self) -> None:
         _names.check_pool_name(self.name)
+        if self.base_job_template is not None:
+            from conveyor._jobs import check_template
+
+            check_template(self.base_job_template)
 
 
 class Pool(_Model):
@@ -217,6 +223,8 @@ class Pool(_Model):
     type: str
     description: str
     created: datetime
+    base_job_template: dict[str, Any] = Field(default_factory=dict)
+    """The pool's template (its own, or its type's default)."""
 
 
 class _DeploymentFields(_Model):

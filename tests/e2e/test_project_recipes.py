@@ -5,6 +5,7 @@ real worker, the embedded server."""
 from __future__ import annotations
 
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from conveyor.worker.loop import Worker
 from conveyor.worker.options import WorkerOptions
 from e2e.conftest import command_env, conveyor, ok, one_line_error
 from fixtures.blob_servers import azurite, fake_gcs, moto_server  # noqa: F401 - fixtures
+from fixtures.registry import BASE_REPOSITORY, BASE_TAG, registry  # noqa: F401 - fixtures
 from worker.flows_project import write_project
 
 pytestmark = pytest.mark.slow
@@ -109,7 +111,8 @@ def test_the_storage_and_image_recipes_deploy_and_run(
             "images: issue 11); the lead enables the deploy-and-run half then"
         )
     if recipe == "docker":
-        pytest.skip("the docker recipe is deployed and run by the images tests (a registry)")
+        _deploy_and_run_the_docker_recipe(settings, request, project, env)
+        return
     # Given the platform's real emulator with a bucket (the blob stores' session fixtures), and
     # the worker and the deploy reaching it the way the platform's own clients do
     if recipe == "s3":
@@ -145,6 +148,37 @@ def test_the_storage_and_image_recipes_deploy_and_run(
         for key, value in where.items():
             patch.setenv(key, value)
         _, result = run_deployment(settings, "hello", "default")
+    assert result == "HELLO RECIPE"
+
+
+def _deploy_and_run_the_docker_recipe(
+    settings: Settings, request: pytest.FixtureRequest, project: Path, env: dict[str, str]
+) -> None:
+    # Given the test registry (with its seeded base image) and the recipe pointed at it, its
+    # build step on that base (this machine has no engine: the build is daemonless)
+    server = request.getfixturevalue("registry")
+    image_name = f"{server.host}/recipes/t{uuid.uuid4().hex[:8]}"
+    fields = ["--field", f"image_name={image_name}", "--field", "work_pool=default"]
+    ok(conveyor("init", "--force", "--recipe", "docker", *fields, env=env, cwd=project))
+    text = (project / "conveyor.yaml").read_text()
+    base = f"{server.host}/{BASE_REPOSITORY}:{BASE_TAG}"
+    assert "      dockerfile: auto\n" in text
+    text = text.replace(
+        "      dockerfile: auto\n", f"      dockerfile: auto\n      base_image: {base}\n"
+    )
+    (project / "conveyor.yaml").write_text(text)
+
+    # When the file is deployed as written: the image is built, pushed and pinned
+    ok(conveyor("deploy", env=env, cwd=project))
+    with connect(settings) as client:
+        deployment = client.get_deployment("hello", "default")
+    assert deployment.source["kind"] == "oci"
+    image = deployment.job_variables["image"]
+    assert image.startswith(f"{image_name}:latest@sha256:")
+    assert deployment.version == image.rpartition("@")[2]
+
+    # Then a process worker with an empty cache pulls the code layer from the registry and runs it
+    _, result = run_deployment(settings, "hello", "default")
     assert result == "HELLO RECIPE"
 
 
@@ -202,10 +236,108 @@ def test_a_prefect_yaml_with_git_steps_deploys_and_runs(settings: Settings, tmp_
     )
 
 
-@pytest.mark.skipif(
-    not {"pull_from_s3", "push_to_s3", "build_docker_image", "push_docker_image"} <= set(STEPS),
-    reason="the S3 and Docker steps are not registered until the blob-store (issue 8) and "
-    "images (issue 11) branches are merged; the lead enables this test then",
-)
-def test_a_prefect_yaml_with_git_s3_and_docker_steps_deploys() -> None:  # pragma: no cover
-    pytest.fail("write against moto and the test registry once the steps are merged")
+PREFECT_EVERYTHING = """
+name: flows
+prefect-version: 3.4.0
+build:
+  - prefect_docker.deployments.steps.build_docker_image:
+      id: build-image
+      requires: prefect-docker>=0.3.1
+      image_name: IMAGE
+      tag: v1
+      dockerfile: auto
+      base_image: BASE
+push:
+  - prefect_docker.deployments.steps.push_docker_image:
+      requires: prefect-docker>=0.3.1
+      image_name: "{{ build-image.image_name }}"
+      tag: "{{ build-image.tag }}"
+  - prefect_aws.deployments.steps.push_to_s3:
+      id: push-code
+      requires: prefect-aws>=0.3.4
+      bucket: BUCKET
+      folder: flows
+definitions:
+  runtime: &runtime
+    name: default
+    job_variables:
+      image: "{{ build-image.image }}"
+deployments:
+  - name: from-git
+    entrypoint: flows.py:hello
+    work_pool: *runtime
+    pull:
+      - prefect.deployments.steps.git_clone:
+          repository: REMOTE
+          branch: main
+  - name: from-s3
+    entrypoint: flows.py:hello
+    work_pool: *runtime
+    pull:
+      - prefect_aws.deployments.steps.pull_from_s3:
+          requires: prefect-aws>=0.3.4
+          bucket: "{{ push-code.bucket }}"
+          folder: "{{ push-code.folder }}"
+  - name: from-image
+    entrypoint: flows.py:hello
+    work_pool: *runtime
+    pull: []
+"""
+
+
+def test_a_prefect_yaml_with_git_s3_and_docker_steps_deploys_and_runs(
+    settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Given a Prefect project folder that is also a git repository (main), a bucket in moto and
+    # the test registry with its base image
+    moto = request.getfixturevalue("moto_server")
+    server = request.getfixturevalue("registry")
+    import boto3
+
+    boto3.client("s3", endpoint_url=moto.endpoint).create_bucket(Bucket="prefect-yaml")
+    project = write_project(tmp_path / "project")
+    image_name = f"{server.host}/prefect/t{uuid.uuid4().hex[:8]}"
+    text = (
+        PREFECT_EVERYTHING.replace("IMAGE", image_name)
+        .replace("BASE", f"{server.host}/{BASE_REPOSITORY}:{BASE_TAG}")
+        .replace("BUCKET", "prefect-yaml")
+        .replace("REMOTE", project.as_uri())
+    )
+    (project / "prefect.yaml").write_text(text)
+    _git("init", "-q", "-b", "main", cwd=project)
+    _git("add", ".", cwd=project)
+    _git("commit", "-qm", "flows", cwd=project)
+    head = _git("rev-parse", "HEAD", cwd=project)
+    env = command_env(AWS_ENDPOINT_URL=moto.endpoint)
+
+    # When `conveyor deploy` reads the prefect.yaml: the image is built and pushed once, the
+    # folder is pushed to S3 once, and each deployment stores its own code source
+    done = conveyor("deploy", "--all", env=env, cwd=project, timeout=120)
+    out = ok(done)
+    assert "deployment hello/from-git version " + head in out
+    assert (  # each dropped `requires:` is named in a note
+        "note: prefect.yaml: build: build_docker_image: requires 'prefect-docker>=0.3.1' is "
+        "not needed (built in)" in done.stderr
+    )
+    with connect(settings) as client:
+        deployments = {d.name: d for d in client.list_deployments()}
+    assert {"from-git", "from-s3", "from-image"} <= set(deployments)
+    image = deployments["from-image"].job_variables["image"]
+    assert image.startswith(f"{image_name}:v1@sha256:")
+    for name in ("from-git", "from-s3", "from-image"):  # the runtime image, pinned, for all
+        assert deployments[name].job_variables["image"] == image
+    assert deployments["from-git"].source["kind"] == "git"
+    assert deployments["from-s3"].source["kind"] == "blob"
+    assert deployments["from-image"].source["kind"] == "oci"
+    assert deployments["from-image"].version == image.rpartition("@")[2]
+    listed = boto3.client("s3", endpoint_url=moto.endpoint).list_objects_v2(
+        Bucket="prefect-yaml", Prefix="flows/"
+    )
+    assert "flows/flows.py" in {o["Key"] for o in listed.get("Contents", [])}
+
+    # Then a process worker runs each from its own source
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", moto.endpoint)
+        for name in ("from-git", "from-s3", "from-image"):
+            _, result = run_deployment(settings, "hello", name)
+            assert result == "HELLO RECIPE", name

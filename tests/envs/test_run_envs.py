@@ -18,7 +18,7 @@ from conveyor.client import ConveyorClient
 from conveyor.connect import connect
 from conveyor.deploy import from_source
 from conveyor.errors import ConfigError, InstallError
-from conveyor.schemas import PoolCreate, Run, RunState
+from conveyor.schemas import Run, RunState
 from conveyor.settings import Settings
 from conveyor.worker.loop import Worker
 from conveyor.worker.options import WorkerOptions
@@ -207,11 +207,6 @@ def test_extra_pip_packages_from_the_worker_environment_join_the_requirements(
     assert installed == {"cv_greeting", "cv_dep", "cv_extra"}
 
 
-@pytest.mark.skipif(
-    "base_job_template" not in PoolCreate.model_fields,
-    reason="pools have no base job template until the images branch is merged (issue 11); "
-    "the server must then merge the pool's defaults under the deployment's job variables",
-)
 def test_extra_pip_packages_from_a_pool_default(
     settings: Settings, client: ConveyorClient, index_env: PackageIndex, tmp_path: Path
 ) -> None:
@@ -226,7 +221,7 @@ def test_extra_pip_packages_from_a_pool_default(
         "default": {"EXTRA_PIP_PACKAGES": "cv-extra"},
     }
     template = {"job_configuration": {"env": "{{ env }}"}, "variables": variables}
-    client.create_pool("with-extras", base_job_template=template)  # type: ignore[call-arg]
+    client.create_pool("with-extras", base_job_template=template)
     folder = project(tmp_path / "p", module="cv_extra", top_level=False)
     target = deploy(
         settings,

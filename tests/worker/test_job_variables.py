@@ -129,6 +129,26 @@ def test_stream_output_decides_whether_prints_reach_the_run_logs(
     [
         ({"working_dir": 5}, "job variable working_dir: 5 is not of type 'string', 'null'"),
         ({"stream_output": "no"}, "job variable stream_output: 'no' is not of type 'boolean'"),
+    ],
+)
+def test_job_variables_of_the_wrong_type_are_refused_at_deploy(
+    settings: Settings,
+    client: ConveyorClient,
+    code: Path,
+    job_variables: dict[str, Any],
+    error: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_source(code, "flows.py:where").deploy(
+            "jv", settings=settings, client=client, job_variables=job_variables
+        )
+    assert caught.value.message == error
+    assert client.list_deployments() == []
+
+
+@pytest.mark.parametrize(
+    ("job_variables", "error"),
+    [
         ({"command": "echo hi"}, "job variable command 'echo hi' does not start the flow"),
         (
             {"working_dir": "../.."},
@@ -140,7 +160,7 @@ def test_stream_output_decides_whether_prints_reach_the_run_logs(
         ),
     ],
 )
-def test_bad_job_variables_fail_the_run_in_one_line(
+def test_job_variables_the_worker_cannot_use_fail_the_run_in_one_line(
     settings: Settings,
     client: ConveyorClient,
     code: Path,
@@ -151,6 +171,27 @@ def test_bad_job_variables_fail_the_run_in_one_line(
     assert done.state is RunState.FAILED
     assert done.error == error
     assert done.running_at is None
+
+
+def test_a_wrong_type_from_a_pool_default_fails_the_run_in_one_line(
+    settings: Settings, client: ConveyorClient, code: Path
+) -> None:
+    # A pool whose template's default no longer fits the process schema (edited after deploy)
+    variables = {
+        "type": "object",
+        "properties": {"stream_output": {"type": ["string", "boolean"], "default": "no"}},
+    }
+    client.create_pool("loose", base_job_template={"job_configuration": {}, "variables": variables})
+    deployment = from_source(code, "flows.py:where").deploy(
+        "jv", settings=settings, client=client, work_pool="loose"
+    )
+    created = client.create_run(deployment.flow_name, deployment.name)
+    assert created.job_variables == {"stream_output": "no"}
+    options = WorkerOptions(name="w1", poll_seconds=0.2, pool="loose")
+    Worker.from_settings(settings, client, options).work(burst=True)
+    done = client.get_run(created.id)
+    assert done.state is RunState.FAILED
+    assert done.error == "job variable stream_output: 'no' is not of type 'boolean'"
 
 
 def test_pool_defaults_sit_under_the_deployment_with_env_merged_by_key() -> None:

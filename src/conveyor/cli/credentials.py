@@ -13,6 +13,7 @@ printf '%s\n%s' "$SECRET" "$SESSION" | conveyor credentials create aws s3-ci \
 conveyor credentials create gcp gcs-ci [--project P] < service-account.json
 printf %s "$AZURE_STORAGE_CONNECTION_STRING" | conveyor credentials create azure az-ci
 conveyor credentials create azure az-mi --account-url https://acct.blob.core.windows.net
+printf %s "$PASSWORD" | conveyor credentials create docker ghcr --username U --registry ghcr.io
 ```
 
 Secrets are read from stdin (a hidden prompt on a terminal), never from the command line, so
@@ -34,7 +35,7 @@ __all__ = ["register"]
 
 credentials_app = typer.Typer(
     name="credentials",
-    help="Git and blob-store credentials, stored encrypted and named by deployments.",
+    help="Git, blob-store and registry credentials, stored encrypted and named by deployments.",
     no_args_is_help=True,
 )
 
@@ -48,6 +49,7 @@ class Provider(StrEnum):
     aws = "aws"
     gcp = "gcp"
     azure = "azure"
+    docker = "docker"
 
 
 def register(app: typer.Typer) -> None:
@@ -76,7 +78,7 @@ def _read_stdin(what: str, *, multiline: bool = False) -> str:
 @credentials_app.command("create")
 def create(
     provider: Provider = typer.Argument(
-        ..., help="github, gitlab, bitbucket, codecommit, ssh, aws, gcp or azure"
+        ..., help="github, gitlab, bitbucket, codecommit, ssh, aws, gcp, azure or docker"
     ),
     name: str = typer.Argument(..., help="Name deployments use: --credentials NAME."),
     username: str | None = typer.Option(
@@ -107,6 +109,9 @@ def create(
     accept_new_host_keys: bool = typer.Option(
         False, "--accept-new-host-keys", help="SSH: trust a host key seen for the first time."
     ),
+    registry: str | None = typer.Option(
+        None, "--registry", help="Docker: the registry host (ghcr.io, 127.0.0.1:5000)."
+    ),
 ) -> None:
     """Store credentials under NAME; the secret part is read from stdin."""
     from conveyor.credentials import credentials_secret_name
@@ -117,10 +122,21 @@ def create(
         GitLabCredentials,
         SSHCredentials,
     )
+    from conveyor.sources.oci.credentials import DockerRegistryCredentials
 
     credentials_secret_name(name)  # validate before reading any secret
     creds: Credentials
-    if provider in (Provider.aws, Provider.gcp, Provider.azure):
+    if provider is Provider.docker:
+        if not username or not registry:
+            raise ConfigError(
+                "docker credentials need --username and --registry",
+                hint='printf %s "$PASSWORD" | conveyor credentials create docker NAME '
+                "--username U --registry ghcr.io",
+            )
+        creds = DockerRegistryCredentials(
+            username=username, password=_read_stdin("password"), registry_url=registry
+        )
+    elif provider in (Provider.aws, Provider.gcp, Provider.azure):
         creds = _blob_credentials(
             provider,
             access_key_id=access_key_id,

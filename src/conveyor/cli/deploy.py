@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -94,6 +95,15 @@ def deploy(
     prefect_yaml: str | None = typer.Option(
         None, "--prefect-yaml", help="Deploy from this prefect.yaml (Prefect's steps mapped)."
     ),
+    image: str | None = typer.Option(
+        None, "--image", help="Bake the code into this image (registry/name:tag) and pin it."
+    ),
+    no_push: bool = typer.Option(
+        False, "--no-push", help="With --image: keep the image on this machine."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would be deployed (and the Dockerfile); store nothing."
+    ),
 ) -> None:
     """Deploy flows: pin their code version, check that they load, store the deployments.
 
@@ -155,6 +165,16 @@ def deploy(
     section_outputs: dict[str, dict[str, Any]] = {}
     with transfer_progress():
         for flow_entrypoint, deployment_name, entry in targets:
+            if dry_run:
+                folder = project.path.parent if project is not None and source is None else None
+                _print_plan(
+                    deployment_name,
+                    flow_entrypoint,
+                    folder=folder or Path(source or "."),
+                    image=image,
+                    build_steps=project.build_steps(entry) if project is not None else [],
+                )
+                continue
             keywords: dict[str, Any] = {
                 "work_pool": pool or "default",
                 "parameters": parameters,
@@ -178,7 +198,12 @@ def deploy(
                 )
             deployable = from_source(chosen, flow_entrypoint, **options)
             deployment = deployable.deploy(
-                deployment_name, **keywords, settings=settings, notify=_note
+                deployment_name,
+                **keywords,
+                settings=settings,
+                notify=_note,
+                image=image,
+                push=not no_push,
             )
             console.print(
                 f"deployment {deployment.flow_name}/{deployment.name} "
@@ -216,6 +241,36 @@ def _deploy_time_outputs(
                 push, section="push", environ=dict(os.environ), outputs=outputs, **common
             )
     return done[key]
+
+
+def _print_plan(
+    name: str,
+    entrypoint: str,
+    *,
+    folder: Path,
+    image: str | None,
+    build_steps: list[dict[str, Any]],
+) -> None:
+    """``--dry-run``: what would be deployed, and the Dockerfile of an image build."""
+    from conveyor.docker import DockerImage
+    from conveyor.steps import parse_step
+
+    console.print(f"# deployment {name} ({entrypoint}) from {folder.resolve()}", markup=False)
+    docker_image: DockerImage | None = DockerImage(image) if image else None
+    for step in build_steps:
+        step_name, arguments, _ = parse_step(step)
+        if step_name == "build_docker_image":
+            docker_image = DockerImage(
+                str(arguments.get("image_name")),
+                tag=arguments.get("tag"),
+                dockerfile=str(arguments.get("dockerfile", "Dockerfile")),
+                base_image=arguments.get("base_image"),
+            )
+    if docker_image is None:
+        console.print("# no image build: the code is stored as a bundle", markup=False)
+        return
+    console.print(f"# image {docker_image.ref}", markup=False)
+    console.print(docker_image.dockerfile_text(folder), markup=False, highlight=False, end="")
 
 
 def _note(message: str) -> None:

@@ -1,8 +1,15 @@
-"""`conveyor pool create | ls`: work pools (``conveyor pools`` works too)."""
+"""`conveyor pool create | ls | preview`: work pools (``conveyor pools`` works too).
+
+```
+conveyor pool create k8s --type kubernetes [--base-job-template template.json]
+conveyor pool preview k8s hello/nightly      # exactly what the worker would submit
+```
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -25,11 +32,27 @@ def create(
     name: str = typer.Argument(..., help="Pool name."),
     type: str = typer.Option("process", "--type", help="Pool type: process, dask, ..."),
     description: str = typer.Option("", "--description", help="What the pool is for."),
+    base_job_template: Path | None = typer.Option(
+        None,
+        "--base-job-template",
+        help="JSON file: job_configuration + variables (default: the type's template).",
+    ),
 ) -> None:
     """Create a work pool."""
+    from conveyor._jobs import check_template
+    from conveyor.errors import ConfigError
+
     check_pool_name(name)
+    template = None
+    if base_job_template is not None:
+        try:
+            template = check_template(json.loads(base_job_template.read_text()))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {base_job_template}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{base_job_template} is not valid JSON: {exc}") from None
     with client() as api:
-        pool = api.create_pool(name, type=type, description=description)
+        pool = api.create_pool(name, type=type, description=description, base_job_template=template)
     console.print(f"created pool {pool.name} (type {pool.type})")
 
 
@@ -50,3 +73,37 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> Non
         created = pool.created.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(pool.name, pool.type, pool.description, created)
     console.print(table)
+
+
+@pool_app.command("preview")
+def preview(
+    pool: str = typer.Argument(..., help="Pool name."),
+    deployment: str = typer.Argument(..., help="FLOW/DEPLOYMENT"),
+) -> None:
+    """Print exactly what the pool's worker would submit for a run of DEPLOYMENT (a Docker
+    container request, a Kubernetes Job, a process job), secrets as names only."""
+    from conveyor.cli._common import load_settings
+    from conveyor.cli.deploy import split_deployment
+    from conveyor.errors import ConfigError
+    from conveyor.worker.executors.containers import submission
+
+    flow_name, name = split_deployment(deployment)
+    settings = load_settings()
+    with client() as api:
+        found = {p.name: p for p in api.list_pools()}.get(pool)
+        if found is None:
+            raise ConfigError(f"work pool {pool!r} does not exist", hint="see `conveyor pool ls`")
+        target = api.get_deployment(flow_name, name)
+    submitted = submission(
+        found.type,
+        found.base_job_template,
+        run_id="<run-id>",
+        source=target.source,
+        version=target.version,
+        entrypoint=target.entrypoint,
+        flow_name=target.flow_name,
+        deployment_name=target.name,
+        job_variables=target.job_variables,
+        api_url=settings.api_url,
+    )
+    typer.echo(json.dumps(submitted, indent=2, sort_keys=True))

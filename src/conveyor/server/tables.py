@@ -104,6 +104,7 @@ class PoolRow(Base):
     type: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[datetime]
+    base_job_template: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class DeploymentRow(Base):

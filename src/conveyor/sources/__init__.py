@@ -43,6 +43,7 @@ SOURCES: Registry[type[Source]] = Registry(
         "webhook": Entry("conveyor.sources.webhook:WebhookSource"),
         "flow-file": Entry("conveyor.sources.flowfile:FlowFileSource"),
         "module": Entry("conveyor.sources.module:ModuleSource"),
+        "oci": Entry("conveyor.sources.oci.source:ImageSource"),
     },
 )
 
@@ -63,6 +64,8 @@ SCHEMES: dict[str, str] = {
     "abfss": "blob",
     "webhook+https": "webhook",
     "webhook+http": "webhook",
+    "oci": "oci",
+    "docker": "oci",
 }
 """URL scheme → source kind (``https`` is handled by `source_from_url`: git when it ends in
 ``.git``)."""

@@ -111,6 +111,12 @@ STEPS: Registry[StepSpec | Callable[..., Any]] = Registry(
         "pip_install_requirements": Entry(
             StepSpec("conveyor.steps.requirements:pip_install_requirements", sections=("pull",))
         ),
+        "build_docker_image": Entry(
+            StepSpec("conveyor.docker.steps:build_docker_image", sections=("build",))
+        ),
+        "push_docker_image": Entry(
+            StepSpec("conveyor.docker.steps:push_docker_image", sections=("push",))
+        ),
     },
 )
 """Step name → `StepSpec` (built-ins) or the step function itself (plug-ins)."""
@@ -125,6 +131,7 @@ _PREFIXES = (
     "prefect_aws.deployments.steps.",
     "prefect_gcp.deployments.steps.",
     "prefect_azure.deployments.steps.",
+    "prefect_docker.deployments.steps.",
 )
 
 

@@ -409,10 +409,15 @@ def _executor_for(
         return InProcessExecutor(cache=cache, work_dir=work_dir, secrets=client)
     chosen = EXECUTORS.get(pool.type)
     if run_as is None:
-        return chosen.for_worker(cache=cache, work_dir=work_dir, secrets=client, settings=settings)
-    return chosen.for_worker(
-        cache=cache, work_dir=work_dir, secrets=client, settings=settings, run_as=run_as
-    )
+        executor = chosen.for_worker(
+            cache=cache, work_dir=work_dir, secrets=client, settings=settings
+        )
+    else:
+        executor = chosen.for_worker(
+            cache=cache, work_dir=work_dir, secrets=client, settings=settings, run_as=run_as
+        )
+    executor.configure_pool(pool)
+    return executor
 
 
 def _cache_figures(cache: CodeCache) -> dict[str, int] | None:

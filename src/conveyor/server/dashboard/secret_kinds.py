@@ -83,6 +83,15 @@ KINDS: dict[str, Kind] = {
                 SecretField("accept_new_host_keys", "Accept new host keys", checkbox=True),
             ),
         ),
+        Kind(
+            "docker",
+            "Container registry",
+            (
+                SecretField("username", "User", required=True),
+                SecretField("password", "Password or token", secret=True, required=True),
+                SecretField("registry_url", "Registry (e.g. ghcr.io)", required=True),
+            ),
+        ),
     )
 }
 

@@ -26,7 +26,13 @@ def create_pool(session: Session, body: PoolCreate, *, now: datetime) -> Pool:
         )
     if session.get(PoolRow, body.name) is not None:
         raise InvalidRequest(f"pool {body.name!r} already exists", status_code=409)
-    row = PoolRow(name=body.name, type=body.type, description=body.description, created=now)
+    row = PoolRow(
+        name=body.name,
+        type=body.type,
+        description=body.description,
+        created=now,
+        base_job_template=body.base_job_template,
+    )
     session.add(row)
     return _model(row)
 
@@ -50,4 +56,13 @@ def require_pool(session: Session, name: str) -> PoolRow:
 
 
 def _model(row: PoolRow) -> Pool:
-    return Pool(name=row.name, type=row.type, description=row.description, created=row.created)
+    from conveyor._jobs import default_template
+
+    template = row.base_job_template or default_template(row.type)
+    return Pool(
+        name=row.name,
+        type=row.type,
+        description=row.description,
+        created=row.created,
+        base_job_template=template,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from conveyor.errors import ConveyorError, InvalidRequest, ObjectNotFound
 from conveyor.schemas import Run, RunAttempt, RunCreate, RunState
 from conveyor.server.limits import check_parameters_size
 from conveyor.server.service.deployments import find_deployment
-from conveyor.server.tables import RunAttemptRow, RunRow
+from conveyor.server.tables import PoolRow, RunAttemptRow, RunRow
 from conveyor.settings import Settings
 
 __all__ = [
@@ -64,7 +64,10 @@ def create_run(
         raise InvalidRequest(
             f"{flow_name}/{name}: {exc.message}", status_code=422, hint=exc.hint
         ) from exc
-    labels = deployment.job_variables.get("labels", [])
+    job_variables = _effective_job_variables(
+        session, deployment.work_pool, deployment.job_variables
+    )
+    labels = job_variables.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         labels = []
     row = RunRow(
@@ -80,7 +83,7 @@ def create_run(
         entrypoint=deployment.entrypoint,
         work_pool=deployment.work_pool,
         pull_steps=deployment.pull_steps,
-        job_variables=deployment.job_variables,
+        job_variables=job_variables,
         labels=sorted(set(labels)),
         follow_ref=deployment.follow_ref if body.follow_ref is None else body.follow_ref,
         worker=None,
@@ -98,6 +101,22 @@ def create_run(
     session.add(row)
     session.flush()
     return run_model(row, [])
+
+
+def _effective_job_variables(
+    session: Session, pool_name: str, own: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The deployment's job variables over the defaults of its pool's own base job template
+    (``env`` merged key by key); a pool on its type's default template adds nothing."""
+    from conveyor._jobvars import merge_job_variables, schema_defaults
+
+    pool = session.get(PoolRow, pool_name)
+    template = pool.base_job_template if pool is not None else None
+    if not isinstance(template, Mapping):
+        return dict(own)
+    variables = template.get("variables")
+    defaults = schema_defaults(variables) if isinstance(variables, Mapping) else {}
+    return merge_job_variables(defaults, own)
 
 
 def find_run(session: Session, run_id: str, *, prefix: bool = False, lock: bool = False) -> RunRow:

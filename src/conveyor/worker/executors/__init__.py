@@ -8,7 +8,9 @@ naming the types it can run.
 - `base`: `RunSpec`, `Outcome`, `Interrupt`, the `Executor` contract and the `Supervisor` of a
   local child;
 - `local`: `ProcessExecutor` (``process`` pools) and `InProcessExecutor` (debugging), with their
-  per-run `workspace` and `spares`.
+  per-run `workspace` and `spares`;
+- `containers`: `DockerExecutor` and `KubernetesExecutor` (``docker`` / ``kubernetes`` pools),
+  submitting what `container` renders from the pool's base job template.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ __all__ = [
 EXECUTORS: Registry[type[Executor]] = Registry(
     "work pool type",
     group="conveyor.executors",
-    builtins={"process": Entry("conveyor.worker.executors.local:ProcessExecutor")},
+    builtins={
+        "process": Entry("conveyor.worker.executors.local:ProcessExecutor"),
+        "docker": Entry("conveyor.worker.executors.containers:DockerExecutor"),
+        "kubernetes": Entry("conveyor.worker.executors.containers:KubernetesExecutor"),
+    },
 )
 """Work-pool type → executor class (built with ``cls.for_worker(...)``)."""

@@ -37,6 +37,7 @@ from conveyor.worker.logs import RunLogs
 
 if TYPE_CHECKING:
     from conveyor.cache import CodeCache
+    from conveyor.schemas import Pool
     from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
     from conveyor.worker.executors.isolation import RunAs
@@ -174,6 +175,9 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: most executors keep nothing
         """Release what the executor keeps between runs."""
+
+    def configure_pool(self, pool: Pool) -> None:  # noqa: B027 - optional
+        """Take the pool's settings (its base job template) before the first run."""
 
     @classmethod
     def for_worker(
