@@ -32,7 +32,7 @@ from fixtures.blob_servers import (  # noqa: F401
 from fixtures.dropbox_server import DropboxServer, dropbox  # noqa: F401
 from fixtures.gcp_oauth_server import GcpOAuthServer, gcp_oauth  # noqa: F401
 from fixtures.git_server import GitHttpServer, git_http, git_repos_root, repos  # noqa: F401
-from fixtures.registry import Registry, registry  # noqa: F401
+from fixtures.registry import Registry, basic_registry, registry  # noqa: F401
 
 __all__ = [
     "Azurite",

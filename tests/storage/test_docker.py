@@ -337,3 +337,49 @@ def test_constructor_validation(tmp_path: Path) -> None:
     assert "My Flow!" in storage
     with pytest.raises(ConfigError, match="has not been built"):
         storage.get_flow(flow.name)
+
+
+def test_registry_credentials_come_from_the_docker_login_file(
+    settings: Settings,
+    client: ConveyorClient,
+    basic_registry: Registry,
+    registry: Registry,
+    isolate: Path,
+) -> None:
+    import base64
+
+    from conveyor import Flow, task
+    from conveyor.errors import AuthenticationError
+    from conveyor.storage import Docker
+    from fixtures.registry import PASSWORD, USER
+
+    @task
+    def one() -> int:
+        return 1
+
+    def storage() -> Docker:
+        return Docker(
+            registry_url=basic_registry.host, base_image=base_of(registry), image_name="private"
+        )
+
+    # Given a registry that wants a login, and no login anywhere: a one-line refusal
+    with Flow("private", storage=storage()) as flow:
+        one()
+    with pytest.raises(AuthenticationError) as caught:
+        flow.storage.build(settings=settings, client=client)
+    assert "\n" not in str(caught.value)
+    # When `docker login` has written its file (as the first generation expected), the push
+    # and the worker's pull both use it, and the password is stored nowhere by Conveyor
+    config = isolate / ".docker" / "config.json"
+    config.parent.mkdir()
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    config.write_text(json.dumps({"auths": {f"http://{basic_registry.host}": {"auth": auth}}}))
+    flow.storage = storage()
+    deployment = flow.register(settings=settings, client=client)
+    assert deployment.source["image"].startswith(f"{basic_registry.host}/private:")
+    shutil.rmtree(settings.cache_dir, ignore_errors=True)
+    run = run_and_wait(settings, client, "private")
+    assert run.state == RunState.COMPLETED, run_logs(client, run.id)
+    assert [
+        p for p in settings.home.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()
+    ] == []
