@@ -8,8 +8,18 @@ flow.register()   # job_variables: {"image": "repo/name:tag", "env": {...}, "lab
 `RunConfig.job_variables` is what registration merges into the deployment's job variables:
 ``image``, ``env`` (values may be ``${NAME}`` templates, resolved on the worker) and ``labels``
 (a run is claimed only by a worker carrying all of them), plus the container settings of
-`DockerRun` and `KubernetesRun`, passed as they are to the pool's executor (the ``docker`` and
-``kubernetes`` pools come with the image issue). A process pool uses ``env`` and ``labels``.
+`DockerRun` and `KubernetesRun`, as the variables of the ``docker`` and ``kubernetes`` pools'
+base job templates (`conveyor._jobs`; ``conveyor pool preview`` shows what a pool submits):
+
+- `DockerRun` ``host_config``: ``mem_limit``, ``nano_cpus`` (as ``cpus``), ``network_mode``,
+  ``auto_remove``; ``ports`` and other host settings are refused (the docker pool publishes no
+  ports; a pool's own base job template is the place for more);
+- `KubernetesRun`: ``cpu_*`` / ``memory_*`` (numbers become Kubernetes quantities, text),
+  ``service_account_name``, ``image_pull_policy``, one ``image_pull_secrets`` name (as
+  ``registry_credentials``); ``job_template`` is refused (customise the pool's base job
+  template instead).
+
+A process pool uses ``env`` and ``labels``; the image is for container pools.
 """
 
 from __future__ import annotations
@@ -74,8 +84,11 @@ class LocalRun(RunConfig):
             )
 
 
+_HOST_CONFIG = {"mem_limit", "nano_cpus", "network_mode", "auto_remove"}
+
+
 class DockerRun(RunConfig):
-    """A container from ``image`` (``ports`` and ``host_config`` go to the docker pool)."""
+    """A container from ``image`` on a docker pool (``host_config``: see the module docstring)."""
 
     def __init__(
         self,
@@ -87,12 +100,32 @@ class DockerRun(RunConfig):
         host_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(env=env, labels=labels)
+        if ports:
+            raise ConfigError(
+                "DockerRun(ports=...) is not supported: the docker pool publishes no ports",
+                hint="a flow run reaches services, it does not serve; or give the pool a base "
+                "job template of your own",
+            )
+        unknown = sorted(set(host_config or {}) - _HOST_CONFIG)
+        if unknown:
+            raise ConfigError(
+                f"DockerRun host_config {', '.join(unknown)} is not supported",
+                hint=f"the docker pool takes {', '.join(sorted(_HOST_CONFIG))}; "
+                "give the pool a base job template of your own for more",
+            )
         self.image = image
-        self.ports = list(ports) if ports else None
-        self.host_config = dict(host_config) if host_config else None
+        self.host_config = dict(host_config or {})
 
     def extra(self) -> dict[str, Any]:
-        return {"image": self.image, "ports": self.ports, "host_config": self.host_config}
+        host = self.host_config
+        nano = host.get("nano_cpus")
+        return {
+            "image": self.image,
+            "mem_limit": None if host.get("mem_limit") is None else str(host["mem_limit"]),
+            "cpus": None if nano is None else float(nano) / 1e9,
+            "network_mode": host.get("network_mode"),
+            "auto_remove": host.get("auto_remove"),
+        }
 
 
 class KubernetesRun(RunConfig):
@@ -110,18 +143,32 @@ class KubernetesRun(RunConfig):
         memory_request: str | None = None,
         service_account_name: str | None = None,
         image_pull_policy: str | None = None,
+        image_pull_secrets: Sequence[str] | None = None,
         job_template: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(env=env, labels=labels)
+        if job_template is not None:
+            raise ConfigError(
+                "KubernetesRun(job_template=...) is not supported",
+                hint="give the kubernetes pool a base job template of your own "
+                "(conveyor pool create NAME --type kubernetes --base-job-template FILE)",
+            )
+        secrets = list(image_pull_secrets or [])
+        if len(secrets) > 1:
+            raise ConfigError("KubernetesRun takes one image_pull_secrets name")
         self.image = image
+
+        def quantity(value: float | str | None) -> str | None:
+            return None if value is None else str(value)
+
         self.settings: dict[str, Any] = {
-            "cpu_limit": cpu_limit,
-            "cpu_request": cpu_request,
+            "cpu_limit": quantity(cpu_limit),
+            "cpu_request": quantity(cpu_request),
             "memory_limit": memory_limit,
             "memory_request": memory_request,
             "service_account_name": service_account_name,
             "image_pull_policy": image_pull_policy,
-            "job_template": dict(job_template) if job_template else None,
+            "registry_credentials": secrets[0] if secrets else None,
         }
 
     def extra(self) -> dict[str, Any]:

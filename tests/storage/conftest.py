@@ -1,6 +1,8 @@
 """Fixtures for the first-generation storage tests: a client of the embedded server, workers
 run in this process (claiming in burst mode, each run in a real child process), flow scripts
-run as real ``python`` processes, and the real servers (git smart HTTP, the Dropbox stand-in)."""
+run as real ``python`` processes, and the real servers (git smart HTTP, the Dropbox stand-in,
+moto's S3, Azurite, fake-gcs-server with a stand-in of Google's token endpoint, and the
+docker-registry)."""
 
 from __future__ import annotations
 
@@ -19,10 +21,28 @@ from conveyor.schemas import Run
 from conveyor.settings import Settings
 from conveyor.worker.loop import Worker
 from conveyor.worker.options import WorkerOptions
+from fixtures.blob_servers import (  # noqa: F401
+    Azurite,
+    FakeGcs,
+    MotoServer,
+    azurite,
+    fake_gcs,
+    moto_server,
+)
 from fixtures.dropbox_server import DropboxServer, dropbox  # noqa: F401
+from fixtures.gcp_oauth_server import GcpOAuthServer, gcp_oauth  # noqa: F401
 from fixtures.git_server import GitHttpServer, git_http, git_repos_root, repos  # noqa: F401
+from fixtures.registry import Registry, basic_registry, registry  # noqa: F401
 
-__all__ = ["DropboxServer", "GitHttpServer"]
+__all__ = [
+    "Azurite",
+    "DropboxServer",
+    "FakeGcs",
+    "GcpOAuthServer",
+    "GitHttpServer",
+    "MotoServer",
+    "Registry",
+]
 
 
 @pytest.fixture
@@ -85,3 +105,39 @@ def python(script: Path, *, env: dict[str, str] | None = None, timeout: float = 
 
 def run_logs(client: ConveyorClient, run_id: str) -> str:
     return "\n".join(line.message for line in client.read_logs(run_id))
+
+
+def leaks(root: Path, needles: Sequence[str], *texts: str) -> list[str]:
+    """Where any of ``needles`` appears: files under ``root`` (the database, logs, caches) and
+    the ``texts`` (command output) — shown by place, never by value."""
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path}" for needle in needles if needle.encode() in data]
+    found += [f"output {i}" for i, text in enumerate(texts) for n in needles if n in text]
+    return found
+
+
+def clear_filesystems() -> None:
+    """Forget the fsspec filesystems this process made (fsspec keeps one instance per set of
+    options, with the credentials its session found when it was made)."""
+    import importlib
+
+    for module, cls in (
+        ("s3fs", "S3FileSystem"),
+        ("gcsfs", "GCSFileSystem"),
+        ("adlfs", "AzureBlobFileSystem"),
+    ):
+        try:
+            getattr(importlib.import_module(module), cls).clear_instance_cache()
+        except ImportError:
+            pass
+
+
+@pytest.fixture
+def fresh_filesystems() -> Iterator[None]:
+    """No fsspec filesystem kept from another test: each is built from this test's credentials."""
+    clear_filesystems()
+    yield
+    clear_filesystems()

@@ -20,8 +20,8 @@ into the bundle store — the worker reads it from the storage itself, as the fi
 did, and gets exactly what was built.
 
 Where a file is read from is a *location*, found by its one key in `READERS` (a `Registry`):
-``path`` (a file on this machine) and ``webhook`` (a stored `WebhookRequest`); blob stores add
-theirs (``url``).
+``path`` (a file on this machine), ``webhook`` (a stored `WebhookRequest`) and ``url`` (an object
+on a blob store with its fsspec settings, `conveyor.sources.blob.flowfile`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ READERS: Registry[Reader] = Registry(
     group="conveyor.flow_file_readers",
     builtins={
         "path": Entry("conveyor.sources.flowfile:read_path"),
+        "url": Entry("conveyor.sources.blob.flowfile:read_url"),
         "webhook": Entry("conveyor.sources.webhook:read_webhook"),
     },
 )
@@ -149,6 +150,8 @@ class FlowFileSource(Source):
 
             method = str(value.get("method", "GET"))
             return WebhookRequest(method, value.get("kwargs") or {}).shown
+        if self.where == "url" and isinstance(value, Mapping):
+            return str(value.get("url"))
         return str(value)
 
     def to_spec(self) -> dict[str, Any]:

@@ -11,10 +11,11 @@
    stored — and `conveyor.deploy.DeployableFlow.deploy` resolves, preflights (the flow is loaded
    from that source in a child interpreter) and puts the deployment ``<flow>/<project or
    "default">``;
-5. job variables: the run config's and environment's (``image``, ``env``, ``labels``), every
-   storage secret as ``env: {NAME: "${NAME}"}`` (resolved on the worker; only the name is
-   stored), and the labels: the ones given, the storage's (`Local`: the host name) and the run
-   config's — a run is claimed only by a worker carrying all of them.
+5. job variables: the storage's (`Docker`: the image), then the environment's and the run
+   config's (``image``, ``env``, ``labels``), the storage's run environment (every secret as
+   ``env: {NAME: "${NAME}"}``, resolved on the worker; only the name is stored), and the
+   labels: the ones given, the storage's (`Local`: the host name) and the run config's — a
+   run is claimed only by a worker carrying all of them.
 
 While a flow file is being loaded (a worker's child, a preflight, ``conveyor register`` itself)
 a module-level ``flow.register()`` does nothing and returns None.
@@ -169,7 +170,7 @@ def job_variables_for(
     """The deployment's job variables: run config, environment, secrets and every label."""
     from conveyor.run_configs import UniversalRun
 
-    parts: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = [storage.run_job_variables(flow.name)]
     if flow.environment is not None:
         parts.append(flow.environment.job_variables())
     parts.append((flow.run_config or UniversalRun()).job_variables())
@@ -180,7 +181,7 @@ def job_variables_for(
         env.update(part.pop("env", None) or {})
         every |= set(part.pop("labels", None) or [])
         variables.update(part)
-    env.update({name: "${" + name + "}" for name in storage.secrets})
+    env.update(storage.run_env())
     if env:
         variables["env"] = env
     if every:

@@ -165,6 +165,16 @@ class Storage(ABC):
         """The content digest `build` stored for ``flow_name`` (None: not a file storage)."""
         return None
 
+    def run_env(self) -> dict[str, str]:
+        """Environment every run gets, as templates resolved on the worker: each secret name
+        as ``${NAME}`` (only the names are stored)."""
+        return {name: "${" + name + "}" for name in self.secrets}
+
+    def run_job_variables(self, flow_name: str) -> dict[str, Any]:
+        """Job variables of ``flow_name``'s runs besides ``env`` and labels (`Docker`: the
+        image); a run config or environment overrides them."""
+        return {}
+
 
 class FileStorage(Storage):
     """A storage that keeps one file per flow: a signed pickle, or the script (script mode)."""

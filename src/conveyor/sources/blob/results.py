@@ -5,7 +5,9 @@ returns that URL as the run's ``result_ref``. `beside` picks the default place f
 code came from a blob store, as the first-generation storages did (results on the same
 platform): ``<scheme>://<bucket>/results`` (``.conveyor/results`` under the code's prefix when
 the code is the whole bucket, so a folder's pins never include them), with the source's own
-credentials and settings. `for_ref` opens the store behind a ref, for ``conveyor runs result``.
+credentials and settings (a first-generation ``S3``/``GCS``/``Azure`` storage's flow file counts:
+its object's settings are used). `for_ref` opens the store behind a ref, for ``conveyor runs
+result``.
 """
 
 from __future__ import annotations
@@ -106,6 +108,13 @@ def _blob_spec(spec: Mapping[str, Any]) -> tuple[BlobUrl, str | None, dict[str, 
     from conveyor.sources.blob._fs import PLATFORMS
 
     kind = spec.get("kind")
+    location = spec.get("location")
+    if kind == "flow-file" and isinstance(location, Mapping) and "url" in location:
+        where = location["url"]  # a first-generation blob storage's object (its settings)
+        if isinstance(where, Mapping) and isinstance(where.get("url"), str):
+            settings = {k: v for k, v in where.items() if k != "url"}
+            return BlobUrl.parse(where["url"]), None, settings
+        return None
     url = spec.get("url")
     if not isinstance(url, str) or "://" not in url:
         return None

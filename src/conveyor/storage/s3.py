@@ -1,0 +1,70 @@
+"""`S3`: flows as objects in an AWS S3 (or S3-compatible) bucket.
+
+```python
+flow = Flow("s3-flow", storage=S3(bucket="my-bucket"))
+flow.storage.build()     # s3://my-bucket/s3-flow/2024-05-01t10-11-12-123456-00-00
+```
+
+``S3(bucket, key=None, stored_as_script=False, local_script_path=None, client_options=None,
+upload_options=None, secrets=None, labels=None, add_default_labels=True, result=None)``:
+
+- ``client_options``: the boto3 client's options (``endpoint_url``, ``region_name``, ...),
+  stored with the deployment and used on the worker; a secret among them only as ``${NAME}``;
+- ``upload_options``: extra arguments of the upload (boto3's ``ExtraArgs``:
+  ``ServerSideEncryption``, ``Metadata``, ``ContentType``, ...), used at build only;
+- credentials, at build and on the worker, as boto3 finds them, after ``AWS_CREDENTIALS``
+  (``{"ACCESS_KEY": ..., "SECRET_ACCESS_KEY": ..., "SESSION_TOKEN": ...}``, looked up in the
+  environment, then in the server's secret store); ``AWS_ENDPOINT_URL_S3`` names an endpoint.
+  ``secrets=["AWS_CREDENTIALS"]`` also hands it to the run's environment (results are written
+  from there);
+- the flow's default result is ``S3Result(bucket, boto3_kwargs=client_options)``.
+
+See `conveyor.storage.blob` for keys, both modes and what a run reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from conveyor.errors import ConfigError
+from conveyor.storage.blob import BlobStorage
+
+__all__ = ["S3"]
+
+
+class S3(BlobStorage):
+    """Flows in an S3 bucket (see the module docstring)."""
+
+    scheme = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        key: str | None = None,
+        stored_as_script: bool = False,
+        local_script_path: str | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        upload_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from conveyor.sources.blob._fs import check_settings
+
+        for what, value in (("client_options", client_options), ("upload_options", upload_options)):
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"S3 {what} must be a dict, not {type(value).__name__}")
+        self.client_options = dict(client_options or {})
+        self.upload_options = dict(upload_options or {})
+        check_settings(self.client_options, where="client_options.")
+        super().__init__(bucket, key, stored_as_script, local_script_path, **kwargs)
+
+    def location_options(self) -> dict[str, Any]:
+        return {"client_kwargs": dict(self.client_options)} if self.client_options else {}
+
+    def put_options(self) -> dict[str, Any]:
+        return dict(self.upload_options)
+
+    def default_result(self) -> Any:
+        from conveyor.storage.results import S3Result
+
+        return S3Result(self.bucket, boto3_kwargs=self.client_options)
