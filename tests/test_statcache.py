@@ -2,51 +2,23 @@
 same manifest, and still notices every change, even one that keeps the size and sets the mtime
 back.
 
-Reads are counted with an audit hook on ``open`` (the tests run as root, so unreadable files
-would prove nothing)."""
+Reads are counted with an audit hook on ``open`` (`audit_helpers`)."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from audit_helpers import opens
 from conveyor import _statcache
 from conveyor._statcache import StatCache
 from conveyor.bundles import build_manifest
 from conveyor.sources.local import LocalSource
 from sources.contract import write_known_tree
-
-_opened: list[str] | None = None
-
-
-def _audit(event: str, args: tuple[object, ...]) -> None:
-    if event == "open" and _opened is not None and isinstance(args[0], str | bytes | Path):
-        _opened.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)  # hooks cannot be removed: this one records only inside `opens`
-
-
-@contextmanager
-def opens(root: Path) -> Iterator[list[str]]:
-    """The files under ``root`` opened in the block (relative paths)."""
-    global _opened
-    seen: list[str] = []
-    _opened = seen
-    found: list[str] = []
-    try:
-        yield found
-    finally:
-        _opened = None
-        top = os.fspath(root) + os.sep
-        found.extend(sorted({p[len(top) :] for p in seen if p.startswith(top)}))
 
 
 @pytest.fixture
