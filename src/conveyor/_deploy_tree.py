@@ -120,10 +120,10 @@ def preflight_flow(
     module); `WholeTreeNeeded` when a partial tree cannot settle it."""
     from conveyor._deploy_env import preflight_python, requirement_files
 
-    root = working_dir(tree.path, pull_steps)
     base = tree.path.resolve()
     partial = tree.partial
     try:
+        root = working_dir(tree.path, pull_steps, partial=partial)
         if partial is not None:
             wanted = [_relative(f, base) for f in requirement_files(tree.path, root, pull_steps)]
             partial.fetch(p for p in wanted if p is not None)
@@ -131,7 +131,7 @@ def preflight_flow(
     except ConfigError as exc:
         if partial is None:
             raise
-        raise WholeTreeNeeded(f"the run environment: {exc}") from exc
+        raise WholeTreeNeeded(f"the working directory or run environment: {exc}") from exc
     workdir = _relative(root, base) or ""
     key = preflight_key(
         version=tree.version,
@@ -175,9 +175,12 @@ def _relative(path: Path, base: Path) -> str | None:
     return "" if rel == "." else rel
 
 
-def working_dir(tree: Path, pull_steps: Sequence[Mapping[str, Any]]) -> Path:
+def working_dir(
+    tree: Path, pull_steps: Sequence[Mapping[str, Any]], *, partial: PartialCheckout | None = None
+) -> Path:
     """Where the flow's entrypoint is resolved: the tree, moved by ``set_working_directory``
-    steps (templates naming the code step's ``directory`` mean the tree)."""
+    steps (templates naming the code step's ``directory`` mean the tree). In a ``partial``
+    checkout, directories are those of its listing (and the one chosen is created)."""
     from conveyor.secrets import resolve_templates
     from conveyor.steps import names_code, parse_step
 
@@ -192,21 +195,29 @@ def working_dir(tree: Path, pull_steps: Sequence[Mapping[str, Any]]) -> Path:
         resolved = resolve_templates(arguments, outputs=outputs, kinds={"output"})
         directory = str(resolved.get("directory", ""))
         candidate = (root / directory).resolve()
-        if not candidate.is_dir() or not candidate.is_relative_to(tree.resolve()):
+        inside = _relative(candidate, tree.resolve())
+        exists = candidate.is_dir() if partial is None else inside in partial.dirs
+        if not exists or inside is None:
             raise ConfigError(
                 f"set_working_directory: {directory} is not a directory of the deployed code",
                 hint="give a directory relative to the repository root",
             )
         root = candidate
+    if partial is not None:
+        partial.directory(_relative(root, tree.resolve()) or "")
     return root
 
 
 def check_paths(tree: Path) -> None:
     """Refuse a tree that a worker could never check out: over-long paths or names."""
-    root = str(tree)
-    for dirpath, dirnames, filenames in os.walk(tree):
+    root = os.fspath(tree).rstrip(os.sep)
+    for dirpath, dirnames, filenames in os.walk(root):
+        prefix = dirpath[len(root) + 1 :]
+        base = len(os.fsencode(prefix)) + 1 if prefix else 0
         for name in (*dirnames, *filenames):
-            _check_path(os.path.relpath(os.path.join(dirpath, name), root), name)
+            size = len(os.fsencode(name))
+            if size > MAX_NAME_LENGTH or base + size > MAX_PATH_LENGTH:
+                _check_path(f"{prefix}/{name}" if prefix else name, name)
         dirnames[:] = [d for d in dirnames if d not in (".git", "__pycache__")]
 
 

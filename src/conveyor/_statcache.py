@@ -52,6 +52,9 @@ MAX_FOLDERS = 64
 _FORMAT = 1
 
 Key = tuple[int, int, int, int, int]
+_LOADED: dict[str, tuple[Key, dict[str, list[Any]]]] = {}
+"""Cache files read by this process, with the stat they had (a deploy versions a folder twice:
+to resolve it and to push it)."""
 
 
 def stat_key(st: os.stat_result) -> Key:
@@ -78,6 +81,11 @@ class StatCache:
 
     def _load(self) -> None:
         try:
+            st = os.stat(self.file)
+            seen = _LOADED.get(os.fspath(self.file))
+            if seen is not None and seen[0] == stat_key(st):
+                self._old = seen[1]  # read once per process while unchanged (never mutated)
+                return
             data = json.loads(self.file.read_bytes())
         except (OSError, ValueError):
             return
@@ -93,6 +101,7 @@ class StatCache:
             for path, entry in data["entries"].items()
             if isinstance(entry, list) and len(entry) == 7
         }
+        _LOADED[os.fspath(self.file)] = (stat_key(st), self._old)
 
     # -- lookups and records --------------------------------------------------------------------
 
@@ -129,8 +138,7 @@ class StatCache:
             return
         key = list(stat_key(st))
         entry = self._new.get(rel)
-        if entry is None or entry[:5] != key:
-            entry = [*key, None, None]
+        entry = [*key, None, None] if entry is None or entry[:5] != key else list(entry)
         if sha256 is not None:
             entry[5] = sha256
         if text is not None:
@@ -155,10 +163,12 @@ class StatCache:
             except BaseException:
                 os.unlink(tmp)
                 raise
+            written = stat_key(os.stat(self.file))
         except OSError as exc:
             logger.debug("stat cache not written path=%s error=%s", self.file, exc)
             return
         self._old, self._changed = dict(self._new), False
+        _LOADED[os.fspath(self.file)] = (written, self._old)
         _trim(self.file.parent)
 
 

@@ -3,8 +3,9 @@
 `PartialCheckout.open` makes sure the commit is in the repository's mirror without its blobs
 (a depth-1 ``blob:none`` fetch: commit and trees only, nothing when the mirror has the commit)
 and lists its entries (``git ls-tree``, no blobs needed) — enough to check every path of the
-tree and to create its directories. Each `PartialCheckout.fetch` then brings exactly the blobs
-asked for, in one request for those the mirror lacks, and writes them (modes and symlinks as a
+tree and to know its directories (created when asked for or written into). Each
+`PartialCheckout.fetch` then brings exactly the blobs asked for, in one request for those the
+mirror lacks (found by a walk of those paths only), and writes them (modes and symlinks as a
 checkout has them; the same path checks). Deploy asks for the flow's module, then for what it
 imports, round by round (`conveyor._imports`).
 
@@ -55,6 +56,8 @@ class PartialCheckout:
         self.scratch = scratch
         self.entries: dict[str, TreeEntry] = {}
         self.written: set[str] = set()
+        self.dirs: set[str] = {""}
+        """Every directory of the commit ("" is the root)."""
         self._writer = TreeWriter(self.dest)
 
     @property
@@ -87,11 +90,21 @@ class PartialCheckout:
         self.entries = {e.path: e for e in entries}
         for entry in entries:
             parent = os.path.dirname(entry.path)
-            if parent:
-                self._writer.directory(parent)
+            while parent not in self.dirs:
+                self.dirs.add(parent)
+                parent = os.path.dirname(parent)
             if entry.mode == GITLINK:
-                self._writer.directory(entry.path)
+                self.dirs.add(entry.path)
         return self
+
+    def directory(self, path: str) -> Path:
+        """Create directory ``path`` of the checkout (directories are created only when asked
+        for, or when a file is written into them); `KeyError` if the commit has none."""
+        if path not in self.dirs:
+            raise KeyError(path)
+        if path:
+            self._writer.directory(path)
+        return self.dest / path
 
     def fetch(self, paths: Iterable[str]) -> dict[str, bytes]:
         """Write ``paths`` (those not written yet) and return the bytes of each asked path that
@@ -101,8 +114,9 @@ class PartialCheckout:
         new = [e for e in new if e.kind == "blob"]
         if new:
             with self.scratch() as ctx, self._mirror(ctx) as (mirror, auth):
-                oids = [e.oid for e in new]
-                mirror.fetch_objects(self.version, mirror.missing_objects(self.version, oids), auth)
+                paths = [e.path for e in new]
+                missing = mirror.missing_at(self.version, paths)
+                mirror.fetch_objects(self.version, missing, auth, paths=paths)
                 write_blobs(mirror.path, new, self.dest, source=self.repo.url, writer=self._writer)
             self.written.update(e.path for e in new)
         found: dict[str, bytes] = {}
