@@ -197,3 +197,45 @@ def test_without_a_file_database_waiters_poll_quickly(settings):
     assert ctx.watch is None
     assert ctx.poll_seconds == FAST_POLL_SECONDS
     ctx.close()
+
+
+def test_the_http_claim_route_wakes_on_a_run_created_by_another_process(
+    settings, sqlite_template, monkeypatch
+):
+    from conveyor.server.app import create_app
+    from fixtures.asgi import AsgiTransport
+
+    # Given the HTTP front end over a SQLite file, with a claim waiting on an empty pool and a
+    # fallback poll too slow to matter
+    monkeypatch.setattr(context, "SLOW_POLL_SECONDS", 60.0)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sqlite_template, settings.home / "conveyor.db")
+    app = create_app(settings, sweep_every=None, dashboard=False)
+    try:
+        with ConveyorClient("http://conveyor.test", transport=AsgiTransport(app)) as client:
+            client.put_deployment(deployment_body())
+            claimed: list[Any] = []
+            waiter = threading.Thread(
+                target=lambda: claimed.extend(
+                    [client.claim_run("default", worker="w1", wait_seconds=30), time.time()]
+                )
+            )
+            waiter.start()
+            time.sleep(1.0)
+            # When another process creates a run (through the embedded front end)
+            done = subprocess.run(
+                [sys.executable, "-c", CREATE_RUN],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            run_id, created_at = done.stdout.split()
+            waiter.join(timeout=30)
+            # Then the waiting HTTP claim takes it promptly
+            run, returned_at = claimed
+            assert run is not None
+            assert run.id == run_id
+            assert returned_at - float(created_at) < 2.0
+    finally:
+        app.state.context.close()  # the watch thread and the database
