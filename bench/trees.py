@@ -36,8 +36,10 @@ of this checkout, stopped by PID). Besides the table: the idle CPU of an embedde
 ``--idle-seconds``).
 
 Run: ``.venv/bin/python bench/trees.py [TARGET] [--sizes 5,50,200] [--runs 5] [--gap 0.5]
-[--idle-seconds 30]`` (TARGET defaults to this checkout's ``.venv``; ``--sizes 5,50`` for a
-quick run). Prints a Markdown report on stdout, progress on stderr. Every wait is bounded.
+[--idle-seconds 30] [--rows warm,rate,...]`` (TARGET defaults to this checkout's ``.venv``;
+``--sizes 5,50`` for a quick run, ``--idle-seconds 0`` to skip the idle measure, ``--rows`` to
+measure some rows only). Prints a Markdown report on stdout, progress on stderr. Every wait is
+bounded.
 """
 
 from __future__ import annotations
@@ -288,6 +290,8 @@ def measure_size(
     name = f"t{megabytes}"
 
     def attempt(row: str, what: Callable[[], None]) -> None:
+        if row not in args.rows:
+            return
         try:
             what()
         except BenchError as exc:
@@ -334,7 +338,7 @@ def measure_size(
 
     work_dir = base / f"work-{megabytes}"
     work_dir.mkdir()
-    worker = start_worker(target, work_dir)
+    worker = start_worker(target, work_dir) if {"warm", "rate", "peak"} & args.rows else None
     try:
 
         def warm() -> None:
@@ -398,8 +402,14 @@ def measure_size(
         attempt("peak", peak)
         log(f"{megabytes} MB: peak work dir done")
     finally:
-        stop(worker)
+        if worker is not None:
+            stop(worker)
     shutil.rmtree(work_dir, ignore_errors=True)
+    if not {"git_deploy", "commit"} & args.rows:
+        for path in (tree, home):
+            subprocess.run(["chmod", "-R", "u+w", str(path)], check=False)
+            shutil.rmtree(path, ignore_errors=True)
+        return
 
     served = base / f"served-{megabytes}"
     bare = served / "trees.git"
@@ -563,7 +573,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--gap", type=float, default=0.5)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help=f"rows to measure (default all: {','.join(ROWS)})"
+    )
     args = parser.parse_args()
+    args.rows = {r.strip() for r in args.rows.split(",") if r.strip()}
+    if args.rows - set(ROWS):
+        raise SystemExit(f"unknown rows: {', '.join(sorted(args.rows - set(ROWS)))}")
     python = resolve_python(args.target.absolute())
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     base = Path(tempfile.mkdtemp(prefix="conveyor-bench-trees-"))
