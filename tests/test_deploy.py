@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from conveyor import flow, load_flow
+from conveyor._preflight import Preflight
 from conveyor.cli.deploy import parse_params, split_deployment
 from conveyor.client import ConveyorClient
 from conveyor.connect import connect
-from conveyor.deploy import DeployableFlow, Preflight, entrypoint_for, from_source
+from conveyor.deploy import DeployableFlow, entrypoint_for, from_source
 from conveyor.errors import ConfigError, FlowLoadError, ObjectNotFound
 from conveyor.settings import Settings
 from conveyor.sources.local import LocalSource

@@ -36,6 +36,7 @@ BASE = {
     "conveyor._manifest",
     "conveyor._expected",
     "conveyor._tree",
+    "conveyor._statcache",
     "conveyor._archive",
     "conveyor._target",
     "conveyor.bundles",

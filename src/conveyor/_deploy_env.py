@@ -20,7 +20,7 @@ from conveyor.envs import EnvCache, EnvSpec, IndexSettings, read_requirements, s
 if TYPE_CHECKING:
     from conveyor.settings import Settings
 
-__all__ = ["preflight_python"]
+__all__ = ["preflight_python", "requirement_files"]
 
 
 def preflight_python(
@@ -31,24 +31,8 @@ def preflight_python(
     settings: Settings,
 ) -> str | None:
     """The interpreter of the deployment's run environment, built here; None without one."""
-    from conveyor.secrets import resolve_templates
-    from conveyor.steps import names_code, parse_step
-
     spec = EnvSpec()
-    outputs: dict[str, Any] = {"directory": str(tree)}
-    cwd = tree
-    for step in pull_steps:
-        name, arguments, step_id = parse_step(step)
-        if names_code(step) and step_id:
-            outputs[step_id] = {"directory": str(tree)}
-        if name == "set_working_directory":
-            cwd = root
-        if name != "pip_install_requirements":
-            continue
-        resolved = resolve_templates(arguments, outputs=outputs, kinds={"output"})
-        base = Path(str(resolved.get("directory") or cwd))
-        base = base if base.is_absolute() else cwd / base
-        file = (base / str(resolved.get("requirements_file", "requirements.txt"))).resolve()
+    for file in requirement_files(tree, root, pull_steps):
         text, constraints = read_requirements(file, root=tree.resolve())
         spec = spec.merged(EnvSpec(requirements=text, constraints=constraints))
     extra = job_variables.get("EXTRA_PIP_PACKAGES")
@@ -68,3 +52,30 @@ def preflight_python(
         return None
     cache = EnvCache(settings.cache_dir, max_bytes=settings.cache_max_bytes)
     return str(cache.ensure(full).python)
+
+
+def requirement_files(
+    tree: Path, root: Path, pull_steps: Sequence[Mapping[str, Any]]
+) -> list[Path]:
+    """The requirements file of each ``pip_install_requirements`` step, as the worker will find
+    it (templates naming the code step's directory mean ``tree``; relative to the working
+    directory once a ``set_working_directory`` step ran)."""
+    from conveyor.secrets import resolve_templates
+    from conveyor.steps import names_code, parse_step
+
+    files: list[Path] = []
+    outputs: dict[str, Any] = {"directory": str(tree)}
+    cwd = tree
+    for step in pull_steps:
+        name, arguments, step_id = parse_step(step)
+        if names_code(step) and step_id:
+            outputs[step_id] = {"directory": str(tree)}
+        if name == "set_working_directory":
+            cwd = root
+        if name != "pip_install_requirements":
+            continue
+        resolved = resolve_templates(arguments, outputs=outputs, kinds={"output"})
+        base = Path(str(resolved.get("directory") or cwd))
+        base = base if base.is_absolute() else cwd / base
+        files.append((base / str(resolved.get("requirements_file", "requirements.txt"))).resolve())
+    return files

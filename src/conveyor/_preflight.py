@@ -5,15 +5,28 @@ ENTRYPOINT`` (the same child entry point a worker runs flows with), so the user'
 imported exactly as a worker will import it, and whatever the import does stays out of the
 deploying process. `Preflight.result` waits for its one JSON line and returns a `FlowInfo`, or
 raises `FlowLoadError` with the child's one-line error.
+
+`PreflightCache` keeps successful results under ``<cache_dir>/.preflight/``, keyed by
+`preflight_key`: the code version, the source's identity, the entrypoint, the working directory
+inside the tree (what ``set_working_directory`` steps made of it) and the interpreter that loads
+it (`interpreter_identity`: a run environment's python, or this interpreter with its version,
+``PYTHONPATH`` and the modification times of its site-packages directories, which change when a
+package is installed or removed). Re-deploying unchanged code then starts no child process. A
+failed preflight is not kept. Left out of the key, as a worker's run is too: environment
+variables the module reads at import time, and the source of editable installs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
+import site
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +34,22 @@ from typing import Any
 
 from conveyor.errors import FlowLoadError
 
-__all__ = ["PREFLIGHT_TIMEOUT_SECONDS", "FlowInfo", "Preflight"]
+__all__ = [
+    "PREFLIGHT_DIR",
+    "PREFLIGHT_TIMEOUT_SECONDS",
+    "FlowInfo",
+    "Preflight",
+    "PreflightCache",
+    "interpreter_identity",
+    "preflight_key",
+]
 
 logger = logging.getLogger(__name__)
 
 PREFLIGHT_TIMEOUT_SECONDS = 120.0
+PREFLIGHT_DIR = ".preflight"
+_MAX_ENTRIES = 512
+_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -124,3 +148,94 @@ def _last_json_line(out: bytes) -> dict[str, Any] | None:
         if isinstance(value, dict):
             return value
     return None
+
+
+# -- the cache of results ------------------------------------------------------------------------
+
+
+def interpreter_identity(python: str | None) -> dict[str, Any]:
+    """What identifies the interpreter a preflight runs: a run environment's python (its path
+    names its requirements' digest, and it never changes once built), or this one."""
+    from conveyor._version import __version__
+
+    if python is not None and os.path.realpath(python) != os.path.realpath(sys.executable):
+        return {"python": os.path.abspath(python), "conveyor": __version__}
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    stamps = {}
+    for directory in dirs:
+        try:
+            stamps[directory] = os.stat(directory).st_mtime_ns
+        except OSError:
+            continue
+    return {
+        "python": os.path.realpath(sys.executable),
+        "prefix": sys.prefix,
+        "version": sys.version,
+        "conveyor": __version__,
+        "pythonpath": os.environ.get("PYTHONPATH", ""),
+        "site": stamps,
+    }
+
+
+def preflight_key(
+    *,
+    version: str,
+    source: dict[str, Any],
+    entrypoint: str,
+    workdir: str,
+    python: str | None,
+) -> str:
+    """The key of a preflight result (see the module)."""
+    material = {
+        "format": _FORMAT,
+        "version": version,
+        "source": source,
+        "entrypoint": entrypoint,
+        "workdir": workdir,
+        "interpreter": interpreter_identity(python),
+    }
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class PreflightCache:
+    """Successful preflight results by `preflight_key`, one small JSON file each under
+    ``<cache_dir>/.preflight/`` (written atomically; beyond 512 entries the least recently used
+    go). An
+    unreadable entry is a miss, never an error."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.root = Path(cache_dir) / PREFLIGHT_DIR
+
+    def get(self, key: str) -> FlowInfo | None:
+        path = self.root / f"{key}.json"
+        try:
+            data = json.loads(path.read_bytes())
+            info = FlowInfo(**data["info"])
+            os.utime(path)  # recently used: trimmed last
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if data.get("key") != key or not isinstance(info.parameter_schema, dict):
+            return None
+        return info
+
+    def put(self, key: str, info: FlowInfo) -> None:
+        data = {"key": key, "info": dataclasses.asdict(info)}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(data, fh)
+                os.replace(tmp, self.root / f"{key}.json")
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            self._trim()
+        except OSError as exc:
+            logger.debug("preflight result not cached error=%s", exc)
+
+    def _trim(self) -> None:
+        entries = [(p.stat().st_mtime_ns, p) for p in self.root.glob("*.json")]
+        for _, path in sorted(entries)[: max(len(entries) - _MAX_ENTRIES, 0)]:
+            path.unlink(missing_ok=True)

@@ -35,6 +35,8 @@ from conveyor.errors import BundleError, IntegrityError
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
 
+    from conveyor._statcache import StatCache
+
 __all__ = ["DEFAULT_EXCLUDED_DIRS", "build_manifest", "compute_version", "verify_tree"]
 
 logger = logging.getLogger(__name__)
@@ -68,21 +70,34 @@ class _TreeProblem(Exception):
         super().__init__(message)
 
 
-def _load_rules(directory: str, prefix: str, names: set[str]) -> GitIgnoreSpec | None:
+def _load_rules(
+    directory: str, prefix: str, names: set[str], cache: StatCache | None
+) -> GitIgnoreSpec | None:
     lines: list[str] = []
     for name in IGNORE_FILES:
         if name in names:
-            try:
-                with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as fh:
-                    lines.extend(fh.read().splitlines())
-            except OSError as exc:
-                rel = prefix + name
-                raise _TreeProblem(rel, f"cannot read {rel}: {exc.strerror}") from None
+            lines.extend(_read_ignore_file(os.path.join(directory, name), prefix + name, cache))
     if not any(line.strip() and not line.startswith("#") for line in lines):
         return None
     from pathspec import GitIgnoreSpec
 
     return GitIgnoreSpec.from_lines(lines)
+
+
+def _read_ignore_file(path: str, rel: str, cache: StatCache | None) -> list[str]:
+    try:
+        if cache is not None:
+            known = cache.text(rel, os.stat(path))
+            if known is not None:
+                return known.splitlines()
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            st = os.fstat(fh.fileno())
+            text = fh.read()
+    except OSError as exc:
+        raise _TreeProblem(rel, f"cannot read {rel}: {exc.strerror}") from None
+    if cache is not None:
+        cache.record(rel, st, text=text)
+    return text.splitlines()
 
 
 def _excluded(rel: str, name: str, is_dir: bool, rules: list[tuple[str, GitIgnoreSpec]]) -> bool:
@@ -96,11 +111,11 @@ def _excluded(rel: str, name: str, is_dir: bool, rules: list[tuple[str, GitIgnor
     return name.endswith(DEFAULT_EXCLUDED_SUFFIXES)
 
 
-def _hash_file(path: str, rel: str) -> tuple[str, int, int]:
-    """(sha256 hex, size, st_mode) of a regular file, read through one open descriptor."""
+def _hash_file(path: str, rel: str) -> tuple[str, int, os.stat_result]:
+    """(sha256 hex, size, stat before reading) of a regular file, read through one descriptor."""
     try:
         with open(path, "rb", buffering=0) as fh:
-            mode = os.fstat(fh.fileno()).st_mode
+            st = os.fstat(fh.fileno())
             digest = hashlib.sha256()
             size = 0
             while chunk := fh.read(1 << 20):
@@ -108,7 +123,25 @@ def _hash_file(path: str, rel: str) -> tuple[str, int, int]:
                 size += len(chunk)
     except OSError as exc:
         raise _TreeProblem(rel, f"cannot read {rel}: {exc.strerror}") from None
-    return digest.hexdigest(), size, mode
+    return digest.hexdigest(), size, st
+
+
+def _file_entry(
+    path: str, rel: str, entry: os.DirEntry[str], cache: StatCache | None
+) -> ManifestEntry:
+    """The manifest entry of a regular file: from the stat cache when its stat is unchanged."""
+    if cache is not None:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise _TreeProblem(rel, f"cannot read {rel}: {exc.strerror}") from None
+        known = cache.sha256(rel, st)
+        if known is not None:
+            return ManifestEntry(rel, known, st.st_size, executable=bool(st.st_mode & stat.S_IXUSR))
+    sha, size, st = _hash_file(path, rel)
+    if cache is not None and size == st.st_size:
+        cache.record(rel, st, sha256=sha)
+    return ManifestEntry(rel, sha, size, executable=bool(st.st_mode & stat.S_IXUSR))
 
 
 def _link_entry(path: str, rel: str, root_real: str) -> ManifestEntry:
@@ -134,7 +167,11 @@ def _link_entry(path: str, rel: str, root_real: str) -> ManifestEntry:
 
 
 def _walk(
-    root: str, prefix: str, root_real: str, rules: list[tuple[str, GitIgnoreSpec]]
+    root: str,
+    prefix: str,
+    root_real: str,
+    rules: list[tuple[str, GitIgnoreSpec]],
+    cache: StatCache | None,
 ) -> Iterator[ManifestEntry]:
     directory = os.path.join(root, prefix) if prefix else root
     try:
@@ -143,7 +180,7 @@ def _walk(
     except OSError as exc:
         raise _TreeProblem(prefix or ".", f"cannot list {prefix or '.'}: {exc.strerror}") from None
     names = {child.name for child in children}
-    spec = _load_rules(directory, prefix, names) if names & set(IGNORE_FILES) else None
+    spec = _load_rules(directory, prefix, names, cache) if names & set(IGNORE_FILES) else None
     if spec is not None:
         rules = [*rules, (prefix, spec)]
     for child in children:
@@ -162,40 +199,45 @@ def _walk(
             if os.path.exists(os.path.join(child.path, "pyvenv.cfg")):
                 continue
             if not _excluded(rel, name, True, rules):
-                yield from _walk(root, rel + "/", root_real, rules)
+                yield from _walk(root, rel + "/", root_real, rules, cache)
         elif child.is_file(follow_symlinks=False):
             if name in IGNORE_FILES or not _excluded(rel, name, False, rules):
-                sha, size, mode = _hash_file(child.path, rel)
-                yield ManifestEntry(rel, sha, size, executable=bool(mode & stat.S_IXUSR))
+                yield _file_entry(child.path, rel, child, cache)
         else:
             logger.warning("skipping special file path=%s", rel)
 
 
-def _manifest_or_problem(root: Path) -> Manifest:
+def _manifest_or_problem(root: Path, cache: StatCache | None = None) -> Manifest:
     top = os.fspath(root)
     if not os.path.isdir(top):
         raise _TreeProblem(".", f"{root} is not a directory")
     try:
-        return Manifest(tuple(_walk(top, "", os.path.realpath(top), [])))
+        manifest = Manifest(tuple(_walk(top, "", os.path.realpath(top), [], cache)))
     except RecursionError:
         raise _TreeProblem(".", f"{root} is nested too deeply to bundle") from None
+    if cache is not None:
+        cache.save()
+    return manifest
 
 
-def build_manifest(root: Path) -> Manifest:
+def build_manifest(root: Path, *, stat_cache: StatCache | None = None) -> Manifest:
     """The manifest of the tree at ``root`` (see the module docstring for what is left out).
+
+    With a ``stat_cache`` (`conveyor._statcache`), files whose stat is unchanged since they were
+    last hashed are not read; the manifest is the same.
 
     Raises `BundleError` when the tree cannot be bundled: a symlink leaving it, an unreadable
     file, a name that is not UTF-8, or ``root`` not being a directory.
     """
     try:
-        return _manifest_or_problem(Path(root))
+        return _manifest_or_problem(Path(root), stat_cache)
     except _TreeProblem as problem:
         raise BundleError(problem.message, hint=problem.hint) from None
 
 
-def compute_version(root: Path) -> str:
+def compute_version(root: Path, *, stat_cache: StatCache | None = None) -> str:
     """The bundle version (``sha256-<hex>``) of the tree at ``root``."""
-    return build_manifest(root).version
+    return build_manifest(root, stat_cache=stat_cache).version
 
 
 def _stored_manifest(root: Path, version: str) -> Manifest | None:

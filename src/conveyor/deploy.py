@@ -13,11 +13,14 @@ flow.from_source("./project", "flows.py:hello").deploy(name="nightly", parameter
 2. **resolve** the source's ref to an immutable version (a folder: the digest of its bundle
    manifest; git: a commit);
 3. **preflight**: load the flow in a child interpreter from the tree of that version (a folder
-   in place; anything else through the code cache), after the pull steps' working directory,
-   with the run environment its pull steps and ``EXTRA_PIP_PACKAGES`` ask for (built here, in
-   this machine's cache: `conveyor._deploy_env`);
-   the flow's name, parameter schema, retries and timeout come back, and the default parameters
-   are checked against the schema. A flow that does not load fails the deploy here;
+   in place; a git commit from a partial checkout of the entrypoint's module and what it
+   imports from the tree; anything else through the code cache: `conveyor._deploy_tree`),
+   after the pull steps' working directory, with the run environment its pull steps and
+   ``EXTRA_PIP_PACKAGES`` ask for (built here, in this machine's cache:
+   `conveyor._deploy_env`); the flow's name, parameter schema, retries and timeout come back,
+   and the default parameters are checked against the schema. A flow that does not load fails
+   the deploy here. The answer is cached by version, entrypoint, working directory and
+   interpreter, so re-deploying unchanged code starts no child process;
 4. **snapshot** a source that is not versioned by itself (``supports_versioning`` is False: a
    folder) into the bundle store of ``CONVEYOR_BUNDLE_STORE`` and pin the snapshot: the
    deployment then points at the store, so every run gets the deployed bytes whatever happens
@@ -35,13 +38,19 @@ import inspect
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor._preflight import FlowInfo, Preflight
+from conveyor._deploy_tree import (
+    MAX_PATH_LENGTH,
+    DeployTree,
+    WholeTreeNeeded,
+    deploy_tree,
+    preflight_flow,
+)
+from conveyor._preflight import FlowInfo
 from conveyor._values import check_parameters
 from conveyor.errors import ConfigError
 
@@ -62,10 +71,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MAX_PATH_LENGTH = 1024
-"""The longest path inside a deployed tree (the worker's cache and workspace add their own)."""
-_MAX_NAME = 255
 
 
 def _warn(message: str) -> None:
@@ -209,28 +214,18 @@ class _Deploy:
                 hint="deploy from git (a branch) to follow a ref",
             )
         _check_server(self.client, work_pool)
-        with self._tree() as (tree, version):
-            root = _working_dir(tree, pull_steps)
-            from conveyor._deploy_env import preflight_python
-
-            python = preflight_python(tree, root, pull_steps, job_variables, self.settings)
-            info = Preflight(root, self.flow.entrypoint, python=python).start().result()
-            _check_parameters(info, parameters)
-            if self.image is not None and self.build:
-                from conveyor.docker._deploy import bake
-
-                baked = bake(
-                    self.image,
-                    tree,
-                    push=self.push,
-                    settings=self.settings,
-                    ctx=self.ctx,
-                    notify=self.notify,
+        whole = self.image is not None and self.build  # an image bakes the whole tree
+        try:
+            with deploy_tree(self.source, self.settings, self.ctx, partial=not whole) as tree:
+                info, source_spec, labels, version, job_variables = self._check(
+                    tree, pull_steps, job_variables, parameters
                 )
-                source_spec, labels, version = baked.spec, baked.labels, baked.version
-                job_variables = {"image": baked.image, **job_variables}
-            else:
-                source_spec, labels = self._pin(tree, version)
+        except WholeTreeNeeded as why:
+            logger.info("preflight needs the whole tree reason=%s", why)
+            with deploy_tree(self.source, self.settings, self.ctx, partial=False) as tree:
+                info, source_spec, labels, version, job_variables = self._check(
+                    tree, pull_steps, job_variables, parameters
+                )
         if self.image is not None and not self.build:
             shown = self.image if isinstance(self.image, str) else str(self.image.ref)
             job_variables = {"image": shown, **job_variables}
@@ -259,23 +254,40 @@ class _Deploy:
         )
         return self.client.put_deployment(request)
 
-    @contextmanager
-    def _tree(self) -> Iterator[tuple[Path, str]]:
-        """The tree of the version to deploy, and that version."""
-        materialised = getattr(self.source, "materialised", None)
-        if callable(materialised):  # the tree is on this machine already (a folder)
-            tree = Path(materialised())
-            version = self.source.resolve(self.ctx)
-            _check_paths(tree)
-            yield tree, version
-            return
-        from conveyor.cache import CodeCache
+    def _check(
+        self,
+        tree: DeployTree,
+        pull_steps: list[dict[str, Any]],
+        job_variables: dict[str, Any],
+        parameters: dict[str, Any],
+    ) -> tuple[FlowInfo, dict[str, Any], list[str], str, dict[str, Any]]:
+        """Preflight the flow from ``tree``, check the default parameters, and pin the code:
+        the flow's info, the source spec to store, the labels the deployment needs, the version
+        deployed and the job variables (with the image an image build made)."""
+        info = preflight_flow(
+            tree,
+            source=self.source,
+            entrypoint=self.flow.entrypoint,
+            pull_steps=pull_steps,
+            job_variables=job_variables,
+            settings=self.settings,
+        )
+        _check_parameters(info, parameters)
+        if self.image is not None and self.build:
+            from conveyor.docker._deploy import bake
 
-        version = self.source.resolve(self.ctx)
-        cache = CodeCache.from_settings(self.settings, context=self.ctx)
-        with cache.checkout(self.source, version) as checkout:
-            _check_paths(checkout)
-            yield checkout, version
+            baked = bake(
+                self.image,
+                tree.path,
+                push=self.push,
+                settings=self.settings,
+                ctx=self.ctx,
+                notify=self.notify,
+            )
+            job_variables = {"image": baked.image, **job_variables}
+            return info, baked.spec, baked.labels, baked.version, job_variables
+        spec, labels = self._pin(tree.path, tree.version)
+        return info, spec, labels, tree.version, job_variables
 
     def _pin(self, tree: Path, version: str) -> tuple[dict[str, Any], list[str]]:
         """The source spec to store and the labels the deployment needs: the source itself when
@@ -371,32 +383,6 @@ def _relative_entrypoint(source: Source, entrypoint: str) -> str:
     return f"{path.as_posix().removeprefix('./')}:{attribute}"
 
 
-def _working_dir(tree: Path, pull_steps: Sequence[Mapping[str, Any]]) -> Path:
-    """Where the flow's entrypoint is resolved: the tree, moved by ``set_working_directory``
-    steps (templates naming the code step's ``directory`` mean the tree)."""
-    from conveyor.secrets import resolve_templates
-    from conveyor.steps import names_code, parse_step
-
-    outputs: dict[str, Any] = {"directory": str(tree)}
-    root = tree
-    for step in pull_steps:
-        name, arguments, step_id = parse_step(step)
-        if names_code(step) and step_id:
-            outputs[step_id] = {"directory": str(tree)}
-        if name != "set_working_directory":
-            continue
-        resolved = resolve_templates(arguments, outputs=outputs, kinds={"output"})
-        directory = str(resolved.get("directory", ""))
-        candidate = (root / directory).resolve()
-        if not candidate.is_dir() or not candidate.is_relative_to(tree.resolve()):
-            raise ConfigError(
-                f"set_working_directory: {directory} is not a directory of the deployed code",
-                hint="give a directory relative to the repository root",
-            )
-        root = candidate
-    return root
-
-
 def _check_server(
     client: ConveyorClient, work_pool: str, job_variables: Mapping[str, Any] | None = None
 ) -> None:
@@ -419,23 +405,6 @@ def _check_name(name: str) -> None:
     from conveyor._names import check_deployment_name
 
     check_deployment_name(name)
-
-
-def _check_paths(tree: Path) -> None:
-    """Refuse a tree that a worker could never check out: over-long paths or names."""
-    root = str(tree)
-    for dirpath, dirnames, filenames in os.walk(tree):
-        for name in (*dirnames, *filenames):
-            relative = os.path.relpath(os.path.join(dirpath, name), root)
-            if len(name.encode()) > _MAX_NAME or len(relative.encode()) > MAX_PATH_LENGTH:
-                shown = relative if len(relative) <= 80 else f"{relative[:38]}…{relative[-38:]}"
-                raise ConfigError(
-                    f"path {shown!r} in the code is {len(relative.encode())} bytes long; "
-                    f"workers can check out paths of at most {MAX_PATH_LENGTH} bytes "
-                    f"(names of at most {_MAX_NAME})",
-                    hint="shorten it, or leave it out with .conveyorignore",
-                )
-        dirnames[:] = [d for d in dirnames if d not in (".git", "__pycache__")]
 
 
 def _check_parameters(info: FlowInfo, parameters: Mapping[str, Any]) -> None:

@@ -7,6 +7,7 @@ routes/         the HTTP front end (FastAPI), one module per resource
 local.py        LocalTransport: the embedded front end (no FastAPI), for connect()
 errors.py     any exception -> status + one-line body, for both front ends
 context.py    ServerContext (db, secret box, doorbell for long-polls, throttled lease sweep)
+_dbwatch.py   DatabaseWatch: inotify on the SQLite files rings the doorbell on other writes
 db.py         Database: engine per app, read / write transactions, SQLite WAL + retries
 tables.py     typed ORM tables;  migrate.py + migrations/: Alembic, applied when behind
 secrets.py    SecretBox: Fernet encryption at rest, key from env or a 0600 key file

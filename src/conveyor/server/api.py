@@ -63,7 +63,6 @@ from conveyor.server.service import (
 
 __all__ = [
     "MAX_WAIT",
-    "POLL_EVERY",
     "bundle_exists",
     "cancel_run",
     "claim_blocking",
@@ -98,8 +97,6 @@ __all__ = [
 
 MAX_WAIT = 60.0
 """The longest a claim waits for a run, whatever ``wait_seconds`` asks."""
-POLL_EVERY = 0.05
-"""Seconds between database checks while a claim waits (other processes add runs too)."""
 
 
 def health(ctx: ServerContext) -> dict[str, str]:
@@ -229,13 +226,16 @@ def watch_run(
         lines = logs.read_logs(s, run.id, after=after, limit=1000)
         return RunWatch(run=run, logs=lines)
 
+    if wait > 0:
+        ctx.watch_changes()
     while True:
+        ticket = ctx.doorbell.ticket()
         ctx.sweep()
         found = ctx.db.read(look)
         remaining = deadline - time.monotonic()
         if found.logs or found.run.state != state or remaining <= 0:
             return found
-        ctx.doorbell.wait_blocking(min(POLL_EVERY, remaining))
+        ctx.doorbell.wait_blocking(min(ctx.poll_seconds, remaining), since=ticket)
 
 
 # -- what workers call ----------------------------------------------------------------------------
@@ -271,15 +271,18 @@ def claim_blocking(ctx: ServerContext, pool: str, body: ClaimRequest) -> Run | N
     front end; the HTTP route waits on its event loop instead)."""
     deadline = time.monotonic() + claim_wait_seconds(body)
     require_pool(ctx, pool)
+    if deadline > time.monotonic():
+        ctx.watch_changes()
     run = reclaim(ctx, pool, body)
     while run is None:
+        ticket = ctx.doorbell.ticket()
         run = claim_once(ctx, pool, body)
         remaining = deadline - time.monotonic()
         if run is not None:
             break
         if remaining <= 0:
             return reclaim(ctx, pool, body)
-        ctx.doorbell.wait_blocking(min(POLL_EVERY, remaining))
+        ctx.doorbell.wait_blocking(min(ctx.poll_seconds, remaining), since=ticket)
     return run
 
 

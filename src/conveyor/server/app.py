@@ -73,7 +73,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            db.dispose()
+            context.close()
 
     app = FastAPI(
         title="Conveyor",

@@ -32,35 +32,59 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from conveyor.server._dbwatch import DatabaseWatch
 from conveyor.server.db import Database, utcnow
 from conveyor.server.secrets import SecretBox
 from conveyor.settings import Settings
 
-__all__ = ["Doorbell", "ServerContext", "is_outage"]
+__all__ = [
+    "FAST_POLL_SECONDS",
+    "SLOW_POLL_SECONDS",
+    "Doorbell",
+    "ServerContext",
+    "is_outage",
+]
 
 logger = logging.getLogger(__name__)
 
 SWEEP_EVERY = 0.5
 """Seconds between lazy lease-expiry checks in one process (each is one indexed read)."""
+FAST_POLL_SECONDS = 0.05
+"""How often a waiting claim or watch queries the database when nothing tells it of other
+processes' writes (PostgreSQL, or a SQLite watch that could not start)."""
+SLOW_POLL_SECONDS = 1.5
+"""How often it queries while a `DatabaseWatch` rings the doorbell on every write: only a
+fallback, in case an event is missed."""
 
 
 class Doorbell:
-    """Wakes this process's long-polling claims when a run may have become claimable.
+    """Wakes this process's long-polling claims and watches when a run may have changed.
 
     `ring` may be called from any thread; `wait` runs on an event loop, `wait_blocking` in a
-    thread. Other processes writing to the same database are noticed by polling (see
-    `conveyor.server.api.claim_once`).
+    thread. Rings are counted: a waiter takes a `ticket` *before* it looks at the database and
+    passes it as ``since``, so a ring that came between its look and its wait is not lost (the
+    wait returns at once). Other processes' writes ring it through the context's
+    `conveyor.server._dbwatch.DatabaseWatch`, or are noticed by polling.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._events: set[threading.Event] = set()
+        self._rings = 0
 
-    def wait_blocking(self, timeout: float) -> bool:
-        """Block this thread until rung or ``timeout`` seconds pass; True if rung."""
+    def ticket(self) -> int:
+        """The number of rings so far (pass it to a wait as ``since``)."""
+        with self._lock:
+            return self._rings
+
+    def wait_blocking(self, timeout: float, *, since: int | None = None) -> bool:
+        """Block this thread until rung (after ticket ``since``) or ``timeout`` seconds pass;
+        True if rung."""
         event = threading.Event()
         with self._lock:
+            if since is not None and self._rings != since:
+                return True
             self._events.add(event)
         try:
             return event.wait(timeout)
@@ -68,12 +92,14 @@ class Doorbell:
             with self._lock:
                 self._events.discard(event)
 
-    async def wait(self, timeout: float) -> bool:
-        """Sleep until rung or ``timeout`` seconds pass; True if rung."""
+    async def wait(self, timeout: float, *, since: int | None = None) -> bool:
+        """Sleep until rung (after ticket ``since``) or ``timeout`` seconds pass; True if rung."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         entry = (loop, future)
         with self._lock:
+            if since is not None and self._rings != since:
+                return True
             self._waiters.add(entry)
         try:
             await asyncio.wait_for(future, timeout)
@@ -86,6 +112,7 @@ class Doorbell:
 
     def ring(self) -> None:
         with self._lock:
+            self._rings += 1
             waiters = list(self._waiters)
             events = list(self._events)
         for loop, future in waiters:
@@ -109,6 +136,8 @@ class ServerContext:
     box: SecretBox
     doorbell: Doorbell = field(default_factory=Doorbell)
     start_grace: bool = True
+    watch: DatabaseWatch | None = None
+    """Rings the doorbell when another process writes (SQLite on disk; see `watch_changes`)."""
     _last_sweep: float = 0.0
     _sweep_lock: threading.Lock = field(default_factory=threading.Lock)
     _available_since: float = -math.inf
@@ -117,6 +146,27 @@ class ServerContext:
     def __post_init__(self) -> None:
         if self.start_grace:
             self._available_since = time.monotonic()
+        path = self.db.sqlite_path
+        if self.watch is None and path is not None:
+            self.watch = DatabaseWatch(path, self.doorbell.ring)
+
+    def watch_changes(self) -> None:
+        """Make sure other processes' writes ring the doorbell from now on (a waiter calls this
+        before it first looks at the database); a no-op without a watch."""
+        if self.watch is not None and not self.watch.active:
+            self.watch.start()
+
+    @property
+    def poll_seconds(self) -> float:
+        """How long a waiter may sleep between queries (see `SLOW_POLL_SECONDS`)."""
+        watch = self.watch
+        return SLOW_POLL_SECONDS if watch is not None and watch.active else FAST_POLL_SECONDS
+
+    def close(self) -> None:
+        """Stop the watch and close the database's connections."""
+        if self.watch is not None:
+            self.watch.close()
+        self.db.dispose()
 
     def serving(self) -> None:
         """The front end starts answering now (the grace of a start counts from here)."""

@@ -285,7 +285,7 @@ class LocalTransport(httpx.BaseTransport):
         with self._lock:
             context, self._context = self._context, None
         if context is not None:
-            context.db.dispose()
+            context.close()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         path = unquote(request.url.raw_path.split(b"?", 1)[0].decode("ascii"))

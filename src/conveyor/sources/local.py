@@ -1,6 +1,8 @@
 """A folder on this machine as a source: its version is the version of its bundle.
 
-`LocalSource.resolve` computes the version of the folder's bundle manifest (nothing is written).
+`LocalSource.resolve` computes the version of the folder's bundle manifest (nothing of the
+folder is written). With settings in the context it keeps a stat cache of the folder under the
+cache directory (`conveyor._statcache`), so re-versioning an unchanged folder reads no file.
 A folder changes in place, so it is not versioned by itself (``supports_versioning = False``):
 deploy snapshots it into the bundle store and the deployment points at the snapshot. `fetch`
 still works while the folder holds the asked version (a quick local run, a test), and says to
@@ -11,12 +13,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from conveyor.errors import SourceNotFound, VersionNotFound
 from conveyor.sources.base import FetchContext, Source
 
-__all__ = ["LocalSource"]
+if TYPE_CHECKING:
+    from conveyor._statcache import StatCache
+
+__all__ = ["LocalSource", "stat_cache_for"]
+
+
+def stat_cache_for(folder: Path, ctx: FetchContext | None) -> StatCache | None:
+    """The stat cache of ``folder`` under the context's cache directory (None without
+    settings: then every file is read)."""
+    if ctx is None or ctx.settings is None:
+        return None
+    from conveyor._statcache import StatCache
+
+    return StatCache.for_folder(ctx.settings.cache_dir, folder)
 
 
 class LocalSource(Source):
@@ -44,7 +59,8 @@ class LocalSource(Source):
     def resolve(self, ctx: FetchContext | None = None) -> str:
         from conveyor.bundles import compute_version
 
-        return compute_version(self.materialised())
+        folder = self.materialised()
+        return compute_version(folder, stat_cache=stat_cache_for(folder, ctx))
 
     def fetch(self, version: str, dest: Path, ctx: FetchContext | None = None) -> None:
         from conveyor.bundles import build_manifest, is_bundle_version, lay_out_tree

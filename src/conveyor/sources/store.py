@@ -233,10 +233,13 @@ class BundleStore(PushableSource):
             unpack(stream, dest, expected_version=version)
 
     def push(self, tree: Path, ctx: FetchContext | None = None) -> str:
-        """Bundle ``tree`` into the store; its version. Uploads nothing if it is already there."""
+        """Bundle ``tree`` into the store; its version. Uploads nothing if it is already there
+        (with settings in ``ctx``, an unchanged tree is not even read: `conveyor._statcache`;
+        a pack re-reads every file it writes and checks it against the manifest)."""
         from conveyor.bundles import build_manifest, pack
+        from conveyor.sources.local import stat_cache_for
 
-        manifest = build_manifest(Path(tree))
+        manifest = build_manifest(Path(tree), stat_cache=stat_cache_for(Path(tree), ctx))
         backend = self.backend(ctx)
         name = self.object_name(manifest.version)
         if backend.exists(name):

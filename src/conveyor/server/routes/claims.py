@@ -26,8 +26,11 @@ async def claim_run(pool: str, body: ClaimRequest, request: Request, ctx: Ctx) -
     """One run for ``body.worker``, waiting up to ``wait_seconds`` for one to be claimable."""
     deadline = time.monotonic() + api.claim_wait_seconds(body)
     await run_in_threadpool(api.require_pool, ctx, pool)
+    if deadline > time.monotonic():
+        ctx.watch_changes()
     run = await run_in_threadpool(api.reclaim, ctx, pool, body)
     while run is None:
+        ticket = ctx.doorbell.ticket()
         run = await run_in_threadpool(api.claim_once, ctx, pool, body)
         if run is not None:
             break
@@ -37,7 +40,7 @@ async def claim_run(pool: str, body: ClaimRequest, request: Request, ctx: Ctx) -
             if run is None:
                 return Response(status_code=204)
             break
-        await ctx.doorbell.wait(min(api.POLL_EVERY, remaining))
+        await ctx.doorbell.wait(min(ctx.poll_seconds, remaining), since=ticket)
     return JSONResponse(run.model_dump(mode="json"))
 
 

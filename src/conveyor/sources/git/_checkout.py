@@ -37,6 +37,7 @@ __all__ = [
     "GitManifest",
     "GitTreeEntry",
     "TreeEntry",
+    "TreeWriter",
     "list_tree",
     "select",
     "verify_git_tree",
@@ -145,7 +146,7 @@ def _safe_link(path: str, target: bytes) -> None:
         raise UnsafeArchive(f"symlink {path!r} points outside the tree ({text!r})")
 
 
-class _Writer:
+class TreeWriter:
     """Writes entries below ``dest`` refusing anything below a symlink."""
 
     def __init__(self, dest: Path) -> None:
@@ -194,10 +195,18 @@ class _Writer:
             self.dirs.add(path)
 
 
-def write_blobs(git_dir: Path, entries: Sequence[TreeEntry], dest: Path, *, source: str) -> None:
+def write_blobs(
+    git_dir: Path,
+    entries: Sequence[TreeEntry],
+    dest: Path,
+    *,
+    source: str,
+    writer: TreeWriter | None = None,
+) -> None:
     """Write ``entries`` (their blobs already in the mirror) into ``dest``; gitlinks as empty
-    directories (submodules are filled by the caller)."""
-    writer = _Writer(dest)
+    directories (submodules are filled by the caller). A ``writer`` of ``dest`` carries what
+    earlier calls wrote (a checkout written in rounds)."""
+    writer = writer if writer is not None else TreeWriter(dest)
     blobs = [e for e in entries if e.kind == "blob"]
     for entry in entries:
         if entry.mode == GITLINK:

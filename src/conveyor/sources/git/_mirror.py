@@ -158,6 +158,24 @@ class Mirror:
         missing = {line[1:].split()[0] for line in out.splitlines() if line.startswith("?")}
         return sorted(missing & want)
 
+    def missing_at(self, sha: str, paths: Iterable[str]) -> list[str]:
+        """The blobs at ``paths`` of ``sha``'s tree that the mirror lacks (a walk of those paths
+        only: cheap for a few files of a large tree)."""
+        wanted = list(paths)
+        if not wanted:
+            return []
+        out = self._git(
+            "--literal-pathspecs",
+            "rev-list",
+            "--objects",
+            "--no-walk",
+            "--missing=print",
+            sha,
+            "--",
+            *wanted,
+        )
+        return sorted({line[1:].split()[0] for line in out.splitlines() if line.startswith("?")})
+
     # -- network -----------------------------------------------------------------------------------
 
     def _fetch(
@@ -244,8 +262,11 @@ class Mirror:
             )
         git(["--git-dir", str(self.path), "update-ref", f"refs/conveyor/{sha}", sha])
 
-    def fetch_objects(self, sha: str, oids: list[str], auth: AuthSession) -> None:
-        """Fetch ``oids`` (blobs of ``sha``'s tree) in one request; fall back to a refetch."""
+    def fetch_objects(
+        self, sha: str, oids: list[str], auth: AuthSession, *, paths: list[str] | None = None
+    ) -> None:
+        """Fetch ``oids`` (blobs of ``sha``'s tree; at ``paths`` when given, which makes the
+        check afterwards cheap) in one request; fall back to a refetch."""
         if not oids:
             return
         started = time.perf_counter()
@@ -266,7 +287,11 @@ class Mirror:
                 self._fetch(auth, "--refetch", "--no-filter", "--depth=1", "origin", _keep(sha))
             except GitFailed as exc2:
                 raise raise_for(exc2, source=self.source, action="fetching files from") from None
-        still = self.missing_objects(sha, oids)
+        still = (
+            self.missing_objects(sha, oids)
+            if paths is None
+            else sorted(set(self.missing_at(sha, paths)) & set(oids))
+        )
         if still:
             raise VersionNotFound(
                 f"{len(still)} files of commit {sha} could not be fetched from {self.source}",

@@ -28,7 +28,8 @@ import hashlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -68,6 +69,7 @@ from conveyor.sources.git.credentials import (
 
 if TYPE_CHECKING:
     from conveyor._expected import ExpectedTree
+    from conveyor.sources.git._partial import PartialCheckout
 
 __all__ = ["GitRepository", "GitSource"]
 
@@ -238,6 +240,19 @@ class GitRepository(Source):
                 source=self.url,
                 hint="check free space and permissions of the temporary directory (TMPDIR)",
             ) from exc
+
+    def partial_checkout(
+        self,
+        version: str,
+        dest: Path,
+        *,
+        scratch: Callable[[], AbstractContextManager[FetchContext]],
+    ) -> PartialCheckout:
+        """Commit ``version`` written into ``dest`` only as far as asked (deploy's preflight:
+        see `conveyor.sources.git._partial`); ``scratch`` holds the cache's scratch lock."""
+        from conveyor.sources.git._partial import PartialCheckout
+
+        return PartialCheckout(self, self._check_version(version), dest, scratch=scratch)
 
     def describe_url(self) -> str:
         """The repository URL, safe to show (it never holds credentials)."""
