@@ -134,7 +134,7 @@ def test_a_tampered_checkout_is_fetched_again_and_the_copy_holds_the_version(
     cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
     source = LocalSource(project)
     first = cache.copy_out(source, version, tmp_path / "first")
-    assert first.files == 5
+    assert first.files == 6  # the five files and the bundle manifest (.conveyor/)
     assert snapshot(tmp_path / "first", skip=(".conveyor",)) == snapshot(project)
     assert compute_version(tmp_path / "first") == version
     # When the cached checkout is changed on disk

@@ -24,6 +24,8 @@ from conveyor.errors import BundleError, IntegrityError, UnsafeArchive
 if TYPE_CHECKING:
     import tarfile
 
+    from conveyor._objects import Fill
+
 __all__ = ["ZSTD_LEVEL", "UnpackLimits", "lay_out_tree", "pack", "unpack"]
 
 logger = logging.getLogger(__name__)
@@ -212,9 +214,18 @@ def _check_entry(member: tarfile.TarInfo, entry: ManifestEntry | None) -> None:
 
 
 def _extract(
-    tar: tarfile.TarFile, budget: _Budget, target: Target, manifest: Manifest, limits: UnpackLimits
+    tar: tarfile.TarFile,
+    budget: _Budget,
+    target: Target,
+    manifest: Manifest,
+    limits: UnpackLimits,
+    objects: Fill | None,
 ) -> None:
     expected = manifest.by_path
+    if objects is not None:
+        from conveyor._objects import object_name
+
+        objects.expect(object_name(e.sha256, e.executable) for e in manifest.entries)
     count = total = 0
     seen: set[str] = set()
     while (member := tar.next()) is not None:
@@ -248,6 +259,8 @@ def _extract(
         if member.issym():
             target.add_link(name, member.linkname)
             continue
+        if objects is not None and member.isreg() and target.link_object(name, objects, entry):
+            continue  # the store has these bytes: linked, the member's data is skipped
         if member.islnk():
             if member.linkname not in target.files:
                 raise UnsafeArchive(
@@ -262,6 +275,8 @@ def _extract(
         digest, written = target.write_file(name, chunks, executable=entry.executable)
         if digest != entry.sha256 or written != entry.size:
             raise IntegrityError(f"content differs: {name} (from the bundle's manifest)", path=name)
+        if objects is not None:
+            target.wrote(name, objects, digest)
     target.create_links()
     missing = sorted(expected.keys() - seen)
     if missing:
@@ -275,6 +290,7 @@ def unpack(
     *,
     expected_version: str | None = None,
     limits: UnpackLimits = UnpackLimits(),
+    objects: Fill | None = None,
 ) -> Manifest:
     """Unpack a bundle into ``dest`` (new, or an existing empty directory), in one streaming pass.
 
@@ -310,13 +326,15 @@ def unpack(
                         f"{expected_version[:19]}",
                         hint="the stored bundle was replaced or corrupted; push it again",
                     )
-                _extract(tar, budget, target, manifest, limits)
+                _extract(tar, budget, target, manifest, limits, objects)
         except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
             raise BundleError(f"archive is corrupt or not a Conveyor bundle: {exc}") from None
         finally:
             if fh is not archive:
                 fh.close()
-        target.write_file(MANIFEST_PATH, [manifest.canonical()], executable=False)
+        digest, _size = target.write_file(MANIFEST_PATH, [manifest.canonical()], executable=False)
+        if objects is not None:
+            target.wrote(MANIFEST_PATH, objects, digest)
     logger.debug(
         "unpacked version=%s files=%d dest=%s", manifest.version, manifest.file_count, dest
     )

@@ -18,8 +18,13 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from conveyor.errors import BundleError, UnsafeArchive
+
+if TYPE_CHECKING:
+    from conveyor._manifest import ManifestEntry
+    from conveyor._objects import Fill
 
 __all__ = ["Target"]
 
@@ -129,6 +134,23 @@ class Target:
             raise BundleError(f"cannot write {rel}: {exc.strerror}") from None
         self.files.add(rel)
         return digest.hexdigest(), size
+
+    def link_object(self, rel: str, objects: Fill, entry: ManifestEntry) -> bool:
+        """Create file ``rel`` as a link to the stored object of ``entry``'s bytes; False when
+        the store has none (write it then)."""
+        self._parent(rel)
+        full = Path(self.work, rel)
+        if os.path.lexists(full):
+            raise _conflict(rel)
+        if not objects.link(full, entry.sha256, entry.executable):
+            return False
+        self.files.add(rel)
+        return True
+
+    def wrote(self, rel: str, objects: Fill, sha256: str) -> None:
+        """Tell ``objects`` the digest of file ``rel``, just written."""
+        full = Path(self.work, rel)
+        objects.wrote(full, os.lstat(full), {"sha256": sha256})
 
     def read_written(self, rel: str) -> Iterable[bytes]:
         """The content of a file this target already wrote (to copy a hardlink)."""

@@ -25,7 +25,7 @@ import logging
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +35,11 @@ from conveyor.errors import BundleError, IntegrityError
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
 
-__all__ = ["DEFAULT_EXCLUDED_DIRS", "build_manifest", "compute_version", "verify_tree"]
+__all__ = ["DEFAULT_EXCLUDED_DIRS", "Known", "build_manifest", "compute_version", "verify_tree"]
+
+Known = Callable[[str, os.stat_result], Mapping[str, str] | None]
+"""(path, lstat) → the file's digests when they are known already (it was hashed as it was
+written, by this process, and has not changed since): its ``sha256`` is then not read again."""
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +138,11 @@ def _link_entry(path: str, rel: str, root_real: str) -> ManifestEntry:
 
 
 def _walk(
-    root: str, prefix: str, root_real: str, rules: list[tuple[str, GitIgnoreSpec]]
+    root: str,
+    prefix: str,
+    root_real: str,
+    rules: list[tuple[str, GitIgnoreSpec]],
+    known: Known | None = None,
 ) -> Iterator[ManifestEntry]:
     directory = os.path.join(root, prefix) if prefix else root
     try:
@@ -162,21 +170,26 @@ def _walk(
             if os.path.exists(os.path.join(child.path, "pyvenv.cfg")):
                 continue
             if not _excluded(rel, name, True, rules):
-                yield from _walk(root, rel + "/", root_real, rules)
+                yield from _walk(root, rel + "/", root_real, rules, known)
         elif child.is_file(follow_symlinks=False):
             if name in IGNORE_FILES or not _excluded(rel, name, False, rules):
-                sha, size, mode = _hash_file(child.path, rel)
+                st = child.stat(follow_symlinks=False) if known is not None else None
+                digests = known(child.path, st) if known is not None and st else None
+                if digests and "sha256" in digests and st is not None:
+                    sha, size, mode = digests["sha256"], st.st_size, st.st_mode
+                else:
+                    sha, size, mode = _hash_file(child.path, rel)
                 yield ManifestEntry(rel, sha, size, executable=bool(mode & stat.S_IXUSR))
         else:
             logger.warning("skipping special file path=%s", rel)
 
 
-def _manifest_or_problem(root: Path) -> Manifest:
+def _manifest_or_problem(root: Path, known: Known | None = None) -> Manifest:
     top = os.fspath(root)
     if not os.path.isdir(top):
         raise _TreeProblem(".", f"{root} is not a directory")
     try:
-        return Manifest(tuple(_walk(top, "", os.path.realpath(top), [])))
+        return Manifest(tuple(_walk(top, "", os.path.realpath(top), [], known)))
     except RecursionError:
         raise _TreeProblem(".", f"{root} is nested too deeply to bundle") from None
 
@@ -212,18 +225,19 @@ def _stored_manifest(root: Path, version: str) -> Manifest | None:
         return None
 
 
-def verify_tree(path: Path, version: str) -> None:
+def verify_tree(path: Path, version: str, *, known: Known | None = None) -> None:
     """Check that the tree at ``path`` is exactly ``version``; raise `IntegrityError` if not.
 
     The tree is walked with the same rules as `build_manifest` (so ``.conveyor/`` is never part of
     it). When the tree holds the manifest of ``version`` (a fetched bundle does, at
     ``.conveyor/manifest.json``; it is trusted only if its digest is ``version``), the error names
-    the first differing path: missing, unexpected or changed.
+    the first differing path: missing, unexpected or changed. ``known`` spares hashing files
+    whose digest the caller knows already (see `Known`).
     """
     root = Path(path)
     short = version[:19]
     try:
-        actual = _manifest_or_problem(root)
+        actual = _manifest_or_problem(root, known)
     except _TreeProblem as problem:
         raise IntegrityError(
             f"{problem.message} (checking {short})", path=problem.path, hint=problem.hint

@@ -1,0 +1,329 @@
+"""The content-addressed file store under the code cache: each distinct file once, sealed.
+
+Layout of ``<cache>/.objects/``::
+
+    ab/<sha256>        a plain file whose content hashes to its name, mode 0o444
+    ab/<sha256>.x      the same for an executable file, mode 0o555 (hard links share the
+                       inode, so its mode too: the same bytes executable and not are two objects)
+    stamps.db          each object's `Stamp` (`conveyor._stamps.StampBook`)
+    .lock              flock: shared around "check an object, then link it", exclusive around
+                       "nobody links it, remove it" (`ObjectStore.collect`)
+
+A checkout is a tree of hard links to objects, so an object's link count is 1 (the store) plus
+the checkouts (and hard-link workspaces) holding it: an object with one link is garbage, and
+evicting a checkout frees exactly the objects it held alone.
+
+An object is *usable* when its stat equals its recorded stamp, or, when it does not, when
+hashing it again gives its name and it is still sealed (read-only, the cache user's): the stamp
+is then recorded again. An object that fails is removed from the store (`ObjectStore.discard`),
+so nothing links it again.
+
+`Fill` is one fill's view of the store, handed to a source as ``FetchContext.objects``: a source
+that knows a file's digest before writing it (a bundle's manifest, a git tree) asks `Fill.link`
+to link the stored object instead, and tells `Fill.wrote` what it wrote (digests it computed
+while writing); `Fill.known` then spares `Source.verify` hashing those files again, and
+`Fill.adopt` turns every file of the finished tree into (a link to) an object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+
+from conveyor._stamps import Stamp, StampBook
+
+__all__ = ["OBJECTS_DIR", "Fill", "ObjectStore", "hash_file", "object_name", "sealed_mode"]
+
+logger = logging.getLogger(__name__)
+
+OBJECTS_DIR = ".objects"
+_EXEC_SUFFIX = ".x"
+_CHUNK = 1 << 20
+
+
+def object_name(sha256: str, executable: bool) -> str:
+    """``<sha256>`` or ``<sha256>.x``."""
+    return sha256 + _EXEC_SUFFIX if executable else sha256
+
+
+def sealed_mode(name: str) -> int:
+    """The permission bits an object named ``name`` must have."""
+    return 0o555 if name.endswith(_EXEC_SUFFIX) else 0o444
+
+
+def hash_file(path: Path | str) -> tuple[str, os.stat_result]:
+    """``(sha256 hex, stat)`` of a regular file, read without following a final symlink; the stat
+    is taken after reading and equals the one before (else `OSError` ``EAGAIN``: it changed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        digest = hashlib.sha256()
+        buffer = bytearray(_CHUNK)
+        while count := os.readv(fd, [buffer]):
+            digest.update(memoryview(buffer)[:count])
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if Stamp.of(before) != Stamp.of(after):
+        raise OSError(errno.EAGAIN, "changed while it was hashed", str(path))
+    return digest.hexdigest(), after
+
+
+class ObjectStore:
+    """The objects under ``root`` (``<cache>/.objects``); the constructor does no I/O."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.stamps = StampBook(self.root / "stamps.db")
+
+    def path(self, name: str) -> Path:
+        """Where object ``name`` lives (whether or not it is there)."""
+        return self.root / name[:2] / name
+
+    @contextlib.contextmanager
+    def locked(self, *, exclusive: bool = False) -> Iterator[None]:
+        """Hold the store's flock (shared: linking; exclusive: removing unlinked objects)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def intact(self, name: str, st: os.stat_result, recorded: Stamp | None) -> bool:
+        """Whether the object whose stat is ``st`` holds its name's bytes, sealed: its stamp
+        says so, or hashing it again does (the stamp is then recorded again)."""
+        if recorded == Stamp.of(st) and stat.S_IMODE(st.st_mode) == sealed_mode(name):
+            return True
+        return self.confirm(name, self.path(name), ino=st.st_ino)
+
+    def confirm(self, name: str, path: Path, *, ino: int | None = None) -> bool:
+        """Hash the file at ``path`` (a link to object ``name``); True when it holds the
+        object's bytes and is sealed. Its stamp is recorded when ``path`` is the store's own
+        object (same inode); a file that is the store's object and fails is discarded."""
+        try:
+            sha, st = hash_file(path)
+        except OSError:
+            return False
+        good = (
+            sha == name[:64]
+            and stat.S_IMODE(st.st_mode) == sealed_mode(name)
+            and st.st_uid == os.geteuid()
+        )
+        try:
+            stored = os.lstat(self.path(name)).st_ino
+        except OSError:
+            stored = None
+        if stored == st.st_ino and (ino is None or ino == st.st_ino):
+            if good:
+                self.stamps.record([(name, Stamp.of(st))])
+            else:
+                self.discard(name, st.st_ino)
+        return good
+
+    def discard(self, name: str, ino: int) -> None:
+        """Take object ``name`` out of the store if it is still the inode ``ino`` (it failed a
+        check): no fill links it again; checkouts holding it fail their next check. Needs no
+        lock: a fill links an object only after checking it, which this one now fails."""
+        path = self.path(name)
+        try:
+            if os.lstat(path).st_ino != ino:
+                return
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        self.stamps.forget([name])
+        logger.warning("discarded an object that no longer matches its name object=%s", name)
+
+    def collect(self, names: Iterable[str] | None = None) -> tuple[int, int]:
+        """Remove objects (``names``, or all) that no checkout links any more (one link left);
+        returns ``(bytes, objects)`` removed."""
+        freed = count = 0
+        gone: list[str] = []
+        with self.locked(exclusive=True):
+            for path in self._paths(names):
+                try:
+                    st = os.lstat(path)
+                    if st.st_nlink != 1 or not stat.S_ISREG(st.st_mode):
+                        continue
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                freed += st.st_size
+                count += 1
+                gone.append(path.name)
+            self.stamps.forget(gone)
+        return freed, count
+
+    def usage(self) -> tuple[int, int]:
+        """``(bytes, objects)`` on disk, each object counted once however many links it has."""
+        size = count = 0
+        for path in self._paths(None):
+            try:
+                size += os.lstat(path).st_size
+            except FileNotFoundError:
+                continue
+            count += 1
+        return size, count
+
+    def restamp(self, names: Mapping[str, Stamp]) -> None:
+        """After this process linked or unlinked objects it had checked (``names``: the stamp
+        each had just before), record their new stat when only the link count changed."""
+        fresh: list[tuple[str, Stamp]] = []
+        for name, before in names.items():
+            try:
+                now = Stamp.of(os.lstat(self.path(name)))
+            except FileNotFoundError:
+                continue
+            if (now.ino, now.size, now.mtime) == (before.ino, before.size, before.mtime):
+                fresh.append((name, now))
+        self.stamps.record(fresh)
+
+    def _paths(self, names: Iterable[str] | None) -> Iterator[Path]:
+        if names is not None:
+            yield from (self.path(n) for n in dict.fromkeys(names))
+            return
+        try:
+            shards = sorted(e.name for e in os.scandir(self.root) if len(e.name) == 2)
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            with contextlib.suppress(FileNotFoundError), os.scandir(self.root / shard) as it:
+                yield from (Path(e.path) for e in it if not e.name.startswith("."))
+
+
+Digests = Mapping[str, str]
+"""Algorithm → hex digest of one file's content (``sha256``, ``git-sha1``, ...)."""
+
+
+class Fill:
+    """One fill's use of the store; see the module docstring. Not thread-safe."""
+
+    def __init__(self, store: ObjectStore, *, aliases: Callable[[], Mapping[str, str]] = dict):
+        self.store = store
+        self._aliases_of = aliases
+        self._aliases: Mapping[str, str] | None = None
+        self._stamps: dict[str, Stamp] = {}
+        self._known: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+        self._touched: dict[str, Stamp] = {}
+        self.linked = 0
+        """Files linked from the store instead of written."""
+
+    def expect(self, names: Iterable[str]) -> None:
+        """Load the stamps of objects this fill may link (one query instead of many)."""
+        wanted = [n for n in names if n not in self._stamps]
+        self._stamps.update(self.store.stamps.get(wanted))
+
+    def lookup(self, algorithm: str, digest: str) -> str | None:
+        """The sha256 of content known by another digest (a git blob id) from earlier fills."""
+        if self._aliases is None:
+            self._aliases = self._aliases_of()
+        return self._aliases.get(f"{algorithm}:{digest}")
+
+    def link(
+        self, dest: Path, sha256: str, executable: bool, *, aliases: Digests | None = None
+    ) -> bool:
+        """Create ``dest`` (its directory exists, it does not) as a link to the stored object of
+        this content, if there is one and it is intact; False: write the file yourself."""
+        name = object_name(sha256, executable)
+        path = self.store.path(name)
+        with self.store.locked():
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    return False
+                if name not in self._stamps:
+                    self.expect([name])
+                if not self.store.intact(name, st, self._stamps.get(name)):
+                    return False
+                os.link(path, dest, follow_symlinks=False)
+            except OSError as exc:  # gone, a link count at its limit, another file system
+                logger.debug("object not linked object=%s error=%s", name, exc)
+                return False
+            after = os.lstat(dest)
+        self._touched.setdefault(name, Stamp.of(st))
+        self._remember(dest, after, {"sha256": sha256, **(aliases or {})})
+        self.linked += 1
+        return True
+
+    def wrote(self, path: Path, st: os.stat_result, digests: Digests) -> None:
+        """The caller wrote ``path`` (stat ``st`` after writing) with content of ``digests``."""
+        self._remember(path, st, dict(digests))
+
+    def known(self, path: Path | str, st: os.stat_result) -> Digests | None:
+        """The digests of the file at ``path`` if this fill wrote or linked it and it is
+        unchanged since (``st`` its current stat); None when it must be hashed."""
+        entry = self._known.get(os.fspath(path))
+        if entry is None or entry[0] != (st.st_ino, st.st_size, st.st_mtime_ns):
+            return None
+        return entry[1]
+
+    def adopt(self, path: Path, sha256: str, executable: bool) -> str:
+        """Make the finished file at ``path`` (content ``sha256``) a link to its object: link
+        the stored one in its place, or seal this one and store it. Returns the object name."""
+        name = object_name(sha256, executable)
+        target = self.store.path(name)
+        for _attempt in range(3):
+            with self.store.locked():
+                try:
+                    st: os.stat_result | None = os.lstat(target)
+                except FileNotFoundError:
+                    st = None
+                if st is None:
+                    os.chmod(path, sealed_mode(name))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(path, target, follow_symlinks=False)
+                    except FileExistsError:
+                        continue  # stored by another fill meanwhile: link that one
+                    self._touched[name] = Stamp.of(os.lstat(target))
+                    return name
+                if st.st_ino == os.lstat(path).st_ino:
+                    return name  # linked from the store already
+                if name not in self._stamps:
+                    self.expect([name])
+                intact = self.store.intact(name, st, self._stamps.get(name))
+                if intact and _swap_in(target, path):
+                    self._touched.setdefault(name, Stamp.of(st))
+                    return name
+                # damaged, at its link limit, or gone: this file becomes the object
+                os.chmod(path, sealed_mode(name))
+                if _swap_in(path, target):
+                    self._touched[name] = Stamp.of(os.lstat(target))
+                    return name
+        raise OSError(errno.EIO, "could not store the object", str(target))
+
+    def finish(self) -> None:
+        """Record the stamps of every object this fill linked or stored (after its last link)."""
+        self.store.restamp(self._touched)
+        self._touched.clear()
+
+    def _remember(self, path: Path, st: os.stat_result, digests: dict[str, str]) -> None:
+        self._known[os.fspath(path)] = ((st.st_ino, st.st_size, st.st_mtime_ns), digests)
+
+
+def _swap_in(source: Path, dest: Path) -> bool:
+    """Make ``dest`` a hard link to ``source``, replacing what is there atomically."""
+    tmp = dest.with_name(f".{dest.name[:80]}.{secrets.token_hex(4)}.link")
+    try:
+        os.link(source, tmp, follow_symlinks=False)
+    except OSError as exc:
+        logger.debug("cannot link path=%s error=%s", source, exc)
+        return False
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
