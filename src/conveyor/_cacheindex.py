@@ -230,7 +230,8 @@ def _settle(
     just linked the object and recorded its new stamp), then hash what still differs."""
     if not suspects:
         return
-    fresh = store.stamps.get(name for _rel, name, _st in suspects)
+    with store.locked():  # waits for a workspace linking these objects to record their stamps
+        fresh = store.stamps.get(name for _rel, name, _st in suspects)
     for rel, name, st in suspects:
         if fresh.get(name) == Stamp.of(st) and stat.S_IMODE(st.st_mode) == sealed_mode(name):
             continue

@@ -15,6 +15,10 @@ fetched again, once; a second mismatch, or a fetch that fails its own verificati
 
 `copy_out` hands a checked checkout out as writable files (reflinked where the file system can,
 else copied in the kernel): for ``conveyor runs code`` and workspaces that cannot share it.
+`link_out` lays a checked checkout out as hard links to its objects (directories of its own), for
+a workspace whose flow runs as a user who cannot write the sealed files; `unlink_out` removes
+it. Both re-record the stamps of the objects whose link count they changed, holding the store's
+lock so that concurrent checks wait for the stamps instead of hashing.
 """
 
 from __future__ import annotations
@@ -38,7 +42,16 @@ if TYPE_CHECKING:
     from conveyor.cache import CodeCache
     from conveyor.sources.base import Source
 
-__all__ = ["Copied", "checked", "copy_out", "proof_path", "read_proof", "write_proof"]
+__all__ = [
+    "Copied",
+    "checked",
+    "copy_out",
+    "link_out",
+    "proof_path",
+    "read_proof",
+    "unlink_out",
+    "write_proof",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +120,57 @@ def copy_out(cache: CodeCache, source: Source, version: str, dest: Path) -> Copi
         fetched = time.monotonic()
         copied = Copied(*copy_writable(path, dest))
     return copied._replace(fetch_seconds=fetched - started, copy_seconds=time.monotonic() - fetched)
+
+
+def link_out(
+    cache: CodeCache, checkout: Path, dest: Path, *, owner: tuple[int, int] | None = None
+) -> Copied:
+    """Lay the checked, leased ``checkout`` out in ``dest`` (new or empty): its files as hard
+    links to their objects, its directories and symlinks new (owned by ``owner``, a uid and
+    gid, when given). `OSError` when links cannot be made (another file system: copy instead)."""
+    index = read_index(checkout)
+    if index is None:
+        raise IntegrityError(f"the checkout at {checkout} has no index", path=".")
+    _prepare(dest)
+    started = time.monotonic()
+    store = cache.objects
+    with store.locked(exclusive=True):
+        recorded = store.stamps.get(name for name, _alias in index.files.values())
+        before: dict[str, Stamp] = {}
+        for rel in sorted(index.dirs):
+            os.mkdir(dest / rel, 0o755)
+        for rel, (name, _alias) in index.files.items():
+            st = Stamp.of(os.lstat(checkout / rel))
+            if recorded.get(name) == st:
+                before[name] = st
+            os.link(checkout / rel, dest / rel, follow_symlinks=False)
+        for rel, target in index.links.items():
+            os.symlink(target, dest / rel)
+        store.restamp(before)
+    if owner is not None:
+        for rel in (*sorted(index.dirs), *index.links):
+            os.lchown(dest / rel, *owner)
+        os.chown(dest, *owner)
+    return Copied(index.size, len(index.files) + len(index.links), 0.0, time.monotonic() - started)
+
+
+def unlink_out(cache: CodeCache, checkout: Path, dest: Path) -> None:
+    """Remove a tree `link_out` made (and whatever the flow added to it)."""
+    index = read_index(checkout)
+    store = cache.objects
+    with store.locked(exclusive=True):
+        before: dict[str, Stamp] = {}
+        if index is not None:
+            recorded = store.stamps.get(name for name, _alias in index.files.values())
+            for rel, (name, _alias) in index.files.items():
+                try:
+                    st = Stamp.of(os.lstat(dest / rel))
+                except OSError:
+                    continue
+                if recorded.get(name) == st:
+                    before[name] = st
+        fs.remove_tree(dest)
+        store.restamp(before)
 
 
 def proof_path(checkout: Path) -> Path:

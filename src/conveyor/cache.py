@@ -50,7 +50,7 @@ from conveyor._cacheentries import CacheEntry
 from conveyor._cachefill import fetch_into_place, write_meta
 from conveyor._fs import out_of_space
 from conveyor._objects import OBJECTS_DIR, ObjectStore
-from conveyor._verified import checked, copy_out, proof_path
+from conveyor._verified import checked, copy_out, link_out, proof_path, unlink_out
 from conveyor.errors import CacheError, ConfigError, ConveyorError
 from conveyor.sources.base import FetchContext
 
@@ -190,9 +190,9 @@ class CodeCache:
             yield path
 
     def copy_out(self, source: Source | Mapping[str, Any], version: str, dest: Path) -> Copied:
-        """Copy ``version`` into ``dest`` (a new or empty directory) as writable files, each
-        checked against the version as it is copied (see `conveyor._verified`); the one way a
-        checkout leaves the cache for code that will run or be handed to a user.
+        """Copy ``version`` into ``dest`` (a new or empty directory) as writable files, checked
+        first (see `conveyor._verified`): for code handed to a user, or a workspace that can
+        neither mount nor share the cache's files.
 
         A checkout that no longer matches its version is discarded and fetched again, once;
         then `IntegrityError` (naming the file) and ``dest`` is left empty.
@@ -201,6 +201,17 @@ class CodeCache:
 
         built = source if isinstance(source, Source) else _from_spec(source)
         return copy_out(self, built, version, Path(dest))
+
+    def link_out(
+        self, checkout: Path, dest: Path, *, owner: tuple[int, int] | None = None
+    ) -> Copied:
+        """Lay a checkout (from `checkout`, still leased) out in ``dest`` as hard links to its
+        sealed files, directories owned by ``owner`` (see `conveyor._verified.link_out`)."""
+        return link_out(self, checkout, Path(dest), owner=owner)
+
+    def unlink_out(self, checkout: Path, dest: Path) -> None:
+        """Remove a tree `link_out` made from ``checkout``."""
+        unlink_out(self, checkout, Path(dest))
 
     @contextmanager
     def lease(self, source: Source, version: str) -> Iterator[Path]:
