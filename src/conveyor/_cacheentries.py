@@ -181,12 +181,15 @@ def evict(entry: CacheEntry) -> int | None:
     return freed
 
 
-def used_bytes(root: Path, entries: list[CacheEntry]) -> tuple[int, int, int]:
+def used_bytes(
+    root: Path, entries: list[CacheEntry], objects: tuple[int, int] | None = None
+) -> tuple[int, int, int]:
     """``(bytes, object bytes, objects)`` the cache holds on disk: each stored file once, plus
-    scratch directories, envs and checkouts not made of objects (an older layout)."""
-    object_bytes, objects = ObjectStore(root / OBJECTS_DIR).usage()
+    scratch directories, envs and checkouts not made of objects (an older layout).
+    ``objects``: the store's usage when the caller has it already."""
+    object_bytes, objects_count = objects or ObjectStore(root / OBJECTS_DIR).usage()
     other = sum(e.size for e in entries if e.kind != CHECKOUT or not index_path(e.path).exists())
-    return object_bytes + other, object_bytes, objects
+    return object_bytes + other, object_bytes, objects_count
 
 
 def free_bytes(root: Path) -> int | None:
@@ -206,9 +209,9 @@ def prune(
     Returns the evicted entries."""
     for key_dir in [*subdirs(root), root / ENVS_DIR]:
         fs.sweep(key_dir)
-    ObjectStore(root / OBJECTS_DIR).collect()
+    stored = ObjectStore(root / OBJECTS_DIR).sweep()
     entries = list_entries(root)
-    used = used_bytes(root, entries)[0]
+    used = used_bytes(root, entries, stored)[0]
     if free_needed > 0:
         free = free_bytes(root)
         if free is not None and free < free_needed:

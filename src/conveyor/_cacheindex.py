@@ -118,11 +118,13 @@ def write_index(checkout: Path, index: Index, *, tmp: Path) -> None:
 
 def seal(root: Path, fill: Fill) -> Index:
     """Turn the fetched tree at ``root`` into a checkout: every file a link to its object,
-    directories read-only. Returns its index (aliases are what the fill learnt)."""
-    files: dict[str, tuple[str, str]] = {}
+    directories read-only. Returns its index (aliases are what the fill learnt).
+
+    Files the fill does not know are hashed first (two threads: hashing releases the GIL), then
+    all are adopted into the store under one hold of its lock."""
+    found: list[tuple[str, str, os.stat_result]] = []
     links: dict[str, str] = {}
     dirs: list[str] = []
-    size = 0
     top = os.fspath(root)
     stack = [""]
     while stack:
@@ -138,22 +140,44 @@ def seal(root: Path, fill: Fill) -> Index:
             elif stat.S_ISLNK(st.st_mode):
                 links[rel] = os.readlink(child.path)
             elif stat.S_ISREG(st.st_mode):
-                known = fill.known(child.path, st)
-                sha = known.get("sha256") if known else None
-                if sha is None:
-                    sha, st = hash_file(child.path)
-                executable = bool(st.st_mode & stat.S_IXUSR)
-                name = fill.adopt(Path(child.path), sha, executable)
-                alias = next((f"{k}:{v}" for k, v in (known or {}).items() if k != "sha256"), "")
-                files[rel] = (name, alias)
-                size += st.st_size
+                found.append((rel, child.path, st))
             else:
                 raise CacheError(f"a fetch left {rel}, which is not a file, link or directory")
+    digests = _digests(fill, found)
+    files: dict[str, tuple[str, str]] = {}
+    with fill.holding():
+        for rel, path, st in found:
+            sha, alias = digests[rel]
+            files[rel] = (fill.adopt(path, sha, bool(st.st_mode & stat.S_IXUSR), st), alias)
     fill.finish()
     for rel in sorted(dirs, key=len, reverse=True):
         os.chmod(os.path.join(top, rel), _READ_ONLY_DIR)
     os.chmod(top, _READ_ONLY_DIR)
-    return Index(files, links, frozenset(dirs), size)
+    return Index(files, links, frozenset(dirs), sum(st.st_size for _r, _p, st in found))
+
+
+def _digests(
+    fill: Fill, found: list[tuple[str, str, os.stat_result]]
+) -> dict[str, tuple[str, str]]:
+    """rel → (sha256, alias) of each file: known to the fill, or hashed now."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: dict[str, tuple[str, str]] = {}
+    unknown: list[tuple[str, str]] = []
+    for rel, path, st in found:
+        known = fill.known(path, st)
+        if known and "sha256" in known:
+            alias = next((f"{k}:{v}" for k, v in known.items() if k != "sha256"), "")
+            out[rel] = (known["sha256"], alias)
+        else:
+            unknown.append((rel, path))
+    if len(unknown) < 16:
+        out.update((rel, (hash_file(path)[0], "")) for rel, path in unknown)
+        return out
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hashed = pool.map(lambda item: hash_file(item[1])[0], unknown)
+        out.update((rel, (sha, "")) for (rel, _path), sha in zip(unknown, hashed, strict=True))
+    return out
 
 
 # -- every use ---------------------------------------------------------------------------------

@@ -85,10 +85,15 @@ class ObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.stamps = StampBook(self.root / "stamps.db")
+        self._top = os.fspath(self.root)
 
     def path(self, name: str) -> Path:
         """Where object ``name`` lives (whether or not it is there)."""
-        return self.root / name[:2] / name
+        return Path(self.where(name))
+
+    def where(self, name: str) -> str:
+        """`path`, as a string (for the hot loops)."""
+        return f"{self._top}/{name[:2]}/{name}"
 
     @contextlib.contextmanager
     def locked(self, *, exclusive: bool = False) -> Iterator[None]:
@@ -146,13 +151,14 @@ class ObjectStore:
         self.stamps.forget([name])
         logger.warning("discarded an object that no longer matches its name object=%s", name)
 
-    def collect(self, names: Iterable[str] | None = None) -> tuple[int, int]:
-        """Remove objects (``names``, or all) that no checkout links any more (one link left);
+    def collect(self, names: Iterable[str]) -> tuple[int, int]:
+        """Remove the objects ``names`` that no checkout links any more (one link left);
         returns ``(bytes, objects)`` removed."""
         freed = count = 0
         gone: list[str] = []
         with self.locked(exclusive=True):
-            for path in self._paths(names):
+            for name in dict.fromkeys(names):
+                path = self.where(name)
                 try:
                     st = os.lstat(path)
                     if st.st_nlink != 1 or not stat.S_ISREG(st.st_mode):
@@ -162,19 +168,46 @@ class ObjectStore:
                     continue
                 freed += st.st_size
                 count += 1
-                gone.append(path.name)
+                gone.append(name)
             self.stamps.forget(gone)
         return freed, count
+
+    def sweep(self) -> tuple[int, int]:
+        """One pass over every object: remove those nobody links (left by killed fills or
+        evictions); returns ``(bytes, objects)`` that stay, each counted once."""
+        size = count = 0
+        gone: list[str] = []
+        with self.locked(exclusive=True):
+            for shard in self._shards():
+                with contextlib.suppress(FileNotFoundError), os.scandir(shard) as it:
+                    for entry in it:
+                        if entry.name.startswith("."):
+                            continue
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                            if st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
+                                os.unlink(entry.path)
+                                gone.append(entry.name)
+                                continue
+                        except FileNotFoundError:
+                            continue
+                        size += st.st_size
+                        count += 1
+            self.stamps.forget(gone)
+        if gone:
+            logger.info("cache removed unlinked objects count=%d", len(gone))
+        return size, count
 
     def usage(self) -> tuple[int, int]:
         """``(bytes, objects)`` on disk, each object counted once however many links it has."""
         size = count = 0
-        for path in self._paths(None):
-            try:
-                size += os.lstat(path).st_size
-            except FileNotFoundError:
-                continue
-            count += 1
+        for shard in self._shards():
+            with contextlib.suppress(FileNotFoundError), os.scandir(shard) as it:
+                for entry in it:
+                    if not entry.name.startswith("."):
+                        with contextlib.suppress(FileNotFoundError):
+                            size += entry.stat(follow_symlinks=False).st_size
+                            count += 1
         return size, count
 
     def restamp(self, names: Mapping[str, Stamp]) -> None:
@@ -183,24 +216,19 @@ class ObjectStore:
         fresh: list[tuple[str, Stamp]] = []
         for name, before in names.items():
             try:
-                now = Stamp.of(os.lstat(self.path(name)))
+                now = Stamp.of(os.lstat(self.where(name)))
             except FileNotFoundError:
                 continue
             if (now.ino, now.size, now.mtime) == (before.ino, before.size, before.mtime):
                 fresh.append((name, now))
         self.stamps.record(fresh)
 
-    def _paths(self, names: Iterable[str] | None) -> Iterator[Path]:
-        if names is not None:
-            yield from (self.path(n) for n in dict.fromkeys(names))
-            return
+    def _shards(self) -> list[str]:
         try:
-            shards = sorted(e.name for e in os.scandir(self.root) if len(e.name) == 2)
+            with os.scandir(self.root) as it:
+                return sorted(e.path for e in it if len(e.name) == 2 and e.is_dir())
         except FileNotFoundError:
-            return
-        for shard in shards:
-            with contextlib.suppress(FileNotFoundError), os.scandir(self.root / shard) as it:
-                yield from (Path(e.path) for e in it if not e.name.startswith("."))
+            return []
 
 
 Digests = Mapping[str, str]
@@ -217,6 +245,8 @@ class Fill:
         self._stamps: dict[str, Stamp] = {}
         self._known: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
         self._touched: dict[str, Stamp] = {}
+        self._shards: set[str] = set()
+        self._depth = 0
         self.linked = 0
         """Files linked from the store instead of written."""
 
@@ -232,13 +262,17 @@ class Fill:
         return self._aliases.get(f"{algorithm}:{digest}")
 
     def link(
-        self, dest: Path, sha256: str, executable: bool, *, aliases: Digests | None = None
+        self, dest: Path | str, sha256: str, executable: bool, *, aliases: Digests | None = None
     ) -> bool:
         """Create ``dest`` (its directory exists, it does not) as a link to the stored object of
         this content, if there is one and it is intact; False: write the file yourself."""
         name = object_name(sha256, executable)
-        path = self.store.path(name)
-        with self.store.locked():
+        path = self.store.where(name)
+        try:
+            os.lstat(path)
+        except OSError:
+            return False  # not stored (the common case of a cold fill): no lock needed
+        with self._locked():
             try:
                 st = os.lstat(path)
                 if not stat.S_ISREG(st.st_mode):
@@ -257,7 +291,25 @@ class Fill:
         self.linked += 1
         return True
 
-    def wrote(self, path: Path, st: os.stat_result, digests: Digests) -> None:
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold the store's shared lock across many `link`/`adopt` calls (one flock)."""
+        with self._locked():
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._depth:
+            yield
+            return
+        with self.store.locked():
+            yield
+
+    def wrote(self, path: Path | str, st: os.stat_result, digests: Digests) -> None:
         """The caller wrote ``path`` (stat ``st`` after writing) with content of ``digests``."""
         self._remember(path, st, dict(digests))
 
@@ -269,25 +321,29 @@ class Fill:
             return None
         return entry[1]
 
-    def adopt(self, path: Path, sha256: str, executable: bool) -> str:
-        """Make the finished file at ``path`` (content ``sha256``) a link to its object: link
-        the stored one in its place, or seal this one and store it. Returns the object name."""
+    def adopt(
+        self, path: str, sha256: str, executable: bool, mine: os.stat_result | None = None
+    ) -> str:
+        """Make the finished file at ``path`` (content ``sha256``, stat ``mine`` when known)
+        a link to its object: link the stored one in its place, or seal this one and store
+        it. Returns the object name."""
         name = object_name(sha256, executable)
-        target = self.store.path(name)
+        target = self.store.where(name)
         for _attempt in range(3):
-            with self.store.locked():
+            with self._locked():
                 try:
                     st: os.stat_result | None = os.lstat(target)
                 except FileNotFoundError:
                     st = None
                 if st is None:
-                    os.chmod(path, sealed_mode(name))
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if mine is None or stat.S_IMODE(mine.st_mode) != sealed_mode(name):
+                        os.chmod(path, sealed_mode(name))
+                    self._shard(name)
                     try:
                         os.link(path, target, follow_symlinks=False)
                     except FileExistsError:
                         continue  # stored by another fill meanwhile: link that one
-                    self._touched[name] = Stamp.of(os.lstat(target))
+                    self._touched[name] = Stamp.of(mine or os.lstat(target))
                     return name
                 if st.st_ino == os.lstat(path).st_ino:
                     return name  # linked from the store already
@@ -302,20 +358,26 @@ class Fill:
                 if _swap_in(path, target):
                     self._touched[name] = Stamp.of(os.lstat(target))
                     return name
-        raise OSError(errno.EIO, "could not store the object", str(target))
+        raise OSError(errno.EIO, "could not store the object", target)
+
+    def _shard(self, name: str) -> None:
+        if name[:2] not in self._shards:
+            os.makedirs(os.path.join(self.store._top, name[:2]), exist_ok=True)
+            self._shards.add(name[:2])
 
     def finish(self) -> None:
         """Record the stamps of every object this fill linked or stored (after its last link)."""
         self.store.restamp(self._touched)
         self._touched.clear()
 
-    def _remember(self, path: Path, st: os.stat_result, digests: dict[str, str]) -> None:
+    def _remember(self, path: Path | str, st: os.stat_result, digests: dict[str, str]) -> None:
         self._known[os.fspath(path)] = ((st.st_ino, st.st_size, st.st_mtime_ns), digests)
 
 
-def _swap_in(source: Path, dest: Path) -> bool:
+def _swap_in(source: str, dest: str) -> bool:
     """Make ``dest`` a hard link to ``source``, replacing what is there atomically."""
-    tmp = dest.with_name(f".{dest.name[:80]}.{secrets.token_hex(4)}.link")
+    head, tail = os.path.split(dest)
+    tmp = os.path.join(head, f".{tail[:80]}.{secrets.token_hex(4)}.link")
     try:
         os.link(source, tmp, follow_symlinks=False)
     except OSError as exc:
@@ -324,6 +386,7 @@ def _swap_in(source: Path, dest: Path) -> bool:
     try:
         os.replace(tmp, dest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     return True
