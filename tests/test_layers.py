@@ -39,6 +39,8 @@ BASE = {
     "conveyor._objects",
     "conveyor._tree",
     "conveyor._archive",
+    "conveyor._unpack",
+    "conveyor._tarstream",
     "conveyor._target",
     "conveyor.bundles",
     "conveyor._params",
