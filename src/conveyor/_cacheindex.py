@@ -256,11 +256,15 @@ def _settle(
         return
     with store.locked():  # waits for a workspace linking these objects to record their stamps
         fresh = store.stamps.get(name for _rel, name, _st in suspects)
-    for rel, name, st in suspects:
-        if fresh.get(name) == Stamp.of(st) and stat.S_IMODE(st.st_mode) == sealed_mode(name):
-            continue
-        if not store.confirm(name, checkout / rel, ino=st.st_ino):
-            raise _mismatch(checkout, rel, "content differs")
+    confirmed: list[tuple[str, Stamp]] = []
+    try:
+        for rel, name, st in suspects:
+            if fresh.get(name) == Stamp.of(st) and stat.S_IMODE(st.st_mode) == sealed_mode(name):
+                continue
+            if not store.confirm(name, checkout / rel, ino=st.st_ino, stamps=confirmed):
+                raise _mismatch(checkout, rel, "content differs")
+    finally:
+        store.stamps.record(confirmed)
 
 
 def agrees(index: Index, expected: ExpectedTree, checkout: Path) -> None:

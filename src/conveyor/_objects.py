@@ -113,10 +113,18 @@ class ObjectStore:
             return True
         return self.confirm(name, self.path(name), ino=st.st_ino)
 
-    def confirm(self, name: str, path: Path, *, ino: int | None = None) -> bool:
+    def confirm(
+        self,
+        name: str,
+        path: Path,
+        *,
+        ino: int | None = None,
+        stamps: list[tuple[str, Stamp]] | None = None,
+    ) -> bool:
         """Hash the file at ``path`` (a link to object ``name``); True when it holds the
         object's bytes and is sealed. Its stamp is recorded when ``path`` is the store's own
-        object (same inode); a file that is the store's object and fails is discarded."""
+        object (same inode) — or added to ``stamps``, for the caller to record many at once;
+        a file that is the store's object and fails is discarded."""
         try:
             sha, st = hash_file(path)
         except OSError:
@@ -131,10 +139,12 @@ class ObjectStore:
         except OSError:
             stored = None
         if stored == st.st_ino and (ino is None or ino == st.st_ino):
-            if good:
-                self.stamps.record([(name, Stamp.of(st))])
-            else:
+            if not good:
                 self.discard(name, st.st_ino)
+            elif stamps is not None:
+                stamps.append((name, Stamp.of(st)))
+            else:
+                self.stamps.record([(name, Stamp.of(st))])
         return good
 
     def discard(self, name: str, ino: int) -> None:
