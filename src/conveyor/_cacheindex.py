@@ -48,6 +48,7 @@ __all__ = [
 
 _FORMAT = 1
 _READ_ONLY_DIR = 0o555
+_FILE = stat.S_IFREG
 _HINT = (
     "the cached checkout was modified after it was verified; it is fetched again once — if this "
     "persists, the version's source itself no longer holds these bytes"
@@ -96,12 +97,33 @@ def index_path(checkout: Path) -> Path:
     return checkout.parent / ".index" / checkout.name
 
 
+_READ: dict[str, tuple[Stamp, Index]] = {}
+"""Indexes this process read lately, with the stamp of their file (a few: they are large)."""
+
+
 def read_index(checkout: Path) -> Index | None:
-    """The checkout's index, or None when it is missing or unreadable."""
+    """The checkout's index, or None when it is missing or unreadable (remembered while its
+    file is unchanged: the same stamp)."""
+    path = index_path(checkout)
     try:
-        return Index.from_bytes(index_path(checkout).read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        stamp = Stamp.of(os.fstat(fd))
+        cached = _READ.get(os.fspath(path))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            index = Index.from_bytes(fh.read())
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    finally:
+        os.close(fd)
+    if len(_READ) >= 16:
+        _READ.pop(next(iter(_READ)))
+    _READ[os.fspath(path)] = (stamp, index)
+    return index
 
 
 def write_index(checkout: Path, index: Index, *, tmp: Path) -> None:
@@ -195,8 +217,12 @@ def check(checkout: Path, index: Index, store: ObjectStore) -> None:
     """Raise `IntegrityError` unless ``checkout`` holds exactly ``index`` with every file still
     its object's bytes (stamps; a file whose stat differs is hashed, see the module docstring)."""
     names = {name for name, _alias in index.files.values()}
-    recorded = store.stamps.get(names)
+    known = store.stamps.remembered(names)
+    if len(known) < len(names):
+        known.update(store.stamps.get(names - known.keys()))
+    expect = {name: (*stamp, _FILE | sealed_mode(name)) for name, stamp in known.items()}
     suspects: list[tuple[str, str, os.stat_result]] = []
+    files = index.files
     seen_files = seen_links = 0
     top = os.fspath(checkout)
     stack = [""]
@@ -209,27 +235,27 @@ def check(checkout: Path, index: Index, store: ObjectStore) -> None:
             raise _mismatch(checkout, prefix or ".", "not a readable directory") from None
         for child in children:
             rel = prefix + child.name
-            st = child.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
+            if child.is_dir(follow_symlinks=False):
                 stack.append(rel + "/")
-            elif stat.S_ISLNK(st.st_mode):
+                continue
+            if child.is_symlink():
                 if rel not in index.links:
                     raise _mismatch(checkout, rel, "unexpected file")
                 if os.readlink(child.path) != index.links[rel]:
                     raise _mismatch(checkout, rel, "symlink target differs")
                 seen_links += 1
-            elif stat.S_ISREG(st.st_mode):
-                entry = index.files.get(rel)
-                if entry is None:
-                    raise _mismatch(checkout, rel, "unexpected file")
-                name = entry[0]
-                if recorded.get(name) != Stamp.of(st) or stat.S_IMODE(st.st_mode) != sealed_mode(
-                    name
-                ):
-                    suspects.append((rel, name, st))
-                seen_files += 1
-            else:
-                raise _mismatch(checkout, rel, "not a regular file")
+                continue
+            entry = files.get(rel)
+            if entry is None:
+                raise _mismatch(checkout, rel, "unexpected file")
+            st = child.stat(follow_symlinks=False)
+            if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode) != expect.get(
+                entry[0]
+            ):
+                if not stat.S_ISREG(st.st_mode):
+                    raise _mismatch(checkout, rel, "not a regular file")
+                suspects.append((rel, entry[0], st))
+            seen_files += 1
     if seen_files != len(index.files) or seen_links != len(index.links):
         present = _present(checkout)
         missing = sorted((index.files.keys() | index.links.keys()) - present)

@@ -15,6 +15,10 @@ confirmed (hashed, or checked against an earlier stamp and then linked).
 batch, safe across processes; a process killed mid-write leaves the previous state). When two
 processes record the same name, the newer ctime wins. A database that cannot be read is moved
 aside and started again empty: stamps are only a shortcut, and a missing stamp means "hash it".
+
+Each process also remembers the stamps it read or recorded (`StampBook.remembered`): a stamp
+that was true once stays evidence for that exact stat (any later change to the file gives it
+another ctime), so a worker checks a checkout it used before without reading the database.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ __all__ = ["Stamp", "StampBook"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 500  # names per SELECT (SQLite allows 999 parameters by default)
+_REMEMBER = 500_000  # stamps kept in memory per process, at most
+_SEEN: dict[tuple[str, str], Stamp] = {}
+"""(database, name) → a stamp this process read or recorded."""
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS stamps (name TEXT PRIMARY KEY, ino INTEGER NOT NULL, "
     "size INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL) WITHOUT ROWID"
@@ -65,9 +72,32 @@ class StampBook:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._key = str(self.path)
+
+    def remembered(self, names: Iterable[str]) -> dict[str, Stamp]:
+        """Stamps of ``names`` this process has seen (no database read)."""
+        key = self._key
+        found = {}
+        for name in names:
+            stamp = _SEEN.get((key, name))
+            if stamp is not None:
+                found[name] = stamp
+        return found
+
+    def _remember(self, pairs: Iterable[tuple[str, Stamp]]) -> None:
+        if len(_SEEN) > _REMEMBER:
+            _SEEN.clear()
+        key = self._key
+        for name, stamp in pairs:
+            _SEEN[key, name] = stamp
 
     def get(self, names: Iterable[str]) -> dict[str, Stamp]:
         """The recorded stamps of ``names`` (those without one are left out)."""
+        found = self._read(names)
+        self._remember(found.items())
+        return found
+
+    def _read(self, names: Iterable[str]) -> dict[str, Stamp]:
         wanted = list(dict.fromkeys(names))
         found: dict[str, Stamp] = {}
         if not wanted or not self.path.exists():
@@ -88,13 +118,16 @@ class StampBook:
 
     def record(self, stamps: Iterable[tuple[str, Stamp]]) -> None:
         """Record ``(name, stamp)`` pairs in one transaction (a newer ctime wins)."""
-        rows = [(name, *stamp) for name, stamp in stamps]
-        if rows:
-            self._write(_UPSERT, rows)
+        pairs = list(stamps)
+        if pairs:
+            self._write(_UPSERT, [(name, *stamp) for name, stamp in pairs])
+            self._remember(pairs)
 
     def forget(self, names: Iterable[str]) -> None:
         """Drop the stamps of ``names`` (objects removed from the store)."""
         rows = [(name,) for name in names]
+        for (name,) in rows:
+            _SEEN.pop((self._key, name), None)
         if rows:
             self._write("DELETE FROM stamps WHERE name = ?", rows)
 
