@@ -4,7 +4,9 @@
 cache at ROOT with the local bundle store STORE, writes ``MARKERS/<phase>`` when it reaches a
 phase, and is slowed down there (each step sleeps a little) so the test can kill it mid-way:
 
-- ``fill``: fills VERSION (phases ``unpacking``, ``sealing``), then exits;
+- ``fill``: fills VERSION (phases ``unpacking``: writing files, ``storing``: linking them into
+  the store, ``recording``: before their stamps are recorded, ``renaming``: before the
+  checkout is renamed into place), then exits;
 - ``evict``: evicts every version not leased (phases ``removing``, ``collecting``), then exits;
 - ``mount`` / ``links``: makes a workspace of VERSION under a worker directory in BASE (an
   overlay mount, or hard links), writes ``ready``, then sleeps until killed.
@@ -29,10 +31,10 @@ def mark(markers: Path, phase: str) -> None:
         os.replace(tmp, path)
 
 
-def slowed(markers: Path, phase: str, func: Any) -> Any:
+def slowed(markers: Path, phase: str, func: Any, pause: float = SLOW) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         mark(markers, phase)
-        time.sleep(SLOW)
+        time.sleep(pause)
         return func(*args, **kwargs)
 
     return wrapper
@@ -48,8 +50,12 @@ def main(argv: list[str]) -> int:
     cache = CodeCache(Path(root), max_bytes=10**12)
     store = LocalStoreSource(Path(store_dir))
     if mode == "fill":
+        from conveyor import _cachefill, _stamps
+
         _target.Target.write_new = slowed(markers, "unpacking", _target.Target.write_new)  # type: ignore[method-assign]
-        _objects.Fill.adopt = slowed(markers, "sealing", _objects.Fill.adopt)  # type: ignore[method-assign]
+        _objects.Fill.adopt = slowed(markers, "storing", _objects.Fill.adopt)  # type: ignore[method-assign]
+        _stamps.StampBook.record = slowed(markers, "recording", _stamps.StampBook.record, 1.0)  # type: ignore[method-assign]
+        _cachefill.write_meta = slowed(markers, "renaming", _cachefill.write_meta, 1.0)
         cache.ensure(store, version)
         return 0
     if mode == "evict":

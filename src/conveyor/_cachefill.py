@@ -66,8 +66,11 @@ def fetch_into_place(cache: CodeCache, source: Source, version: str, path: Path)
         write_meta(path, source, version, (index.size, len(index.files) + len(index.links)))
         os.replace(tmp, path)
     except BaseException:
+        fill.close()  # before removing what it linked: a prune may then take the objects
         fs.discard(tmp)
         raise
+    finally:
+        fill.close()
     done = time.perf_counter()
     logger.info(
         "cache filled version=%s source=%s bytes=%d files=%d linked=%d fetch_s=%.3f "

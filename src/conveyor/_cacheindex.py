@@ -142,8 +142,8 @@ def seal(root: Path, fill: Fill) -> Index:
     """Turn the fetched tree at ``root`` into a checkout: every file a link to its object,
     directories read-only. Returns its index (aliases are what the fill learnt).
 
-    Files the fill does not know are hashed first (two threads: hashing releases the GIL), then
-    all are adopted into the store under one hold of its lock."""
+    Files the fill does not know are hashed first (two threads: hashing releases the GIL); files
+    it stored or linked already (an unpacker's) are only listed."""
     found: list[tuple[str, str, os.stat_result]] = []
     links: dict[str, str] = {}
     dirs: list[str] = []
@@ -167,10 +167,12 @@ def seal(root: Path, fill: Fill) -> Index:
                 raise CacheError(f"a fetch left {rel}, which is not a file, link or directory")
     digests = _digests(fill, found)
     files: dict[str, tuple[str, str]] = {}
-    with fill.holding():
-        for rel, path, st in found:
-            sha, alias = digests[rel]
-            files[rel] = (fill.adopt(path, sha, bool(st.st_mode & stat.S_IXUSR), st), alias)
+    for rel, path, st in found:
+        sha, alias = digests[rel]
+        name = fill.adopted(path, st)
+        if name is None or name[:64] != sha:
+            name = fill.adopt(path, sha, bool(st.st_mode & stat.S_IXUSR), st)
+        files[rel] = (name, alias)
     fill.finish()
     for rel in sorted(dirs, key=len, reverse=True):
         os.chmod(os.path.join(top, rel), _READ_ONLY_DIR)

@@ -5,7 +5,7 @@ Layout of ``<cache>/.objects/``::
     ab/<sha256>        a plain file whose content hashes to its name, mode 0o444
     ab/<sha256>.x      the same for an executable file, mode 0o555 (hard links share the
                        inode, so its mode too: the same bytes executable and not are two objects)
-    stamps.db          each object's `Stamp` (`conveyor._stamps.StampBook`)
+    stamps.log         each object's `Stamp` (`conveyor._stamps.StampBook`)
     .lock              flock: shared around "check an object, then link it", exclusive around
                        "nobody links it, remove it" (`ObjectStore.collect`)
 
@@ -35,6 +35,7 @@ import logging
 import os
 import secrets
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -84,7 +85,7 @@ class ObjectStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.stamps = StampBook(self.root / "stamps.db")
+        self.stamps = StampBook(self.root / "stamps.log")
         self._top = os.fspath(self.root)
 
     def path(self, name: str) -> Path:
@@ -187,6 +188,7 @@ class ObjectStore:
         evictions); returns ``(bytes, objects)`` that stay, each counted once."""
         size = count = 0
         gone: list[str] = []
+        live: list[str] = []
         with self.locked(exclusive=True):
             for shard in self._shards():
                 with contextlib.suppress(FileNotFoundError), os.scandir(shard) as it:
@@ -203,7 +205,9 @@ class ObjectStore:
                             continue
                         size += st.st_size
                         count += 1
+                        live.append(entry.name)
             self.stamps.forget(gone)
+            self.stamps.compact(live)
         if gone:
             logger.info("cache removed unlinked objects count=%d", len(gone))
         return size, count
@@ -246,7 +250,9 @@ Digests = Mapping[str, str]
 
 
 class Fill:
-    """One fill's use of the store; see the module docstring. Not thread-safe."""
+    """One fill's use of the store; see the module docstring. Safe to use from several threads
+    (an unpacker's writers). From its first link until `close` it holds the store's shared lock,
+    so no object it checked can be collected before it links it."""
 
     def __init__(self, store: ObjectStore, *, aliases: Callable[[], Mapping[str, str]] = dict):
         self.store = store
@@ -254,22 +260,66 @@ class Fill:
         self._aliases: Mapping[str, str] | None = None
         self._stamps: dict[str, Stamp] = {}
         self._known: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+        self._adopted: dict[str, tuple[int, str]] = {}
         self._touched: dict[str, Stamp] = {}
+        self._linked: dict[str, int] = {}
+        self._present: set[str] = set()
+        self._listed: set[str] = set()
         self._shards: set[str] = set()
-        self._depth = 0
+        self._mutex = threading.RLock()
+        self._lock_fd: int | None = None
         self.linked = 0
         """Files linked from the store instead of written."""
+        self.unpacked: tuple[str, str] | None = None
+        """(directory, version) a bundle was unpacked into by this fill, every file checked
+        against its manifest as it was written or linked: `vouches` for it."""
+
+    def vouches(self, path: Path | str, version: str) -> bool:
+        """Whether this fill itself unpacked and checked ``version`` into ``path`` (a source's
+        `verify` then need not walk it again)."""
+        return self.unpacked == (os.fspath(path), version)
+
+    def close(self) -> None:
+        """Release the store's lock (idempotent)."""
+        with self._mutex:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _hold(self) -> None:
+        with self._mutex:
+            if self._lock_fd is None:
+                self.store.root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(
+                    self.store.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                self._lock_fd = fd
 
     def expect(self, names: Iterable[str]) -> None:
-        """Load the stamps of objects this fill may link (one query instead of many)."""
-        wanted = [n for n in names if n not in self._stamps]
-        self._stamps.update(self.store.stamps.get(wanted))
+        """Load the stamps of objects this fill may link, and list which of them the store
+        holds (a directory listing per shard, instead of a lookup per file)."""
+        with self._mutex:
+            wanted = [n for n in names if n not in self._stamps]
+        found = self.store.stamps.get(wanted)
+        shards = {n[:2] for n in wanted} - self._listed
+        present: set[str] = set()
+        for shard in shards:
+            try:
+                present.update(os.listdir(os.path.join(self.store._top, shard)))
+            except OSError:
+                continue
+        with self._mutex:
+            self._stamps.update(found)
+            self._present |= present
+            self._listed |= shards
 
     def lookup(self, algorithm: str, digest: str) -> str | None:
         """The sha256 of content known by another digest (a git blob id) from earlier fills."""
-        if self._aliases is None:
-            self._aliases = self._aliases_of()
-        return self._aliases.get(f"{algorithm}:{digest}")
+        with self._mutex:
+            if self._aliases is None:
+                self._aliases = self._aliases_of()
+            return self._aliases.get(f"{algorithm}:{digest}")
 
     def link(
         self, dest: Path | str, sha256: str, executable: bool, *, aliases: Digests | None = None
@@ -278,50 +328,44 @@ class Fill:
         this content, if there is one and it is intact; False: write the file yourself."""
         name = object_name(sha256, executable)
         path = self.store.where(name)
+        if name[:2] in self._listed and name not in self._present:
+            return False  # not stored when the fill began (the common case of a cold fill)
+        self._hold()
         try:
-            os.lstat(path)
-        except OSError:
-            return False  # not stored (the common case of a cold fill): no lock needed
-        with self._locked():
-            try:
-                st = os.lstat(path)
-                if not stat.S_ISREG(st.st_mode):
-                    return False
-                if name not in self._stamps:
-                    self.expect([name])
-                if not self.store.intact(name, st, self._stamps.get(name)):
-                    return False
-                os.link(path, dest, follow_symlinks=False)
-            except OSError as exc:  # gone, a link count at its limit, another file system
-                logger.debug("object not linked object=%s error=%s", name, exc)
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
                 return False
-            after = os.lstat(dest)
-        self._touched.setdefault(name, Stamp.of(st))
+            if name not in self._stamps:
+                self.expect([name])
+            if not self.store.intact(name, st, self._stamps.get(name)):
+                return False
+            os.link(path, dest, follow_symlinks=False)
+        except OSError as exc:  # gone, a link count at its limit, another file system
+            logger.debug("object not linked object=%s error=%s", name, exc)
+            return False
+        after = os.lstat(dest)
+        with self._mutex:
+            self._touched[name] = Stamp.of(after)
+            self._linked[name] = self._linked.get(name, 0) + 1
+            self._adopted[os.fspath(dest)] = (after.st_ino, name)
+            self.linked += 1
         self._remember(dest, after, {"sha256": sha256, **(aliases or {})})
-        self.linked += 1
         return True
 
-    @contextlib.contextmanager
-    def holding(self) -> Iterator[None]:
-        """Hold the store's shared lock across many `link`/`adopt` calls (one flock)."""
-        with self._locked():
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        if self._depth:
-            yield
-            return
-        with self.store.locked():
-            yield
-
-    def wrote(self, path: Path | str, st: os.stat_result, digests: Digests) -> None:
-        """The caller wrote ``path`` (stat ``st`` after writing) with content of ``digests``."""
+    def wrote(
+        self,
+        path: Path | str,
+        st: os.stat_result,
+        digests: Digests,
+        *,
+        store: bool = False,
+    ) -> None:
+        """The caller wrote ``path`` (stat ``st`` after writing) with content of ``digests``;
+        ``store``: it is finished and sealed, store it now (from the writer's thread)."""
         self._remember(path, st, dict(digests))
+        if store:
+            executable = bool(st.st_mode & stat.S_IXUSR)
+            self.adopt(os.fspath(path), digests["sha256"], executable, st)
 
     def known(self, path: Path | str, st: os.stat_result) -> Digests | None:
         """The digests of the file at ``path`` if this fill wrote or linked it and it is
@@ -331,6 +375,11 @@ class Fill:
             return None
         return entry[1]
 
+    def adopted(self, path: str, st: os.stat_result) -> str | None:
+        """The object ``path`` (stat ``st``) links, if this fill linked or stored it."""
+        entry = self._adopted.get(path)
+        return entry[1] if entry is not None and entry[0] == st.st_ino else None
+
     def adopt(
         self, path: str, sha256: str, executable: bool, mine: os.stat_result | None = None
     ) -> str:
@@ -339,49 +388,66 @@ class Fill:
         it. Returns the object name."""
         name = object_name(sha256, executable)
         target = self.store.where(name)
+        self._hold()
         for _attempt in range(3):
-            with self._locked():
+            try:
+                st: os.stat_result | None = os.lstat(target)
+            except FileNotFoundError:
+                st = None
+            if st is None:
+                if mine is None or stat.S_IMODE(mine.st_mode) != sealed_mode(name):
+                    os.chmod(path, sealed_mode(name))
+                self._shard(name)
                 try:
-                    st: os.stat_result | None = os.lstat(target)
-                except FileNotFoundError:
-                    st = None
-                if st is None:
-                    if mine is None or stat.S_IMODE(mine.st_mode) != sealed_mode(name):
-                        os.chmod(path, sealed_mode(name))
-                    self._shard(name)
-                    try:
-                        os.link(path, target, follow_symlinks=False)
-                    except FileExistsError:
-                        continue  # stored by another fill meanwhile: link that one
-                    self._touched[name] = Stamp.of(mine or os.lstat(target))
-                    return name
-                if st.st_ino == os.lstat(path).st_ino:
-                    return name  # linked from the store already
-                if name not in self._stamps:
-                    self.expect([name])
-                intact = self.store.intact(name, st, self._stamps.get(name))
-                if intact and _swap_in(target, path):
-                    self._touched.setdefault(name, Stamp.of(st))
-                    return name
-                # damaged, at its link limit, or gone: this file becomes the object
-                os.chmod(path, sealed_mode(name))
-                if _swap_in(path, target):
-                    self._touched[name] = Stamp.of(os.lstat(target))
-                    return name
+                    os.link(path, target, follow_symlinks=False)
+                except FileExistsError:
+                    continue  # stored by another fill meanwhile: link that one
+                ino = mine.st_ino if mine is not None else os.lstat(path).st_ino
+                return self._took(path, ino, name, Stamp.of(mine) if mine else None, fresh=True)
+            ino = mine.st_ino if mine is not None else os.lstat(path).st_ino
+            if st.st_ino == ino:
+                return self._took(path, ino, name, None)  # linked from the store already
+            if name not in self._stamps:
+                self.expect([name])
+            intact = self.store.intact(name, st, self._stamps.get(name))
+            if intact and _swap_in(target, path):
+                return self._took(path, st.st_ino, name, Stamp.of(st))
+            # damaged, at its link limit, or gone: this file becomes the object
+            os.chmod(path, sealed_mode(name))
+            if _swap_in(path, target):
+                return self._took(path, ino, name, None, fresh=True)
         raise OSError(errno.EIO, "could not store the object", target)
+
+    def _took(
+        self, path: str, ino: int, name: str, _before: Stamp | None, *, fresh: bool = False
+    ) -> str:
+        after = Stamp.of(os.lstat(self.store.where(name)))  # after this link: its ctime
+        with self._mutex:
+            self._present.add(name)
+            self._adopted[path] = (ino, name)
+            self._touched[name] = after
+            self._linked[name] = self._linked.get(name, 0) + 1
+        return name
 
     def _shard(self, name: str) -> None:
         if name[:2] not in self._shards:
             os.makedirs(os.path.join(self.store._top, name[:2]), exist_ok=True)
-            self._shards.add(name[:2])
+            with self._mutex:
+                self._shards.add(name[:2])
 
     def finish(self) -> None:
-        """Record the stamps of every object this fill linked or stored (after its last link)."""
-        self.store.restamp(self._touched)
-        self._touched.clear()
+        """Record the stamps of every object this fill linked or stored: the stat taken right
+        after linking it, or, for one linked several times (from several threads), a new one."""
+        with self._mutex:
+            touched, self._touched = self._touched, {}
+            counts, self._linked = self._linked, {}
+        once = [(name, stamp) for name, stamp in touched.items() if counts.get(name, 0) == 1]
+        self.store.stamps.record(once)
+        self.store.restamp({n: s for n, s in touched.items() if counts.get(n, 0) != 1})
 
     def _remember(self, path: Path | str, st: os.stat_result, digests: dict[str, str]) -> None:
-        self._known[os.fspath(path)] = ((st.st_ino, st.st_size, st.st_mtime_ns), digests)
+        with self._mutex:
+            self._known[os.fspath(path)] = ((st.st_ino, st.st_size, st.st_mtime_ns), digests)
 
 
 def _swap_in(source: str, dest: str) -> bool:

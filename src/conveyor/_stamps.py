@@ -11,24 +11,24 @@ object store records a new stamp after each link or unlink it makes itself (see
 `conveyor._objects`): a stat is recorded only when it was taken right after the content was
 confirmed (hashed, or checked against an earlier stamp and then linked).
 
-`StampBook` keeps stamps by object name in a SQLite database (WAL, one short transaction per
-batch, safe across processes; a process killed mid-write leaves the previous state). When two
-processes record the same name, the newer ctime wins. A database that cannot be read is moved
-aside and started again empty: stamps are only a shortcut, and a missing stamp means "hash it".
-
-Each process also remembers the stamps it read or recorded (`StampBook.remembered`): a stamp
-that was true once stays evidence for that exact stat (any later change to the file gives it
-another ctime), so a worker checks a checkout it used before without reading the database.
+`StampBook` keeps the stamps of an object store in one append-only file of 64-byte records
+(object digest, executable bit, inode, size, mtime, ctime); the last record of a name wins, a
+record with inode 0 forgets it. A batch is one ``write`` with ``O_APPEND``: processes append
+side by side, and since records never cross a page, a reader (or a process killed mid-write)
+never leaves more than whole records behind. Each process keeps what it read and reads only what
+was appended since; `StampBook.compact` rewrites the file when it has grown well past what is
+live. A file that cannot be read is taken as empty: stamps are only a shortcut, and a missing
+stamp means "hash it".
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sqlite3
-import time
-from collections.abc import Iterable, Iterator, Sequence
+import struct
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,19 +36,10 @@ __all__ = ["Stamp", "StampBook"]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 500  # names per SELECT (SQLite allows 999 parameters by default)
-_REMEMBER = 500_000  # stamps kept in memory per process, at most
-_SEEN: dict[tuple[str, str], Stamp] = {}
-"""(database, name) → a stamp this process read or recorded."""
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS stamps (name TEXT PRIMARY KEY, ino INTEGER NOT NULL, "
-    "size INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL) WITHOUT ROWID"
-)
-_UPSERT = (
-    "INSERT INTO stamps (name, ino, size, mtime, ctime) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT(name) DO UPDATE SET ino = excluded.ino, size = excluded.size, "
-    "mtime = excluded.mtime, ctime = excluded.ctime WHERE excluded.ctime >= stamps.ctime"
-)
+_RECORD = struct.Struct("<32sQQqq")
+"""Object digest, inode (0: forgotten), size (the executable bit its top bit), mtime, ctime."""
+_EXEC_BIT = 1 << 63
+_SUFFIX = ".x"
 
 
 class Stamp(NamedTuple):
@@ -64,129 +55,137 @@ class Stamp(NamedTuple):
         return cls(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-class StampBook:
-    """Stamps by name in the SQLite database at ``path`` (created on first write)."""
+@dataclass
+class _Read:
+    """What this process has read of one stamp file."""
 
-    timeout: float = 60.0
-    """Seconds a write waits for another process's transaction."""
+    ino: int = -1
+    offset: int = 0
+    table: dict[str, Stamp] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_READS: dict[str, _Read] = {}
+_READS_LOCK = threading.Lock()
+
+
+def _pack(name: str, stamp: Stamp | None) -> bytes:
+    digest = bytes.fromhex(name[:64])
+    if stamp is None:
+        return _RECORD.pack(digest, 0, _EXEC_BIT if name.endswith(_SUFFIX) else 0, 0, 0)
+    size = stamp.size | (_EXEC_BIT if name.endswith(_SUFFIX) else 0)
+    return _RECORD.pack(digest, stamp.ino, size, stamp.mtime, stamp.ctime)
+
+
+def _apply(table: dict[str, Stamp], data: bytes) -> None:
+    for digest, ino, size, mtime, ctime in _RECORD.iter_unpack(data):
+        name = digest.hex() + (_SUFFIX if size & _EXEC_BIT else "")
+        if ino == 0:
+            table.pop(name, None)
+        else:
+            table[name] = Stamp(ino, size & ~_EXEC_BIT, mtime, ctime)
+
+
+class StampBook:
+    """Stamps by object name in the file at ``path`` (created on first write)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._key = str(self.path)
+        key = os.fspath(self.path)
+        with _READS_LOCK:
+            self._read = _READS.setdefault(key, _Read())
+
+    def get(self, names: Iterable[str]) -> dict[str, Stamp]:
+        """The recorded stamps of ``names`` (those without one are left out)."""
+        self._refresh()
+        return self.remembered(names)
 
     def remembered(self, names: Iterable[str]) -> dict[str, Stamp]:
-        """Stamps of ``names`` this process has seen (no database read)."""
-        key = self._key
+        """The stamps of ``names`` as this process last read them (no file read)."""
+        table = self._read.table
         found = {}
         for name in names:
-            stamp = _SEEN.get((key, name))
+            stamp = table.get(name)
             if stamp is not None:
                 found[name] = stamp
         return found
 
-    def _remember(self, pairs: Iterable[tuple[str, Stamp]]) -> None:
-        if len(_SEEN) > _REMEMBER:
-            _SEEN.clear()
-        key = self._key
-        for name, stamp in pairs:
-            _SEEN[key, name] = stamp
-
-    def get(self, names: Iterable[str]) -> dict[str, Stamp]:
-        """The recorded stamps of ``names`` (those without one are left out)."""
-        found = self._read(names)
-        self._remember(found.items())
-        return found
-
-    def _read(self, names: Iterable[str]) -> dict[str, Stamp]:
-        wanted = list(dict.fromkeys(names))
-        found: dict[str, Stamp] = {}
-        if not wanted or not self.path.exists():
-            return found
-        with self._session() as db:
-            if db is None:
-                return found
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(
-                    f"SELECT name, ino, size, mtime, ctime FROM stamps WHERE name IN ({marks})",  # noqa: S608 - only placeholders
-                    chunk,
-                )
-                for name, ino, size, mtime, ctime in rows:
-                    found[name] = Stamp(ino, size, mtime, ctime)
-        return found
-
     def record(self, stamps: Iterable[tuple[str, Stamp]]) -> None:
-        """Record ``(name, stamp)`` pairs in one transaction (a newer ctime wins)."""
+        """Record ``(name, stamp)`` pairs (one append)."""
         pairs = list(stamps)
-        if pairs:
-            self._write(_UPSERT, [(name, *stamp) for name, stamp in pairs])
-            self._remember(pairs)
+        self._append(b"".join(_pack(name, stamp) for name, stamp in pairs))
+        with self._read.lock:
+            self._read.table.update(pairs)
 
     def forget(self, names: Iterable[str]) -> None:
         """Drop the stamps of ``names`` (objects removed from the store)."""
-        rows = [(name,) for name in names]
-        for (name,) in rows:
-            _SEEN.pop((self._key, name), None)
-        if rows:
-            self._write("DELETE FROM stamps WHERE name = ?", rows)
+        gone = list(names)
+        self._append(b"".join(_pack(name, None) for name in gone))
+        with self._read.lock:
+            for name in gone:
+                self._read.table.pop(name, None)
 
-    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
-        with self._session(create=True) as db:
-            if db is None:
-                return
-            try:
-                with db:
-                    db.executemany(sql, rows)
-            except sqlite3.DatabaseError as exc:
-                self._reset(exc)
-
-    @contextlib.contextmanager
-    def _session(self, *, create: bool = False) -> Iterator[sqlite3.Connection | None]:
-        """A connection, or None when the database cannot be used (stamps then go missing,
-        which costs a hash, never a wrong answer)."""
+    def compact(self, live: Iterable[str]) -> None:
+        """Rewrite the file with the stamps of ``live`` names only, when it has grown past twice
+        what they take (the caller keeps other writers out: the store's exclusive lock)."""
+        self._refresh()
+        keep = self.remembered(live)
         try:
-            db = self._open(create=create)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            self._reset(exc)
-            try:
-                db = self._open(create=create)
-            except (sqlite3.DatabaseError, OSError) as again:
-                logger.warning("object stamps unavailable path=%s error=%s", self.path, again)
-                yield None
-                return
+            size = os.stat(self.path).st_size
+        except OSError:
+            return
+        if size <= 2 * _RECORD.size * len(keep) + (1 << 20):
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            yield db
-        except sqlite3.DatabaseError as exc:
-            self._reset(exc)
-        finally:
-            db.close()
+            with open(tmp, "wb") as out:
+                out.write(b"".join(_pack(name, stamp) for name, stamp in keep.items()))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            logger.warning("object stamps not compacted path=%s error=%s", self.path, exc)
+            tmp.unlink(missing_ok=True)
+            return
+        logger.info("object stamps compacted path=%s records=%d", self.path, len(keep))
 
-    def _open(self, *, create: bool) -> sqlite3.Connection:
-        if create:
+    def _append(self, data: bytes) -> None:
+        if not data:
+            return
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{self.path}?mode={'rwc' if create else 'rw'}"
-        db = sqlite3.Connection(uri, uri=True, timeout=self.timeout, isolation_level=None)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            logger.warning("object stamps not recorded path=%s error=%s", self.path, exc)
+            return
         try:
-            db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute(_SCHEMA)
-        except BaseException:
-            db.close()
-            raise
-        return db
+            view = memoryview(data)
+            while view:  # a short write leaves whole records: records never cross a page
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            logger.warning("object stamps not recorded path=%s error=%s", self.path, exc)
+        finally:
+            os.close(fd)
 
-    def _reset(self, exc: BaseException) -> None:
-        """Move an unusable database aside (it is only a shortcut) and start again."""
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            logger.warning("object stamps busy path=%s error=%s", self.path, exc)
+    def _refresh(self) -> None:
+        """Read what was appended since this process last looked (all of it after a compact)."""
+        read = self._read
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
             return
-        if isinstance(exc, OSError) or not self.path.exists():
-            return
-        aside = self.path.with_name(f"{self.path.name}.broken-{time.time_ns()}")
-        logger.warning("object stamps unreadable, starting again path=%s error=%s", self.path, exc)
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        try:
+            with read.lock:
+                st = os.fstat(fd)
+                if st.st_ino != read.ino:
+                    read.ino, read.offset = st.st_ino, 0
+                    read.table.clear()
+                whole = (st.st_size - read.offset) // _RECORD.size * _RECORD.size
+                if whole <= 0:
+                    return
+                data = os.pread(fd, whole, read.offset)
+                whole = len(data) // _RECORD.size * _RECORD.size
+                _apply(read.table, data[:whole])
+                read.offset += whole
+        except OSError as exc:
+            logger.warning("object stamps unreadable path=%s error=%s", self.path, exc)
+        finally:
+            os.close(fd)

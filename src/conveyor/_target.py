@@ -169,9 +169,10 @@ class Target:
         return True
 
     def wrote(self, rel: str, objects: Fill, sha256: str, st: os.stat_result | None = None) -> None:
-        """Tell ``objects`` the digest of file ``rel``, just written (``st``: its stat then)."""
+        """Tell ``objects`` the digest of file ``rel``, just written (``st``: its stat then);
+        a sealed target's file is stored right away."""
         full = os.path.join(self.work, rel)
-        objects.wrote(full, st or os.lstat(full), {"sha256": sha256})
+        objects.wrote(full, st or os.lstat(full), {"sha256": sha256}, store=self.sealed)
 
     def read_written(self, rel: str) -> Iterable[bytes]:
         """The content of a file this target already wrote (to copy a hardlink)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -117,7 +116,6 @@ class _Writer:
         self.pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="unpack")
         self.pending: deque[tuple[Future[None], int]] = deque()
         self.queued = 0
-        self.lock = threading.Lock()  # the fill's bookkeeping is not thread-safe
 
     def submit(
         self, name: str, data: Iterable[bytes | memoryview], size: int, entry: ManifestEntry
@@ -153,8 +151,7 @@ class _Writer:
         if digest != entry.sha256 or written != entry.size:
             raise IntegrityError(f"content differs: {name} (from the bundle's manifest)", path=name)
         if self.objects is not None:
-            with self.lock:
-                self.target.wrote(name, self.objects, digest, st)
+            self.target.wrote(name, self.objects, digest, st)
 
 
 def _extract(
@@ -203,11 +200,8 @@ def _extract(
             if member.issym():
                 target.add_link(name, member.linkname)
                 continue
-            if objects is not None and member.isreg():
-                with writer.lock:
-                    linked = target.link_object(name, objects, entry)
-                if linked:
-                    continue  # the store has these bytes: the member's data is skipped
+            if objects is not None and member.isreg() and target.link_object(name, objects, entry):
+                continue  # the store has these bytes: the member's data is skipped
             if member.islnk():
                 if member.linkname not in target.files:
                     raise UnsafeArchive(
@@ -283,6 +277,7 @@ def unpack(
         digest, _size = target.write_file(MANIFEST_PATH, [manifest.canonical()], executable=False)
         if objects is not None:
             target.wrote(MANIFEST_PATH, objects, digest)
+            objects.unpacked = (os.fspath(dest), manifest.version)
     logger.debug(
         "unpacked version=%s files=%d dest=%s", manifest.version, manifest.file_count, dest
     )
