@@ -39,6 +39,12 @@ def expected_files(version: str, size: int) -> dict[str, bytes]:
     }
 
 
+def distinct_size(*versions: str, size: int = 1000) -> int:
+    """Bytes `FakeSource` trees of ``versions`` take in the cache: each distinct file once (the
+    versions share ``pkg/__init__.py`` and ``pkg/run.sh``)."""
+    return sum(len(b) for b in {d for v in versions for d in expected_files(v, size).values()})
+
+
 def tree_files(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` as relative POSIX path -> bytes."""
     return {
@@ -152,6 +158,12 @@ class FakeSource(Source):
         for rel in sorted(set(expected) | set(actual)):
             if expected.get(rel) != actual.get(rel):
                 raise IntegrityError(f"{rel} does not match version {version}", path=rel)
+
+    def proof(self, version: str, path: Path, ctx: FetchContext | None = None) -> bytes | None:
+        return None  # no digests to offer, whatever its versions look like: only `verify`
+
+    def expected(self, version: str, proof: bytes | None) -> None:
+        return None
 
     def to_spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, **self.options()}

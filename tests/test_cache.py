@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cache_helpers import FakeSource, expected_files, tree_files
+from cache_helpers import FakeSource, distinct_size, expected_files, tree_files
 from conveyor.cache import CodeCache
 from conveyor.errors import CacheError, ConfigError, IntegrityError, SourceUnavailable
 from conveyor.settings import Settings
@@ -190,7 +190,7 @@ def test_scratch_dir_is_a_persistent_entry_counted_and_evicted(root: Path, state
     assert kept.source == source.describe()
     info = cache.info()
     assert (info.used_bytes, info.entry_count, info.scratch_count, info.scratch_bytes) == (
-        2 * size + 6000,
+        distinct_size("v1", "v2") + 6000,  # the files v1 and v2 share are stored once
         3,
         1,
         6000,
@@ -202,9 +202,9 @@ def test_scratch_dir_is_a_persistent_entry_counted_and_evicted(root: Path, state
 
     # Then v1 and the scratch directory are gone, with their bookkeeping; the next fill makes a
     # new scratch directory
-    assert [(e.kind, e.version, e.size) for e in evicted] == [
-        ("checkout", "v1", size),
-        ("scratch", "", 6000),
+    assert [(e.kind, e.version, e.size, e.freed) for e in evicted] == [
+        ("checkout", "v1", size, distinct_size("v1", "v2") - size),  # not what v2 still holds
+        ("scratch", "", 6000, 6000),
     ]
     assert not scratch.exists()
     assert not (root / source.key() / ".scratch.meta.json").exists()
@@ -235,7 +235,7 @@ def test_budget_evicts_least_recently_used_first(root: Path, state: str) -> None
     assert not (key_dir / "v2.meta.json").exists()
     assert not (key_dir / "v2.lease").exists()
     assert debris(key_dir) == []
-    assert cache.info().used_bytes == 2 * size <= cache.max_bytes
+    assert cache.info().used_bytes == distinct_size("v1", "v3") <= cache.max_bytes
 
     # And an explicit prune evicts in LRU order and reports what it removed
     evicted = cache.prune(max_bytes=size)
@@ -324,6 +324,7 @@ def test_orphaned_bookkeeping_is_swept_but_not_that_of_present_versions(
     # (lock files stay: unlinking a lock file others may wait on would split them across inodes)
     left = sorted(os.listdir(key_dir))
     assert left == [
+        ".index",
         "gone.lock",
         "v1",
         "v1.lease",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cache_helpers import FakeSource, expected_files
+from cache_helpers import FakeSource, distinct_size, expected_files
 from conveyor.cache import CodeCache
 from conveyor.cli.cache import format_size
 from conveyor.settings import Settings
@@ -87,7 +87,7 @@ def test_info_totals(filled: tuple[CodeCache, FakeSource], settings: Settings) -
     result = conveyor("cache", "info")
     assert result.returncode == 0, result.stderr
     assert str(settings.cache_dir) in result.stdout
-    assert f"({size_of(BIG) + size_of('v2')} bytes)" in result.stdout
+    assert f"({distinct_size(BIG, 'v2')} bytes)" in result.stdout  # shared files once
     assert [line.split()[-1] for line in result.stdout.splitlines()[-2:]] == ["2", "0"]
 
 

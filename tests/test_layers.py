@@ -8,10 +8,10 @@ entry points   cli/ worker/ deploy _preflight project flows _loading __init__ ..
 connect        connect
 api            client   server/
 steps          steps/   schemas
-cache          cache _cachefs _cacheentries _verified envs
+cache          cache _cachefs _cacheentries _cacheindex _cachefill _verified envs
 sources        sources/
 credentials    credentials
-base           errors settings secrets _fs _process _registry bundles _expected ... results/
+base           errors settings secrets _fs _process _registry bundles _expected _objects ...
 ```
 
 Nothing below ``cache`` knows the API exists; the client never builds the server.
@@ -35,9 +35,13 @@ BASE = {
     "conveyor._retry",
     "conveyor._manifest",
     "conveyor._expected",
+    "conveyor._stamps",
+    "conveyor._objects",
     "conveyor._tree",
     "conveyor._statcache",
     "conveyor._archive",
+    "conveyor._unpack",
+    "conveyor._tarstream",
     "conveyor._target",
     "conveyor.bundles",
     "conveyor._params",
@@ -64,6 +68,8 @@ def layer_of(module: str) -> str:
         "conveyor.cache",
         "conveyor._cachefs",
         "conveyor._cacheentries",
+        "conveyor._cacheindex",
+        "conveyor._cachefill",
         "conveyor._verified",
         "conveyor.envs",
     ):

@@ -1,4 +1,4 @@
-"""`CodeCache.copy_out`: every copy out of the cache is checked against the version as it is made.
+"""`CodeCache.copy_out`: every copy out of the cache is checked against the version first.
 
 A cached checkout is tampered with on disk (its content, modes, links, an extra module, a fifo,
 the evidence kept beside it) between uses: the copy must hold the version's bytes anyway (the
@@ -134,7 +134,7 @@ def test_a_tampered_checkout_is_fetched_again_and_the_copy_holds_the_version(
     cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
     source = LocalSource(project)
     first = cache.copy_out(source, version, tmp_path / "first")
-    assert first.files == 5
+    assert first.files == 6  # the five files and the bundle manifest (.conveyor/)
     assert snapshot(tmp_path / "first", skip=(".conveyor",)) == snapshot(project)
     assert compute_version(tmp_path / "first") == version
     # When the cached checkout is changed on disk
@@ -198,15 +198,16 @@ def test_copy_out_refuses_a_destination_that_is_not_empty(tmp_path: Path) -> Non
     assert (tmp_path / "dest/keep.txt").read_text() == "mine"
 
 
-def test_a_source_without_digests_has_every_copy_checked_by_its_verify(tmp_path: Path) -> None:
-    # Given a source whose versions are not bundles (it only has `verify`)
+def test_a_source_without_digests_has_every_copy_checked_all_the_same(tmp_path: Path) -> None:
+    # Given a source whose versions are not bundles (it only has `verify`: no evidence to keep)
     source = FakeSource("plain", state=str(tmp_path / "state"))
     cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
     cache.copy_out(source, "v1", tmp_path / "first")
     assert not proof_path(cache.path_for(source, "v1")).exists()
     # When its checkout is corrupted on disk
     writable(cache.path_for(source, "v1") / "data.bin").write_bytes(b"corrupt")
-    # Then the copy is checked with `verify`, the version fetched again, and the copy is right
+    # Then the copy is checked (against the stamps of the files verified when it was fetched),
+    # the version fetched again, and the copy is right
     cache.copy_out(source, "v1", tmp_path / "second")
     assert tree_files(tmp_path / "second") == expected_files("v1", 1000)
     assert source.fetches == 2

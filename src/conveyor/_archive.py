@@ -1,4 +1,5 @@
-"""Deterministic packing and safe, streaming unpacking of bundles (see `conveyor.bundles`)."""
+"""Deterministic packing of bundles, and laying a live tree out as a bundle would be (see
+`conveyor.bundles`; unpacking is `conveyor._unpack`)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,21 @@ import io
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from conveyor._fs import atomic_write
 from conveyor._manifest import (
-    RESERVED_DIR,
     Manifest,
-    ManifestEntry,
-    unsafe_path_reason,
 )
 from conveyor._target import Target
 from conveyor._tree import MANIFEST_PATH, build_manifest
-from conveyor.errors import BundleError, IntegrityError, UnsafeArchive
+from conveyor.errors import BundleError, IntegrityError
 
 if TYPE_CHECKING:
-    import tarfile
+    pass
 
-__all__ = ["ZSTD_LEVEL", "UnpackLimits", "lay_out_tree", "pack", "unpack"]
+__all__ = ["ZSTD_LEVEL", "lay_out_tree", "pack"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +30,6 @@ _CHUNK = 1 << 20
 _HEADER_SLACK = 64 * 1024  # most bytes a member's headers (ustar + PAX/GNU) may take
 _MAX_MANIFEST = 64 * 1024 * 1024
 _MAX_WINDOW = 1 << 25  # bounds the decompressor's memory; pack's level 3 uses at most 2 MiB
-
-
-@dataclass(frozen=True)
-class UnpackLimits:
-    """What `unpack` accepts at most: tree entries (files, links, dirs) and bytes of content."""
-
-    max_entries: int = 100_000
-    max_bytes: int = 2 * 1024**3
 
 
 def _tarinfo(name: str, *, size: int = 0, mode: int = 0o644, link: str | None = None) -> Any:
@@ -131,196 +120,9 @@ def pack(root: Path, out: Path | BinaryIO, *, manifest: Manifest | None = None) 
     return manifest
 
 
-class _Budget:
-    """Counts decompressed bytes and refuses more than the members seen so far allow."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.delivered = 0
-        self.allowed = _HEADER_SLACK
-
-    def allow(self, size: int) -> None:
-        self.allowed = self.delivered + size + 512 + _HEADER_SLACK
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.delivered += len(data)
-        if self.delivered > self.allowed:
-            raise UnsafeArchive("refusing archive: a member header is larger than 64 KiB")
-        return data
-
-
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
     while chunk := stream.read(_CHUNK):
         yield chunk
-
-
-def _read_manifest(tar: tarfile.TarFile, budget: _Budget, limits: UnpackLimits) -> Manifest:
-    first = tar.next()
-    if first is None or first.name != MANIFEST_PATH or not first.isreg():
-        raise BundleError(
-            "archive is not a Conveyor bundle: it does not start with .conveyor/manifest.json"
-        )
-    if first.size > _MAX_MANIFEST:
-        raise UnsafeArchive(f"refusing archive: its manifest is larger than {_MAX_MANIFEST} bytes")
-    budget.allow(first.size)
-    stream = tar.extractfile(first)
-    assert stream is not None
-    manifest = Manifest.from_canonical(stream.read())
-    if manifest.file_count > limits.max_entries:
-        raise UnsafeArchive(
-            f"refusing archive: it holds {manifest.file_count} files, more than the limit of "
-            f"{limits.max_entries}"
-        )
-    if manifest.total_size > limits.max_bytes:
-        raise UnsafeArchive(
-            f"refusing archive: it holds {manifest.total_size} bytes, more than the limit of "
-            f"{limits.max_bytes}"
-        )
-    return manifest
-
-
-def _member_reason(member: tarfile.TarInfo) -> str | None:
-    reason = unsafe_path_reason(member.name)
-    if reason is not None:
-        return reason
-    if member.name.split("/")[0] == RESERVED_DIR:
-        return f"{RESERVED_DIR}/ is reserved for bundle metadata"
-    if member.ischr() or member.isblk():
-        return "device file"
-    if member.isfifo():
-        return "fifo"
-    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-        return f"unsupported member type {member.type!r}"
-    if member.islnk() and unsafe_path_reason(member.linkname):
-        return f"hardlink to {member.linkname!r} leaves the tree"
-    return None
-
-
-def _check_entry(member: tarfile.TarInfo, entry: ManifestEntry | None) -> None:
-    name = member.name
-    if entry is None:
-        raise IntegrityError(f"unexpected file: {name} (not in the bundle's manifest)", path=name)
-    if entry.is_link != member.issym():
-        raise IntegrityError(f"file type differs: {name} (from the bundle's manifest)", path=name)
-    if member.issym() and member.linkname != entry.link_target:
-        raise IntegrityError(f"symlink target differs: {name}", path=name)
-    if member.isreg() and (member.size != entry.size):
-        raise IntegrityError(f"content differs: {name} (size)", path=name)
-    if member.isreg() and bool(member.mode & 0o100) != entry.executable:
-        raise IntegrityError(f"executable bit differs: {name}", path=name)
-
-
-def _extract(
-    tar: tarfile.TarFile, budget: _Budget, target: Target, manifest: Manifest, limits: UnpackLimits
-) -> None:
-    expected = manifest.by_path
-    count = total = 0
-    seen: set[str] = set()
-    while (member := tar.next()) is not None:
-        name = member.name
-        count += 1
-        if count > limits.max_entries:
-            raise UnsafeArchive(
-                f"refusing archive member {name!r}: more than {limits.max_entries} entries"
-            )
-        reason = _member_reason(member)
-        if reason is not None:
-            raise UnsafeArchive(f"refusing archive member {name!r}: {reason}")
-        if name in seen:
-            raise UnsafeArchive(f"refusing archive member {name!r}: it appears twice")
-        seen.add(name)
-        size = member.size if member.isreg() else 0
-        if member.islnk():
-            size = expected[member.linkname].size if member.linkname in expected else 0
-        total += size
-        if total > limits.max_bytes:
-            raise UnsafeArchive(
-                f"refusing archive member {name!r}: more than {limits.max_bytes} bytes in all"
-            )
-        budget.allow(member.size if member.isreg() else 0)
-        if member.isdir():
-            target.make_dir(name)
-            continue
-        entry = expected.get(name)
-        _check_entry(member, entry)
-        assert entry is not None
-        if member.issym():
-            target.add_link(name, member.linkname)
-            continue
-        if member.islnk():
-            if member.linkname not in target.files:
-                raise UnsafeArchive(
-                    f"refusing archive member {name!r}: hardlink to {member.linkname!r}, "
-                    "which is not an earlier file of the archive"
-                )
-            chunks = target.read_written(member.linkname)
-        else:
-            stream = tar.extractfile(member)
-            assert stream is not None
-            chunks = _chunks(stream)
-        digest, written = target.write_file(name, chunks, executable=entry.executable)
-        if digest != entry.sha256 or written != entry.size:
-            raise IntegrityError(f"content differs: {name} (from the bundle's manifest)", path=name)
-    target.create_links()
-    missing = sorted(expected.keys() - seen)
-    if missing:
-        first = missing[0]
-        raise IntegrityError(f"missing: {first} (listed in the bundle's manifest)", path=first)
-
-
-def unpack(
-    archive: Path | BinaryIO,
-    dest: Path,
-    *,
-    expected_version: str | None = None,
-    limits: UnpackLimits = UnpackLimits(),
-) -> Manifest:
-    """Unpack a bundle into ``dest`` (new, or an existing empty directory), in one streaming pass.
-
-    Refuses, with `UnsafeArchive` naming the member: absolute paths, ``..``, symlinks or
-    hardlinks leaving the tree, devices and fifos, more entries or bytes than ``limits``. Raises
-    `IntegrityError` when the archive is not ``expected_version`` or a file does not match the
-    embedded manifest (every file is hashed as it is written). On any error nothing is left in
-    ``dest``. The manifest is kept at ``dest/.conveyor/manifest.json`` (`verify_tree` uses it to
-    name a differing path); it is never part of the tree's version.
-    """
-    import tarfile
-
-    import zstandard
-
-    with Target(Path(dest)) as target:
-        try:
-            fh: IO[bytes] = (
-                open(archive, "rb")  # noqa: SIM115 - closed below
-                if isinstance(archive, str | os.PathLike)
-                else archive
-            )
-        except OSError as exc:
-            raise BundleError(f"cannot read archive {archive}: {exc.strerror}") from None
-        try:
-            decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
-            reader = decompressor.stream_reader(fh, read_size=_CHUNK, closefd=False)
-            budget = _Budget(reader)
-            with tarfile.open(fileobj=budget, mode="r|", encoding="utf-8") as tar:  # type: ignore[call-overload]
-                manifest = _read_manifest(tar, budget, limits)
-                if expected_version is not None and manifest.version != expected_version:
-                    raise IntegrityError(
-                        f"archive holds {manifest.version[:19]}, not the expected "
-                        f"{expected_version[:19]}",
-                        hint="the stored bundle was replaced or corrupted; push it again",
-                    )
-                _extract(tar, budget, target, manifest, limits)
-        except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-            raise BundleError(f"archive is corrupt or not a Conveyor bundle: {exc}") from None
-        finally:
-            if fh is not archive:
-                fh.close()
-        target.write_file(MANIFEST_PATH, [manifest.canonical()], executable=False)
-    logger.debug(
-        "unpacked version=%s files=%d dest=%s", manifest.version, manifest.file_count, dest
-    )
-    return manifest
 
 
 def lay_out_tree(root: Path, dest: Path, *, manifest: Manifest | None = None) -> Manifest:

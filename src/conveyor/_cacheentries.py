@@ -12,6 +12,12 @@ Three kinds of entry live in the cache (layout in `conveyor._cachefs`):
 
 All count against the byte budget and are evicted least recently used first, never while held:
 eviction takes the entry's locks without waiting, renames it to ``.trash-…`` and removes that.
+
+Checkouts are trees of hard links into the object store (``<root>/.objects``, see
+`conveyor._objects`), so the budget counts each stored file once however many checkouts link it
+(`used_bytes`), and evicting a checkout frees what it held alone: the objects left with no other
+link are removed, and that is what the eviction reports (`CacheEntry.freed`). A prune first
+removes objects nobody links any more (left by killed fills or evictions).
 Functions here raise `OSError`; `conveyor.cache` turns it into a `CacheError` naming the cache.
 """
 
@@ -25,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from conveyor import _cachefs as fs
+from conveyor._cacheindex import index_path, read_index, release
+from conveyor._objects import OBJECTS_DIR, ObjectStore
 from conveyor._verified import proof_path
 
 __all__ = [
@@ -39,6 +47,7 @@ __all__ = [
     "list_entries",
     "prune",
     "subdirs",
+    "used_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +76,8 @@ class CacheEntry:
     source: str
     files: int = 0
     kind: str = CHECKOUT
+    freed: int = 0
+    """For an evicted entry: the bytes its eviction freed on disk (shared files stay)."""
 
 
 def subdirs(path: Path) -> list[Path]:
@@ -130,36 +141,55 @@ def _read_entry(source_key: str, path: Path, *, kind: str) -> CacheEntry | None:
     )
 
 
-def evict(entry: CacheEntry) -> bool:
-    """Remove one entry unless a lease or a fill holds it; True if it was removed."""
+def evict(entry: CacheEntry) -> int | None:
+    """Remove one entry unless a lease or a fill holds it; the bytes freed on disk (files it
+    shared with other checkouts stay), or None when it was not removed."""
     from filelock import FileLock, Timeout
 
     path = entry.path
     lease_fd = fs.try_lock_exclusive(fs.lease_path(path))
     if lease_fd is None:
-        return False
+        return None
     trash = path.with_name(fs.temp_name(fs.TRASH_PREFIX, path.name))
     try:
         with FileLock(fs.lock_path(path), timeout=0):
             if not path.is_dir():
-                return False
+                return None
+            index = read_index(path) if entry.kind == CHECKOUT else None
             os.replace(path, trash)
             fs.meta_path(path).unlink(missing_ok=True)
             fs.lease_path(path).unlink(missing_ok=True)
             proof_path(path).unlink(missing_ok=True)
+            index_path(path).unlink(missing_ok=True)
     except Timeout:
-        return False
+        return None
     finally:
         os.close(lease_fd)
-    fs.discard(trash)
+    try:
+        freed = release(trash, index, ObjectStore(path.parent.parent / OBJECTS_DIR))
+    except OSError as exc:
+        logger.warning("cache could not remove path=%s error=%s", trash, exc.strerror or exc)
+        freed = 0
     logger.info(
-        "cache evicted kind=%s version=%s source_key=%s bytes=%d",
+        "cache evicted kind=%s version=%s source_key=%s bytes=%d freed=%d",
         entry.kind,
         entry.version or "-",
         entry.source_key,
         entry.size,
+        freed,
     )
-    return True
+    return freed
+
+
+def used_bytes(
+    root: Path, entries: list[CacheEntry], objects: tuple[int, int] | None = None
+) -> tuple[int, int, int]:
+    """``(bytes, object bytes, objects)`` the cache holds on disk: each stored file once, plus
+    scratch directories, envs and checkouts not made of objects (an older layout).
+    ``objects``: the store's usage when the caller has it already."""
+    object_bytes, objects_count = objects or ObjectStore(root / OBJECTS_DIR).usage()
+    other = sum(e.size for e in entries if e.kind != CHECKOUT or not index_path(e.path).exists())
+    return object_bytes + other, object_bytes, objects_count
 
 
 def free_bytes(root: Path) -> int | None:
@@ -179,8 +209,9 @@ def prune(
     Returns the evicted entries."""
     for key_dir in [*subdirs(root), root / ENVS_DIR]:
         fs.sweep(key_dir)
+    stored = ObjectStore(root / OBJECTS_DIR).sweep()
     entries = list_entries(root)
-    used = sum(e.size for e in entries)
+    used = used_bytes(root, entries, stored)[0]
     if free_needed > 0:
         free = free_bytes(root)
         if free is not None and free < free_needed:
@@ -191,9 +222,10 @@ def prune(
             break
         if entry.leased or entry.path in keep:
             continue
-        if evict(entry):
-            used -= entry.size
-            evicted.append(replace(entry, leased=False))
+        freed = evict(entry)
+        if freed is not None:
+            used -= freed
+            evicted.append(replace(entry, leased=False, freed=freed))
     if used > budget:
         logger.warning(
             "cache over budget used_bytes=%d max_bytes=%d reason=entries in use", used, budget

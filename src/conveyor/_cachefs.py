@@ -7,6 +7,9 @@ Layout of one source's directory (``<root>/<source-key>/``)::
                                   its mtime is the version's "last used" time
     <version>.lock                the fill lock (`filelock.FileLock`): held while fetching
     <version>.lease               a shared `fcntl.flock` per lease; eviction takes it exclusive
+    .index/<version>              which object each file of the checkout links
+                                  (`conveyor._cacheindex`)
+    .proofs/<version>             the source's evidence for the version (`Source.proof`)
     .tmp-<version>-<hex>          a fill in progress (or left by a killed process)
     .trash-<version>-<hex>        an evicted checkout being removed
     .scratch/                     the source's persistent scratch directory (a git mirror)
@@ -281,6 +284,15 @@ def sweep(key_dir: Path, *, held: str | None = None) -> None:
             _sweep_one(key_dir, name, names=names, held=held)
         except OSError as exc:
             logger.warning("cache could not clean path=%s error=%s", key_dir / name, exc)
+    for kept in (".index", ".proofs"):  # evidence of versions a killed fill never renamed
+        try:
+            orphans = set(os.listdir(key_dir / kept)) - names
+        except OSError:
+            continue
+        for version in sorted(orphans):
+            with _unless_filling(key_dir / version, held=version == held) as free:
+                if free and not (key_dir / version).exists():
+                    (key_dir / kept / version).unlink(missing_ok=True)
 
 
 def _sweep_one(key_dir: Path, name: str, *, names: set[str], held: str | None) -> None:

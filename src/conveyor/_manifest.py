@@ -15,6 +15,7 @@ a version, as in git).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -164,7 +165,16 @@ class Manifest:
 
     @classmethod
     def from_canonical(cls, data: bytes) -> Manifest:
-        """Parse canonical manifest bytes; refuse anything that is not exactly canonical."""
+        """Parse canonical manifest bytes; refuse anything that is not exactly canonical.
+
+        The last few parsed are remembered (a fill parses a version's manifest when unpacking
+        it and again when checking the checkout against it)."""
+        if cls is Manifest:
+            return _parse_canonical(bytes(data))
+        return cls._parse(data)
+
+    @classmethod
+    def _parse(cls, data: bytes) -> Manifest:
         try:
             raw = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -181,6 +191,11 @@ class Manifest:
         if manifest.canonical() != data:
             raise BundleError("bundle manifest is not in canonical form")
         return manifest
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_canonical(data: bytes) -> Manifest:
+    return Manifest._parse(data)
 
 
 def first_difference(expected: Manifest, actual: Manifest) -> tuple[str, str] | None:

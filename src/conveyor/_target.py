@@ -18,12 +18,19 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from conveyor.errors import BundleError, UnsafeArchive
+
+if TYPE_CHECKING:
+    from conveyor._manifest import ManifestEntry
+    from conveyor._objects import Fill
 
 __all__ = ["Target"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_MODES = {(False, False): 0o644, (False, True): 0o755, (True, False): 0o444, (True, True): 0o555}
+"""(sealed, executable) → the mode a new file gets."""
 
 
 def _conflict(rel: str) -> UnsafeArchive:
@@ -33,8 +40,10 @@ def _conflict(rel: str) -> UnsafeArchive:
 class Target:
     """Context manager: ``with Target(dest) as t: t.write_file(...); t.add_link(...)``."""
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, *, sealed: bool = False) -> None:
         self.dest = Path(dest)
+        self.sealed = sealed
+        """Create files read-only (``0o444``/``0o555``), as the code cache keeps them."""
         self.work = ""
         self._temporary = False
         self._dirs: set[str] = {""}
@@ -107,12 +116,28 @@ class Target:
         """Create directory ``rel`` (and its parents)."""
         self._parent(rel + "/x")
 
-    def write_file(self, rel: str, chunks: Iterable[bytes], *, executable: bool) -> tuple[str, int]:
+    def write_file(
+        self, rel: str, chunks: Iterable[bytes | memoryview], *, executable: bool
+    ) -> tuple[str, int]:
         """Create file ``rel`` from ``chunks``; return (sha256 hex, size) of what was written."""
+        self.claim(rel)
+        digest, size, _st = self.write_new(rel, chunks, executable=executable)
+        return digest, size
+
+    def claim(self, rel: str) -> None:
+        """Make file ``rel``'s directory (before `write_new`, on the thread that owns this)."""
         self._parent(rel)
+        self.files.add(rel)
+
+    def write_new(
+        self, rel: str, chunks: Iterable[bytes | memoryview], *, executable: bool
+    ) -> tuple[str, int, os.stat_result]:
+        """Create file ``rel`` (claimed) from ``chunks``: its sha256 hex, size and stat after
+        writing. Safe to call from several threads for different files."""
         full = os.path.join(self.work, rel)
+        mode = _MODES[self.sealed, executable]
         try:
-            fd = os.open(full, _FLAGS, 0o755 if executable else 0o644)
+            fd = os.open(full, _FLAGS, mode)
         except (FileExistsError, IsADirectoryError):
             raise _conflict(rel) from None
         except OSError as exc:
@@ -120,15 +145,34 @@ class Target:
         digest = hashlib.sha256()
         size = 0
         try:
-            with open(fd, "wb", buffering=0) as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+            for chunk in chunks:
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                size += len(chunk)
+            st = os.fstat(fd)
         except OSError as exc:
             raise BundleError(f"cannot write {rel}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        return digest.hexdigest(), size, st
+
+    def link_object(self, rel: str, objects: Fill, entry: ManifestEntry) -> bool:
+        """Create file ``rel`` as a link to the stored object of ``entry``'s bytes; False when
+        the store has none (write it then)."""
+        self._parent(rel)
+        full = os.path.join(self.work, rel)
+        if not objects.link(full, entry.sha256, entry.executable):
+            return False
         self.files.add(rel)
-        return digest.hexdigest(), size
+        return True
+
+    def wrote(self, rel: str, objects: Fill, sha256: str, st: os.stat_result | None = None) -> None:
+        """Tell ``objects`` the digest of file ``rel``, just written (``st``: its stat then);
+        a sealed target's file is stored right away."""
+        full = os.path.join(self.work, rel)
+        objects.wrote(full, st or os.lstat(full), {"sha256": sha256}, store=self.sealed)
 
     def read_written(self, rel: str) -> Iterable[bytes]:
         """The content of a file this target already wrote (to copy a hardlink)."""

@@ -25,7 +25,7 @@ import logging
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +37,11 @@ if TYPE_CHECKING:
 
     from conveyor._statcache import StatCache
 
-__all__ = ["DEFAULT_EXCLUDED_DIRS", "build_manifest", "compute_version", "verify_tree"]
+__all__ = ["DEFAULT_EXCLUDED_DIRS", "Known", "build_manifest", "compute_version", "verify_tree"]
+
+Known = Callable[[str, os.stat_result], Mapping[str, str] | None]
+"""(path, lstat) → the file's digests when they are known already (it was hashed as it was
+written, by this process, and has not changed since): its ``sha256`` is then not read again."""
 
 logger = logging.getLogger(__name__)
 
@@ -127,17 +131,32 @@ def _hash_file(path: str, rel: str) -> tuple[str, int, os.stat_result]:
 
 
 def _file_entry(
-    path: str, rel: str, entry: os.DirEntry[str], cache: StatCache | None
+    path: str,
+    rel: str,
+    entry: os.DirEntry[str],
+    cache: StatCache | None,
+    known: Known | None = None,
 ) -> ManifestEntry:
-    """The manifest entry of a regular file: from the stat cache when its stat is unchanged."""
+    """The manifest entry of a regular file: from what the caller ``known``s or the stat cache
+    when its stat is unchanged."""
+    if known is not None:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise _TreeProblem(rel, f"cannot read {rel}: {exc.strerror}") from None
+        digests = known(path, st)
+        if digests and "sha256" in digests:
+            executable = bool(st.st_mode & stat.S_IXUSR)
+            return ManifestEntry(rel, digests["sha256"], st.st_size, executable=executable)
     if cache is not None:
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
             raise _TreeProblem(rel, f"cannot read {rel}: {exc.strerror}") from None
-        known = cache.sha256(rel, st)
-        if known is not None:
-            return ManifestEntry(rel, known, st.st_size, executable=bool(st.st_mode & stat.S_IXUSR))
+        cached = cache.sha256(rel, st)
+        if cached is not None:
+            executable = bool(st.st_mode & stat.S_IXUSR)
+            return ManifestEntry(rel, cached, st.st_size, executable=executable)
     sha, size, st = _hash_file(path, rel)
     if cache is not None and size == st.st_size:
         cache.record(rel, st, sha256=sha)
@@ -172,6 +191,7 @@ def _walk(
     root_real: str,
     rules: list[tuple[str, GitIgnoreSpec]],
     cache: StatCache | None,
+    known: Known | None = None,
 ) -> Iterator[ManifestEntry]:
     directory = os.path.join(root, prefix) if prefix else root
     try:
@@ -199,20 +219,22 @@ def _walk(
             if os.path.exists(os.path.join(child.path, "pyvenv.cfg")):
                 continue
             if not _excluded(rel, name, True, rules):
-                yield from _walk(root, rel + "/", root_real, rules, cache)
+                yield from _walk(root, rel + "/", root_real, rules, cache, known)
         elif child.is_file(follow_symlinks=False):
             if name in IGNORE_FILES or not _excluded(rel, name, False, rules):
-                yield _file_entry(child.path, rel, child, cache)
+                yield _file_entry(child.path, rel, child, cache, known)
         else:
             logger.warning("skipping special file path=%s", rel)
 
 
-def _manifest_or_problem(root: Path, cache: StatCache | None = None) -> Manifest:
+def _manifest_or_problem(
+    root: Path, cache: StatCache | None = None, known: Known | None = None
+) -> Manifest:
     top = os.fspath(root)
     if not os.path.isdir(top):
         raise _TreeProblem(".", f"{root} is not a directory")
     try:
-        manifest = Manifest(tuple(_walk(top, "", os.path.realpath(top), [], cache)))
+        manifest = Manifest(tuple(_walk(top, "", os.path.realpath(top), [], cache, known)))
     except RecursionError:
         raise _TreeProblem(".", f"{root} is nested too deeply to bundle") from None
     if cache is not None:
@@ -254,18 +276,19 @@ def _stored_manifest(root: Path, version: str) -> Manifest | None:
         return None
 
 
-def verify_tree(path: Path, version: str) -> None:
+def verify_tree(path: Path, version: str, *, known: Known | None = None) -> None:
     """Check that the tree at ``path`` is exactly ``version``; raise `IntegrityError` if not.
 
     The tree is walked with the same rules as `build_manifest` (so ``.conveyor/`` is never part of
     it). When the tree holds the manifest of ``version`` (a fetched bundle does, at
     ``.conveyor/manifest.json``; it is trusted only if its digest is ``version``), the error names
-    the first differing path: missing, unexpected or changed.
+    the first differing path: missing, unexpected or changed. ``known`` spares hashing files
+    whose digest the caller knows already (see `Known`).
     """
     root = Path(path)
     short = version[:19]
     try:
-        actual = _manifest_or_problem(root)
+        actual = _manifest_or_problem(root, known=known)
     except _TreeProblem as problem:
         raise IntegrityError(
             f"{problem.message} (checking {short})", path=problem.path, hint=problem.hint

@@ -27,9 +27,10 @@ The root ``.conveyor/`` directory is reserved: it is never part of a tree's vers
 
 from __future__ import annotations
 
-from conveyor._archive import ZSTD_LEVEL, UnpackLimits, lay_out_tree, pack, unpack
+from conveyor._archive import ZSTD_LEVEL, lay_out_tree, pack
 from conveyor._manifest import Manifest, ManifestEntry, is_bundle_version
 from conveyor._tree import MANIFEST_PATH, build_manifest, compute_version, verify_tree
+from conveyor._unpack import UnpackLimits, unpack
 
 __all__ = [
     "MANIFEST_PATH",

@@ -41,15 +41,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conveyor import _cacheentries as entries_
 from conveyor import _cachefs as fs
 from conveyor._cacheentries import CacheEntry
+from conveyor._cachefill import fetch_into_place, write_meta
 from conveyor._fs import out_of_space
-from conveyor._verified import copy_out, proof_path, write_proof
+from conveyor._objects import OBJECTS_DIR, ObjectStore
+from conveyor._verified import checked, copy_out, link_out, proof_path, unlink_out
 from conveyor.errors import CacheError, ConfigError, ConveyorError
 from conveyor.sources.base import FetchContext
 
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from conveyor._expected import Copied
+    from conveyor._verified import Copied
     from conveyor.settings import Settings
     from conveyor.sources.base import Source
 
@@ -70,8 +71,9 @@ _SCRATCH = entries_.SCRATCH_DIR
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """The cache as a whole: where it is, its budget, and what it holds (``entry_count`` and
-    ``used_bytes`` count checkouts and scratch directories; ``scratch_*`` the latter alone)."""
+    """The cache as a whole: where it is, its budget, and what it holds (``entry_count``
+    counts checkouts, scratch directories and envs; ``used_bytes`` the bytes on disk, a file
+    shared by several checkouts once; ``scratch_*`` scratch directories alone)."""
 
     root: Path
     max_bytes: int
@@ -83,6 +85,9 @@ class CacheInfo:
     env_count: int = 0
     env_bytes: int = 0
     """Run environments (`conveyor.envs`), which share the budget."""
+    object_count: int = 0
+    object_bytes: int = 0
+    """The distinct files every checkout links (each counted once in ``used_bytes``)."""
 
 
 class CodeCache:
@@ -104,6 +109,8 @@ class CodeCache:
         self.max_bytes = max_bytes
         self.context = context or FetchContext()
         """What sources get besides their scratch directory (secrets, environment, settings)."""
+        self.objects = ObjectStore(self.root / OBJECTS_DIR)
+        """The content-addressed files every checkout links (see `conveyor._objects`)."""
         self.hits = 0
         """`ensure` calls answered from the cache (warm), and those that had to fill it (cold)."""
         self.misses = 0
@@ -179,13 +186,13 @@ class CodeCache:
         from conveyor.sources.base import Source
 
         built = source if isinstance(source, Source) else _from_spec(source)
-        with self.lease(built, version) as path:
+        with checked(self, built, version) as path:
             yield path
 
     def copy_out(self, source: Source | Mapping[str, Any], version: str, dest: Path) -> Copied:
-        """Copy ``version`` into ``dest`` (a new or empty directory) as writable files, each
-        checked against the version as it is copied (see `conveyor._verified`); the one way a
-        checkout leaves the cache for code that will run or be handed to a user.
+        """Copy ``version`` into ``dest`` (a new or empty directory) as writable files, checked
+        first (see `conveyor._verified`): for code handed to a user, or a workspace that can
+        neither mount nor share the cache's files.
 
         A checkout that no longer matches its version is discarded and fetched again, once;
         then `IntegrityError` (naming the file) and ``dest`` is left empty.
@@ -194,6 +201,17 @@ class CodeCache:
 
         built = source if isinstance(source, Source) else _from_spec(source)
         return copy_out(self, built, version, Path(dest))
+
+    def link_out(
+        self, checkout: Path, dest: Path, *, owner: tuple[int, int] | None = None
+    ) -> Copied:
+        """Lay a checkout (from `checkout`, still leased) out in ``dest`` as hard links to its
+        sealed files, directories owned by ``owner`` (see `conveyor._verified.link_out`)."""
+        return link_out(self, checkout, Path(dest), owner=owner)
+
+    def unlink_out(self, checkout: Path, dest: Path) -> None:
+        """Remove a tree `link_out` made from ``checkout``."""
+        unlink_out(self, checkout, Path(dest))
 
     @contextmanager
     def lease(self, source: Source, version: str) -> Iterator[Path]:
@@ -219,16 +237,19 @@ class CodeCache:
         entries = self.entries()
         scratch = [e for e in entries if e.kind == entries_.SCRATCH]
         envs = [e for e in entries if e.kind == entries_.ENV]
+        used, object_bytes, objects = entries_.used_bytes(self.root, entries)
         return CacheInfo(
             root=self.root,
             max_bytes=self.max_bytes,
-            used_bytes=sum(e.size for e in entries),
+            used_bytes=used,
             entry_count=len(entries),
             leased_count=sum(e.leased for e in entries),
             scratch_count=len(scratch),
             scratch_bytes=sum(e.size for e in scratch),
             env_count=len(envs),
             env_bytes=sum(e.size for e in envs),
+            object_count=objects,
+            object_bytes=object_bytes,
         )
 
     def prune(self, *, max_bytes: int | None = None) -> list[CacheEntry]:
@@ -259,7 +280,8 @@ class CodeCache:
                 if path.is_dir():
                     logger.debug("cache filled by another process version=%s", version)
                     if not _touch(path):
-                        self._write_meta(source, version, path, fs.tree_size(path))
+                        write_meta(path, source, version, fs.tree_size(path))
+                        _touch(path)
                     return path
                 fs.sweep(key_dir, held=version)
                 self._make_room(source, version, path)
@@ -295,64 +317,22 @@ class CodeCache:
             logger.warning("cache could not make room version=%s error=%s", version, exc)
 
     def _fetch_into_place(self, source: Source, version: str, path: Path) -> None:
-        started = time.perf_counter()
-        tmp = path.with_name(fs.temp_name(fs.TMP_PREFIX, version))
         try:
-            tmp.mkdir()
-            with self.scratch(source) as ctx:
-                source.fetch(version, tmp, ctx)
-                fetched = time.perf_counter()
-                source.verify(version, tmp, ctx)
-                verified = time.perf_counter()
-                proof = source.proof(version, tmp, ctx)
-            size_files = fs.seal_tree(tmp)
-            write_proof(path, proof)
-            self._write_meta(source, version, path, size_files)
-            os.replace(tmp, path)
+            index = fetch_into_place(self, source, version, path)
         except OSError as exc:
-            fs.discard(tmp)
             raise self._disk_error("fetch", version, path, exc) from exc
-        except BaseException as exc:
-            fs.discard(tmp)
-            if isinstance(exc, Exception) and out_of_space(exc) is not None:
+        except Exception as exc:
+            if out_of_space(exc) is not None:
                 raise self._disk_error("fetch", version, path, exc) from exc
             raise
-        done = time.perf_counter()
-        logger.info(
-            "cache filled version=%s source=%s bytes=%d files=%d fetch_s=%.3f verify_s=%.3f "
-            "seal_s=%.3f",
-            version,
-            source.describe(),
-            size_files[0],
-            size_files[1],
-            fetched - started,
-            verified - fetched,
-            done - verified,
-        )
-        if size_files[0] > self.max_bytes:
+        _touch(path)
+        if index.size > self.max_bytes:
             logger.warning(
                 "version larger than cache budget version=%s bytes=%d max_bytes=%d",
                 version,
-                size_files[0],
+                index.size,
                 self.max_bytes,
             )
-
-    def _write_meta(
-        self, source: Source, version: str, path: Path, size_files: tuple[int, int]
-    ) -> None:
-        fs.write_json_atomic(
-            fs.meta_path(path),
-            tmp=path.with_name(fs.temp_name(fs.TMP_PREFIX, version)),
-            data={
-                "version": version,
-                "source_key": path.parent.name,
-                "source": source.describe(),
-                "size": size_files[0],
-                "files": size_files[1],
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-        )
-        _touch(path)
 
     # -- bookkeeping of scratch directories and errors ------------------------------------------
 

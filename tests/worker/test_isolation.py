@@ -126,12 +126,15 @@ class _Sink:
         self.records.extend(records)
 
 
-def test_run_as_runs_each_flow_as_the_user_in_a_workspace_it_owns_spares_too(
+@pytest.mark.parametrize("mode", ["overlay", "links", "copy"])
+def test_run_as_runs_each_flow_as_the_user_in_a_workspace_it_owns(
+    mode: str,
     throwaway_user: str,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given a process executor of a root worker with --run-as (and spares on)
+    # Given a process executor of a root worker with --run-as, making workspaces in one mode
+    # (and spares on, which only copies use)
     python, extra = interpreter_for(throwaway_user)
     for key, value in extra.items():
         monkeypatch.setenv(key, value)
@@ -147,8 +150,10 @@ def test_run_as_runs_each_flow_as_the_user_in_a_workspace_it_owns_spares_too(
         work_dir=worker_dir(work_base(base / "work"), shared=True),
         run_as=run_as,
         grace_seconds=1.0,
+        workspace=mode,
     )
     executor.python = python[0]
+    assert executor.workspace_mode() == mode
     spec = RunSpec(
         run_id="run-1",
         entrypoint="flows.py:whoami",
@@ -158,10 +163,10 @@ def test_run_as_runs_each_flow_as_the_user_in_a_workspace_it_owns_spares_too(
     )
     sink = _Sink()
     try:
-        # When it runs the flow twice (the second time from the spare the first run left)
+        # When it runs the flow twice (a copy: the second time from the spare the first left)
         outcomes = []
         for attempt in (1, 2):
-            if attempt == 2:
+            if attempt == 2 and mode == "copy":
                 assert executor.spares is not None
                 assert wait_until(lambda: bool(executor.spares._ready), timeout=20)  # type: ignore[union-attr]
             logs = RunLogs(sink, "run-1").start()
@@ -181,7 +186,11 @@ def test_run_as_runs_each_flow_as_the_user_in_a_workspace_it_owns_spares_too(
                 "owner": run_as.uid,
                 "home_var": False,
             }
-        assert outcomes[1].timings["fetch"] == 0.0  # taken from the spare
+        if mode == "copy":
+            assert outcomes[1].timings["fetch"] == 0.0  # taken from the spare
+        else:
+            assert executor.spares is not None
+            assert not executor.spares._ready  # no spare copies: nothing to copy
         # ...and so did the pull step's command
         steps = [r.message for r in sink.records if r.message.startswith("step-uid=")]
         assert steps == [f"step-uid={run_as.uid}"] * 2

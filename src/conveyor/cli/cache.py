@@ -112,6 +112,11 @@ def info() -> None:
     table.add_row("budget", f"{format_size(summary.max_bytes)} ({summary.max_bytes} bytes)")
     table.add_row("used", f"{format_size(summary.used_bytes)} ({summary.used_bytes} bytes)")
     table.add_row(
+        "files",
+        f"{format_size(summary.object_bytes)} in {summary.object_count} distinct file(s), "
+        "shared by the versions",
+    )
+    table.add_row(
         "scratch",
         f"{format_size(summary.scratch_bytes)} in {summary.scratch_count} director"
         + ("y" if summary.scratch_count == 1 else "ies"),
@@ -141,10 +146,10 @@ def prune(
     if evicted:
         _table(evicted, title="evicted", leased=False)
     left = cache.entries()
-    freed = sum(e.size for e in evicted)
+    freed = sum(e.freed for e in evicted)
     leased = sum(e.leased for e in left)
     console.print(
         f"evicted {_counted(evicted)}, freed {format_size(freed)}; "
-        f"cache now {format_size(sum(e.size for e in left))} in {_counted(left)}"
+        f"cache now {format_size(cache.info().used_bytes)} in {_counted(left)}"
         + (f", {leased} leased" if leased else "")
     )

@@ -47,6 +47,9 @@ def start(
     ),
     work_dir: Path | None = typer.Option(_D.work_dir, "--work-dir", help=_h("work_dir")),
     run_as: str | None = typer.Option(_D.run_as, "--run-as", metavar="USER", help=_h("run_as")),
+    workspace: str = typer.Option(
+        _D.workspace, "--workspace", metavar="MODE", help=_h("workspace")
+    ),
     in_process: bool = typer.Option(_D.in_process, "--in-process", help=_h("in_process")),
 ) -> None:
     """Claim runs from POOL and execute each in a child process, until stopped (or, with
@@ -67,6 +70,7 @@ def start(
         shutdown_timeout=shutdown_timeout,
         work_dir=work_dir.absolute() if work_dir else None,
         run_as=run_as,
+        workspace=workspace,
         in_process=in_process,
         debug=logging.getLogger().level == logging.DEBUG,
     )

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from conveyor._expected import ExpectedTree
+    from conveyor._objects import Fill
     from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
     from conveyor.sources.store import StoreBackend
@@ -62,10 +63,18 @@ class FetchContext:
     settings: Settings | None = None
     bundle_server: StoreBackend | None = None
     """The Conveyor server's bundle store, when this process is connected to a server."""
+    objects: Fill | None = None
+    """The cache's object store during a fill (`conveyor._objects.Fill`): a source that knows a
+    file's digest before writing it may link the stored file instead, and tells what it wrote,
+    so `verify` need not hash it again. None outside the cache."""
 
     def with_scratch(self, scratch: Path | None) -> FetchContext:
         """The same context with another scratch directory."""
         return replace(self, scratch=scratch)
+
+    def with_objects(self, objects: Fill | None) -> FetchContext:
+        """The same context with the object store of a fill."""
+        return replace(self, objects=objects)
 
 
 _EMPTY = FetchContext()
@@ -104,7 +113,10 @@ class Source(ABC):
         """
         from conveyor.bundles import verify_tree
 
-        verify_tree(path, version)
+        objects = context(ctx).objects
+        if objects is not None and objects.vouches(path, version):
+            return  # unpacked by this fill, every file checked against the manifest then
+        verify_tree(path, version, known=objects.known if objects is not None else None)
 
     def expected_size(self, version: str, ctx: FetchContext | None = None) -> int | None:
         """How many bytes the checkout of ``version`` will take, when the source can tell

@@ -230,7 +230,7 @@ class BundleStore(PushableSource):
         from conveyor.bundles import unpack
 
         with self.backend(ctx).open(self.object_name(version)) as stream:
-            unpack(stream, dest, expected_version=version)
+            unpack(stream, dest, expected_version=version, objects=context(ctx).objects)
 
     def push(self, tree: Path, ctx: FetchContext | None = None) -> str:
         """Bundle ``tree`` into the store; its version. Uploads nothing if it is already there

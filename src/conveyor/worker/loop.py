@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -145,6 +144,7 @@ class Worker:
             executor = _executor_for(
                 client, options, cache=cache, work_dir=own_dir, settings=settings, run_as=run_as
             )
+            _choose_workspaces(executor, options)
         handler = RunHandler(
             client,
             cache=cache,
@@ -181,7 +181,9 @@ class Worker:
                     signal.signal(signum, handler)
             self.handler.close()
             if self.own_dir is not None:
-                shutil.rmtree(self.own_dir, ignore_errors=True)
+                from conveyor.worker.executors.workspace import remove_worker_dir
+
+                remove_worker_dir(self.own_dir)
 
     def _work(self, *, burst: bool, max_runs: int | None) -> int:
         logger.info(
@@ -418,6 +420,16 @@ def _executor_for(
         )
     executor.configure_pool(pool)
     return executor
+
+
+def _choose_workspaces(executor: Executor, options: WorkerOptions) -> None:
+    """Give a local executor the requested workspace mode, and decide it now (an impossible
+    ``--workspace`` is an error at start, not a failed run later)."""
+    from conveyor.worker.executors.local import LocalExecutor
+
+    if isinstance(executor, LocalExecutor):
+        executor.workspace = options.workspace
+        executor.workspace_mode()
 
 
 def _cache_figures(cache: CodeCache) -> dict[str, int] | None:

@@ -58,6 +58,14 @@ class WorkerOptions:
             "root, its home and cache become private to it."
         ),
     )
+    workspace: str = field(
+        default="auto",
+        metadata=_help(
+            "How a run's code directory is made: overlay (a mount of the cached checkout), "
+            "links (hard links to its sealed files; needs --run-as), copy; auto picks the "
+            "cheapest this worker can use."
+        ),
+    )
     in_process: bool = field(
         default=False,
         metadata=_help("Run flows on a thread of the worker (debugging: no isolation)."),
@@ -75,6 +83,11 @@ class WorkerOptions:
             raise ConfigError("--poll-seconds must be between 0 and 60")
         if self.shutdown_timeout < 0:
             raise ConfigError("--shutdown-timeout must be >= 0")
+        if self.workspace not in ("auto", "overlay", "links", "copy"):
+            raise ConfigError(
+                f"--workspace {self.workspace!r} is not a workspace mode",
+                hint="one of auto, overlay, links, copy",
+            )
 
     def to_json(self) -> str:
         data = asdict(self)

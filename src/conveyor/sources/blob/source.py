@@ -174,7 +174,7 @@ class BlobStorage(PushableSource):
         def once() -> None:
             try:
                 with _objects.open_object(fs, self.location, _name(version)) as stream:
-                    unpack(stream, dest, expected_version=version)
+                    unpack(stream, dest, expected_version=version, objects=ctx.objects)
             except SourceNotFound:
                 raise VersionNotFound(
                     f"bundle {version[:19]} is not in {self.url}",

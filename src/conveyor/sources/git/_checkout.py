@@ -25,11 +25,16 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conveyor._process import run
 from conveyor.errors import IntegrityError, SourceError, UnsafeArchive, VersionNotFound
 from conveyor.secrets import reveal
 from conveyor.sources.git._cmd import OFFLINE, git_environment
+
+if TYPE_CHECKING:
+    from conveyor._objects import Fill
+    from conveyor._tree import Known
 
 __all__ = [
     "GITLINK",
@@ -147,12 +152,16 @@ def _safe_link(path: str, target: bytes) -> None:
 
 
 class TreeWriter:
-    """Writes entries below ``dest`` refusing anything below a symlink."""
+    """Writes entries below ``dest`` refusing anything below a symlink; with ``objects`` (the
+    cache's fill), links blobs the store holds and reports the digests of what it writes."""
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, objects: Fill | None = None, algorithm: str = "sha1") -> None:
         self.dest = dest
         self.links: set[str] = set()
         self.dirs: set[str] = {""}
+        self.objects = objects
+        self.alias = f"git-{algorithm}"
+        self.algorithm = algorithm
 
     def _parent(self, path: str) -> Path:
         parent = posixpath.dirname(path)
@@ -167,6 +176,16 @@ class TreeWriter:
             os.mkdir(self.dest / d)
             self.dirs.add(d)
         return self.dest / parent
+
+    def link(self, entry: TreeEntry, sha256: str) -> bool:
+        """Link the stored object of ``entry``'s blob (content ``sha256``); False: write it."""
+        assert self.objects is not None
+        if entry.path in self.dirs or entry.path in self.links:
+            raise UnsafeArchive(f"git tree entry {entry.path!r} appears twice")
+        self._parent(entry.path)
+        return self.objects.link(
+            self.dest / entry.path, sha256, entry.mode == _EXEC, aliases={self.alias: entry.oid}
+        )
 
     def file(self, entry: TreeEntry, data: bytes) -> None:
         if entry.path in self.dirs or entry.path in self.links:
@@ -185,6 +204,12 @@ class TreeWriter:
             while view:
                 view = view[os.write(fd, view) :]
             os.fchmod(fd, 0o755 if entry.mode == _EXEC else 0o644)
+            if self.objects is not None:
+                digests = {
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    self.alias: _blob_id(data, self.algorithm),
+                }
+                self.objects.wrote(target, os.fstat(fd), digests)
         finally:
             os.close(fd)
 
@@ -202,17 +227,22 @@ def write_blobs(
     *,
     source: str,
     writer: TreeWriter | None = None,
+    objects: Fill | None = None,
+    algorithm: str = "sha1",
 ) -> None:
     """Write ``entries`` (their blobs already in the mirror) into ``dest``; gitlinks as empty
     directories (submodules are filled by the caller). A ``writer`` of ``dest`` carries what
-    earlier calls wrote (a checkout written in rounds)."""
-    writer = writer if writer is not None else TreeWriter(dest)
+    earlier calls wrote (a checkout written in rounds). With ``objects`` (the cache's fill), a
+    blob whose bytes an earlier checkout stored is linked, not read from git."""
+    writer = writer if writer is not None else TreeWriter(dest, objects, algorithm)
     blobs = [e for e in entries if e.kind == "blob"]
     for entry in entries:
         if entry.mode == GITLINK:
             writer.directory(entry.path)
         elif entry.kind != "blob" or entry.mode not in (*_FILE_MODES, SYMLINK):
             raise UnsafeArchive(f"git tree entry {entry.path!r} has unsupported mode {entry.mode}")
+    if objects is not None:
+        blobs = _link_stored(writer, objects, blobs)
     if not blobs:
         return
     env = {k: reveal(v) for k, v in git_environment().items()}
@@ -273,6 +303,18 @@ def write_blobs(
         )
 
 
+def _link_stored(writer: TreeWriter, objects: Fill, blobs: list[TreeEntry]) -> list[TreeEntry]:
+    """Link the blobs the store holds (known by their ids from earlier checkouts); the rest."""
+    from conveyor._objects import object_name
+
+    found = {}
+    for entry in blobs:
+        if entry.mode != SYMLINK and (sha := objects.lookup(writer.alias, entry.oid)):
+            found[entry.path] = sha
+    objects.expect(object_name(found[e.path], e.mode == _EXEC) for e in blobs if e.path in found)
+    return [e for e in blobs if e.path not in found or not writer.link(e, found[e.path])]
+
+
 def manifest_of(
     entries: Iterable[TreeEntry], *, prefix: str = "", algorithm: str = "sha1"
 ) -> list[GitTreeEntry]:
@@ -316,8 +358,11 @@ def _on_disk(root: Path) -> tuple[set[str], set[str]]:
     return files, dirs
 
 
-def verify_git_tree(root: Path, manifest: GitManifest, *, version: str) -> None:
-    """Raise `IntegrityError` unless ``root`` holds exactly ``manifest``."""
+def verify_git_tree(
+    root: Path, manifest: GitManifest, *, version: str, known: Known | None = None
+) -> None:
+    """Raise `IntegrityError` unless ``root`` holds exactly ``manifest`` (``known``: files whose
+    blob ids were computed as they were written, not read again)."""
     files, dirs = _on_disk(root)
     expected = {e.path for e in manifest if e.mode != GITLINK}
     for entry in sorted(manifest, key=lambda e: e.path):
@@ -340,7 +385,10 @@ def verify_git_tree(root: Path, manifest: GitManifest, *, version: str) -> None:
                 raise IntegrityError(f"{where} is not a regular file", path=entry.path)
             if bool(st.st_mode & stat.S_IXUSR) != (entry.mode == _EXEC):
                 raise IntegrityError(f"{where} has the wrong executable bit", path=entry.path)
-            actual = _file_id(path, st.st_size, entry.algorithm)
+            digests = known(os.fspath(path), st) if known is not None else None
+            actual = (digests or {}).get(f"git-{entry.algorithm}") or _file_id(
+                path, st.st_size, entry.algorithm
+            )
         if actual != entry.oid:
             raise IntegrityError(f"{where} does not match commit {version}", path=entry.path)
     extra = sorted(files - expected)

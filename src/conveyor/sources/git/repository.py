@@ -297,7 +297,9 @@ class GitRepository(Source):
                 f"cannot verify {version}: no mirror holding it in the cache's scratch directory",
                 path=str(path),
             )
-        verify_git_tree(Path(path), manifest, version=version)
+        objects = ctx.objects
+        known = objects.known if objects is not None else None
+        verify_git_tree(Path(path), manifest, version=version, known=known)
 
     def proof(self, version: str, path: Path, ctx: FetchContext | None = None) -> bytes | None:
         """The commit's own objects (commit, the trees leading to the checkout's files, and the
@@ -370,9 +372,11 @@ class GitRepository(Source):
             if submodules:
                 wanted += [e.oid for e in list_tree(mirror.path, sha) if e.path == ".gitmodules"]
             mirror.fetch_objects(sha, mirror.missing_objects(sha, wanted), auth)
-            write_blobs(mirror.path, entries, dest, source=url)
+            algorithm = "sha256" if len(sha) == 64 else "sha1"
+            write_blobs(
+                mirror.path, entries, dest, source=url, objects=ctx.objects, algorithm=algorithm
+            )
             modules = read_gitmodules(mirror.path, sha) if submodules else {}
-        algorithm = "sha256" if len(sha) == 64 else "sha1"
         manifest = manifest_of(entries, algorithm=algorithm)
         for entry in (e for e in entries if e.mode == GITLINK and submodules):
             manifest += self._submodule(

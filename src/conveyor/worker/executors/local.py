@@ -3,9 +3,10 @@ pools) and `InProcessExecutor` (debugging).
 
 Both make the run's code ready the same way (`LocalExecutor`): a per-run `Workspace`, the run's
 pull steps run in order by `conveyor.steps.run_steps` — the step that names the code (or, when
-none does, an implicit fetch) copies the pinned version out of the code cache, checking every
-byte against the version (``cache.copy_out``), or takes a spare copy made that way after an
-earlier run — then ``started`` is called and the child is supervised (`Supervisor`). The child
+none does, an implicit fetch) puts the pinned version, checked against it first, into the
+workspace the cheapest way this worker can (an overlay mount of the cached checkout, hard links
+to its sealed files, or a copy: see `workspace`) — then ``started`` is called and the child is
+supervised (`Supervisor`). The child
 and the steps' commands get the worker's environment without its ``CONVEYOR_*`` settings, and
 run as the ``--run-as`` user when there is one (`isolation`). They differ only in `launch`:
 
@@ -47,7 +48,7 @@ from conveyor.worker.executors.base import (
 )
 from conveyor.worker.executors.isolation import RunAs, child_environ
 from conveyor.worker.executors.spares import SparePool
-from conveyor.worker.executors.workspace import Workspace
+from conveyor.worker.executors.workspace import Workspace, WorkspaceMode, choose_mode
 from conveyor.worker.logs import RunLogs, pump_lines, pump_records
 
 if TYPE_CHECKING:
@@ -74,14 +75,20 @@ class LocalExecutor(Executor, Supervisor):
         spares: bool = True,
         grace_seconds: float = 5.0,
         run_as: RunAs | None = None,
+        workspace: str = "auto",
     ) -> None:
         Supervisor.__init__(self, grace_seconds=grace_seconds)
         self.cache = cache
         self.work_dir = work_dir
         self.secrets = secrets
         self.spares = SparePool(work_dir / "spares", cache=cache) if spares else None
+        """Ready copies of recent versions, used only by the ``copy`` workspace mode."""
         self.run_as = run_as
         """The user runs execute as (`isolation.RunAs`), or None: the worker's own."""
+        self.workspace = workspace
+        """The requested `WorkspaceMode` (``auto``: the cheapest this worker can use)."""
+        self._mode: WorkspaceMode | None = None
+        self._mode_lock = threading.Lock()
 
     @classmethod
     def for_worker(
@@ -98,6 +105,20 @@ class LocalExecutor(Executor, Supervisor):
     def close(self) -> None:
         if self.spares is not None:
             self.spares.close()
+
+    def workspace_mode(self) -> WorkspaceMode:
+        """How workspaces are made, decided on first use (`workspace.choose_mode`: mounting
+        is tried once); `ConfigError` when the requested mode is impossible here."""
+        with self._mode_lock:
+            if self._mode is None:
+                self._mode = choose_mode(
+                    self.workspace,
+                    work_dir=self.work_dir,
+                    cache_root=self.cache.root,
+                    run_as=self.run_as,
+                )
+                logger.info("workspaces mode=%s work_dir=%s", self._mode, self.work_dir)
+            return self._mode
 
     own_interpreter: bool = False
     """Whether the flow can run with another interpreter (a run environment)."""
@@ -148,7 +169,7 @@ class LocalExecutor(Executor, Supervisor):
         )
 
         def materialise(dest: Path) -> Mapping[str, Any]:
-            return self._materialise(spec, dest, timings)
+            return self._materialise(spec, workspace, dest, timings, leases)
 
         context = StepContext(
             code_dir=workspace.code,
@@ -198,14 +219,57 @@ class LocalExecutor(Executor, Supervisor):
             stream_output=options.stream_output,
         )
         outcome = self.execute(job, logs=logs, interrupt=interrupt)
-        if self.spares is not None:
+        if self.spares is not None and self._mode is WorkspaceMode.COPY:
             self.spares.refill(spec.source, spec.version)  # in the background, for the next run
         return _with_timings(outcome, timings)
 
     def _materialise(
-        self, spec: RunSpec, dest: Path, timings: dict[str, float]
+        self,
+        spec: RunSpec,
+        workspace: Workspace,
+        dest: Path,
+        timings: dict[str, float],
+        leases: ExitStack,
     ) -> Mapping[str, Any]:
-        """Copy the pinned version into ``dest`` (a spare if one is ready, else a verified copy
+        """Put the pinned version at ``dest`` (the workspace's code directory) the way of the
+        worker's `WorkspaceMode`; a mount or links the kernel refuses fall back to a copy."""
+        mode = self.workspace_mode()
+        if mode is not WorkspaceMode.COPY and dest == workspace.code:
+            started = time.monotonic()
+            checkout = leases.enter_context(self.cache.checkout(spec.source, spec.version))
+            checked = time.monotonic()
+            try:
+                self._share(mode, checkout, workspace, leases)
+            except OSError as exc:
+                logger.warning(
+                    "workspace not shared, copying it instead mode=%s run=%s error=%s",
+                    mode,
+                    spec.run_id,
+                    exc,
+                )
+                workspace.remove_code()
+            else:
+                timings["fetch"] = checked - started
+                timings["workspace"] = time.monotonic() - checked
+                return {"version": spec.version}
+        self._copy(spec, dest, timings)
+        return {"version": spec.version}
+
+    def _share(
+        self, mode: WorkspaceMode, checkout: Path, workspace: Workspace, leases: ExitStack
+    ) -> None:
+        """The workspace's code as an overlay of the (leased) checkout, or as hard links to
+        its files; undone before the lease ends."""
+        if mode is WorkspaceMode.OVERLAY:
+            leases.callback(workspace.unmount)
+            workspace.overlay(checkout, run_as=self.run_as)
+            return
+        owner = None if self.run_as is None else (self.run_as.uid, self.run_as.gid)
+        leases.callback(self.cache.unlink_out, checkout, workspace.code)
+        self.cache.link_out(checkout, workspace.code, owner=owner)
+
+    def _copy(self, spec: RunSpec, dest: Path, timings: dict[str, float]) -> None:
+        """Copy the pinned version into ``dest`` (a spare if one is ready, else a checked copy
         of the checkout); hand it to the ``--run-as`` user."""
         started = time.monotonic()
         if self.spares is not None and self.spares.take(spec.source, spec.version, dest):
@@ -217,7 +281,6 @@ class LocalExecutor(Executor, Supervisor):
             timings["workspace"] = copied.copy_seconds
         if self.run_as is not None:
             self.run_as.give(dest)
-        return {"version": spec.version}
 
 
 def _interrupted(reason: StopReason, timings: dict[str, float]) -> Outcome:

@@ -1,38 +1,130 @@
-"""The per-run directory: a writable copy of the checkout, and the child's control files.
+"""The per-run directory, and how the run's code gets into it without copying the tree.
 
-Each worker process has its own directory, ``<CONVEYOR_HOME>/work/w-<pid>-<random>/`` (see
-`worker_dir`: a new worker removes those of dead workers), holding ``spares/`` (see
-`conveyor.worker.spares`) and one directory per run, ``runs/<run-id>-<attempt>-<random>/``::
+Each worker process has its own directory, ``<work-dir>/w-<pid>-<random>/`` (see `worker_dir`: a
+new worker takes down what dead workers left, mounts included), holding ``spares/`` (see
+`conveyor.worker.executors.spares`) and one directory per run,
+``runs/<run-id>-<attempt>-<random>/``::
 
-    code/       the run's working directory: a copy of the checkout, every file writable
+    code/       the run's working directory: the pinned version, writable by the flow
+    upper/      (overlay) what the flow wrote, deleted or changed; work/ is the kernel's
     control/    input.json, output.json, result.pickle (see `conveyor.worker.child`)
 
-The code is *copied* (`CodeCache.copy_out`, which checks every byte against the version as it
-copies), never hard-linked: a hard link shares the inode, so a flow writing to ``data.csv`` would
-write into the shared cache, and read-only bits do not stop root. A copy of a few megabytes costs
-milliseconds. Symbolic links are copied as links (the cache only holds links that stay inside the
-tree). The directory is removed when the run ends.
+How ``code/`` is made (`WorkspaceMode`, chosen once per worker by `choose_mode`):
+
+- **overlay** (the worker can mount: root, or a container allowed to): an overlay mount of the
+  cached checkout itself (`conveyor.worker.executors.mounts`). Nothing is copied: a flow that
+  writes, truncates, chmods or deletes a shipped file changes its copy in ``upper/``, never the
+  cache. With ``--run-as`` the directories are the user's (so it can create files anywhere),
+  the shipped files stay root's and read-only to it.
+- **links** (``--run-as`` without mount privilege, the work directory on the cache's file
+  system): directories of the run's own (the user's), every file a hard link to the cache's
+  sealed file, which that user cannot write, truncate or chmod; it can delete or replace them.
+- **copy** (anything else): a writable copy (`CodeCache.copy_out`), reflinked where the file
+  system supports it (btrfs, XFS: no bytes copied), else copied by the kernel.
+
+Every mode checks the checkout first (`CodeCache.checkout`), and the run keeps it leased until
+its workspace is gone. The directory is removed when the run ends: mounts first (a busy one is
+detached), then the files.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from conveyor.errors import ConfigError
 from conveyor.worker.executors.isolation import TRAVERSABLE
+from conveyor.worker.executors.mounts import (
+    can_mount,
+    mount_overlay,
+    mounts_under,
+    unmount,
+    unmount_under,
+)
 
-__all__ = ["Workspace", "worker_dir"]
+if TYPE_CHECKING:
+    from conveyor.worker.executors.isolation import RunAs
+
+__all__ = [
+    "MODES",
+    "Workspace",
+    "WorkspaceMode",
+    "choose_mode",
+    "remove_worker_dir",
+    "worker_dir",
+]
+
+logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+class WorkspaceMode(StrEnum):
+    """How a run's code directory is made (see the module docstring)."""
+
+    OVERLAY = "overlay"
+    LINKS = "links"
+    COPY = "copy"
+
+
+MODES = ("auto", *(m.value for m in WorkspaceMode))
+"""What ``--workspace`` accepts."""
+
+
+def choose_mode(
+    requested: str, *, work_dir: Path, cache_root: Path, run_as: RunAs | None
+) -> WorkspaceMode:
+    """The mode for ``requested`` (``auto``: the cheapest this worker can use); `ConfigError`
+    when an explicitly requested one is impossible here."""
+    if requested not in MODES:
+        raise ConfigError(
+            f"--workspace {requested!r} is not a workspace mode", hint=f"one of {', '.join(MODES)}"
+        )
+    if requested in ("auto", "overlay"):
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if can_mount(work_dir):
+            return WorkspaceMode.OVERLAY
+        if requested == "overlay":
+            raise ConfigError(
+                "--workspace overlay: this worker cannot mount an overlay file system",
+                hint="start the worker as root (or in a container allowed to mount), or use "
+                "--workspace auto",
+            )
+    if requested in ("auto", "links"):
+        reason = _links_impossible(work_dir, cache_root, run_as)
+        if reason is None:
+            return WorkspaceMode.LINKS
+        if requested == "links":
+            raise ConfigError(f"--workspace links: {reason}", hint="use --workspace auto")
+    return WorkspaceMode.COPY
+
+
+def _links_impossible(work_dir: Path, cache_root: Path, run_as: RunAs | None) -> str | None:
+    if run_as is None:
+        return (
+            "a flow running as the worker's own user could write the cache's files through "
+            "hard links; it needs --run-as"
+        )
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        same = os.stat(work_dir).st_dev == os.stat(cache_root).st_dev
+    except OSError as exc:
+        return f"cannot compare the work and cache directories: {exc.strerror or exc}"
+    if not same:
+        return f"the work directory {work_dir} is not on the file system of the cache"
+    return None
+
+
 class Workspace:
-    """One run's directory under ``<home>/work``."""
+    """One run's directory under the worker's ``runs/``."""
 
-    root: Path
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._undo: list[Callable[[], object]] = []
 
     @classmethod
     def create(
@@ -57,13 +149,43 @@ class Workspace:
     def control(self) -> Path:
         return self.root / "control"
 
+    def overlay(self, checkout: Path, *, run_as: RunAs | None = None) -> None:
+        """Mount ``checkout`` at `code` as an overlay (`OSError` when the kernel refuses);
+        with ``run_as``, its directories are the user's. Unmounted by `unmount`/`remove`."""
+        upper, scratch = self.root / "upper", self.root / "work"
+        upper.mkdir(mode=0o755)
+        scratch.mkdir(mode=0o700)
+        self.code.mkdir(mode=0o755, exist_ok=True)
+        if run_as is not None:  # a directory in both layers shows the upper one's owner
+            for top, dirnames, _files in os.walk(checkout):
+                rel = os.path.relpath(top, checkout)
+                for name in dirnames:
+                    if not os.path.islink(os.path.join(top, name)):
+                        os.mkdir(upper / rel / name, 0o755)
+            run_as.give(upper)
+        mount_overlay(checkout, upper, scratch, self.code)
+
+    def unmount(self) -> None:
+        """Take the overlay at `code` down (detached if something still uses it)."""
+        unmount(self.code)
+
+    def remove_code(self) -> None:
+        """Empty the run's code directory again (a failed mount or link: copy instead)."""
+        unmount_under(self.code)
+        for name in ("code", "upper", "work"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
     def remove(self) -> None:
-        """Delete the whole run directory (whatever the flow left in it)."""
+        """Delete the whole run directory (whatever the flow left in it), mounts first."""
 
         def _writable(func: Callable[[str], object], path: str, _exc: object) -> None:
             os.chmod(os.path.dirname(path), 0o700)  # a flow made its directory read-only
             func(path)
 
+        unmount_under(self.root)
+        if _mounts_left(self.root):  # never delete through a mount that would not go away
+            logger.warning("a workspace mount could not be removed path=%s", self.root)
+            return
         if self.root.exists():
             shutil.rmtree(self.root, onerror=_writable)
 
@@ -71,19 +193,34 @@ class Workspace:
 def worker_dir(base: Path, *, shared: bool = False) -> Path:
     """A new directory for this worker process under ``base``; removes dead workers' ones.
 
-    Named ``w-<pid>-<random>``: a directory whose process is gone was left by a killed worker.
+    Named ``w-<pid>-<random>``: a directory whose process is gone was left by a killed worker;
+    its overlay mounts are taken down before it is removed.
     ``shared`` (``--run-as``): traversable, not listable, by other users (``0o711``).
     """
     base.mkdir(parents=True, exist_ok=True)
     for entry in base.glob("w-*-*"):
         pid_text = entry.name.split("-")[1]
         if pid_text.isdigit() and not _alive(int(pid_text)):
-            shutil.rmtree(entry, ignore_errors=True)
+            logger.info("removing a dead worker's directory path=%s", entry)
+            remove_worker_dir(entry)
     own = base / f"w-{os.getpid()}-{secrets.token_hex(3)}"
     own.mkdir(mode=0o700)
     if shared:
         os.chmod(own, TRAVERSABLE)
     return own
+
+
+def remove_worker_dir(path: Path) -> None:
+    """Remove a worker's directory: its mounts first, then every file (errors ignored)."""
+    unmount_under(path)
+    if _mounts_left(path):  # never delete through a mount that would not go away
+        logger.warning("a mount under a worker directory could not be removed path=%s", path)
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _mounts_left(path: Path) -> list[Path]:
+    return mounts_under(path)
 
 
 def _alive(pid: int) -> bool:

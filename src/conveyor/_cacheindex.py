@@ -1,0 +1,358 @@
+"""A checkout's index: which object each path links, recorded when the checkout is sealed, and
+the cheap check made on every use.
+
+``<key>/.index/<version>`` (JSON, read-only) lists every file of the checkout with the object it
+links (``<sha256>`` or ``<sha256>.x``) and the other digest the version names it by (a git blob
+id, ``git-sha1:<hex>``), every symlink with its target, and every directory.
+
+`seal` turns a fetched tree into a checkout: each file becomes a link to its object (hashed
+unless the fill already knows its digest), directories become read-only, and the index is
+returned. `check` is what every use costs: one walk of the checkout comparing each entry's
+``lstat`` with its object's recorded `Stamp` (as ``git status`` does with its index); only a file
+whose stat differs is hashed. `agrees` ties the index to the version: every path, mode and digest
+of the `ExpectedTree` the source rebuilds from the version's own evidence must be the index's, so
+neither can be changed without the other failing.
+
+Mismatches raise `IntegrityError` naming the first path; the cache then fetches the version
+again (see `conveyor._verified`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor._expected import digest
+from conveyor._objects import ObjectStore, hash_file, object_name, sealed_mode
+from conveyor._stamps import Stamp
+from conveyor.errors import CacheError, IntegrityError
+
+if TYPE_CHECKING:
+    from conveyor._expected import ExpectedTree
+    from conveyor._objects import Fill
+
+__all__ = [
+    "Index",
+    "agrees",
+    "check",
+    "index_path",
+    "read_index",
+    "release",
+    "seal",
+    "write_index",
+]
+
+_FORMAT = 1
+_READ_ONLY_DIR = 0o555
+_FILE = stat.S_IFREG
+_HINT = (
+    "the cached checkout was modified after it was verified; it is fetched again once — if this "
+    "persists, the version's source itself no longer holds these bytes"
+)
+
+
+@dataclass(frozen=True)
+class Index:
+    """Path → (object name, alias) for files; path → target for symlinks; directories."""
+
+    files: dict[str, tuple[str, str]] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    dirs: frozenset[str] = frozenset()
+    size: int = 0
+    """Bytes of file content (as if nothing were shared)."""
+
+    def to_bytes(self) -> bytes:
+        data = {
+            "format": _FORMAT,
+            "files": sorted([p, n, a] for p, (n, a) in self.files.items()),
+            "links": sorted([p, t] for p, t in self.links.items()),
+            "dirs": sorted(self.dirs),
+            "size": self.size,
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Index:
+        raw: Any = json.loads(data)
+        if not isinstance(raw, dict) or raw.get("format") != _FORMAT:
+            raise ValueError("unknown index format")
+        return cls(
+            files={str(p): (str(n), str(a)) for p, n, a in raw["files"]},
+            links={str(p): str(t) for p, t in raw["links"]},
+            dirs=frozenset(str(d) for d in raw["dirs"]),
+            size=int(raw["size"]),
+        )
+
+    def aliases(self) -> dict[str, str]:
+        """``algorithm:digest`` → sha256 for the files that have another digest."""
+        return {a: n[:64] for n, a in self.files.values() if a}
+
+
+def index_path(checkout: Path) -> Path:
+    """``<key>/.index/<version>``."""
+    return checkout.parent / ".index" / checkout.name
+
+
+_READ: dict[str, tuple[Stamp, Index]] = {}
+"""Indexes this process read lately, with the stamp of their file (a few: they are large)."""
+
+
+def read_index(checkout: Path) -> Index | None:
+    """The checkout's index, or None when it is missing or unreadable (remembered while its
+    file is unchanged: the same stamp)."""
+    path = index_path(checkout)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        stamp = Stamp.of(os.fstat(fd))
+        cached = _READ.get(os.fspath(path))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            index = Index.from_bytes(fh.read())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        os.close(fd)
+    if len(_READ) >= 16:
+        _READ.pop(next(iter(_READ)))
+    _READ[os.fspath(path)] = (stamp, index)
+    return index
+
+
+def write_index(checkout: Path, index: Index, *, tmp: Path) -> None:
+    """Keep ``index`` for ``checkout`` (under its fill lock), read-only."""
+    from conveyor._fs import atomic_write
+
+    index_path(checkout).parent.mkdir(exist_ok=True)
+    with atomic_write(index_path(checkout), tmp=tmp, mode=0o444) as out:
+        out.write(index.to_bytes())
+
+
+# -- sealing a fetched tree --------------------------------------------------------------------
+
+
+def seal(root: Path, fill: Fill) -> Index:
+    """Turn the fetched tree at ``root`` into a checkout: every file a link to its object,
+    directories read-only. Returns its index (aliases are what the fill learnt).
+
+    Files the fill does not know are hashed first (two threads: hashing releases the GIL); files
+    it stored or linked already (an unpacker's) are only listed."""
+    found: list[tuple[str, str, os.stat_result]] = []
+    links: dict[str, str] = {}
+    dirs: list[str] = []
+    top = os.fspath(root)
+    stack = [""]
+    while stack:
+        prefix = stack.pop()
+        with os.scandir(os.path.join(top, prefix) if prefix else top) as it:
+            children = list(it)
+        for child in children:
+            rel = prefix + child.name
+            st = child.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                dirs.append(rel)
+                stack.append(rel + "/")
+            elif stat.S_ISLNK(st.st_mode):
+                links[rel] = os.readlink(child.path)
+            elif stat.S_ISREG(st.st_mode):
+                found.append((rel, child.path, st))
+            else:
+                raise CacheError(f"a fetch left {rel}, which is not a file, link or directory")
+    digests = _digests(fill, found)
+    files: dict[str, tuple[str, str]] = {}
+    for rel, path, st in found:
+        sha, alias = digests[rel]
+        name = fill.adopted(path, st)
+        if name is None or name[:64] != sha:
+            name = fill.adopt(path, sha, bool(st.st_mode & stat.S_IXUSR), st)
+        files[rel] = (name, alias)
+    fill.finish()
+    for rel in sorted(dirs, key=len, reverse=True):
+        os.chmod(os.path.join(top, rel), _READ_ONLY_DIR)
+    os.chmod(top, _READ_ONLY_DIR)
+    return Index(files, links, frozenset(dirs), sum(st.st_size for _r, _p, st in found))
+
+
+def _digests(
+    fill: Fill, found: list[tuple[str, str, os.stat_result]]
+) -> dict[str, tuple[str, str]]:
+    """rel → (sha256, alias) of each file: known to the fill, or hashed now."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: dict[str, tuple[str, str]] = {}
+    unknown: list[tuple[str, str]] = []
+    for rel, path, st in found:
+        known = fill.known(path, st)
+        if known and "sha256" in known:
+            alias = next((f"{k}:{v}" for k, v in known.items() if k != "sha256"), "")
+            out[rel] = (known["sha256"], alias)
+        else:
+            unknown.append((rel, path))
+    if len(unknown) < 16:
+        out.update((rel, (hash_file(path)[0], "")) for rel, path in unknown)
+        return out
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hashed = pool.map(lambda item: hash_file(item[1])[0], unknown)
+        out.update((rel, (sha, "")) for (rel, _path), sha in zip(unknown, hashed, strict=True))
+    return out
+
+
+# -- every use ---------------------------------------------------------------------------------
+
+
+def _mismatch(checkout: Path, rel: str, how: str) -> IntegrityError:
+    return IntegrityError(
+        f"{rel}: {how} (the cached checkout at {checkout} does not match its version)",
+        path=rel,
+        hint=_HINT,
+    )
+
+
+def check(checkout: Path, index: Index, store: ObjectStore) -> None:
+    """Raise `IntegrityError` unless ``checkout`` holds exactly ``index`` with every file still
+    its object's bytes (stamps; a file whose stat differs is hashed, see the module docstring)."""
+    names = {name for name, _alias in index.files.values()}
+    known = store.stamps.remembered(names)
+    if len(known) < len(names):
+        known.update(store.stamps.get(names - known.keys()))
+    expect = {name: (*stamp, _FILE | sealed_mode(name)) for name, stamp in known.items()}
+    suspects: list[tuple[str, str, os.stat_result]] = []
+    files = index.files
+    seen_files = seen_links = 0
+    top = os.fspath(checkout)
+    stack = [""]
+    while stack:
+        prefix = stack.pop()
+        try:
+            with os.scandir(os.path.join(top, prefix) if prefix else top) as it:
+                children = list(it)
+        except OSError:
+            raise _mismatch(checkout, prefix or ".", "not a readable directory") from None
+        for child in children:
+            rel = prefix + child.name
+            if child.is_dir(follow_symlinks=False):
+                stack.append(rel + "/")
+                continue
+            if child.is_symlink():
+                if rel not in index.links:
+                    raise _mismatch(checkout, rel, "unexpected file")
+                if os.readlink(child.path) != index.links[rel]:
+                    raise _mismatch(checkout, rel, "symlink target differs")
+                seen_links += 1
+                continue
+            entry = files.get(rel)
+            if entry is None:
+                raise _mismatch(checkout, rel, "unexpected file")
+            st = child.stat(follow_symlinks=False)
+            if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode) != expect.get(
+                entry[0]
+            ):
+                if not stat.S_ISREG(st.st_mode):
+                    raise _mismatch(checkout, rel, "not a regular file")
+                suspects.append((rel, entry[0], st))
+            seen_files += 1
+    if seen_files != len(index.files) or seen_links != len(index.links):
+        present = _present(checkout)
+        missing = sorted((index.files.keys() | index.links.keys()) - present)
+        raise _mismatch(checkout, missing[0] if missing else ".", "missing")
+    _settle(checkout, suspects, store)
+
+
+def _present(checkout: Path) -> set[str]:
+    found: set[str] = set()
+    for top, dirnames, filenames in os.walk(checkout):
+        rel = os.path.relpath(top, checkout)
+        base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        found.update(base + n for n in filenames)
+        found.update(base + d for d in dirnames if os.path.islink(os.path.join(top, d)))
+    return found
+
+
+def _settle(
+    checkout: Path, suspects: list[tuple[str, str, os.stat_result]], store: ObjectStore
+) -> None:
+    """Files whose stat differs from the recorded stamp: look again (another process may have
+    just linked the object and recorded its new stamp), then hash what still differs."""
+    if not suspects:
+        return
+    with store.locked():  # waits for a workspace linking these objects to record their stamps
+        fresh = store.stamps.get(name for _rel, name, _st in suspects)
+    confirmed: list[tuple[str, Stamp]] = []
+    try:
+        for rel, name, st in suspects:
+            if fresh.get(name) == Stamp.of(st) and stat.S_IMODE(st.st_mode) == sealed_mode(name):
+                continue
+            if not store.confirm(name, checkout / rel, ino=st.st_ino, stamps=confirmed):
+                raise _mismatch(checkout, rel, "content differs")
+    finally:
+        store.stamps.record(confirmed)
+
+
+def agrees(index: Index, expected: ExpectedTree, checkout: Path) -> None:
+    """Raise `IntegrityError` unless ``index`` holds exactly what ``expected`` (rebuilt from
+    the version's evidence) says: paths, kinds, executable bits, digests."""
+    files = dict(index.files)
+    links = dict(index.links)
+    for rel, data in expected.extra.items():
+        entry = files.pop(rel, None)
+        if entry is None or entry[0] != object_name(digest("sha256", data), False):
+            raise _mismatch(checkout, rel, "content differs")
+    for e in expected.entries:
+        if e.kind == "dir":
+            if e.path not in index.dirs:
+                raise _mismatch(checkout, e.path, "missing or not a directory")
+            continue
+        if e.kind == "link":
+            target = links.pop(e.path, None)
+            if target is None:
+                raise _mismatch(checkout, e.path, "missing or not a symlink")
+            if digest(e.algorithm, os.fsencode(target)) != e.digest:
+                raise _mismatch(checkout, e.path, "symlink target differs")
+            continue
+        file = files.pop(e.path, None)
+        if file is None:
+            raise _mismatch(checkout, e.path, "missing")
+        name, alias = file
+        if name.endswith(".x") != e.executable:
+            raise _mismatch(checkout, e.path, "executable bit differs")
+        have = name[:64] if e.algorithm == "sha256" else alias.partition(":")[2]
+        if have != e.digest or (e.algorithm != "sha256" and not alias.startswith(e.algorithm)):
+            raise _mismatch(checkout, e.path, "content differs")
+    extra = sorted(p for p in (*files, *links) if p.split("/", 1)[0] not in expected.ignored)
+    if extra:
+        raise _mismatch(checkout, extra[0], "unexpected file")
+
+
+# -- eviction ----------------------------------------------------------------------------------
+
+
+def release(trash: Path, index: Index | None, store: ObjectStore) -> int:
+    """Remove a checkout already moved out of the way (``trash``) and the objects only it
+    linked; returns the bytes freed on disk. Objects still linked elsewhere get their stamps
+    recorded again (unlinking changed their ctime) when they were intact just before."""
+    from conveyor._cachefs import remove_tree, tree_size
+
+    if index is None:  # not made of objects (an older layout): its files are its own
+        size = tree_size(trash)[0]
+        remove_tree(trash)
+        return size
+    names = [name for name, _alias in index.files.values()]
+    recorded = store.stamps.get(names)
+    before: dict[str, Stamp] = {}
+    for name in dict.fromkeys(names):
+        try:
+            now = Stamp.of(os.lstat(store.path(name)))
+        except FileNotFoundError:
+            continue
+        if recorded.get(name) == now:
+            before[name] = now
+    remove_tree(trash)
+    store.restamp(before)
+    return store.collect(names)[0]

@@ -1,0 +1,285 @@
+"""The cache's object store: each distinct file once, checkouts as hard links, stamps on use.
+
+Versions share the files they have in common (counted by inode and link count); a new version
+writes only what is new; a store file changed on disk is found on its next use (its stamp no
+longer matches, so it is hashed) and fetched again, or `IntegrityError`; eviction frees what
+it reports, shared files staying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from conveyor import _cacheindex, _objects, _stamps
+from conveyor.bundles import compute_version
+from conveyor.cache import CodeCache
+from conveyor.errors import VersionNotFound
+from conveyor.sources.git import GitRepository
+from conveyor.sources.store import LocalStoreSource
+from fixtures.git_server import Repos, git_repos_root, repos  # noqa: F401
+from sources.contract import snapshot
+
+REFETCH = "cached checkout does not match its version, fetching it again"
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def big_tree(count: int = 40) -> dict[str, bytes]:
+    return {f"pkg{i % 4}/mod{i}.py": f"X = {i}\n".encode() * (50 + i) for i in range(count)}
+
+
+def objects_on_disk(cache: CodeCache) -> dict[str, os.stat_result]:
+    found = {}
+    for shard in (cache.root / ".objects").iterdir():
+        if shard.is_dir():
+            found.update({p.name: p.lstat() for p in shard.iterdir()})
+    return found
+
+
+def assert_store_sound(cache: CodeCache) -> None:
+    """Every stored object holds the bytes its name says, sealed."""
+    for name, st in objects_on_disk(cache).items():
+        data = (cache.objects.path(name)).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == name[:64], name
+        assert stat.S_IMODE(st.st_mode) == (0o555 if name.endswith(".x") else 0o444)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStoreSource:
+    return LocalStoreSource(tmp_path / "storage")
+
+
+def test_two_versions_sharing_files_store_them_once(
+    tmp_path: Path, store: LocalStoreSource
+) -> None:
+    # Given two versions of a 40-file tree that differ in one file, plus one file that is the
+    # same bytes as another but executable
+    files = big_tree()
+    tree = write_tree(tmp_path / "tree", files)
+    (tree / "run.sh").write_bytes(files["pkg0/mod0.py"])
+    (tree / "run.sh").chmod(0o755)
+    first = store.push(tree)
+    (tree / "pkg1/mod1.py").write_bytes(b"X = 'changed'\n")
+    second = store.push(tree)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+
+    # When both are in the cache
+    a = cache.ensure(store, first)
+    b = cache.ensure(store, second)
+
+    # Then every file they share is one inode linked from both (and from the store)
+    for rel in files:
+        same = rel != "pkg1/mod1.py"
+        assert ((a / rel).stat().st_ino == (b / rel).stat().st_ino) is same, rel
+        if same and rel != "pkg0/mod0.py":
+            assert (a / rel).stat().st_nlink == 3, rel  # the store, a, b
+    # ...the executable twin is an object of its own (a link shares the mode)
+    assert (a / "run.sh").stat().st_ino != (a / "pkg0/mod0.py").stat().st_ino
+    assert os.access(a / "run.sh", os.X_OK)
+    assert not os.access(a / "pkg0/mod0.py", os.X_OK)
+    # ...and the store holds each distinct file once: 41 files + 1 changed + 2 manifests
+    stored = objects_on_disk(cache)
+    assert len(stored) == 44
+    info = cache.info()
+    assert info.object_count == 44
+    assert info.object_bytes == sum(st.st_size for st in stored.values())
+    assert info.used_bytes == info.object_bytes
+    assert sum(e.size for e in cache.entries()) > info.used_bytes  # as if nothing were shared
+    assert_store_sound(cache)
+
+
+def test_a_new_version_writes_only_the_files_that_are_new(
+    tmp_path: Path, store: LocalStoreSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a cached version of a 40-file tree
+    tree = write_tree(tmp_path / "tree", big_tree())
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    cache.ensure(store, store.push(tree))
+    before = set(objects_on_disk(cache))
+    # When a version changing one file is filled
+    (tree / "pkg2/mod2.py").write_bytes(b"X = 'new'\n")
+    caplog.set_level(logging.INFO, logger="conveyor")
+    second = cache.ensure(store, store.push(tree))
+    # Then 39 files were linked from the store; only the new file and manifest were stored
+    assert "files=41 linked=39 " in caplog.text
+    assert set(objects_on_disk(cache)) - before == {
+        hashlib.sha256(b"X = 'new'\n").hexdigest(),
+        hashlib.sha256((second / ".conveyor/manifest.json").read_bytes()).hexdigest(),
+    }
+
+
+def test_a_git_commit_changing_one_file_links_the_others(
+    tmp_path: Path,
+    repos: Repos,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a repository's commit in the cache
+    repo = repos.make("objects")
+    first = repo.commit({k: v.decode() for k, v in big_tree(20).items()})
+    source = GitRepository(repo.file_url)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    a = cache.ensure(source, first)
+    # When a commit changing one file is filled
+    second = repo.commit({"pkg3/mod3.py": "X = 'three'\n"})
+    caplog.set_level(logging.INFO, logger="conveyor")
+    b = cache.ensure(source, second)
+    # Then the 19 unchanged files are the same inodes, found by their git blob ids
+    assert "files=20 linked=19 " in caplog.text
+    assert (a / "pkg0/mod0.py").stat().st_ino == (b / "pkg0/mod0.py").stat().st_ino
+    assert (b / "pkg3/mod3.py").read_text() == "X = 'three'\n"
+    with cache.checkout(source, second) as path:
+        assert snapshot(path)["pkg3/mod3.py"][1] == b"X = 'three'\n"
+    assert_store_sound(cache)
+
+
+def test_a_warm_use_hashes_nothing_and_a_changed_stat_hashes_only_that_file(
+    tmp_path: Path, store: LocalStoreSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a cached version
+    tree = write_tree(tmp_path / "tree", big_tree())
+    version = store.push(tree)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    path = cache.ensure(store, version)
+    hashed: list[str] = []
+    real = _objects.hash_file
+
+    def counting(target: Path | str) -> tuple[str, os.stat_result]:
+        hashed.append(os.path.basename(target))
+        return real(target)
+
+    monkeypatch.setattr(_objects, "hash_file", counting)
+    # When it is used: no file is hashed (every stat matches its stamp)
+    with cache.checkout(store, version):
+        pass
+    assert hashed == []
+    # When one object's ctime changes without its bytes (a chmod there and back)
+    os.chmod(path / "pkg0/mod4.py", 0o644)
+    os.chmod(path / "pkg0/mod4.py", 0o444)
+    with cache.checkout(store, version):
+        pass
+    # Then that file alone is hashed, found intact, and stamped again
+    assert hashed == ["mod4.py"]
+    with cache.checkout(store, version):
+        pass
+    assert hashed == ["mod4.py"]
+
+
+def _tamper_keeping_the_stat(path: Path) -> None:
+    """Flip a byte of a sealed file and put its size and mtime back: only the ctime tells."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x20
+    os.chmod(path, 0o644)
+    path.write_bytes(bytes(data))
+    os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_tampered_store_object_is_found_on_next_use_and_fetched_again(
+    tmp_path: Path, store: LocalStoreSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given two cached versions sharing a file
+    tree = write_tree(tmp_path / "tree", big_tree())
+    first = store.push(tree)
+    (tree / "pkg1/mod1.py").write_bytes(b"X = 1\n")
+    second = store.push(tree)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    cache.ensure(store, first)
+    cache.ensure(store, second)
+    name = hashlib.sha256(big_tree()["pkg0/mod0.py"]).hexdigest()
+    # When the stored object of that file is changed in place, its size and mtime kept
+    _tamper_keeping_the_stat(cache.objects.path(name))
+    # Then each version's next use finds it, fetches the version again, and holds the bytes
+    caplog.set_level(logging.WARNING, logger="conveyor")
+    for version in (first, second):
+        with cache.checkout(store, version) as path:
+            assert (path / "pkg0/mod0.py").read_bytes() == big_tree()["pkg0/mod0.py"]
+    assert sum(REFETCH in r.getMessage() for r in caplog.records) == 2
+    assert "mod0.py: content differs" in caplog.text
+    assert_store_sound(cache)
+
+
+def test_a_tampered_object_the_source_cannot_fetch_again_is_never_handed_out(
+    tmp_path: Path, store: LocalStoreSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a cached version whose bundle is then gone from its store, and a tampered file
+    tree = write_tree(tmp_path / "tree", big_tree())
+    version = store.push(tree)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    path = cache.ensure(store, version)
+    for archive in (tmp_path / "storage").rglob("*.tar.zst"):
+        archive.unlink()
+    _tamper_keeping_the_stat(path / "pkg3/mod7.py")
+    # When it is used, the tampered file is named, and the fetch that would repair it fails
+    caplog.set_level(logging.WARNING, logger="conveyor")
+    with pytest.raises(VersionNotFound), cache.checkout(store, version):
+        pytest.fail("a tampered checkout was handed out")
+    assert "pkg3/mod7.py: content differs" in caplog.text
+    # ...and neither the checkout nor the tampered object is left to be trusted
+    assert not cache.path_for(store, version).exists()
+    assert_store_sound(cache)
+
+
+def test_lost_stamps_only_cost_a_hash(tmp_path: Path, store: LocalStoreSource) -> None:
+    # Given a cached version whose stamp database is lost, and one tampered object
+    tree = write_tree(tmp_path / "tree", big_tree())
+    version = store.push(tree)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    path = cache.ensure(store, version)
+    (tmp_path / "cache/.objects/stamps.log").unlink()
+    _stamps._READS.clear()  # as a new process would start
+    _tamper_keeping_the_stat(path / "pkg2/mod2.py")
+    # When it is used
+    with cache.checkout(store, version) as used:
+        # Then every file was hashed, the tampered one found and fetched again
+        assert (used / "pkg2/mod2.py").read_bytes() == big_tree()["pkg2/mod2.py"]
+    assert compute_version(used) == version
+    assert len(cache.objects.stamps.get(n for n, _ in _index(used).files.values())) == 41
+
+
+def _index(path: Path) -> _cacheindex.Index:
+    index = _cacheindex.read_index(path)
+    assert index is not None
+    return index
+
+
+def test_eviction_with_shared_files_frees_what_it_reports(
+    tmp_path: Path, store: LocalStoreSource
+) -> None:
+    # Given three versions that share all but one 4 kB file each, oldest first
+    files = big_tree()
+    tree = write_tree(tmp_path / "tree", files)
+    versions = []
+    for i in range(3):
+        (tree / "own.bin").write_bytes(bytes([i]) * 4096)
+        versions.append(store.push(tree))
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    for version in versions:
+        cache.ensure(store, version)
+    used = cache.info().used_bytes
+    on_disk = sum(st.st_size for st in objects_on_disk(cache).values())
+    assert used == on_disk
+
+    # When the budget leaves room for a little less than everything
+    evicted = cache.prune(max_bytes=used - 1)
+
+    # Then the oldest version alone went; it freed its own file and manifest, nothing shared
+    assert [e.version for e in evicted] == [versions[0]]
+    assert evicted[0].freed == evicted[0].size - sum(len(b) for b in files.values())
+    after = sum(st.st_size for st in objects_on_disk(cache).values())
+    assert on_disk - after == evicted[0].freed
+    assert cache.info().used_bytes == after <= used - 1
+    for rel in files:  # the shared files stayed, linked by the two versions left
+        assert (cache.path_for(store, versions[1]) / rel).stat().st_nlink == 3
+    assert_store_sound(cache)
