@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ SLOW = 0.005
 def mark(markers: Path, phase: str) -> None:
     path = markers / phase
     if not path.exists():
-        tmp = markers / f".{phase}.part"
+        tmp = markers / f".{phase}.{threading.get_ident()}.part"  # writers are threads
         tmp.write_text(str(os.getpid()))
         os.replace(tmp, path)
 
