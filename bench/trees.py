@@ -17,8 +17,9 @@ bundle store). Rows, medians of ``--runs``:
   start (``python -c "import conveyor.worker.child"``);
 - **runs/min**: 20 runs queued at once on that worker (first ``created`` → last ``ended_at``).
   Limit: the 5 MB rate of the same run;
-- **peak work dir**: the largest size (allocated blocks, hard links counted once) of the worker's
-  ``--work-dir`` while 8 runs are queued at once, sampled every 0.1 s. Limit: one checkout;
+- **peak work dir**: the largest size (allocated blocks, hard links counted once, mounts not
+  descended into: ``du -x``) of the worker's ``--work-dir`` while 8 runs are queued at once,
+  sampled every 0.1 s. Limit: one checkout;
 - **one-file commit**: a new commit changing ``README.md``, then `CodeCache.checkout` of it
   with the git mirror and the previous commit cached. Limit: ``git fetch --depth 1`` of that
   commit + ``git checkout`` in a plain clone (the changed bytes);
@@ -134,10 +135,22 @@ def make_tree(root: Path, megabytes: int, seed: int = 20261214) -> int:
 
 
 def tree_bytes(root: Path) -> int:
-    """Allocated bytes under ``root``, each inode once (what ``du`` says)."""
+    """Allocated bytes under ``root``, each inode once, on ``root``'s file system only (what
+    ``du -x`` says): a mount below it (an overlay workspace shows the cached checkout) is a view
+    of files stored elsewhere, not bytes the work directory holds."""
     seen: set[tuple[int, int]] = set()
     total = 0
+    try:
+        device = os.lstat(root).st_dev
+    except OSError:
+        return 0
     for dirpath, dirnames, filenames in os.walk(root):
+        for name in list(dirnames):
+            try:
+                if os.lstat(os.path.join(dirpath, name)).st_dev != device:
+                    dirnames.remove(name)  # a mount point: not descended into, not counted
+            except OSError:
+                dirnames.remove(name)
         for name in (*dirnames, *filenames):
             try:
                 st = os.lstat(os.path.join(dirpath, name))
