@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import _cacheindex, _objects, _stamps
+from conveyor import _cacheindex, _objects, _stamps, _verified
 from conveyor.bundles import compute_version
 from conveyor.cache import CodeCache
-from conveyor.errors import VersionNotFound
+from conveyor.errors import IntegrityError, VersionNotFound
 from conveyor.sources.git import GitRepository
+from conveyor.sources.git._checkout import TreeEntry, TreeWriter
 from conveyor.sources.store import LocalStoreSource
 from fixtures.git_server import Repos, git_repos_root, repos  # noqa: F401
 from sources.contract import snapshot
@@ -283,3 +284,57 @@ def test_eviction_with_shared_files_frees_what_it_reports(
     for rel in files:  # the shared files stayed, linked by the two versions left
         assert (cache.path_for(store, versions[1]) / rel).stat().st_nlink == 3
     assert_store_sound(cache)
+
+
+def test_the_use_right_after_a_fill_is_not_walked_again_but_every_later_one_is(
+    tmp_path: Path,
+    repos: Repos,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a repository with two commits, the first cached
+    repo = repos.make("fresh")
+    first = repo.commit({k: v.decode() for k, v in big_tree(12).items()})
+    second = repo.commit({"pkg1/mod1.py": "X = 'one'\n"})
+    source = GitRepository(repo.file_url)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    cache.ensure(source, first)
+    walks: list[Path] = []
+    real = _verified.check
+    monkeypatch.setattr(_verified, "check", lambda path, *a: walks.append(path) or real(path, *a))
+    # When the second commit is checked out cold: the fill checked every file, so the use it
+    # hands back is not walked again
+    with cache.checkout(source, second) as path:
+        assert (path / "pkg1/mod1.py").read_text() == "X = 'one'\n"
+    assert walks == []
+    # Then a file changed afterwards is found on the next use, and the version fetched again
+    _tamper_keeping_the_stat(path / "pkg0/mod4.py")
+    caplog.set_level(logging.WARNING, logger="conveyor")
+    with cache.checkout(source, second) as again:
+        assert (again / "pkg0/mod4.py").read_bytes() == big_tree(12)["pkg0/mod4.py"]
+    assert sum(REFETCH in r.getMessage() for r in caplog.records) == 1
+    assert "pkg0/mod4.py: content differs" in caplog.text
+    assert walks == [path]  # the walk that found it; the refetch's own use was not walked
+    # ...and every later use is walked
+    with cache.checkout(source, second):
+        pass
+    assert walks == [path, path]
+    assert_store_sound(cache)
+
+
+def test_a_git_blob_that_does_not_hash_to_its_id_is_refused_as_it_is_written(
+    tmp_path: Path,
+) -> None:
+    # Given a tree writer filling the cache, and a blob whose bytes are not those of its id
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    fill = _objects.Fill(cache.objects)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    writer = TreeWriter(dest, fill)
+    good = hashlib.sha1(b"blob 6\0X = 1\n").hexdigest()  # git's blob id
+    # When it is written, then it is refused, naming the file; a blob that matches is written
+    with pytest.raises(IntegrityError, match=r"pkg/a\.py"):
+        writer.file(TreeEntry("100644", "blob", good, "pkg/a.py"), b"X = 2\n")
+    writer.file(TreeEntry("100644", "blob", good, "pkg/b.py"), b"X = 1\n")
+    assert (dest / "pkg/b.py").read_bytes() == b"X = 1\n"
+    fill.close()

@@ -8,7 +8,8 @@ Called by `CodeCache` under the version's fill lock, with room already made:
    digests are known) and gives its proof;
 3. `conveyor._cacheindex.seal` makes every file a link to its object (storing the new ones),
    the directories read-only; the index must agree with what the proof says;
-4. proof, index and metadata are written beside it, and the tree is renamed into place.
+4. proof, index and metadata are written beside it, and the tree is renamed into place; the
+   use that follows in this process need not check it again (`conveyor._verified.filled`).
 
 A process killed at any point leaves the temporary directory (removed by the next fill or
 prune, which frees objects nobody links any more) and, at worst, objects whose stamps are
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 from conveyor import _cachefs as fs
 from conveyor._cacheindex import Index, agrees, seal, write_index
 from conveyor._objects import Fill
-from conveyor._verified import write_proof
+from conveyor._verified import filled, write_proof
 
 if TYPE_CHECKING:
     from conveyor.cache import CodeCache
@@ -65,6 +66,7 @@ def fetch_into_place(cache: CodeCache, source: Source, version: str, path: Path)
         write_index(path, index, tmp=path.with_name(fs.temp_name(fs.TMP_PREFIX, version)))
         write_meta(path, source, version, (index.size, len(index.files) + len(index.links)))
         os.replace(tmp, path)
+        filled(path)
     except BaseException:
         fill.close()  # before removing what it linked: a prune may then take the objects
         fs.discard(tmp)

@@ -36,7 +36,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from conveyor._stamps import Stamp, StampBook
@@ -301,6 +301,8 @@ class Fill:
         holds (a directory listing per shard, instead of a lookup per file)."""
         with self._mutex:
             wanted = [n for n in names if n not in self._stamps]
+        if not wanted:
+            return
         found = self.store.stamps.get(wanted)
         shards = {n[:2] for n in wanted} - self._listed
         present: set[str] = set()
@@ -326,31 +328,57 @@ class Fill:
     ) -> bool:
         """Create ``dest`` (its directory exists, it does not) as a link to the stored object of
         this content, if there is one and it is intact; False: write the file yourself."""
-        name = object_name(sha256, executable)
-        path = self.store.where(name)
-        if name[:2] in self._listed and name not in self._present:
-            return False  # not stored when the fill began (the common case of a cold fill)
+        digests = {"sha256": sha256, **(aliases or {})}
+        return self.link_all([(os.fspath(dest), sha256, executable, digests)])[0]
+
+    def link_all(self, items: Sequence[tuple[str, str, bool, Digests]]) -> list[bool]:
+        """`link` for many files (``(dest, sha256, executable, digests)``, their directories
+        made): the same checks and links, with one bookkeeping pass. Which were linked."""
+        linked = [False] * len(items)
+        if not items:
+            return linked
+        self.expect(object_name(sha, x) for _dest, sha, x, _digests in items)
         self._hold()
-        try:
-            st = os.lstat(path)
-            if not stat.S_ISREG(st.st_mode):
-                return False
-            if name not in self._stamps:
-                self.expect([name])
-            if not self.store.intact(name, st, self._stamps.get(name)):
-                return False
-            os.link(path, dest, follow_symlinks=False)
-        except OSError as exc:  # gone, a link count at its limit, another file system
-            logger.debug("object not linked object=%s error=%s", name, exc)
-            return False
-        after = os.lstat(dest)
+        store, stamps, present, listed = self.store, self._stamps, self._present, self._listed
+        top = store._top
+        lstat, link = os.lstat, os.link
+        done: list[tuple[str, str, os.stat_result, Digests]] = []
+        for i, (dest, sha256, executable, digests) in enumerate(items):
+            name = sha256 + _EXEC_SUFFIX if executable else sha256
+            if name not in present and name[:2] in listed:
+                continue
+            path = f"{top}/{name[:2]}/{name}"
+            try:
+                st = lstat(path)
+                recorded = stamps.get(name)
+                if (
+                    recorded != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    or st.st_mode != stat.S_IFREG | sealed_mode(name)
+                ) and not (stat.S_ISREG(st.st_mode) and store.intact(name, st, recorded)):
+                    continue
+                link(path, dest, follow_symlinks=False)
+            except OSError as exc:  # gone, a link count at its limit, another file system
+                logger.debug("object not linked object=%s error=%s", name, exc)
+                continue
+            after = lstat(dest)
+            with self._mutex:  # the next link of the same object compares with this stamp
+                stamps[name] = Stamp.of(after)
+            done.append((dest, name, after, digests))
+            linked[i] = True
         with self._mutex:
-            self._touched[name] = Stamp.of(after)
-            self._linked[name] = self._linked.get(name, 0) + 1
-            self._adopted[os.fspath(dest)] = (after.st_ino, name)
-            self.linked += 1
-        self._remember(dest, after, {"sha256": sha256, **(aliases or {})})
-        return True
+            touched, counts, adopted, known = (
+                self._touched,
+                self._linked,
+                self._adopted,
+                self._known,
+            )
+            for dest, name, after, digests in done:
+                touched[name] = stamps[name]
+                counts[name] = counts.get(name, 0) + 1
+                adopted[dest] = (after.st_ino, name)
+                known[dest] = ((after.st_ino, after.st_size, after.st_mtime_ns), dict(digests))
+            self.linked += len(done)
+        return linked
 
     def wrote(
         self,

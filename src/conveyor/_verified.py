@@ -46,10 +46,12 @@ __all__ = [
     "Copied",
     "checked",
     "copy_out",
+    "filled",
     "link_out",
     "proof_path",
     "read_proof",
     "unlink_out",
+    "used",
     "write_proof",
 ]
 
@@ -61,6 +63,9 @@ REFETCH = "cached checkout does not match its version, fetching it again"
 
 _AGREED: dict[str, tuple[Stamp | None, Stamp | None]] = {}
 """Checkouts whose index agreed with their evidence in this process, with both files' stamps."""
+_FRESH: dict[str, tuple[tuple[int, int], tuple[Stamp | None, Stamp | None]]] = {}
+"""Checkouts this process filled and verified just now, until their first use (or `ensure`):
+the directory's identity and the stamps of its evidence and index then."""
 
 
 class Copied(NamedTuple):
@@ -102,14 +107,40 @@ def verify_use(cache: CodeCache, source: Source, version: str, path: Path) -> No
         )
     key = os.fspath(path)
     stamps = (_stamp(proof_path(path)), _stamp(index_path(path)))
+    fresh = _FRESH.pop(key, None)
+    if fresh is not None and fresh == (_identity(path), stamps):
+        return  # filled, sealed and checked by this process just now (`filled`)
     if _AGREED.get(key) != stamps:
         expected = source.expected(version, read_proof(proof_path(path)))
         if expected is not None:
             agrees(index, expected, path)
-        if len(_AGREED) > 1024:
-            _AGREED.clear()
-        _AGREED[key] = stamps
+        _remember(key, stamps)
     check(path, index, cache.objects)
+
+
+def filled(path: Path) -> None:
+    """Called by the fill that just renamed the checkout at ``path`` into place, having sealed
+    it (every file a link to an object it checked or stored) and found its index to agree with
+    the evidence: the first use that follows need not check it again, and the agreement holds
+    while neither file changes."""
+    key = os.fspath(path)
+    stamps = (_stamp(proof_path(path)), _stamp(index_path(path)))
+    _remember(key, stamps)
+    if len(_FRESH) > 64:
+        _FRESH.clear()
+    _FRESH[key] = (_identity(path), stamps)
+
+
+def used(path: Path) -> None:
+    """A use of the checkout at ``path`` found it in place (`CodeCache.ensure`, warm): the next
+    check is a full one, whoever filled it."""
+    _FRESH.pop(os.fspath(path), None)
+
+
+def _remember(key: str, stamps: tuple[Stamp | None, Stamp | None]) -> None:
+    if len(_AGREED) > 1024:
+        _AGREED.clear()
+    _AGREED[key] = stamps
 
 
 def copy_out(cache: CodeCache, source: Source, version: str, dest: Path) -> Copied:

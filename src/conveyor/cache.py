@@ -50,7 +50,7 @@ from conveyor._cacheentries import CacheEntry
 from conveyor._cachefill import fetch_into_place, write_meta
 from conveyor._fs import out_of_space
 from conveyor._objects import OBJECTS_DIR, ObjectStore
-from conveyor._verified import checked, copy_out, link_out, proof_path, unlink_out
+from conveyor._verified import checked, copy_out, link_out, proof_path, unlink_out, used
 from conveyor.errors import CacheError, ConfigError, ConveyorError
 from conveyor.sources.base import FetchContext
 
@@ -174,6 +174,7 @@ class CodeCache:
         """
         path = self.path_for(source, version)
         if _touch(path):
+            used(path)
             self.hits += 1
             return path
         self.misses += 1

@@ -153,7 +153,10 @@ def _safe_link(path: str, target: bytes) -> None:
 
 class TreeWriter:
     """Writes entries below ``dest`` refusing anything below a symlink; with ``objects`` (the
-    cache's fill), links blobs the store holds and reports the digests of what it writes."""
+    cache's fill), links blobs the store holds (their sha256 known by blob id from earlier
+    checkouts, the object checked intact), checks each blob it writes against its id
+    (`IntegrityError`) and reports the digests of what it writes: so what it wrote is
+    verified, and the fill can vouch for it (`Fill.vouches`)."""
 
     def __init__(self, dest: Path, objects: Fill | None = None, algorithm: str = "sha1") -> None:
         self.dest = dest
@@ -177,21 +180,44 @@ class TreeWriter:
             self.dirs.add(d)
         return self.dest / parent
 
-    def link(self, entry: TreeEntry, sha256: str) -> bool:
-        """Link the stored object of ``entry``'s blob (content ``sha256``); False: write it."""
+    def link_all(self, found: Sequence[tuple[TreeEntry, str]]) -> list[TreeEntry]:
+        """Link the stored objects of ``found`` (blob entries with their content's sha256),
+        making each directory once; returns the entries not linked (write them)."""
         assert self.objects is not None
-        if entry.path in self.dirs or entry.path in self.links:
-            raise UnsafeArchive(f"git tree entry {entry.path!r} appears twice")
-        self._parent(entry.path)
-        return self.objects.link(
-            self.dest / entry.path, sha256, entry.mode == _EXEC, aliases={self.alias: entry.oid}
-        )
+        top = os.fspath(self.dest)
+        dirs, links, alias = self.dirs, self.links, self.alias
+        paths = {entry.path for entry, _sha in found}
+        new: set[str] = set()
+        items: list[tuple[str, str, bool, dict[str, str]]] = []
+        for entry, sha256 in found:
+            path = entry.path
+            if path in dirs or path in links:
+                raise UnsafeArchive(f"git tree entry {path!r} appears twice")
+            probe = path.rpartition("/")[0]
+            while probe not in dirs and probe not in new:
+                if probe in links or probe in paths:
+                    raise UnsafeArchive(f"git tree entry {path!r} is below a file or symlink")
+                new.add(probe)
+                probe = probe.rpartition("/")[0]
+            digests = {"sha256": sha256, alias: entry.oid}
+            items.append((f"{top}/{path}", sha256, entry.mode == _EXEC, digests))
+        for d in sorted(new):  # parents first
+            os.mkdir(f"{top}/{d}")
+            dirs.add(d)
+        linked = self.objects.link_all(items)
+        return [entry for (entry, _sha), done in zip(found, linked, strict=True) if not done]
 
     def file(self, entry: TreeEntry, data: bytes) -> None:
         if entry.path in self.dirs or entry.path in self.links:
             raise UnsafeArchive(f"git tree entry {entry.path!r} appears twice")
         self._parent(entry.path)
         target = self.dest / entry.path
+        blob_id = _blob_id(data, self.algorithm) if self.objects is not None else None
+        if blob_id is not None and blob_id != entry.oid:  # vouched for: checked as written
+            raise IntegrityError(
+                f"{entry.path!r} read from the mirror does not hash to its blob id {entry.oid}",
+                path=entry.path,
+            )
         if entry.mode == SYMLINK:
             _safe_link(entry.path, data)
             os.symlink(data, target)
@@ -204,11 +230,8 @@ class TreeWriter:
             while view:
                 view = view[os.write(fd, view) :]
             os.fchmod(fd, 0o755 if entry.mode == _EXEC else 0o644)
-            if self.objects is not None:
-                digests = {
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    self.alias: _blob_id(data, self.algorithm),
-                }
+            if self.objects is not None and blob_id is not None:
+                digests = {"sha256": hashlib.sha256(data).hexdigest(), self.alias: blob_id}
                 self.objects.wrote(target, os.fstat(fd), digests)
         finally:
             os.close(fd)
@@ -305,14 +328,15 @@ def write_blobs(
 
 def _link_stored(writer: TreeWriter, objects: Fill, blobs: list[TreeEntry]) -> list[TreeEntry]:
     """Link the blobs the store holds (known by their ids from earlier checkouts); the rest."""
-    from conveyor._objects import object_name
-
-    found = {}
+    found: list[tuple[TreeEntry, str]] = []
+    rest: list[TreeEntry] = []
     for entry in blobs:
         if entry.mode != SYMLINK and (sha := objects.lookup(writer.alias, entry.oid)):
-            found[entry.path] = sha
-    objects.expect(object_name(found[e.path], e.mode == _EXEC) for e in blobs if e.path in found)
-    return [e for e in blobs if e.path not in found or not writer.link(e, found[e.path])]
+            found.append((entry, sha))
+        else:
+            rest.append(entry)
+    left = {id(e) for e in (*writer.link_all(found), *rest)}
+    return [e for e in blobs if id(e) in left]
 
 
 def manifest_of(
