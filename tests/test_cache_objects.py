@@ -12,11 +12,12 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from conveyor import _cacheindex, _objects, _stamps, _verified
+from conveyor import _cacheentries, _cachefs, _cacheindex, _objects, _stamps, _verified
 from conveyor.bundles import compute_version
 from conveyor.cache import CodeCache
 from conveyor.errors import IntegrityError, VersionNotFound
@@ -338,3 +339,47 @@ def test_a_git_blob_that_does_not_hash_to_its_id_is_refused_as_it_is_written(
     writer.file(TreeEntry("100644", "blob", good, "pkg/b.py"), b"X = 1\n")
     assert (dest / "pkg/b.py").read_bytes() == b"X = 1\n"
     fill.close()
+
+
+def _orphan(cache: CodeCache, key_dir: Path, version: str, data: bytes) -> Path:
+    """What a fill of ``version`` killed mid-way leaves: its temporary directory linking a stored
+    object that no checkout links."""
+    name = hashlib.sha256(data).hexdigest()
+    obj = cache.objects.path(name)
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    obj.write_bytes(data)
+    obj.chmod(0o444)
+    tmp = key_dir / _cachefs.temp_name(_cachefs.TMP_PREFIX, version)
+    tmp.mkdir()
+    os.link(obj, tmp / "left.py")
+    return obj
+
+
+def test_fills_remove_objects_a_killed_fill_left_and_sweep_the_store_now_and_then(
+    tmp_path: Path, store: LocalStoreSource
+) -> None:
+    # Given a cached version, and the debris of a fill of the next version that was killed
+    tree = write_tree(tmp_path / "tree", big_tree())
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    first = cache.ensure(store, store.push(tree))
+    (tree / "pkg0/mod0.py").write_bytes(b"X = 'next'\n")
+    second = store.push(tree)
+    orphan = _orphan(cache, first.parent, second, b"left by a killed fill\n")
+    # When that version is filled: its stale directory is removed, and the object only it
+    # linked with it (the fill's own prunes sweep the store after removing a tree)
+    cache.ensure(store, second)
+    assert not orphan.exists()
+    # Given an unlinked object nothing announced (an eviction killed between its two steps)
+    stray = cache.objects.path(hashlib.sha256(b"stray\n").hexdigest())
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"stray\n")
+    (tree / "pkg0/mod0.py").write_bytes(b"X = 'third'\n")
+    cache.ensure(store, store.push(tree))
+    assert stray.exists()  # a fill right after a sweep does not walk the store again...
+    # When the last sweep is older than SWEEP_EVERY, the next fill's prune sweeps
+    old = time.time() - _cacheentries.SWEEP_EVERY - 1
+    os.utime(cache.objects.root / ".swept", (old, old))
+    (tree / "pkg0/mod0.py").write_bytes(b"X = 'fourth'\n")
+    cache.ensure(store, store.push(tree))
+    assert not stray.exists()
+    assert_store_sound(cache)

@@ -296,7 +296,7 @@ class CodeCache:
         except OSError as exc:
             raise self._disk_error("lock", version, path, exc) from exc
         try:
-            entries_.prune(self.root, self.max_bytes, keep=frozenset({path}))
+            entries_.prune(self.root, self.max_bytes, keep=frozenset({path}), lazy=True)
         except (OSError, CacheError) as exc:  # the checkout is fine; only the budget slipped
             logger.warning("cache budget not enforced version=%s error=%s", version, exc)
         return path
@@ -313,7 +313,7 @@ class CodeCache:
         budget = self.max_bytes if expected is None else max(self.max_bytes - expected, 0)
         keep = frozenset({path, path.parent / _SCRATCH})
         try:
-            entries_.prune(self.root, budget, keep=keep, free_needed=expected or 0)
+            entries_.prune(self.root, budget, keep=keep, free_needed=expected or 0, lazy=True)
         except (OSError, CacheError) as exc:
             logger.warning("cache could not make room version=%s error=%s", version, exc)
 
