@@ -19,7 +19,6 @@ sha256 of bytes this process wrote and hashed itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conveyor import _cachefs as fs
-from conveyor._cacheindex import Index, agrees, seal, write_index
+from conveyor._cacheindex import Index, agrees, read_index, seal, write_index
 from conveyor._objects import Fill
 from conveyor._verified import filled, write_proof
 
@@ -117,18 +116,21 @@ def write_meta(path: Path, source: Source, version: str, size_files: tuple[int, 
     )
 
 
+ALIAS_INDEXES = 8
+"""How many of a source's checkouts (the most recently filled) a fill takes aliases from."""
+
+
 def source_aliases(key_dir: Path) -> dict[str, str]:
-    """``algorithm:digest`` → sha256 from the indexes of the source's checkouts (git blob ids:
-    a new commit links the files it shares with those already cached)."""
+    """``algorithm:digest`` → sha256 from the indexes of the source's latest checkouts (git blob
+    ids: a new commit links the files it shares with those already cached)."""
     found: dict[str, str] = {}
     try:
-        names = os.listdir(key_dir / ".index")
+        with os.scandir(key_dir / ".index") as it:
+            listed = [(e.stat().st_mtime_ns, e.name) for e in it if e.is_file()]
     except OSError:
         return found
-    for name in names:
-        try:
-            raw = json.loads((key_dir / ".index" / name).read_bytes())
-            found.update({alias: obj[:64] for _p, obj, alias in raw["files"] if alias})
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+    for _mtime, name in sorted(listed)[-ALIAS_INDEXES:]:
+        index = read_index(key_dir / name)  # remembered while its file is unchanged
+        if index is not None:
+            found.update(index.aliases())
     return found

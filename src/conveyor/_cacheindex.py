@@ -120,19 +120,25 @@ def read_index(checkout: Path) -> Index | None:
         return None
     finally:
         os.close(fd)
+    _remember(os.fspath(path), stamp, index)
+    return index
+
+
+def _remember(path: str, stamp: Stamp, index: Index) -> None:
     if len(_READ) >= 16:
         _READ.pop(next(iter(_READ)))
-    _READ[os.fspath(path)] = (stamp, index)
-    return index
+    _READ[path] = (stamp, index)
 
 
 def write_index(checkout: Path, index: Index, *, tmp: Path) -> None:
     """Keep ``index`` for ``checkout`` (under its fill lock), read-only."""
     from conveyor._fs import atomic_write
 
-    index_path(checkout).parent.mkdir(exist_ok=True)
-    with atomic_write(index_path(checkout), tmp=tmp, mode=0o444) as out:
+    path = index_path(checkout)
+    path.parent.mkdir(exist_ok=True)
+    with atomic_write(path, tmp=tmp, mode=0o444) as out:
         out.write(index.to_bytes())
+    _remember(os.fspath(path), Stamp.of(os.lstat(path)), index)
 
 
 # -- sealing a fetched tree --------------------------------------------------------------------

@@ -339,6 +339,27 @@ class Fill:
             return linked
         self.expect(object_name(sha, x) for _dest, sha, x, _digests in items)
         self._hold()
+        done = self._link_range(items, linked)
+        with self._mutex:
+            touched, counts, adopted, known = (
+                self._touched,
+                self._linked,
+                self._adopted,
+                self._known,
+            )
+            for dest, name, after, digests in done:
+                touched[name] = self._stamps[name]
+                counts[name] = counts.get(name, 0) + 1
+                adopted[dest] = (after.st_ino, name)
+                known[dest] = ((after.st_ino, after.st_size, after.st_mtime_ns), dict(digests))
+            self.linked += len(done)
+        return linked
+
+    def _link_range(
+        self,
+        items: Sequence[tuple[str, str, bool, Digests]],
+        linked: list[bool],
+    ) -> list[tuple[str, str, os.stat_result, Digests]]:
         store, stamps, present, listed = self.store, self._stamps, self._present, self._listed
         top = store._top
         lstat, link = os.lstat, os.link
@@ -361,24 +382,10 @@ class Fill:
                 logger.debug("object not linked object=%s error=%s", name, exc)
                 continue
             after = lstat(dest)
-            with self._mutex:  # the next link of the same object compares with this stamp
-                stamps[name] = Stamp.of(after)
+            stamps[name] = Stamp.of(after)  # the next link of this object compares with it
             done.append((dest, name, after, digests))
             linked[i] = True
-        with self._mutex:
-            touched, counts, adopted, known = (
-                self._touched,
-                self._linked,
-                self._adopted,
-                self._known,
-            )
-            for dest, name, after, digests in done:
-                touched[name] = stamps[name]
-                counts[name] = counts.get(name, 0) + 1
-                adopted[dest] = (after.st_ino, name)
-                known[dest] = ((after.st_ino, after.st_size, after.st_mtime_ns), dict(digests))
-            self.linked += len(done)
-        return linked
+        return done
 
     def wrote(
         self,

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from conveyor._process import run
 from conveyor.errors import IntegrityError, SourceError, UnsafeArchive, VersionNotFound
@@ -45,6 +45,7 @@ __all__ = [
     "TreeWriter",
     "list_tree",
     "select",
+    "tree_ids",
     "verify_git_tree",
     "write_blobs",
 ]
@@ -55,8 +56,7 @@ _EXEC = "100755"
 _FILE_MODES = {"100644", _EXEC}
 
 
-@dataclass(frozen=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
     """One ``ls-tree -r`` entry of a commit."""
 
     mode: str
@@ -81,11 +81,12 @@ GitManifest = tuple[GitTreeEntry, ...]
 def _check_path(path: str) -> None:
     parts = path.split("/")
     if (
-        not path
-        or path.startswith("/")
+        "" in parts  # empty, absolute, or a doubled or trailing slash
+        or "." in parts
+        or ".." in parts
         or "\\" in path
         or "\0" in path
-        or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts)
+        or (".git" in path.lower() and any(p.lower() == ".git" for p in parts))
     ):
         raise UnsafeArchive(f"git tree entry {path!r} is not a safe relative path")
 
@@ -104,10 +105,20 @@ def _local_git(git_dir: Path, *args: str) -> bytes:
     return done.stdout_bytes
 
 
-def list_tree(git_dir: Path, sha: str) -> list[TreeEntry]:
-    """Every file, symlink and submodule entry of commit ``sha`` (no network)."""
-    out = _local_git(git_dir, "ls-tree", "-r", "-z", "--full-tree", sha)
-    entries = []
+_LISTED: dict[tuple[str, str], tuple[list[TreeEntry], dict[str, str]]] = {}
+"""The last few commits listed in this process, by (mirror, commit): a commit's tree never
+changes, and a fill lists it to write it and again to collect its proof."""
+
+
+def _listing(git_dir: Path, sha: str) -> tuple[list[TreeEntry], dict[str, str]]:
+    """Commit ``sha``'s file, symlink and submodule entries, and its trees' ids by path."""
+    key = (os.fspath(git_dir), sha)
+    found = _LISTED.get(key)
+    if found is not None:
+        return found
+    out = _local_git(git_dir, "ls-tree", "-r", "-t", "-z", "--full-tree", sha)
+    entries: list[TreeEntry] = []
+    trees: dict[str, str] = {}
     for record in out.split(b"\0"):
         if not record:
             continue
@@ -115,8 +126,31 @@ def list_tree(git_dir: Path, sha: str) -> list[TreeEntry]:
         mode, kind, oid = meta.decode().split()
         path = os.fsdecode(raw_path)
         _check_path(path)
-        entries.append(TreeEntry(mode, kind, oid, path))
-    return entries
+        if kind == "tree":
+            trees[path] = oid
+        else:
+            entries.append(TreeEntry(mode, kind, oid, path))
+    if len(_LISTED) >= 4:
+        _LISTED.pop(next(iter(_LISTED)))
+    _LISTED[key] = (entries, trees)
+    return entries, trees
+
+
+def list_tree(git_dir: Path, sha: str) -> list[TreeEntry]:
+    """Every file, symlink and submodule entry of commit ``sha`` (no network)."""
+    return list(_listing(git_dir, sha)[0])
+
+
+def tree_ids(git_dir: Path, sha: str, entries: Iterable[TreeEntry]) -> list[str]:
+    """The ids of commit ``sha``'s root tree and of every tree above one of ``entries``."""
+    wanted: set[str] = set()
+    for entry in entries:
+        parent = entry.path.rpartition("/")[0]
+        while parent and parent not in wanted:
+            wanted.add(parent)
+            parent = parent.rpartition("/")[0]
+    trees = _listing(git_dir, sha)[1] if wanted else {}
+    return [f"{sha}^{{tree}}", *(oid for path, oid in trees.items() if path in wanted)]
 
 
 def select(
