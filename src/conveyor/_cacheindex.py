@@ -7,9 +7,8 @@ id, ``git-sha1:<hex>``), every symlink with its target, and every directory.
 
 `seal` turns a fetched tree into a checkout: each file becomes a link to its object (hashed
 unless the fill already knows its digest), directories become read-only, and the index is
-returned. `check` is what every use costs: one walk of the checkout comparing each entry's
-``lstat`` with its object's recorded `Stamp` (as ``git status`` does with its index); only a file
-whose stat differs is hashed. `agrees` ties the index to the version: every path, mode and digest
+returned. `conveyor._cachecheck.check` is what every use costs: the stat of each file against
+its object's recorded `Stamp`. `agrees` ties the index to the version: every path, mode and digest
 of the `ExpectedTree` the source rebuilds from the version's own evidence must be the index's, so
 neither can be changed without the other failing.
 
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._expected import digest
-from conveyor._objects import ObjectStore, hash_file, object_name, sealed_mode
+from conveyor._objects import ObjectStore, hash_file, object_name
 from conveyor._stamps import Stamp
 from conveyor.errors import CacheError, IntegrityError
 
@@ -38,8 +37,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Index",
     "agrees",
-    "check",
     "index_path",
+    "mismatch",
     "read_index",
     "release",
     "seal",
@@ -213,92 +212,13 @@ def _digests(
 # -- every use ---------------------------------------------------------------------------------
 
 
-def _mismatch(checkout: Path, rel: str, how: str) -> IntegrityError:
+def mismatch(checkout: Path, rel: str, how: str) -> IntegrityError:
+    """The `IntegrityError` of a checkout that does not match its version at ``rel``."""
     return IntegrityError(
         f"{rel}: {how} (the cached checkout at {checkout} does not match its version)",
         path=rel,
         hint=_HINT,
     )
-
-
-def check(checkout: Path, index: Index, store: ObjectStore) -> None:
-    """Raise `IntegrityError` unless ``checkout`` holds exactly ``index`` with every file still
-    its object's bytes (stamps; a file whose stat differs is hashed, see the module docstring)."""
-    names = {name for name, _alias in index.files.values()}
-    known = store.stamps.remembered(names)
-    if len(known) < len(names):
-        known.update(store.stamps.get(names - known.keys()))
-    expect = {name: (*stamp, _FILE | sealed_mode(name)) for name, stamp in known.items()}
-    suspects: list[tuple[str, str, os.stat_result]] = []
-    files = index.files
-    seen_files = seen_links = 0
-    top = os.fspath(checkout)
-    stack = [""]
-    while stack:
-        prefix = stack.pop()
-        try:
-            with os.scandir(os.path.join(top, prefix) if prefix else top) as it:
-                children = list(it)
-        except OSError:
-            raise _mismatch(checkout, prefix or ".", "not a readable directory") from None
-        for child in children:
-            rel = prefix + child.name
-            if child.is_dir(follow_symlinks=False):
-                stack.append(rel + "/")
-                continue
-            if child.is_symlink():
-                if rel not in index.links:
-                    raise _mismatch(checkout, rel, "unexpected file")
-                if os.readlink(child.path) != index.links[rel]:
-                    raise _mismatch(checkout, rel, "symlink target differs")
-                seen_links += 1
-                continue
-            entry = files.get(rel)
-            if entry is None:
-                raise _mismatch(checkout, rel, "unexpected file")
-            st = child.stat(follow_symlinks=False)
-            if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode) != expect.get(
-                entry[0]
-            ):
-                if not stat.S_ISREG(st.st_mode):
-                    raise _mismatch(checkout, rel, "not a regular file")
-                suspects.append((rel, entry[0], st))
-            seen_files += 1
-    if seen_files != len(index.files) or seen_links != len(index.links):
-        present = _present(checkout)
-        missing = sorted((index.files.keys() | index.links.keys()) - present)
-        raise _mismatch(checkout, missing[0] if missing else ".", "missing")
-    _settle(checkout, suspects, store)
-
-
-def _present(checkout: Path) -> set[str]:
-    found: set[str] = set()
-    for top, dirnames, filenames in os.walk(checkout):
-        rel = os.path.relpath(top, checkout)
-        base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        found.update(base + n for n in filenames)
-        found.update(base + d for d in dirnames if os.path.islink(os.path.join(top, d)))
-    return found
-
-
-def _settle(
-    checkout: Path, suspects: list[tuple[str, str, os.stat_result]], store: ObjectStore
-) -> None:
-    """Files whose stat differs from the recorded stamp: look again (another process may have
-    just linked the object and recorded its new stamp), then hash what still differs."""
-    if not suspects:
-        return
-    with store.locked():  # waits for a workspace linking these objects to record their stamps
-        fresh = store.stamps.get(name for _rel, name, _st in suspects)
-    confirmed: list[tuple[str, Stamp]] = []
-    try:
-        for rel, name, st in suspects:
-            if fresh.get(name) == Stamp.of(st) and stat.S_IMODE(st.st_mode) == sealed_mode(name):
-                continue
-            if not store.confirm(name, checkout / rel, ino=st.st_ino, stamps=confirmed):
-                raise _mismatch(checkout, rel, "content differs")
-    finally:
-        store.stamps.record(confirmed)
 
 
 def agrees(index: Index, expected: ExpectedTree, checkout: Path) -> None:
@@ -309,31 +229,31 @@ def agrees(index: Index, expected: ExpectedTree, checkout: Path) -> None:
     for rel, data in expected.extra.items():
         entry = files.pop(rel, None)
         if entry is None or entry[0] != object_name(digest("sha256", data), False):
-            raise _mismatch(checkout, rel, "content differs")
+            raise mismatch(checkout, rel, "content differs")
     for e in expected.entries:
         if e.kind == "dir":
             if e.path not in index.dirs:
-                raise _mismatch(checkout, e.path, "missing or not a directory")
+                raise mismatch(checkout, e.path, "missing or not a directory")
             continue
         if e.kind == "link":
             target = links.pop(e.path, None)
             if target is None:
-                raise _mismatch(checkout, e.path, "missing or not a symlink")
+                raise mismatch(checkout, e.path, "missing or not a symlink")
             if digest(e.algorithm, os.fsencode(target)) != e.digest:
-                raise _mismatch(checkout, e.path, "symlink target differs")
+                raise mismatch(checkout, e.path, "symlink target differs")
             continue
         file = files.pop(e.path, None)
         if file is None:
-            raise _mismatch(checkout, e.path, "missing")
+            raise mismatch(checkout, e.path, "missing")
         name, alias = file
         if name.endswith(".x") != e.executable:
-            raise _mismatch(checkout, e.path, "executable bit differs")
+            raise mismatch(checkout, e.path, "executable bit differs")
         have = name[:64] if e.algorithm == "sha256" else alias.partition(":")[2]
         if have != e.digest or (e.algorithm != "sha256" and not alias.startswith(e.algorithm)):
-            raise _mismatch(checkout, e.path, "content differs")
+            raise mismatch(checkout, e.path, "content differs")
     extra = sorted(p for p in (*files, *links) if p.split("/", 1)[0] not in expected.ignored)
     if extra:
-        raise _mismatch(checkout, extra[0], "unexpected file")
+        raise mismatch(checkout, extra[0], "unexpected file")
 
 
 # -- eviction ----------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ class _Read:
 
     ino: int = -1
     offset: int = 0
+    changes: int = 0
     table: dict[str, Stamp] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,6 +96,11 @@ class StampBook:
         with _READS_LOCK:
             self._read = _READS.setdefault(key, _Read())
 
+    @property
+    def changes(self) -> int:
+        """A number that changes whenever this process's view of the stamps does."""
+        return self._read.changes
+
     def get(self, names: Iterable[str]) -> dict[str, Stamp]:
         """The recorded stamps of ``names`` (those without one are left out)."""
         self._refresh()
@@ -116,6 +122,7 @@ class StampBook:
         self._append(b"".join(_pack(name, stamp) for name, stamp in pairs))
         with self._read.lock:
             self._read.table.update(pairs)
+            self._read.changes += 1
 
     def forget(self, names: Iterable[str]) -> None:
         """Drop the stamps of ``names`` (objects removed from the store)."""
@@ -124,6 +131,7 @@ class StampBook:
         with self._read.lock:
             for name in gone:
                 self._read.table.pop(name, None)
+            self._read.changes += 1
 
     def compact(self, live: Iterable[str]) -> None:
         """Rewrite the file with the stamps of ``live`` names only, when it has grown past twice
@@ -178,6 +186,7 @@ class StampBook:
                 if st.st_ino != read.ino:
                     read.ino, read.offset = st.st_ino, 0
                     read.table.clear()
+                    read.changes += 1
                 whole = (st.st_size - read.offset) // _RECORD.size * _RECORD.size
                 if whole <= 0:
                     return
@@ -185,6 +194,7 @@ class StampBook:
                 whole = len(data) // _RECORD.size * _RECORD.size
                 _apply(read.table, data[:whole])
                 read.offset += whole
+                read.changes += 1
         except OSError as exc:
             logger.warning("object stamps unreadable path=%s error=%s", self.path, exc)
         finally:

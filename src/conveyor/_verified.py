@@ -2,7 +2,7 @@
 
 A checkout is verified when it is fetched, but it then sits on disk for as long as it is used:
 a flow running as the worker's user, a bad disk or a careless hand can change it. So every use
-checks it first, cheaply (`conveyor._cacheindex.check`: the stat of each file against the stamp
+checks it first, cheaply (`conveyor._cachecheck.check`: the stat of each file against the stamp
 its object recorded when its bytes were last hashed; only a file whose stat differs is hashed
 again), after checking that the checkout's index agrees with what the source rebuilds from the
 evidence kept beside it (`Source.proof` / `Source.expected`: the evidence must hash to the
@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from conveyor import _cachefs as fs
-from conveyor._cacheindex import agrees, check, index_path, read_index, release
+from conveyor._cachecheck import check
+from conveyor._cacheindex import agrees, index_path, read_index, release
 from conveyor._fs import atomic_write, copy_writable
 from conveyor._stamps import Stamp
 from conveyor.errors import CacheError, ConfigError, IntegrityError
