@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,8 +148,11 @@ def seal(root: Path, fill: Fill) -> Index:
     """Turn the fetched tree at ``root`` into a checkout: every file a link to its object,
     directories read-only. Returns its index (aliases are what the fill learnt).
 
-    Files the fill does not know are hashed first (two threads: hashing releases the GIL); files
-    it stored or linked already (an unpacker's) are only listed."""
+    Files the fill linked or stored, unchanged since (their stat is the one it took right after
+    its last link of the object), are only listed; files it wrote and knows the digests of are
+    stored; the rest are hashed first (two threads: hashing releases the GIL), among them a file
+    linked by the fill that changed since (an alias is kept only when the bytes are still those
+    the fill linked)."""
     found: list[tuple[str, str, os.stat_result]] = []
     links: dict[str, str] = {}
     dirs: list[str] = []
@@ -170,9 +174,16 @@ def seal(root: Path, fill: Fill) -> Index:
                 found.append((rel, child.path, st))
             else:
                 raise CacheError(f"a fetch left {rel}, which is not a file, link or directory")
-    digests = _digests(fill, found)
     files: dict[str, tuple[str, str]] = {}
+    rest: list[tuple[str, str, os.stat_result]] = []
     for rel, path, st in found:
+        name = fill.settled(path, st)
+        if name is not None:
+            files[rel] = (name, fill.alias(path))
+        else:
+            rest.append((rel, path, st))
+    digests = _digests(fill, rest)
+    for rel, path, st in rest:
         sha, alias = digests[rel]
         name = fill.adopted(path, st)
         if name is None or name[:64] != sha:
@@ -194,18 +205,20 @@ def _digests(
     out: dict[str, tuple[str, str]] = {}
     unknown: list[tuple[str, str]] = []
     for rel, path, st in found:
-        known = fill.known(path, st)
+        known = fill.known(path, st) if fill.adopted(path, st) is None else None
         if known and "sha256" in known:
-            alias = next((f"{k}:{v}" for k, v in known.items() if k != "sha256"), "")
-            out[rel] = (known["sha256"], alias)
+            out[rel] = (known["sha256"], fill.alias(path))
         else:
             unknown.append((rel, path))
     if len(unknown) < 16:
-        out.update((rel, (hash_file(path)[0], "")) for rel, path in unknown)
-        return out
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        hashed = pool.map(lambda item: hash_file(item[1])[0], unknown)
-        out.update((rel, (sha, "")) for (rel, _path), sha in zip(unknown, hashed, strict=True))
+        hashed: Iterable[str] = [hash_file(path)[0] for _rel, path in unknown]
+    else:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            hashed = list(pool.map(lambda item: hash_file(item[1])[0], unknown))
+    for (rel, path), sha in zip(unknown, hashed, strict=True):
+        recorded = fill.recorded(path)
+        same = recorded is not None and recorded.get("sha256") == sha
+        out[rel] = (sha, fill.alias(path) if same else "")
     return out
 
 

@@ -410,6 +410,33 @@ class Fill:
             return None
         return entry[1]
 
+    def recorded(self, path: str) -> Digests | None:
+        """The digests this fill recorded for ``path`` when it wrote or linked it (whatever the
+        file holds now)."""
+        entry = self._known.get(path)
+        return entry[1] if entry is not None else None
+
+    def alias(self, path: str) -> str:
+        """``algorithm:digest`` of the other digest recorded for ``path`` (a git blob id), or
+        ``""``."""
+        entry = self._known.get(path)
+        if entry is None:
+            return ""
+        return next((f"{k}:{v}" for k, v in entry[1].items() if k != "sha256"), "")
+
+    def settled(self, path: str, st: os.stat_result) -> str | None:
+        """The object ``path`` (stat ``st``) links, if this fill linked or stored it there and
+        the object's stat is still the one taken right after this fill last linked it (so
+        nothing changed it since, as a use's stamp check would tell), sealed."""
+        entry = self._adopted.get(path)
+        if entry is None or entry[0] != st.st_ino:
+            return None
+        name = entry[1]
+        now = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self._touched.get(name) != now or st.st_mode != stat.S_IFREG | sealed_mode(name):
+            return None
+        return name
+
     def adopted(self, path: str, st: os.stat_result) -> str | None:
         """The object ``path`` (stat ``st``) links, if this fill linked or stored it."""
         entry = self._adopted.get(path)
