@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import _cacheentries, _cachefs, _cacheindex, _objects, _stamps, _verified
+from conveyor import (
+    _cacheentries,
+    _cachefs,
+    _cacheindex,
+    _objects,
+    _premade,
+    _stamps,
+    _verified,
+)
 from conveyor.bundles import compute_version
 from conveyor.cache import CodeCache
 from conveyor.errors import IntegrityError, VersionNotFound
@@ -383,3 +391,38 @@ def test_fills_remove_objects_a_killed_fill_left_and_sweep_the_store_now_and_the
     cache.ensure(store, store.push(tree))
     assert not stray.exists()
     assert_store_sound(cache)
+
+
+def _dirs(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()}
+
+
+def test_a_git_commit_moving_directories_has_exactly_its_own(
+    tmp_path: Path,
+    repos: Repos,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a commit in the cache with nested directories (a fill of the next commit makes
+    # these ahead, while it fetches)
+    repo = repos.make("dirs")
+    first = repo.commit({"a/x.py": "A\n", "b/c/y.py": "Y\n", "b/z.py": "Z\n", "top.py": "T\n"})
+    source = GitRepository(repo.file_url)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    assert _dirs(cache.ensure(source, first)) == {"a", "b", "b/c"}
+    made: list[list[str]] = []
+    real = _premade.Premade.join
+    monkeypatch.setattr(_premade.Premade, "join", lambda self: made.append(real(self)) or made[-1])
+    # When a commit that removes b/ and adds d/e/ and a file named like the old directory is
+    # checked out
+    second = repo.commit({"d/e/w.py": "W\n", "b": "now a file\n"}, remove=("b",))
+    with cache.checkout(source, second) as path:
+        # Then it has exactly that commit's directories and files, none left from the first
+        assert _dirs(path) == {"a", "d", "d/e"}
+        assert snapshot(path) == {
+            "a/x.py": ("file", b"A\n", False),
+            "b": ("file", b"now a file\n", False),
+            "d/e/w.py": ("file", b"W\n", False),
+            "top.py": ("file", b"T\n", False),
+        }
+    assert _index(path).dirs == {"a", "d", "d/e"}
+    assert made == [["a", "b", "b/c"]]  # made ahead from the first commit's shape, then settled

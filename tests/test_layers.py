@@ -37,6 +37,7 @@ BASE = {
     "conveyor._expected",
     "conveyor._stamps",
     "conveyor._objects",
+    "conveyor._premade",
     "conveyor._tree",
     "conveyor._statcache",
     "conveyor._archive",

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from conveyor.cache import CodeCache
     from conveyor.sources.base import Source
 
-__all__ = ["fetch_into_place", "source_aliases", "write_meta"]
+__all__ = ["fetch_into_place", "source_aliases", "source_dirs", "write_meta"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,11 @@ def fetch_into_place(cache: CodeCache, source: Source, version: str, path: Path)
     with the temporary directory removed."""
     started = time.perf_counter()
     tmp = path.with_name(fs.temp_name(fs.TMP_PREFIX, version))
-    fill = Fill(cache.objects, aliases=lambda: source_aliases(path.parent))
+    fill = Fill(
+        cache.objects,
+        aliases=lambda: source_aliases(path.parent),
+        shape=lambda: source_dirs(path.parent),
+    )
     try:
         tmp.mkdir()
         with cache.scratch(source) as ctx:
@@ -124,13 +128,26 @@ def source_aliases(key_dir: Path) -> dict[str, str]:
     """``algorithm:digest`` → sha256 from the indexes of the source's latest checkouts (git blob
     ids: a new commit links the files it shares with those already cached)."""
     found: dict[str, str] = {}
-    try:
-        with os.scandir(key_dir / ".index") as it:
-            listed = [(e.stat().st_mtime_ns, e.name) for e in it if e.is_file()]
-    except OSError:
-        return found
-    for _mtime, name in sorted(listed)[-ALIAS_INDEXES:]:
+    for name in _latest_indexes(key_dir)[-ALIAS_INDEXES:]:
         index = read_index(key_dir / name)  # remembered while its file is unchanged
         if index is not None:
             found.update(index.aliases())
     return found
+
+
+def source_dirs(key_dir: Path) -> frozenset[str]:
+    """The directories of the source's most recently filled checkout (a new version mostly has
+    them too: a fill makes them while it waits, see `conveyor._premade`)."""
+    latest = _latest_indexes(key_dir)[-1:]
+    index = read_index(key_dir / latest[0]) if latest else None
+    return index.dirs if index is not None else frozenset()
+
+
+def _latest_indexes(key_dir: Path) -> list[str]:
+    """The versions with an index in ``key_dir``, the most recently written last."""
+    try:
+        with os.scandir(key_dir / ".index") as it:
+            listed = [(e.stat().st_mtime_ns, e.name) for e in it if e.is_file()]
+    except OSError:
+        return []
+    return [name for _mtime, name in sorted(listed)]

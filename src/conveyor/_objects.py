@@ -39,6 +39,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from conveyor._premade import Premade
 from conveyor._stamps import Stamp, StampBook
 
 __all__ = ["OBJECTS_DIR", "Fill", "ObjectStore", "hash_file", "object_name", "sealed_mode"]
@@ -254,9 +255,17 @@ class Fill:
     (an unpacker's writers). From its first link until `close` it holds the store's shared lock,
     so no object it checked can be collected before it links it."""
 
-    def __init__(self, store: ObjectStore, *, aliases: Callable[[], Mapping[str, str]] = dict):
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        aliases: Callable[[], Mapping[str, str]] = dict,
+        shape: Callable[[], Iterable[str]] = tuple,
+    ):
         self.store = store
         self._aliases_of = aliases
+        self._shape_of = shape
+        self._premade: dict[str, Premade] = {}
         self._aliases: Mapping[str, str] | None = None
         self._stamps: dict[str, Stamp] = {}
         self._known: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
@@ -279,8 +288,24 @@ class Fill:
         `verify` then need not walk it again)."""
         return self.unpacked == (os.fspath(path), version)
 
+    def premake(self, dest: str) -> None:
+        """Start making, below ``dest`` (empty), the directories the source's latest checkout
+        has (``shape``), while the caller waits for its source; see `conveyor._premade`."""
+        with self._mutex:
+            if dest not in self._premade:
+                self._premade[dest] = Premade(dest, self._shape_of())
+
+    def premade(self, dest: str) -> Premade | None:
+        """The directories `premake` is making below ``dest``, if it was asked to (once)."""
+        with self._mutex:
+            return self._premade.pop(dest, None)
+
     def close(self) -> None:
-        """Release the store's lock (idempotent)."""
+        """Stop making directories ahead, and release the store's lock (idempotent)."""
+        with self._mutex:
+            premade, self._premade = list(self._premade.values()), {}
+        for made in premade:
+            made.cancel()
         with self._mutex:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)

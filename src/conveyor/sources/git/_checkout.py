@@ -292,6 +292,8 @@ def write_blobs(
     earlier calls wrote (a checkout written in rounds). With ``objects`` (the cache's fill), a
     blob whose bytes an earlier checkout stored is linked, not read from git."""
     writer = writer if writer is not None else TreeWriter(dest, objects, algorithm)
+    if objects is not None and (made := objects.premade(os.fspath(dest))) is not None:
+        writer.dirs |= made.settle(_directories(entries))
     blobs = [e for e in entries if e.kind == "blob"]
     for entry in entries:
         if entry.mode == GITLINK:
@@ -358,6 +360,19 @@ def write_blobs(
             f"git cat-file failed for {source}: {err.decode(errors='replace').strip()[-200:]}",
             source=source,
         )
+
+
+def _directories(entries: Iterable[TreeEntry]) -> set[str]:
+    """Every directory a checkout of ``entries`` has (gitlinks are empty directories)."""
+    found: set[str] = set()
+    for entry in entries:
+        if entry.mode == GITLINK:
+            found.add(entry.path)
+        parent = entry.path.rpartition("/")[0]
+        while parent and parent not in found:
+            found.add(parent)
+            parent = parent.rpartition("/")[0]
+    return found
 
 
 def _link_stored(writer: TreeWriter, objects: Fill, blobs: list[TreeEntry]) -> list[TreeEntry]:

@@ -370,6 +370,8 @@ class GitRepository(Source):
         ctx: FetchContext,
     ) -> GitManifest:
         mirror = self._mirror(url, scratch, depth, sha)
+        if depth == 0 and ctx.objects is not None:  # while the commit is fetched and listed
+            ctx.objects.premake(os.fspath(dest))
         with self._session(ctx, url) as auth, mirror.opened():
             if not mirror.has_commit(sha):
                 mirror.fetch_commit(sha, auth, blobs=not (directories or PARTIAL_WHOLE_TREE))
