@@ -426,3 +426,35 @@ def test_a_git_commit_moving_directories_has_exactly_its_own(
         }
     assert _index(path).dirs == {"a", "d", "d/e"}
     assert made == [["a", "b", "b/c"]]  # made ahead from the first commit's shape, then settled
+
+
+def _record_elsewhere(path: Path, name: str, stamp: _stamps.Stamp) -> None:
+    """Another process appends a stamp record to the same book (one O_APPEND write)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, _stamps._pack(name, stamp))
+    finally:
+        os.close(fd)
+
+
+def test_a_stamp_book_reads_what_others_appended_but_not_its_own_records_again(
+    tmp_path: Path,
+) -> None:
+    # Given a stamp book this process writes to
+    path = tmp_path / "stamps.log"
+    book = _stamps.StampBook(path)
+    mine, theirs, later = ("a" * 64, "b" * 64, "c" * 64 + ".x")
+    book.record([(mine, _stamps.Stamp(1, 2, 3, 4))])
+    assert book.get([mine]) == {mine: (1, 2, 3, 4)}
+    # When another process appends, then this one appends again before reading
+    _record_elsewhere(path, theirs, _stamps.Stamp(5, 6, 7, 8))
+    book.record([(later, _stamps.Stamp(9, 10, 11, 12))])
+    # Then this process sees all three (its own later records did not hide the other's)
+    assert book.get([mine, theirs, later]) == {
+        mine: (1, 2, 3, 4),
+        theirs: (5, 6, 7, 8),
+        later: (9, 10, 11, 12),
+    }
+    # ...and a new process reading the file sees the same
+    _stamps._READS.clear()
+    assert _stamps.StampBook(path).get([mine, theirs, later]) == book.get([mine, theirs, later])
