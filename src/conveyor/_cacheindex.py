@@ -68,8 +68,8 @@ class Index:
     def to_bytes(self) -> bytes:
         data = {
             "format": _FORMAT,
-            "files": sorted([p, n, a] for p, (n, a) in self.files.items()),
-            "links": sorted([p, t] for p, t in self.links.items()),
+            "files": [[p, n, a] for p, (n, a) in sorted(self.files.items())],  # paths unique
+            "links": [[p, t] for p, t in sorted(self.links.items())],
             "dirs": sorted(self.dirs),
             "size": self.size,
         }

@@ -43,6 +43,7 @@ __all__ = [
     "GitTreeEntry",
     "TreeEntry",
     "TreeWriter",
+    "link_stored",
     "list_tree",
     "select",
     "tree_ids",
@@ -292,16 +293,7 @@ def write_blobs(
     earlier calls wrote (a checkout written in rounds). With ``objects`` (the cache's fill), a
     blob whose bytes an earlier checkout stored is linked, not read from git."""
     writer = writer if writer is not None else TreeWriter(dest, objects, algorithm)
-    if objects is not None and (made := objects.premade(os.fspath(dest))) is not None:
-        writer.dirs |= made.settle(_directories(entries))
-    blobs = [e for e in entries if e.kind == "blob"]
-    for entry in entries:
-        if entry.mode == GITLINK:
-            writer.directory(entry.path)
-        elif entry.kind != "blob" or entry.mode not in (*_FILE_MODES, SYMLINK):
-            raise UnsafeArchive(f"git tree entry {entry.path!r} has unsupported mode {entry.mode}")
-    if objects is not None:
-        blobs = _link_stored(writer, objects, blobs)
+    blobs = link_stored(entries, writer) if objects is not None else _layout(entries, writer)
     if not blobs:
         return
     env = {k: reveal(v) for k, v in git_environment().items()}
@@ -360,6 +352,27 @@ def write_blobs(
             f"git cat-file failed for {source}: {err.decode(errors='replace').strip()[-200:]}",
             source=source,
         )
+
+
+def link_stored(entries: Sequence[TreeEntry], writer: TreeWriter) -> list[TreeEntry]:
+    """The first half of `write_blobs` with the cache's fill (``writer.objects``): gitlinks as
+    empty directories, and the blobs an earlier checkout stored linked (known by their ids);
+    returns the blobs left to write (only those need be in the mirror)."""
+    assert writer.objects is not None
+    made = writer.objects.premade(os.fspath(writer.dest))
+    if made is not None:
+        writer.dirs |= made.settle(_directories(entries))
+    return _link_stored(writer, writer.objects, _layout(entries, writer))
+
+
+def _layout(entries: Sequence[TreeEntry], writer: TreeWriter) -> list[TreeEntry]:
+    """Check the entries' modes and make the gitlinks' directories; the blob entries."""
+    for entry in entries:
+        if entry.mode == GITLINK:
+            writer.directory(entry.path)
+        elif entry.kind != "blob" or entry.mode not in (*_FILE_MODES, SYMLINK):
+            raise UnsafeArchive(f"git tree entry {entry.path!r} has unsupported mode {entry.mode}")
+    return [e for e in entries if e.kind == "blob"]
 
 
 def _directories(entries: Iterable[TreeEntry]) -> set[str]:

@@ -42,6 +42,9 @@ from conveyor.sources.git._checkout import (
     GITLINK,
     GitManifest,
     GitTreeEntry,
+    TreeEntry,
+    TreeWriter,
+    link_stored,
     list_tree,
     manifest_of,
     select,
@@ -83,6 +86,8 @@ PARTIAL_WHOLE_TREE = False
 Off: a checkout of the whole tree needs every blob anyway, so its commit is fetched with its
 blobs in one round trip (``bench/git.py``: 0.9x a plain shallow clone, against 1.5x for two
 rounds). A sparse checkout (``directories``) always fetches partially: only its blobs come."""
+_FEW_PATHS = 64
+"""Up to this many blobs to write, the mirror is asked about their paths only."""
 
 
 class GitRepository(Source):
@@ -376,14 +381,17 @@ class GitRepository(Source):
             if not mirror.has_commit(sha):
                 mirror.fetch_commit(sha, auth, blobs=not (directories or PARTIAL_WHOLE_TREE))
             entries = select(list_tree(mirror.path, sha), directories, sha=sha, source=url)
-            wanted = [e.oid for e in entries if e.kind == "blob"]
-            if submodules:
-                wanted += [e.oid for e in list_tree(mirror.path, sha) if e.path == ".gitmodules"]
-            mirror.fetch_objects(sha, mirror.missing_objects(sha, wanted), auth)
             algorithm = "sha256" if len(sha) == 64 else "sha1"
-            write_blobs(
-                mirror.path, entries, dest, source=url, objects=ctx.objects, algorithm=algorithm
-            )
+            writer = TreeWriter(dest, ctx.objects, algorithm)
+            rest = entries if ctx.objects is None else link_stored(entries, writer)
+            needed = [e for e in rest if e.kind == "blob"]
+            if submodules:
+                needed += [e for e in list_tree(mirror.path, sha) if e.path == ".gitmodules"]
+            missing = _missing(mirror, sha, needed)
+            paths = [e.path for e in needed if e.oid in missing] if missing else []
+            few = len(needed) <= _FEW_PATHS  # then the check after fetching walks these only
+            mirror.fetch_objects(sha, missing, auth, paths=paths if few else None)
+            write_blobs(mirror.path, rest, dest, source=url, writer=writer, algorithm=algorithm)
             modules = read_gitmodules(mirror.path, sha) if submodules else {}
         manifest = manifest_of(entries, algorithm=algorithm)
         for entry in (e for e in entries if e.mode == GITLINK and submodules):
@@ -444,6 +452,17 @@ class GitRepository(Source):
                 GitTreeEntry(f"{entry.path}/{e.path}", e.mode, e.oid, e.algorithm) for e in sub
             ]
         return tuple(manifest)
+
+
+def _missing(mirror: Mirror, sha: str, needed: list[TreeEntry]) -> list[str]:
+    """Which blobs of ``needed`` the mirror lacks: by walking their paths alone when they are a
+    few (a new commit whose other files were linked from the cache), else the whole tree."""
+    wanted = {e.oid for e in needed}
+    if not wanted:
+        return []
+    if len(needed) <= _FEW_PATHS:
+        return sorted(set(mirror.missing_at(sha, [e.path for e in needed])) & wanted)
+    return mirror.missing_objects(sha, sorted(wanted))
 
 
 GitSource = GitRepository
