@@ -268,7 +268,7 @@ class Fill:
         self._premade: dict[str, Premade] = {}
         self._aliases: Mapping[str, str] | None = None
         self._stamps: dict[str, Stamp] = {}
-        self._known: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+        self._known: dict[str, tuple[tuple[int, int, int], Digests]] = {}
         self._adopted: dict[str, tuple[int, str]] = {}
         self._touched: dict[str, Stamp] = {}
         self._linked: dict[str, int] = {}
@@ -358,7 +358,8 @@ class Fill:
 
     def link_all(self, items: Sequence[tuple[str, str, bool, Digests]]) -> list[bool]:
         """`link` for many files (``(dest, sha256, executable, digests)``, their directories
-        made): the same checks and links, with one bookkeeping pass. Which were linked."""
+        made; each ``digests`` is kept as given): the same checks and links, with one
+        bookkeeping pass. Which were linked."""
         linked = [False] * len(items)
         if not items:
             return linked
@@ -376,7 +377,7 @@ class Fill:
                 touched[name] = self._stamps[name]
                 counts[name] = counts.get(name, 0) + 1
                 adopted[dest] = (after.st_ino, name)
-                known[dest] = ((after.st_ino, after.st_size, after.st_mtime_ns), dict(digests))
+                known[dest] = ((after.st_ino, after.st_size, after.st_mtime_ns), digests)
             self.linked += len(done)
         return linked
 

@@ -126,10 +126,14 @@ def filled(path: Path) -> None:
     while neither file changes."""
     key = os.fspath(path)
     stamps = (_stamp(proof_path(path)), _stamp(index_path(path)))
+    try:
+        identity = _identity(path)
+    except OSError:  # gone already: the next use fills it again
+        return
     _remember(key, stamps)
     if len(_FRESH) > 64:
         _FRESH.clear()
-    _FRESH[key] = (_identity(path), stamps)
+    _FRESH[key] = (identity, stamps)
 
 
 def used(path: Path) -> None:
