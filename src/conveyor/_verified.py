@@ -7,7 +7,9 @@ its object recorded when its bytes were last hashed; only a file whose stat diff
 again), after checking that the checkout's index agrees with what the source rebuilds from the
 evidence kept beside it (`Source.proof` / `Source.expected`: the evidence must hash to the
 version, so it need not be trusted either; the agreement is remembered per process while neither
-file changes).
+file changes). The one use that follows a fill in the same process is not checked again: that
+fill has just sealed every file (each a link to an object it checked or stored, its stat still
+the one taken right after) and found the index to agree with the evidence (`filled`).
 
 On a mismatch the checkout is discarded (unless another process has already replaced it) and
 fetched again, once; a second mismatch, or a fetch that fails its own verification, raises

@@ -1,17 +1,17 @@
-"""Materialise one commit's tree from a mirror into a directory, and check it afterwards.
+"""Materialise one commit's tree from a mirror into a directory.
 
-`list_tree` reads the commit's entries (``git ls-tree -r -z``), `select` keeps those a
-``directories`` list asks for (git's cone mode: the listed directories, recursively, plus the
-files at the top level), and `write_blobs` streams the blobs out of one ``git cat-file --batch``
-(lazy fetches disabled: the caller fetched them first) into files with git's modes. Nothing of git
-is left in the destination: no ``.git``, no index.
+`list_tree` reads the commit's entries (``git ls-tree -r -t -z``, remembered per commit),
+`select` keeps those a ``directories`` list asks for (git's cone mode: the listed directories,
+recursively, plus the files at the top level), `link_stored` links the blobs the cache's object
+store holds, and `write_blobs` streams the others out of one ``git cat-file --batch`` (lazy
+fetches disabled: the caller fetched them first) into files with git's modes. Nothing of git is
+left in the destination: no ``.git``, no index.
 
 Paths and symlinks are checked as for an archive: no ``..``, no ``.git`` component, no absolute
 path, no entry below a symlink, no symlink pointing outside the tree (`UnsafeArchive`).
 
-A `GitManifest` (path → mode, blob id) is what `verify_git_tree` compares the directory against,
-hashing each file as git does (``blob <size>\\0<bytes>``): a missing, extra or changed file, a wrong
-executable bit or symlink target is an `IntegrityError` naming the first differing path.
+What the checkout must hold, and checking a directory against it afterwards, is in
+`conveyor.sources.git._manifest`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import stat
 import subprocess
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -34,20 +32,16 @@ from conveyor.sources.git._cmd import OFFLINE, git_environment
 
 if TYPE_CHECKING:
     from conveyor._objects import Fill
-    from conveyor._tree import Known
 
 __all__ = [
     "GITLINK",
     "SYMLINK",
-    "GitManifest",
-    "GitTreeEntry",
     "TreeEntry",
     "TreeWriter",
     "link_stored",
     "list_tree",
     "select",
     "tree_ids",
-    "verify_git_tree",
     "write_blobs",
 ]
 
@@ -64,19 +58,6 @@ class TreeEntry(NamedTuple):
     kind: str
     oid: str
     path: str
-
-
-@dataclass(frozen=True)
-class GitTreeEntry:
-    """What one path in a checkout must be: mode, blob id, and the hash that names it."""
-
-    path: str
-    mode: str
-    oid: str
-    algorithm: str = "sha1"
-
-
-GitManifest = tuple[GitTreeEntry, ...]
 
 
 def _check_path(path: str) -> None:
@@ -401,86 +382,8 @@ def _link_stored(writer: TreeWriter, objects: Fill, blobs: list[TreeEntry]) -> l
     return [e for e in blobs if id(e) in left]
 
 
-def manifest_of(
-    entries: Iterable[TreeEntry], *, prefix: str = "", algorithm: str = "sha1"
-) -> list[GitTreeEntry]:
-    """The manifest of written entries (gitlinks as empty directories, mode 160000)."""
-    return [
-        GitTreeEntry(prefix + e.path, e.mode, e.oid, algorithm)
-        for e in entries
-        if e.kind == "blob" or e.mode == GITLINK
-    ]
-
-
 def _blob_id(data: bytes, algorithm: str) -> str:
     digest = hashlib.new(algorithm)
     digest.update(b"blob %d\0" % len(data))
     digest.update(data)
     return digest.hexdigest()
-
-
-def _file_id(path: Path, size: int, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    digest.update(b"blob %d\0" % size)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _on_disk(root: Path) -> tuple[set[str], set[str]]:
-    files: set[str] = set()
-    dirs: set[str] = set()
-    for top, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(top, root)
-        base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        for d in list(dirnames):
-            if os.path.islink(os.path.join(top, d)):
-                files.add(base + d)
-                dirnames.remove(d)
-            else:
-                dirs.add(base + d)
-        files.update(base + f for f in filenames)
-    return files, dirs
-
-
-def verify_git_tree(
-    root: Path, manifest: GitManifest, *, version: str, known: Known | None = None
-) -> None:
-    """Raise `IntegrityError` unless ``root`` holds exactly ``manifest`` (``known``: files whose
-    blob ids were computed as they were written, not read again)."""
-    files, dirs = _on_disk(root)
-    expected = {e.path for e in manifest if e.mode != GITLINK}
-    for entry in sorted(manifest, key=lambda e: e.path):
-        path = root / entry.path
-        where = f"{entry.path!r} in the checkout of {version}"
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            raise IntegrityError(f"{where} is missing", path=entry.path) from None
-        if entry.mode == GITLINK:
-            if not stat.S_ISDIR(st.st_mode):
-                raise IntegrityError(f"{where} is not a directory", path=entry.path)
-            continue
-        if entry.mode == SYMLINK:
-            if not stat.S_ISLNK(st.st_mode):
-                raise IntegrityError(f"{where} is not a symlink", path=entry.path)
-            actual = _blob_id(os.fsencode(os.readlink(path)), entry.algorithm)
-        else:
-            if not stat.S_ISREG(st.st_mode):
-                raise IntegrityError(f"{where} is not a regular file", path=entry.path)
-            if bool(st.st_mode & stat.S_IXUSR) != (entry.mode == _EXEC):
-                raise IntegrityError(f"{where} has the wrong executable bit", path=entry.path)
-            digests = known(os.fspath(path), st) if known is not None else None
-            actual = (digests or {}).get(f"git-{entry.algorithm}") or _file_id(
-                path, st.st_size, entry.algorithm
-            )
-        if actual != entry.oid:
-            raise IntegrityError(f"{where} does not match commit {version}", path=entry.path)
-    extra = sorted(files - expected)
-    if extra:
-        raise IntegrityError(
-            f"{extra[0]!r} in the checkout of {version} is not in the commit", path=extra[0]
-        )
-    if ".git" in dirs or ".git" in files:
-        raise IntegrityError(f"the checkout of {version} holds a .git", path=".git")

@@ -40,18 +40,15 @@ from conveyor.sources.base import FetchContext, Source, context
 from conveyor.sources.git._auth import AuthSession, GitAuth
 from conveyor.sources.git._checkout import (
     GITLINK,
-    GitManifest,
-    GitTreeEntry,
     TreeEntry,
     TreeWriter,
     link_stored,
     list_tree,
-    manifest_of,
     select,
-    verify_git_tree,
     write_blobs,
 )
 from conveyor.sources.git._cmd import GitFailed
+from conveyor.sources.git._manifest import GitManifest, GitTreeEntry, manifest_of, verify_git_tree
 from conveyor.sources.git._mirror import Mirror
 from conveyor.sources.git._proof import collect, expected_tree, tree_ids
 from conveyor.sources.git._resolve import resolve_ref, resolve_short
