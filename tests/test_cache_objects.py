@@ -12,15 +12,25 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from conveyor import _cacheindex, _objects, _stamps
+from conveyor import (
+    _cacheentries,
+    _cachefs,
+    _cacheindex,
+    _objects,
+    _premade,
+    _stamps,
+    _verified,
+)
 from conveyor.bundles import compute_version
 from conveyor.cache import CodeCache
-from conveyor.errors import VersionNotFound
+from conveyor.errors import IntegrityError, VersionNotFound
 from conveyor.sources.git import GitRepository
+from conveyor.sources.git._checkout import TreeEntry, TreeWriter
 from conveyor.sources.store import LocalStoreSource
 from fixtures.git_server import Repos, git_repos_root, repos  # noqa: F401
 from sources.contract import snapshot
@@ -283,3 +293,168 @@ def test_eviction_with_shared_files_frees_what_it_reports(
     for rel in files:  # the shared files stayed, linked by the two versions left
         assert (cache.path_for(store, versions[1]) / rel).stat().st_nlink == 3
     assert_store_sound(cache)
+
+
+def test_the_use_right_after_a_fill_is_not_walked_again_but_every_later_one_is(
+    tmp_path: Path,
+    repos: Repos,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a repository with two commits, the first cached
+    repo = repos.make("fresh")
+    first = repo.commit({k: v.decode() for k, v in big_tree(12).items()})
+    second = repo.commit({"pkg1/mod1.py": "X = 'one'\n"})
+    source = GitRepository(repo.file_url)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    cache.ensure(source, first)
+    walks: list[Path] = []
+    real = _verified.check
+    monkeypatch.setattr(_verified, "check", lambda path, *a: walks.append(path) or real(path, *a))
+    # When the second commit is checked out cold: the fill checked every file, so the use it
+    # hands back is not walked again
+    with cache.checkout(source, second) as path:
+        assert (path / "pkg1/mod1.py").read_text() == "X = 'one'\n"
+    assert walks == []
+    # Then a file changed afterwards is found on the next use, and the version fetched again
+    _tamper_keeping_the_stat(path / "pkg0/mod4.py")
+    caplog.set_level(logging.WARNING, logger="conveyor")
+    with cache.checkout(source, second) as again:
+        assert (again / "pkg0/mod4.py").read_bytes() == big_tree(12)["pkg0/mod4.py"]
+    assert sum(REFETCH in r.getMessage() for r in caplog.records) == 1
+    assert "pkg0/mod4.py: content differs" in caplog.text
+    assert walks == [path]  # the walk that found it; the refetch's own use was not walked
+    # ...and every later use is walked
+    with cache.checkout(source, second):
+        pass
+    assert walks == [path, path]
+    assert_store_sound(cache)
+
+
+def test_a_git_blob_that_does_not_hash_to_its_id_is_refused_as_it_is_written(
+    tmp_path: Path,
+) -> None:
+    # Given a tree writer filling the cache, and a blob whose bytes are not those of its id
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    fill = _objects.Fill(cache.objects)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    writer = TreeWriter(dest, fill)
+    good = hashlib.sha1(b"blob 6\0X = 1\n").hexdigest()  # git's blob id
+    # When it is written, then it is refused, naming the file; a blob that matches is written
+    with pytest.raises(IntegrityError, match=r"pkg/a\.py"):
+        writer.file(TreeEntry("100644", "blob", good, "pkg/a.py"), b"X = 2\n")
+    writer.file(TreeEntry("100644", "blob", good, "pkg/b.py"), b"X = 1\n")
+    assert (dest / "pkg/b.py").read_bytes() == b"X = 1\n"
+    fill.close()
+
+
+def _orphan(cache: CodeCache, key_dir: Path, version: str, data: bytes) -> Path:
+    """What a fill of ``version`` killed mid-way leaves: its temporary directory linking a stored
+    object that no checkout links."""
+    name = hashlib.sha256(data).hexdigest()
+    obj = cache.objects.path(name)
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    obj.write_bytes(data)
+    obj.chmod(0o444)
+    tmp = key_dir / _cachefs.temp_name(_cachefs.TMP_PREFIX, version)
+    tmp.mkdir()
+    os.link(obj, tmp / "left.py")
+    return obj
+
+
+def test_fills_remove_objects_a_killed_fill_left_and_sweep_the_store_now_and_then(
+    tmp_path: Path, store: LocalStoreSource
+) -> None:
+    # Given a cached version, and the debris of a fill of the next version that was killed
+    tree = write_tree(tmp_path / "tree", big_tree())
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    first = cache.ensure(store, store.push(tree))
+    (tree / "pkg0/mod0.py").write_bytes(b"X = 'next'\n")
+    second = store.push(tree)
+    orphan = _orphan(cache, first.parent, second, b"left by a killed fill\n")
+    # When that version is filled: its stale directory is removed, and the object only it
+    # linked with it (the fill's own prunes sweep the store after removing a tree)
+    cache.ensure(store, second)
+    assert not orphan.exists()
+    # Given an unlinked object nothing announced (an eviction killed between its two steps)
+    stray = cache.objects.path(hashlib.sha256(b"stray\n").hexdigest())
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"stray\n")
+    (tree / "pkg0/mod0.py").write_bytes(b"X = 'third'\n")
+    cache.ensure(store, store.push(tree))
+    assert stray.exists()  # a fill right after a sweep does not walk the store again...
+    # When the last sweep is older than SWEEP_EVERY, the next fill's prune sweeps
+    old = time.time() - _cacheentries.SWEEP_EVERY - 1
+    os.utime(cache.objects.root / ".swept", (old, old))
+    (tree / "pkg0/mod0.py").write_bytes(b"X = 'fourth'\n")
+    cache.ensure(store, store.push(tree))
+    assert not stray.exists()
+    assert_store_sound(cache)
+
+
+def _dirs(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()}
+
+
+def test_a_git_commit_moving_directories_has_exactly_its_own(
+    tmp_path: Path,
+    repos: Repos,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a commit in the cache with nested directories (a fill of the next commit makes
+    # these ahead, while it fetches)
+    repo = repos.make("dirs")
+    first = repo.commit({"a/x.py": "A\n", "b/c/y.py": "Y\n", "b/z.py": "Z\n", "top.py": "T\n"})
+    source = GitRepository(repo.file_url)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    assert _dirs(cache.ensure(source, first)) == {"a", "b", "b/c"}
+    made: list[list[str]] = []
+    real = _premade.Premade.join
+    monkeypatch.setattr(_premade.Premade, "join", lambda self: made.append(real(self)) or made[-1])
+    # When a commit that removes b/ and adds d/e/ and a file named like the old directory is
+    # checked out
+    second = repo.commit({"d/e/w.py": "W\n", "b": "now a file\n"}, remove=("b",))
+    with cache.checkout(source, second) as path:
+        # Then it has exactly that commit's directories and files, none left from the first
+        assert _dirs(path) == {"a", "d", "d/e"}
+        assert snapshot(path) == {
+            "a/x.py": ("file", b"A\n", False),
+            "b": ("file", b"now a file\n", False),
+            "d/e/w.py": ("file", b"W\n", False),
+            "top.py": ("file", b"T\n", False),
+        }
+    assert _index(path).dirs == {"a", "d", "d/e"}
+    assert made == [["a", "b", "b/c"]]  # made ahead from the first commit's shape, then settled
+
+
+def _record_elsewhere(path: Path, name: str, stamp: _stamps.Stamp) -> None:
+    """Another process appends a stamp record to the same book (one O_APPEND write)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, _stamps._pack(name, stamp))
+    finally:
+        os.close(fd)
+
+
+def test_a_stamp_book_reads_what_others_appended_but_not_its_own_records_again(
+    tmp_path: Path,
+) -> None:
+    # Given a stamp book this process writes to
+    path = tmp_path / "stamps.log"
+    book = _stamps.StampBook(path)
+    mine, theirs, later = ("a" * 64, "b" * 64, "c" * 64 + ".x")
+    book.record([(mine, _stamps.Stamp(1, 2, 3, 4))])
+    assert book.get([mine]) == {mine: (1, 2, 3, 4)}
+    # When another process appends, then this one appends again before reading
+    _record_elsewhere(path, theirs, _stamps.Stamp(5, 6, 7, 8))
+    book.record([(later, _stamps.Stamp(9, 10, 11, 12))])
+    # Then this process sees all three (its own later records did not hide the other's)
+    assert book.get([mine, theirs, later]) == {
+        mine: (1, 2, 3, 4),
+        theirs: (5, 6, 7, 8),
+        later: (9, 10, 11, 12),
+    }
+    # ...and a new process reading the file sees the same
+    _stamps._READS.clear()
+    assert _stamps.StampBook(path).get([mine, theirs, later]) == book.get([mine, theirs, later])

@@ -8,7 +8,7 @@ entry points   cli/ worker/ deploy _preflight project flows _loading __init__ ..
 connect        connect
 api            client   server/
 steps          steps/   schemas
-cache          cache _cachefs _cacheentries _cacheindex _cachefill _verified envs
+cache          cache _cachefs _cacheentries _cacheindex _cachecheck _cachefill _verified envs
 sources        sources/
 credentials    credentials
 base           errors settings secrets _fs _process _registry bundles _expected _objects ...
@@ -37,6 +37,7 @@ BASE = {
     "conveyor._expected",
     "conveyor._stamps",
     "conveyor._objects",
+    "conveyor._premade",
     "conveyor._tree",
     "conveyor._statcache",
     "conveyor._archive",
@@ -69,6 +70,7 @@ def layer_of(module: str) -> str:
         "conveyor._cachefs",
         "conveyor._cacheentries",
         "conveyor._cacheindex",
+        "conveyor._cachecheck",
         "conveyor._cachefill",
         "conveyor._verified",
         "conveyor.envs",

@@ -124,11 +124,13 @@ TAMPERING: dict[str, Callable[[Path], None]] = {
 }
 
 
+@pytest.mark.parametrize("walked", [False, True], ids=["first-walk", "later-walk"])
 @pytest.mark.parametrize("tamper", list(TAMPERING.values()), ids=list(TAMPERING))
 def test_a_tampered_checkout_is_fetched_again_and_the_copy_holds_the_version(
-    tamper: Callable[[Path], None], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tamper: Callable[[Path], None], walked: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Given a local folder's version in the cache, copied out once
+    # Given a local folder's version in the cache, copied out once (and, for a later walk,
+    # checked once since: the next check of this process stats the files by path)
     project = write_project(tmp_path / "project")
     version = compute_version(project)
     cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
@@ -137,6 +139,9 @@ def test_a_tampered_checkout_is_fetched_again_and_the_copy_holds_the_version(
     assert first.files == 6  # the five files and the bundle manifest (.conveyor/)
     assert snapshot(tmp_path / "first", skip=(".conveyor",)) == snapshot(project)
     assert compute_version(tmp_path / "first") == version
+    if walked:
+        with cache.checkout(source, version):
+            pass
     # When the cached checkout is changed on disk
     checkout = cache.ensure(source, version)
     tamper(checkout)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,22 +201,42 @@ def free_bytes(root: Path) -> int | None:
         return None
 
 
+SWEEP_EVERY = 600.0
+"""Seconds after which a ``lazy`` prune sweeps the object store even when nothing says it must."""
+_SWEPT: dict[str, int] = {}
+"""Per cache root: `conveyor._cachefs.discards` when this process last swept its store."""
+
+
 def prune(
-    root: Path, budget: int, *, keep: frozenset[Path] = frozenset(), free_needed: int = 0
+    root: Path,
+    budget: int,
+    *,
+    keep: frozenset[Path] = frozenset(),
+    free_needed: int = 0,
+    lazy: bool = False,
 ) -> list[CacheEntry]:
     """Evict least-recently-used entries that are not in use and not in ``keep`` until the cache
     holds at most ``budget`` bytes and, when ``free_needed`` is given, until that many bytes are
     free on its disk (as far as evicting can get there); remove debris of killed fills first.
-    Returns the evicted entries."""
+    Returns the evicted entries.
+
+    ``lazy`` (around a fill): skip the walk of the object store that finds unlinked objects and
+    counts the rest when nothing can need it: the entries' sizes, each checkout counted as if
+    it shared nothing (at least what its objects take), are within the budget and the free space
+    asked for is there, this process discarded no tree since it last swept, and that sweep (by
+    any process) is less than `SWEEP_EVERY` seconds old."""
     for key_dir in [*subdirs(root), root / ENVS_DIR]:
         fs.sweep(key_dir)
-    stored = ObjectStore(root / OBJECTS_DIR).sweep()
     entries = list_entries(root)
+    free = free_bytes(root) if free_needed > 0 else None
+    if lazy and _needs_no_sweep(root, entries, budget, free, free_needed):
+        return []
+    swept_after = fs.discards()
+    stored = ObjectStore(root / OBJECTS_DIR).sweep()
+    _swept(root, swept_after)
     used = used_bytes(root, entries, stored)[0]
-    if free_needed > 0:
-        free = free_bytes(root)
-        if free is not None and free < free_needed:
-            budget = min(budget, max(used - (free_needed - free), 0))
+    if free is not None and free < free_needed:
+        budget = min(budget, max(used - (free_needed - free), 0))
     evicted: list[CacheEntry] = []
     for entry in entries:
         if used <= budget:
@@ -231,3 +252,29 @@ def prune(
             "cache over budget used_bytes=%d max_bytes=%d reason=entries in use", used, budget
         )
     return evicted
+
+
+def _swept_marker(root: Path) -> Path:
+    return root / OBJECTS_DIR / ".swept"
+
+
+def _swept(root: Path, discards: int) -> None:
+    _SWEPT[os.fspath(root)] = discards
+    marker = _swept_marker(root)
+    try:
+        marker.touch()
+    except OSError as exc:  # only a shortcut: the next lazy prune sweeps again
+        logger.debug("cache could not mark its sweep path=%s error=%s", marker, exc)
+
+
+def _needs_no_sweep(
+    root: Path, entries: list[CacheEntry], budget: int, free: int | None, free_needed: int
+) -> bool:
+    if _SWEPT.get(os.fspath(root)) != fs.discards():
+        return False
+    try:
+        age = time.time() - os.stat(_swept_marker(root)).st_mtime
+    except OSError:
+        return False
+    bound = sum(e.size for e in entries)
+    return 0 <= age < SWEEP_EVERY and bound <= budget and (free is None or free >= free_needed)

@@ -8,7 +8,8 @@ Called by `CodeCache` under the version's fill lock, with room already made:
    digests are known) and gives its proof;
 3. `conveyor._cacheindex.seal` makes every file a link to its object (storing the new ones),
    the directories read-only; the index must agree with what the proof says;
-4. proof, index and metadata are written beside it, and the tree is renamed into place.
+4. proof, index and metadata are written beside it, and the tree is renamed into place; the
+   use that follows in this process need not check it again (`conveyor._verified.filled`).
 
 A process killed at any point leaves the temporary directory (removed by the next fill or
 prune, which frees objects nobody links any more) and, at worst, objects whose stamps are
@@ -18,7 +19,6 @@ sha256 of bytes this process wrote and hashed itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conveyor import _cachefs as fs
-from conveyor._cacheindex import Index, agrees, seal, write_index
+from conveyor._cacheindex import Index, agrees, read_index, seal, write_index
 from conveyor._objects import Fill
-from conveyor._verified import write_proof
+from conveyor._verified import filled, write_proof
 
 if TYPE_CHECKING:
     from conveyor.cache import CodeCache
     from conveyor.sources.base import Source
 
-__all__ = ["fetch_into_place", "source_aliases", "write_meta"]
+__all__ = ["fetch_into_place", "source_aliases", "source_dirs", "write_meta"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,11 @@ def fetch_into_place(cache: CodeCache, source: Source, version: str, path: Path)
     with the temporary directory removed."""
     started = time.perf_counter()
     tmp = path.with_name(fs.temp_name(fs.TMP_PREFIX, version))
-    fill = Fill(cache.objects, aliases=lambda: source_aliases(path.parent))
+    fill = Fill(
+        cache.objects,
+        aliases=lambda: source_aliases(path.parent),
+        shape=lambda: source_dirs(path.parent),
+    )
     try:
         tmp.mkdir()
         with cache.scratch(source) as ctx:
@@ -65,6 +69,7 @@ def fetch_into_place(cache: CodeCache, source: Source, version: str, path: Path)
         write_index(path, index, tmp=path.with_name(fs.temp_name(fs.TMP_PREFIX, version)))
         write_meta(path, source, version, (index.size, len(index.files) + len(index.links)))
         os.replace(tmp, path)
+        filled(path)
     except BaseException:
         fill.close()  # before removing what it linked: a prune may then take the objects
         fs.discard(tmp)
@@ -115,18 +120,34 @@ def write_meta(path: Path, source: Source, version: str, size_files: tuple[int, 
     )
 
 
+ALIAS_INDEXES = 8
+"""How many of a source's checkouts (the most recently filled) a fill takes aliases from."""
+
+
 def source_aliases(key_dir: Path) -> dict[str, str]:
-    """``algorithm:digest`` → sha256 from the indexes of the source's checkouts (git blob ids:
-    a new commit links the files it shares with those already cached)."""
+    """``algorithm:digest`` → sha256 from the indexes of the source's latest checkouts (git blob
+    ids: a new commit links the files it shares with those already cached)."""
     found: dict[str, str] = {}
-    try:
-        names = os.listdir(key_dir / ".index")
-    except OSError:
-        return found
-    for name in names:
-        try:
-            raw = json.loads((key_dir / ".index" / name).read_bytes())
-            found.update({alias: obj[:64] for _p, obj, alias in raw["files"] if alias})
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+    for name in _latest_indexes(key_dir)[-ALIAS_INDEXES:]:
+        index = read_index(key_dir / name)  # remembered while its file is unchanged
+        if index is not None:
+            found.update(index.aliases())
     return found
+
+
+def source_dirs(key_dir: Path) -> frozenset[str]:
+    """The directories of the source's most recently filled checkout (a new version mostly has
+    them too: a fill makes them while it waits, see `conveyor._premade`)."""
+    latest = _latest_indexes(key_dir)[-1:]
+    index = read_index(key_dir / latest[0]) if latest else None
+    return index.dirs if index is not None else frozenset()
+
+
+def _latest_indexes(key_dir: Path) -> list[str]:
+    """The versions with an index in ``key_dir``, the most recently written last."""
+    try:
+        with os.scandir(key_dir / ".index") as it:
+            listed = [(e.stat().st_mtime_ns, e.name) for e in it if e.is_file()]
+    except OSError:
+        return []
+    return [name for _mtime, name in sorted(listed)]

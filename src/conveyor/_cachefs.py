@@ -47,6 +47,7 @@ __all__ = [
     "TRASH_PREFIX",
     "check_version",
     "discard",
+    "discards",
     "is_leased",
     "lease_path",
     "lock_path",
@@ -261,8 +262,18 @@ def is_leased(path: Path) -> bool:
     return False
 
 
+_DISCARDS = [0]
+"""Trees `discard` removed in this process: each may leave objects nobody links any more."""
+
+
+def discards() -> int:
+    """How many trees `discard` has removed in this process (see `conveyor._cacheentries.prune`)."""
+    return _DISCARDS[0]
+
+
 def discard(path: Path) -> None:
     """`remove_tree`, logging instead of raising: debris must never fail the caller."""
+    _DISCARDS[0] += 1
     try:
         remove_tree(path)
     except OSError as exc:

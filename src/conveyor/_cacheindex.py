@@ -7,9 +7,8 @@ id, ``git-sha1:<hex>``), every symlink with its target, and every directory.
 
 `seal` turns a fetched tree into a checkout: each file becomes a link to its object (hashed
 unless the fill already knows its digest), directories become read-only, and the index is
-returned. `check` is what every use costs: one walk of the checkout comparing each entry's
-``lstat`` with its object's recorded `Stamp` (as ``git status`` does with its index); only a file
-whose stat differs is hashed. `agrees` ties the index to the version: every path, mode and digest
+returned. `conveyor._cachecheck.check` is what every use costs: the stat of each file against
+its object's recorded `Stamp`. `agrees` ties the index to the version: every path, mode and digest
 of the `ExpectedTree` the source rebuilds from the version's own evidence must be the index's, so
 neither can be changed without the other failing.
 
@@ -22,12 +21,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._expected import digest
-from conveyor._objects import ObjectStore, hash_file, object_name, sealed_mode
+from conveyor._objects import ObjectStore, hash_file, object_name
 from conveyor._stamps import Stamp
 from conveyor.errors import CacheError, IntegrityError
 
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Index",
     "agrees",
-    "check",
     "index_path",
+    "mismatch",
     "read_index",
     "release",
     "seal",
@@ -68,8 +68,8 @@ class Index:
     def to_bytes(self) -> bytes:
         data = {
             "format": _FORMAT,
-            "files": sorted([p, n, a] for p, (n, a) in self.files.items()),
-            "links": sorted([p, t] for p, t in self.links.items()),
+            "files": [[p, n, a] for p, (n, a) in sorted(self.files.items())],  # paths unique
+            "links": [[p, t] for p, t in sorted(self.links.items())],
             "dirs": sorted(self.dirs),
             "size": self.size,
         }
@@ -120,19 +120,25 @@ def read_index(checkout: Path) -> Index | None:
         return None
     finally:
         os.close(fd)
+    _remember(os.fspath(path), stamp, index)
+    return index
+
+
+def _remember(path: str, stamp: Stamp, index: Index) -> None:
     if len(_READ) >= 16:
         _READ.pop(next(iter(_READ)))
-    _READ[os.fspath(path)] = (stamp, index)
-    return index
+    _READ[path] = (stamp, index)
 
 
 def write_index(checkout: Path, index: Index, *, tmp: Path) -> None:
     """Keep ``index`` for ``checkout`` (under its fill lock), read-only."""
     from conveyor._fs import atomic_write
 
-    index_path(checkout).parent.mkdir(exist_ok=True)
-    with atomic_write(index_path(checkout), tmp=tmp, mode=0o444) as out:
+    path = index_path(checkout)
+    path.parent.mkdir(exist_ok=True)
+    with atomic_write(path, tmp=tmp, mode=0o444) as out:
         out.write(index.to_bytes())
+    _remember(os.fspath(path), Stamp.of(os.lstat(path)), index)
 
 
 # -- sealing a fetched tree --------------------------------------------------------------------
@@ -142,8 +148,11 @@ def seal(root: Path, fill: Fill) -> Index:
     """Turn the fetched tree at ``root`` into a checkout: every file a link to its object,
     directories read-only. Returns its index (aliases are what the fill learnt).
 
-    Files the fill does not know are hashed first (two threads: hashing releases the GIL); files
-    it stored or linked already (an unpacker's) are only listed."""
+    Files the fill linked or stored, unchanged since (their stat is the one it took right after
+    its last link of the object), are only listed; files it wrote and knows the digests of are
+    stored; the rest are hashed first (two threads: hashing releases the GIL), among them a file
+    linked by the fill that changed since (an alias is kept only when the bytes are still those
+    the fill linked)."""
     found: list[tuple[str, str, os.stat_result]] = []
     links: dict[str, str] = {}
     dirs: list[str] = []
@@ -165,9 +174,16 @@ def seal(root: Path, fill: Fill) -> Index:
                 found.append((rel, child.path, st))
             else:
                 raise CacheError(f"a fetch left {rel}, which is not a file, link or directory")
-    digests = _digests(fill, found)
     files: dict[str, tuple[str, str]] = {}
+    rest: list[tuple[str, str, os.stat_result]] = []
     for rel, path, st in found:
+        name = fill.settled(path, st)
+        if name is not None:
+            files[rel] = (name, fill.alias(path))
+        else:
+            rest.append((rel, path, st))
+    digests = _digests(fill, rest)
+    for rel, path, st in rest:
         sha, alias = digests[rel]
         name = fill.adopted(path, st)
         if name is None or name[:64] != sha:
@@ -189,110 +205,33 @@ def _digests(
     out: dict[str, tuple[str, str]] = {}
     unknown: list[tuple[str, str]] = []
     for rel, path, st in found:
-        known = fill.known(path, st)
+        known = fill.known(path, st) if fill.adopted(path, st) is None else None
         if known and "sha256" in known:
-            alias = next((f"{k}:{v}" for k, v in known.items() if k != "sha256"), "")
-            out[rel] = (known["sha256"], alias)
+            out[rel] = (known["sha256"], fill.alias(path))
         else:
             unknown.append((rel, path))
     if len(unknown) < 16:
-        out.update((rel, (hash_file(path)[0], "")) for rel, path in unknown)
-        return out
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        hashed = pool.map(lambda item: hash_file(item[1])[0], unknown)
-        out.update((rel, (sha, "")) for (rel, _path), sha in zip(unknown, hashed, strict=True))
+        hashed: Iterable[str] = [hash_file(path)[0] for _rel, path in unknown]
+    else:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            hashed = list(pool.map(lambda item: hash_file(item[1])[0], unknown))
+    for (rel, path), sha in zip(unknown, hashed, strict=True):
+        recorded = fill.recorded(path)
+        same = recorded is not None and recorded.get("sha256") == sha
+        out[rel] = (sha, fill.alias(path) if same else "")
     return out
 
 
 # -- every use ---------------------------------------------------------------------------------
 
 
-def _mismatch(checkout: Path, rel: str, how: str) -> IntegrityError:
+def mismatch(checkout: Path, rel: str, how: str) -> IntegrityError:
+    """The `IntegrityError` of a checkout that does not match its version at ``rel``."""
     return IntegrityError(
         f"{rel}: {how} (the cached checkout at {checkout} does not match its version)",
         path=rel,
         hint=_HINT,
     )
-
-
-def check(checkout: Path, index: Index, store: ObjectStore) -> None:
-    """Raise `IntegrityError` unless ``checkout`` holds exactly ``index`` with every file still
-    its object's bytes (stamps; a file whose stat differs is hashed, see the module docstring)."""
-    names = {name for name, _alias in index.files.values()}
-    known = store.stamps.remembered(names)
-    if len(known) < len(names):
-        known.update(store.stamps.get(names - known.keys()))
-    expect = {name: (*stamp, _FILE | sealed_mode(name)) for name, stamp in known.items()}
-    suspects: list[tuple[str, str, os.stat_result]] = []
-    files = index.files
-    seen_files = seen_links = 0
-    top = os.fspath(checkout)
-    stack = [""]
-    while stack:
-        prefix = stack.pop()
-        try:
-            with os.scandir(os.path.join(top, prefix) if prefix else top) as it:
-                children = list(it)
-        except OSError:
-            raise _mismatch(checkout, prefix or ".", "not a readable directory") from None
-        for child in children:
-            rel = prefix + child.name
-            if child.is_dir(follow_symlinks=False):
-                stack.append(rel + "/")
-                continue
-            if child.is_symlink():
-                if rel not in index.links:
-                    raise _mismatch(checkout, rel, "unexpected file")
-                if os.readlink(child.path) != index.links[rel]:
-                    raise _mismatch(checkout, rel, "symlink target differs")
-                seen_links += 1
-                continue
-            entry = files.get(rel)
-            if entry is None:
-                raise _mismatch(checkout, rel, "unexpected file")
-            st = child.stat(follow_symlinks=False)
-            if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode) != expect.get(
-                entry[0]
-            ):
-                if not stat.S_ISREG(st.st_mode):
-                    raise _mismatch(checkout, rel, "not a regular file")
-                suspects.append((rel, entry[0], st))
-            seen_files += 1
-    if seen_files != len(index.files) or seen_links != len(index.links):
-        present = _present(checkout)
-        missing = sorted((index.files.keys() | index.links.keys()) - present)
-        raise _mismatch(checkout, missing[0] if missing else ".", "missing")
-    _settle(checkout, suspects, store)
-
-
-def _present(checkout: Path) -> set[str]:
-    found: set[str] = set()
-    for top, dirnames, filenames in os.walk(checkout):
-        rel = os.path.relpath(top, checkout)
-        base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        found.update(base + n for n in filenames)
-        found.update(base + d for d in dirnames if os.path.islink(os.path.join(top, d)))
-    return found
-
-
-def _settle(
-    checkout: Path, suspects: list[tuple[str, str, os.stat_result]], store: ObjectStore
-) -> None:
-    """Files whose stat differs from the recorded stamp: look again (another process may have
-    just linked the object and recorded its new stamp), then hash what still differs."""
-    if not suspects:
-        return
-    with store.locked():  # waits for a workspace linking these objects to record their stamps
-        fresh = store.stamps.get(name for _rel, name, _st in suspects)
-    confirmed: list[tuple[str, Stamp]] = []
-    try:
-        for rel, name, st in suspects:
-            if fresh.get(name) == Stamp.of(st) and stat.S_IMODE(st.st_mode) == sealed_mode(name):
-                continue
-            if not store.confirm(name, checkout / rel, ino=st.st_ino, stamps=confirmed):
-                raise _mismatch(checkout, rel, "content differs")
-    finally:
-        store.stamps.record(confirmed)
 
 
 def agrees(index: Index, expected: ExpectedTree, checkout: Path) -> None:
@@ -303,31 +242,31 @@ def agrees(index: Index, expected: ExpectedTree, checkout: Path) -> None:
     for rel, data in expected.extra.items():
         entry = files.pop(rel, None)
         if entry is None or entry[0] != object_name(digest("sha256", data), False):
-            raise _mismatch(checkout, rel, "content differs")
+            raise mismatch(checkout, rel, "content differs")
     for e in expected.entries:
         if e.kind == "dir":
             if e.path not in index.dirs:
-                raise _mismatch(checkout, e.path, "missing or not a directory")
+                raise mismatch(checkout, e.path, "missing or not a directory")
             continue
         if e.kind == "link":
             target = links.pop(e.path, None)
             if target is None:
-                raise _mismatch(checkout, e.path, "missing or not a symlink")
+                raise mismatch(checkout, e.path, "missing or not a symlink")
             if digest(e.algorithm, os.fsencode(target)) != e.digest:
-                raise _mismatch(checkout, e.path, "symlink target differs")
+                raise mismatch(checkout, e.path, "symlink target differs")
             continue
         file = files.pop(e.path, None)
         if file is None:
-            raise _mismatch(checkout, e.path, "missing")
+            raise mismatch(checkout, e.path, "missing")
         name, alias = file
         if name.endswith(".x") != e.executable:
-            raise _mismatch(checkout, e.path, "executable bit differs")
+            raise mismatch(checkout, e.path, "executable bit differs")
         have = name[:64] if e.algorithm == "sha256" else alias.partition(":")[2]
         if have != e.digest or (e.algorithm != "sha256" and not alias.startswith(e.algorithm)):
-            raise _mismatch(checkout, e.path, "content differs")
+            raise mismatch(checkout, e.path, "content differs")
     extra = sorted(p for p in (*files, *links) if p.split("/", 1)[0] not in expected.ignored)
     if extra:
-        raise _mismatch(checkout, extra[0], "unexpected file")
+        raise mismatch(checkout, extra[0], "unexpected file")
 
 
 # -- eviction ----------------------------------------------------------------------------------

@@ -36,9 +36,10 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from conveyor._premade import Premade
 from conveyor._stamps import Stamp, StampBook
 
 __all__ = ["OBJECTS_DIR", "Fill", "ObjectStore", "hash_file", "object_name", "sealed_mode"]
@@ -254,12 +255,20 @@ class Fill:
     (an unpacker's writers). From its first link until `close` it holds the store's shared lock,
     so no object it checked can be collected before it links it."""
 
-    def __init__(self, store: ObjectStore, *, aliases: Callable[[], Mapping[str, str]] = dict):
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        aliases: Callable[[], Mapping[str, str]] = dict,
+        shape: Callable[[], Iterable[str]] = tuple,
+    ):
         self.store = store
         self._aliases_of = aliases
+        self._shape_of = shape
+        self._premade: dict[str, Premade] = {}
         self._aliases: Mapping[str, str] | None = None
         self._stamps: dict[str, Stamp] = {}
-        self._known: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+        self._known: dict[str, tuple[tuple[int, int, int], Digests]] = {}
         self._adopted: dict[str, tuple[int, str]] = {}
         self._touched: dict[str, Stamp] = {}
         self._linked: dict[str, int] = {}
@@ -279,8 +288,24 @@ class Fill:
         `verify` then need not walk it again)."""
         return self.unpacked == (os.fspath(path), version)
 
+    def premake(self, dest: str) -> None:
+        """Start making, below ``dest`` (empty), the directories the source's latest checkout
+        has (``shape``), while the caller waits for its source; see `conveyor._premade`."""
+        with self._mutex:
+            if dest not in self._premade:
+                self._premade[dest] = Premade(dest, self._shape_of())
+
+    def premade(self, dest: str) -> Premade | None:
+        """The directories `premake` is making below ``dest``, if it was asked to (once)."""
+        with self._mutex:
+            return self._premade.pop(dest, None)
+
     def close(self) -> None:
-        """Release the store's lock (idempotent)."""
+        """Stop making directories ahead, and release the store's lock (idempotent)."""
+        with self._mutex:
+            premade, self._premade = list(self._premade.values()), {}
+        for made in premade:
+            made.cancel()
         with self._mutex:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
@@ -301,6 +326,8 @@ class Fill:
         holds (a directory listing per shard, instead of a lookup per file)."""
         with self._mutex:
             wanted = [n for n in names if n not in self._stamps]
+        if not wanted:
+            return
         found = self.store.stamps.get(wanted)
         shards = {n[:2] for n in wanted} - self._listed
         present: set[str] = set()
@@ -326,31 +353,65 @@ class Fill:
     ) -> bool:
         """Create ``dest`` (its directory exists, it does not) as a link to the stored object of
         this content, if there is one and it is intact; False: write the file yourself."""
-        name = object_name(sha256, executable)
-        path = self.store.where(name)
-        if name[:2] in self._listed and name not in self._present:
-            return False  # not stored when the fill began (the common case of a cold fill)
+        digests = {"sha256": sha256, **(aliases or {})}
+        return self.link_all([(os.fspath(dest), sha256, executable, digests)])[0]
+
+    def link_all(self, items: Sequence[tuple[str, str, bool, Digests]]) -> list[bool]:
+        """`link` for many files (``(dest, sha256, executable, digests)``, their directories
+        made; each ``digests`` is kept as given): the same checks and links, with one
+        bookkeeping pass. Which were linked."""
+        linked = [False] * len(items)
+        if not items:
+            return linked
+        self.expect(object_name(sha, x) for _dest, sha, x, _digests in items)
         self._hold()
-        try:
-            st = os.lstat(path)
-            if not stat.S_ISREG(st.st_mode):
-                return False
-            if name not in self._stamps:
-                self.expect([name])
-            if not self.store.intact(name, st, self._stamps.get(name)):
-                return False
-            os.link(path, dest, follow_symlinks=False)
-        except OSError as exc:  # gone, a link count at its limit, another file system
-            logger.debug("object not linked object=%s error=%s", name, exc)
-            return False
-        after = os.lstat(dest)
+        done = self._link_range(items, linked)
         with self._mutex:
-            self._touched[name] = Stamp.of(after)
-            self._linked[name] = self._linked.get(name, 0) + 1
-            self._adopted[os.fspath(dest)] = (after.st_ino, name)
-            self.linked += 1
-        self._remember(dest, after, {"sha256": sha256, **(aliases or {})})
-        return True
+            touched, counts, adopted, known = (
+                self._touched,
+                self._linked,
+                self._adopted,
+                self._known,
+            )
+            for dest, name, after, digests in done:
+                touched[name] = self._stamps[name]
+                counts[name] = counts.get(name, 0) + 1
+                adopted[dest] = (after.st_ino, name)
+                known[dest] = ((after.st_ino, after.st_size, after.st_mtime_ns), digests)
+            self.linked += len(done)
+        return linked
+
+    def _link_range(
+        self,
+        items: Sequence[tuple[str, str, bool, Digests]],
+        linked: list[bool],
+    ) -> list[tuple[str, str, os.stat_result, Digests]]:
+        store, stamps, present, listed = self.store, self._stamps, self._present, self._listed
+        top = store._top
+        lstat, link = os.lstat, os.link
+        done: list[tuple[str, str, os.stat_result, Digests]] = []
+        for i, (dest, sha256, executable, digests) in enumerate(items):
+            name = sha256 + _EXEC_SUFFIX if executable else sha256
+            if name not in present and name[:2] in listed:
+                continue
+            path = f"{top}/{name[:2]}/{name}"
+            try:
+                st = lstat(path)
+                recorded = stamps.get(name)
+                if (
+                    recorded != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    or st.st_mode != stat.S_IFREG | sealed_mode(name)
+                ) and not (stat.S_ISREG(st.st_mode) and store.intact(name, st, recorded)):
+                    continue
+                link(path, dest, follow_symlinks=False)
+            except OSError as exc:  # gone, a link count at its limit, another file system
+                logger.debug("object not linked object=%s error=%s", name, exc)
+                continue
+            after = lstat(dest)
+            stamps[name] = Stamp.of(after)  # the next link of this object compares with it
+            done.append((dest, name, after, digests))
+            linked[i] = True
+        return done
 
     def wrote(
         self,
@@ -374,6 +435,33 @@ class Fill:
         if entry is None or entry[0] != (st.st_ino, st.st_size, st.st_mtime_ns):
             return None
         return entry[1]
+
+    def recorded(self, path: str) -> Digests | None:
+        """The digests this fill recorded for ``path`` when it wrote or linked it (whatever the
+        file holds now)."""
+        entry = self._known.get(path)
+        return entry[1] if entry is not None else None
+
+    def alias(self, path: str) -> str:
+        """``algorithm:digest`` of the other digest recorded for ``path`` (a git blob id), or
+        ``""``."""
+        entry = self._known.get(path)
+        if entry is None:
+            return ""
+        return next((f"{k}:{v}" for k, v in entry[1].items() if k != "sha256"), "")
+
+    def settled(self, path: str, st: os.stat_result) -> str | None:
+        """The object ``path`` (stat ``st``) links, if this fill linked or stored it there and
+        the object's stat is still the one taken right after this fill last linked it (so
+        nothing changed it since, as a use's stamp check would tell), sealed."""
+        entry = self._adopted.get(path)
+        if entry is None or entry[0] != st.st_ino:
+            return None
+        name = entry[1]
+        now = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self._touched.get(name) != now or st.st_mode != stat.S_IFREG | sealed_mode(name):
+            return None
+        return name
 
     def adopted(self, path: str, st: os.stat_result) -> str | None:
         """The object ``path`` (stat ``st``) links, if this fill linked or stored it."""

@@ -61,6 +61,7 @@ class _Read:
 
     ino: int = -1
     offset: int = 0
+    changes: int = 0
     table: dict[str, Stamp] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,6 +96,11 @@ class StampBook:
         with _READS_LOCK:
             self._read = _READS.setdefault(key, _Read())
 
+    @property
+    def changes(self) -> int:
+        """A number that changes whenever this process's view of the stamps does."""
+        return self._read.changes
+
     def get(self, names: Iterable[str]) -> dict[str, Stamp]:
         """The recorded stamps of ``names`` (those without one are left out)."""
         self._refresh()
@@ -113,17 +119,33 @@ class StampBook:
     def record(self, stamps: Iterable[tuple[str, Stamp]]) -> None:
         """Record ``(name, stamp)`` pairs (one append)."""
         pairs = list(stamps)
-        self._append(b"".join(_pack(name, stamp) for name, stamp in pairs))
+        data = b"".join(_pack(name, stamp) for name, stamp in pairs)
+        after = self._append(data)
         with self._read.lock:
             self._read.table.update(pairs)
+            self._read.changes += 1
+            self._read_own(data, after)
 
     def forget(self, names: Iterable[str]) -> None:
         """Drop the stamps of ``names`` (objects removed from the store)."""
         gone = list(names)
-        self._append(b"".join(_pack(name, None) for name in gone))
+        data = b"".join(_pack(name, None) for name in gone)
+        after = self._append(data)
         with self._read.lock:
             for name in gone:
                 self._read.table.pop(name, None)
+            self._read.changes += 1
+            self._read_own(data, after)
+
+    def _read_own(self, data: bytes, after: os.stat_result | None) -> None:
+        """After appending ``data`` (the file's stat right after, when one write took it all):
+        when nothing else was appended since this process last read the file, take its own
+        records as read instead of reading them back (caller holds the lock)."""
+        read = self._read
+        if after is None or after.st_size != read.offset + len(data):
+            return
+        if read.ino == after.st_ino or (read.ino == -1 and read.offset == 0):
+            read.ino, read.offset = after.st_ino, after.st_size
 
     def compact(self, live: Iterable[str]) -> None:
         """Rewrite the file with the stamps of ``live`` names only, when it has grown past twice
@@ -147,23 +169,29 @@ class StampBook:
             return
         logger.info("object stamps compacted path=%s records=%d", self.path, len(keep))
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes) -> os.stat_result | None:
+        """Append ``data``; the file's stat right after, when one ``write`` took all of it."""
         if not data:
-            return
+            return None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             logger.warning("object stamps not recorded path=%s error=%s", self.path, exc)
-            return
+            return None
         try:
             view = memoryview(data)
+            written = os.write(fd, view)
+            if written == len(data):
+                return os.fstat(fd)
+            view = view[written:]
             while view:  # a short write leaves whole records: records never cross a page
                 view = view[os.write(fd, view) :]
         except OSError as exc:
             logger.warning("object stamps not recorded path=%s error=%s", self.path, exc)
         finally:
             os.close(fd)
+        return None
 
     def _refresh(self) -> None:
         """Read what was appended since this process last looked (all of it after a compact)."""
@@ -178,6 +206,7 @@ class StampBook:
                 if st.st_ino != read.ino:
                     read.ino, read.offset = st.st_ino, 0
                     read.table.clear()
+                    read.changes += 1
                 whole = (st.st_size - read.offset) // _RECORD.size * _RECORD.size
                 if whole <= 0:
                     return
@@ -185,6 +214,7 @@ class StampBook:
                 whole = len(data) // _RECORD.size * _RECORD.size
                 _apply(read.table, data[:whole])
                 read.offset += whole
+                read.changes += 1
         except OSError as exc:
             logger.warning("object stamps unreadable path=%s error=%s", self.path, exc)
         finally:

@@ -2,12 +2,14 @@
 
 A checkout is verified when it is fetched, but it then sits on disk for as long as it is used:
 a flow running as the worker's user, a bad disk or a careless hand can change it. So every use
-checks it first, cheaply (`conveyor._cacheindex.check`: the stat of each file against the stamp
+checks it first, cheaply (`conveyor._cachecheck.check`: the stat of each file against the stamp
 its object recorded when its bytes were last hashed; only a file whose stat differs is hashed
 again), after checking that the checkout's index agrees with what the source rebuilds from the
 evidence kept beside it (`Source.proof` / `Source.expected`: the evidence must hash to the
 version, so it need not be trusted either; the agreement is remembered per process while neither
-file changes).
+file changes). The one use that follows a fill in the same process is not checked again: that
+fill has just sealed every file (each a link to an object it checked or stored, its stat still
+the one taken right after) and found the index to agree with the evidence (`filled`).
 
 On a mismatch the checkout is discarded (unless another process has already replaced it) and
 fetched again, once; a second mismatch, or a fetch that fails its own verification, raises
@@ -33,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from conveyor import _cachefs as fs
-from conveyor._cacheindex import agrees, check, index_path, read_index, release
+from conveyor._cachecheck import check
+from conveyor._cacheindex import agrees, index_path, read_index, release
 from conveyor._fs import atomic_write, copy_writable
 from conveyor._stamps import Stamp
 from conveyor.errors import CacheError, ConfigError, IntegrityError
@@ -46,10 +49,12 @@ __all__ = [
     "Copied",
     "checked",
     "copy_out",
+    "filled",
     "link_out",
     "proof_path",
     "read_proof",
     "unlink_out",
+    "used",
     "write_proof",
 ]
 
@@ -61,6 +66,9 @@ REFETCH = "cached checkout does not match its version, fetching it again"
 
 _AGREED: dict[str, tuple[Stamp | None, Stamp | None]] = {}
 """Checkouts whose index agreed with their evidence in this process, with both files' stamps."""
+_FRESH: dict[str, tuple[tuple[int, int], tuple[Stamp | None, Stamp | None]]] = {}
+"""Checkouts this process filled and verified just now, until their first use (or `ensure`):
+the directory's identity and the stamps of its evidence and index then."""
 
 
 class Copied(NamedTuple):
@@ -102,14 +110,44 @@ def verify_use(cache: CodeCache, source: Source, version: str, path: Path) -> No
         )
     key = os.fspath(path)
     stamps = (_stamp(proof_path(path)), _stamp(index_path(path)))
+    fresh = _FRESH.pop(key, None)
+    if fresh is not None and fresh == (_identity(path), stamps):
+        return  # filled, sealed and checked by this process just now (`filled`)
     if _AGREED.get(key) != stamps:
         expected = source.expected(version, read_proof(proof_path(path)))
         if expected is not None:
             agrees(index, expected, path)
-        if len(_AGREED) > 1024:
-            _AGREED.clear()
-        _AGREED[key] = stamps
+        _remember(key, stamps)
     check(path, index, cache.objects)
+
+
+def filled(path: Path) -> None:
+    """Called by the fill that just renamed the checkout at ``path`` into place, having sealed
+    it (every file a link to an object it checked or stored) and found its index to agree with
+    the evidence: the first use that follows need not check it again, and the agreement holds
+    while neither file changes."""
+    key = os.fspath(path)
+    stamps = (_stamp(proof_path(path)), _stamp(index_path(path)))
+    try:
+        identity = _identity(path)
+    except OSError:  # gone already: the next use fills it again
+        return
+    _remember(key, stamps)
+    if len(_FRESH) > 64:
+        _FRESH.clear()
+    _FRESH[key] = (identity, stamps)
+
+
+def used(path: Path) -> None:
+    """A use of the checkout at ``path`` found it in place (`CodeCache.ensure`, warm): the next
+    check is a full one, whoever filled it."""
+    _FRESH.pop(os.fspath(path), None)
+
+
+def _remember(key: str, stamps: tuple[Stamp | None, Stamp | None]) -> None:
+    if len(_AGREED) > 1024:
+        _AGREED.clear()
+    _AGREED[key] = stamps
 
 
 def copy_out(cache: CodeCache, source: Source, version: str, dest: Path) -> Copied:

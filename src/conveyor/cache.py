@@ -50,7 +50,7 @@ from conveyor._cacheentries import CacheEntry
 from conveyor._cachefill import fetch_into_place, write_meta
 from conveyor._fs import out_of_space
 from conveyor._objects import OBJECTS_DIR, ObjectStore
-from conveyor._verified import checked, copy_out, link_out, proof_path, unlink_out
+from conveyor._verified import checked, copy_out, link_out, proof_path, unlink_out, used
 from conveyor.errors import CacheError, ConfigError, ConveyorError
 from conveyor.sources.base import FetchContext
 
@@ -174,6 +174,7 @@ class CodeCache:
         """
         path = self.path_for(source, version)
         if _touch(path):
+            used(path)
             self.hits += 1
             return path
         self.misses += 1
@@ -295,7 +296,7 @@ class CodeCache:
         except OSError as exc:
             raise self._disk_error("lock", version, path, exc) from exc
         try:
-            entries_.prune(self.root, self.max_bytes, keep=frozenset({path}))
+            entries_.prune(self.root, self.max_bytes, keep=frozenset({path}), lazy=True)
         except (OSError, CacheError) as exc:  # the checkout is fine; only the budget slipped
             logger.warning("cache budget not enforced version=%s error=%s", version, exc)
         return path
@@ -312,7 +313,7 @@ class CodeCache:
         budget = self.max_bytes if expected is None else max(self.max_bytes - expected, 0)
         keep = frozenset({path, path.parent / _SCRATCH})
         try:
-            entries_.prune(self.root, budget, keep=keep, free_needed=expected or 0)
+            entries_.prune(self.root, budget, keep=keep, free_needed=expected or 0, lazy=True)
         except (OSError, CacheError) as exc:
             logger.warning("cache could not make room version=%s error=%s", version, exc)
 

@@ -1,17 +1,17 @@
-"""Materialise one commit's tree from a mirror into a directory, and check it afterwards.
+"""Materialise one commit's tree from a mirror into a directory.
 
-`list_tree` reads the commit's entries (``git ls-tree -r -z``), `select` keeps those a
-``directories`` list asks for (git's cone mode: the listed directories, recursively, plus the
-files at the top level), and `write_blobs` streams the blobs out of one ``git cat-file --batch``
-(lazy fetches disabled: the caller fetched them first) into files with git's modes. Nothing of git
-is left in the destination: no ``.git``, no index.
+`list_tree` reads the commit's entries (``git ls-tree -r -t -z``, remembered per commit),
+`select` keeps those a ``directories`` list asks for (git's cone mode: the listed directories,
+recursively, plus the files at the top level), `link_stored` links the blobs the cache's object
+store holds, and `write_blobs` streams the others out of one ``git cat-file --batch`` (lazy
+fetches disabled: the caller fetched them first) into files with git's modes. Nothing of git is
+left in the destination: no ``.git``, no index.
 
 Paths and symlinks are checked as for an archive: no ``..``, no ``.git`` component, no absolute
 path, no entry below a symlink, no symlink pointing outside the tree (`UnsafeArchive`).
 
-A `GitManifest` (path → mode, blob id) is what `verify_git_tree` compares the directory against,
-hashing each file as git does (``blob <size>\\0<bytes>``): a missing, extra or changed file, a wrong
-executable bit or symlink target is an `IntegrityError` naming the first differing path.
+What the checkout must hold, and checking a directory against it afterwards, is in
+`conveyor.sources.git._manifest`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import stat
 import subprocess
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from conveyor._process import run
 from conveyor.errors import IntegrityError, SourceError, UnsafeArchive, VersionNotFound
@@ -34,18 +32,16 @@ from conveyor.sources.git._cmd import OFFLINE, git_environment
 
 if TYPE_CHECKING:
     from conveyor._objects import Fill
-    from conveyor._tree import Known
 
 __all__ = [
     "GITLINK",
     "SYMLINK",
-    "GitManifest",
-    "GitTreeEntry",
     "TreeEntry",
     "TreeWriter",
+    "link_stored",
     "list_tree",
     "select",
-    "verify_git_tree",
+    "tree_ids",
     "write_blobs",
 ]
 
@@ -55,8 +51,7 @@ _EXEC = "100755"
 _FILE_MODES = {"100644", _EXEC}
 
 
-@dataclass(frozen=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
     """One ``ls-tree -r`` entry of a commit."""
 
     mode: str
@@ -65,27 +60,15 @@ class TreeEntry:
     path: str
 
 
-@dataclass(frozen=True)
-class GitTreeEntry:
-    """What one path in a checkout must be: mode, blob id, and the hash that names it."""
-
-    path: str
-    mode: str
-    oid: str
-    algorithm: str = "sha1"
-
-
-GitManifest = tuple[GitTreeEntry, ...]
-
-
 def _check_path(path: str) -> None:
     parts = path.split("/")
     if (
-        not path
-        or path.startswith("/")
+        "" in parts  # empty, absolute, or a doubled or trailing slash
+        or "." in parts
+        or ".." in parts
         or "\\" in path
         or "\0" in path
-        or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts)
+        or (".git" in path.lower() and any(p.lower() == ".git" for p in parts))
     ):
         raise UnsafeArchive(f"git tree entry {path!r} is not a safe relative path")
 
@@ -104,10 +87,20 @@ def _local_git(git_dir: Path, *args: str) -> bytes:
     return done.stdout_bytes
 
 
-def list_tree(git_dir: Path, sha: str) -> list[TreeEntry]:
-    """Every file, symlink and submodule entry of commit ``sha`` (no network)."""
-    out = _local_git(git_dir, "ls-tree", "-r", "-z", "--full-tree", sha)
-    entries = []
+_LISTED: dict[tuple[str, str], tuple[list[TreeEntry], dict[str, str]]] = {}
+"""The last few commits listed in this process, by (mirror, commit): a commit's tree never
+changes, and a fill lists it to write it and again to collect its proof."""
+
+
+def _listing(git_dir: Path, sha: str) -> tuple[list[TreeEntry], dict[str, str]]:
+    """Commit ``sha``'s file, symlink and submodule entries, and its trees' ids by path."""
+    key = (os.fspath(git_dir), sha)
+    found = _LISTED.get(key)
+    if found is not None:
+        return found
+    out = _local_git(git_dir, "ls-tree", "-r", "-t", "-z", "--full-tree", sha)
+    entries: list[TreeEntry] = []
+    trees: dict[str, str] = {}
     for record in out.split(b"\0"):
         if not record:
             continue
@@ -115,8 +108,31 @@ def list_tree(git_dir: Path, sha: str) -> list[TreeEntry]:
         mode, kind, oid = meta.decode().split()
         path = os.fsdecode(raw_path)
         _check_path(path)
-        entries.append(TreeEntry(mode, kind, oid, path))
-    return entries
+        if kind == "tree":
+            trees[path] = oid
+        else:
+            entries.append(TreeEntry(mode, kind, oid, path))
+    if len(_LISTED) >= 4:
+        _LISTED.pop(next(iter(_LISTED)))
+    _LISTED[key] = (entries, trees)
+    return entries, trees
+
+
+def list_tree(git_dir: Path, sha: str) -> list[TreeEntry]:
+    """Every file, symlink and submodule entry of commit ``sha`` (no network)."""
+    return list(_listing(git_dir, sha)[0])
+
+
+def tree_ids(git_dir: Path, sha: str, entries: Iterable[TreeEntry]) -> list[str]:
+    """The ids of commit ``sha``'s root tree and of every tree above one of ``entries``."""
+    wanted: set[str] = set()
+    for entry in entries:
+        parent = entry.path.rpartition("/")[0]
+        while parent and parent not in wanted:
+            wanted.add(parent)
+            parent = parent.rpartition("/")[0]
+    trees = _listing(git_dir, sha)[1] if wanted else {}
+    return [f"{sha}^{{tree}}", *(oid for path, oid in trees.items() if path in wanted)]
 
 
 def select(
@@ -153,7 +169,10 @@ def _safe_link(path: str, target: bytes) -> None:
 
 class TreeWriter:
     """Writes entries below ``dest`` refusing anything below a symlink; with ``objects`` (the
-    cache's fill), links blobs the store holds and reports the digests of what it writes."""
+    cache's fill), links blobs the store holds (their sha256 known by blob id from earlier
+    checkouts, the object checked intact), checks each blob it writes against its id
+    (`IntegrityError`) and reports the digests of what it writes: so what it wrote is
+    verified, and the fill can vouch for it (`Fill.vouches`)."""
 
     def __init__(self, dest: Path, objects: Fill | None = None, algorithm: str = "sha1") -> None:
         self.dest = dest
@@ -177,21 +196,44 @@ class TreeWriter:
             self.dirs.add(d)
         return self.dest / parent
 
-    def link(self, entry: TreeEntry, sha256: str) -> bool:
-        """Link the stored object of ``entry``'s blob (content ``sha256``); False: write it."""
+    def link_all(self, found: Sequence[tuple[TreeEntry, str]]) -> list[TreeEntry]:
+        """Link the stored objects of ``found`` (blob entries with their content's sha256),
+        making each directory once; returns the entries not linked (write them)."""
         assert self.objects is not None
-        if entry.path in self.dirs or entry.path in self.links:
-            raise UnsafeArchive(f"git tree entry {entry.path!r} appears twice")
-        self._parent(entry.path)
-        return self.objects.link(
-            self.dest / entry.path, sha256, entry.mode == _EXEC, aliases={self.alias: entry.oid}
-        )
+        top = os.fspath(self.dest)
+        dirs, links, alias = self.dirs, self.links, self.alias
+        paths = {entry.path for entry, _sha in found}
+        new: set[str] = set()
+        items: list[tuple[str, str, bool, dict[str, str]]] = []
+        for entry, sha256 in found:
+            path = entry.path
+            if path in dirs or path in links:
+                raise UnsafeArchive(f"git tree entry {path!r} appears twice")
+            probe = path.rpartition("/")[0]
+            while probe not in dirs and probe not in new:
+                if probe in links or probe in paths:
+                    raise UnsafeArchive(f"git tree entry {path!r} is below a file or symlink")
+                new.add(probe)
+                probe = probe.rpartition("/")[0]
+            digests = {"sha256": sha256, alias: entry.oid}
+            items.append((f"{top}/{path}", sha256, entry.mode == _EXEC, digests))
+        for d in sorted(new):  # parents first
+            os.mkdir(f"{top}/{d}")
+            dirs.add(d)
+        linked = self.objects.link_all(items)
+        return [entry for (entry, _sha), done in zip(found, linked, strict=True) if not done]
 
     def file(self, entry: TreeEntry, data: bytes) -> None:
         if entry.path in self.dirs or entry.path in self.links:
             raise UnsafeArchive(f"git tree entry {entry.path!r} appears twice")
         self._parent(entry.path)
         target = self.dest / entry.path
+        blob_id = _blob_id(data, self.algorithm) if self.objects is not None else None
+        if blob_id is not None and blob_id != entry.oid:  # vouched for: checked as written
+            raise IntegrityError(
+                f"{entry.path!r} read from the mirror does not hash to its blob id {entry.oid}",
+                path=entry.path,
+            )
         if entry.mode == SYMLINK:
             _safe_link(entry.path, data)
             os.symlink(data, target)
@@ -204,11 +246,8 @@ class TreeWriter:
             while view:
                 view = view[os.write(fd, view) :]
             os.fchmod(fd, 0o755 if entry.mode == _EXEC else 0o644)
-            if self.objects is not None:
-                digests = {
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    self.alias: _blob_id(data, self.algorithm),
-                }
+            if self.objects is not None and blob_id is not None:
+                digests = {"sha256": hashlib.sha256(data).hexdigest(), self.alias: blob_id}
                 self.objects.wrote(target, os.fstat(fd), digests)
         finally:
             os.close(fd)
@@ -235,14 +274,7 @@ def write_blobs(
     earlier calls wrote (a checkout written in rounds). With ``objects`` (the cache's fill), a
     blob whose bytes an earlier checkout stored is linked, not read from git."""
     writer = writer if writer is not None else TreeWriter(dest, objects, algorithm)
-    blobs = [e for e in entries if e.kind == "blob"]
-    for entry in entries:
-        if entry.mode == GITLINK:
-            writer.directory(entry.path)
-        elif entry.kind != "blob" or entry.mode not in (*_FILE_MODES, SYMLINK):
-            raise UnsafeArchive(f"git tree entry {entry.path!r} has unsupported mode {entry.mode}")
-    if objects is not None:
-        blobs = _link_stored(writer, objects, blobs)
+    blobs = link_stored(entries, writer) if objects is not None else _layout(entries, writer)
     if not blobs:
         return
     env = {k: reveal(v) for k, v in git_environment().items()}
@@ -303,27 +335,51 @@ def write_blobs(
         )
 
 
+def link_stored(entries: Sequence[TreeEntry], writer: TreeWriter) -> list[TreeEntry]:
+    """The first half of `write_blobs` with the cache's fill (``writer.objects``): gitlinks as
+    empty directories, and the blobs an earlier checkout stored linked (known by their ids);
+    returns the blobs left to write (only those need be in the mirror)."""
+    assert writer.objects is not None
+    made = writer.objects.premade(os.fspath(writer.dest))
+    if made is not None:
+        writer.dirs |= made.settle(_directories(entries))
+    return _link_stored(writer, writer.objects, _layout(entries, writer))
+
+
+def _layout(entries: Sequence[TreeEntry], writer: TreeWriter) -> list[TreeEntry]:
+    """Check the entries' modes and make the gitlinks' directories; the blob entries."""
+    for entry in entries:
+        if entry.mode == GITLINK:
+            writer.directory(entry.path)
+        elif entry.kind != "blob" or entry.mode not in (*_FILE_MODES, SYMLINK):
+            raise UnsafeArchive(f"git tree entry {entry.path!r} has unsupported mode {entry.mode}")
+    return [e for e in entries if e.kind == "blob"]
+
+
+def _directories(entries: Iterable[TreeEntry]) -> set[str]:
+    """Every directory a checkout of ``entries`` has (gitlinks are empty directories)."""
+    found: set[str] = set()
+    for entry in entries:
+        if entry.mode == GITLINK:
+            found.add(entry.path)
+        parent = entry.path.rpartition("/")[0]
+        while parent and parent not in found:
+            found.add(parent)
+            parent = parent.rpartition("/")[0]
+    return found
+
+
 def _link_stored(writer: TreeWriter, objects: Fill, blobs: list[TreeEntry]) -> list[TreeEntry]:
     """Link the blobs the store holds (known by their ids from earlier checkouts); the rest."""
-    from conveyor._objects import object_name
-
-    found = {}
+    found: list[tuple[TreeEntry, str]] = []
+    rest: list[TreeEntry] = []
     for entry in blobs:
         if entry.mode != SYMLINK and (sha := objects.lookup(writer.alias, entry.oid)):
-            found[entry.path] = sha
-    objects.expect(object_name(found[e.path], e.mode == _EXEC) for e in blobs if e.path in found)
-    return [e for e in blobs if e.path not in found or not writer.link(e, found[e.path])]
-
-
-def manifest_of(
-    entries: Iterable[TreeEntry], *, prefix: str = "", algorithm: str = "sha1"
-) -> list[GitTreeEntry]:
-    """The manifest of written entries (gitlinks as empty directories, mode 160000)."""
-    return [
-        GitTreeEntry(prefix + e.path, e.mode, e.oid, algorithm)
-        for e in entries
-        if e.kind == "blob" or e.mode == GITLINK
-    ]
+            found.append((entry, sha))
+        else:
+            rest.append(entry)
+    left = {id(e) for e in (*writer.link_all(found), *rest)}
+    return [e for e in blobs if id(e) in left]
 
 
 def _blob_id(data: bytes, algorithm: str) -> str:
@@ -331,70 +387,3 @@ def _blob_id(data: bytes, algorithm: str) -> str:
     digest.update(b"blob %d\0" % len(data))
     digest.update(data)
     return digest.hexdigest()
-
-
-def _file_id(path: Path, size: int, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    digest.update(b"blob %d\0" % size)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _on_disk(root: Path) -> tuple[set[str], set[str]]:
-    files: set[str] = set()
-    dirs: set[str] = set()
-    for top, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(top, root)
-        base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        for d in list(dirnames):
-            if os.path.islink(os.path.join(top, d)):
-                files.add(base + d)
-                dirnames.remove(d)
-            else:
-                dirs.add(base + d)
-        files.update(base + f for f in filenames)
-    return files, dirs
-
-
-def verify_git_tree(
-    root: Path, manifest: GitManifest, *, version: str, known: Known | None = None
-) -> None:
-    """Raise `IntegrityError` unless ``root`` holds exactly ``manifest`` (``known``: files whose
-    blob ids were computed as they were written, not read again)."""
-    files, dirs = _on_disk(root)
-    expected = {e.path for e in manifest if e.mode != GITLINK}
-    for entry in sorted(manifest, key=lambda e: e.path):
-        path = root / entry.path
-        where = f"{entry.path!r} in the checkout of {version}"
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            raise IntegrityError(f"{where} is missing", path=entry.path) from None
-        if entry.mode == GITLINK:
-            if not stat.S_ISDIR(st.st_mode):
-                raise IntegrityError(f"{where} is not a directory", path=entry.path)
-            continue
-        if entry.mode == SYMLINK:
-            if not stat.S_ISLNK(st.st_mode):
-                raise IntegrityError(f"{where} is not a symlink", path=entry.path)
-            actual = _blob_id(os.fsencode(os.readlink(path)), entry.algorithm)
-        else:
-            if not stat.S_ISREG(st.st_mode):
-                raise IntegrityError(f"{where} is not a regular file", path=entry.path)
-            if bool(st.st_mode & stat.S_IXUSR) != (entry.mode == _EXEC):
-                raise IntegrityError(f"{where} has the wrong executable bit", path=entry.path)
-            digests = known(os.fspath(path), st) if known is not None else None
-            actual = (digests or {}).get(f"git-{entry.algorithm}") or _file_id(
-                path, st.st_size, entry.algorithm
-            )
-        if actual != entry.oid:
-            raise IntegrityError(f"{where} does not match commit {version}", path=entry.path)
-    extra = sorted(files - expected)
-    if extra:
-        raise IntegrityError(
-            f"{extra[0]!r} in the checkout of {version} is not in the commit", path=extra[0]
-        )
-    if ".git" in dirs or ".git" in files:
-        raise IntegrityError(f"the checkout of {version} holds a .git", path=".git")

@@ -16,14 +16,20 @@ does not carry every tree of the repository).
 from __future__ import annotations
 
 import hashlib
-import posixpath
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from conveyor._expected import Algorithm, ExpectedEntry, ExpectedTree
 from conveyor._process import run
 from conveyor.errors import IntegrityError, SourceError, UnsafeArchive, VersionNotFound
-from conveyor.sources.git._checkout import GITLINK, SYMLINK, TreeEntry, _check_path, select
+from conveyor.sources.git._checkout import (
+    GITLINK,
+    SYMLINK,
+    TreeEntry,
+    _check_path,
+    select,
+    tree_ids,
+)
 from conveyor.sources.git._cmd import OFFLINE, git_environment
 
 __all__ = ["collect", "expected_tree", "tree_ids"]
@@ -32,25 +38,6 @@ _TREE = "40000"
 _EXEC = "100755"
 _FILE = "100644"
 _MAX_DEPTH = 8
-
-
-def tree_ids(git_dir: Path, sha: str, entries: Iterable[TreeEntry]) -> list[str]:
-    """The ids of commit ``sha``'s root tree and of every tree above one of ``entries``."""
-    wanted: set[str] = set()
-    for entry in entries:
-        parent = posixpath.dirname(entry.path)
-        while parent:
-            wanted.add(parent)
-            parent = posixpath.dirname(parent)
-    ids = [f"{sha}^{{tree}}"]
-    if not wanted:
-        return ids
-    out = _git(git_dir, ["ls-tree", "-r", "-t", "-d", "-z", "--full-tree", sha])
-    for record in out.split(b"\0"):
-        meta, _, raw_path = record.partition(b"\t")
-        if meta and raw_path.decode("utf-8", "surrogateescape") in wanted:
-            ids.append(meta.split()[2].decode())
-    return ids
 
 
 def collect(git_dir: Path, names: Sequence[str]) -> bytes:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -39,15 +40,15 @@ from conveyor.sources.base import FetchContext, Source, context
 from conveyor.sources.git._auth import AuthSession, GitAuth
 from conveyor.sources.git._checkout import (
     GITLINK,
-    GitManifest,
-    GitTreeEntry,
+    TreeEntry,
+    TreeWriter,
+    link_stored,
     list_tree,
-    manifest_of,
     select,
-    verify_git_tree,
     write_blobs,
 )
 from conveyor.sources.git._cmd import GitFailed
+from conveyor.sources.git._manifest import GitManifest, GitTreeEntry, manifest_of, verify_git_tree
 from conveyor.sources.git._mirror import Mirror
 from conveyor.sources.git._proof import collect, expected_tree, tree_ids
 from conveyor.sources.git._resolve import resolve_ref, resolve_short
@@ -82,6 +83,8 @@ PARTIAL_WHOLE_TREE = False
 Off: a checkout of the whole tree needs every blob anyway, so its commit is fetched with its
 blobs in one round trip (``bench/git.py``: 0.9x a plain shallow clone, against 1.5x for two
 rounds). A sparse checkout (``directories``) always fetches partially: only its blobs come."""
+_FEW_PATHS = 64
+"""Up to this many blobs to write, the mirror is asked about their paths only."""
 
 
 class GitRepository(Source):
@@ -280,6 +283,8 @@ class GitRepository(Source):
                 0,
                 ctx,
             )
+            if ctx.objects is not None:  # every blob linked by its id or checked as written
+                ctx.objects.unpacked = (os.fspath(dest), version)
         finally:
             if ctx.scratch is None:
                 shutil.rmtree(work, ignore_errors=True)
@@ -287,10 +292,13 @@ class GitRepository(Source):
     def verify(self, version: str, path: Path, ctx: FetchContext | None = None) -> None:
         """Check every file in ``path`` against commit ``version`` (git blob ids, modes).
 
-        The expected manifest comes from the mirror in ``ctx.scratch`` (no network).
+        The expected manifest comes from the mirror in ``ctx.scratch`` (no network). A tree
+        this very fill wrote (``ctx.objects`` vouches for it) was checked as it was written.
         """
         ctx = context(ctx)
         version = self._check_version(version)
+        if ctx.objects is not None and ctx.objects.vouches(path, version):
+            return  # written by this fill, every blob checked against its id (`TreeWriter`)
         manifest = None if ctx.scratch is None else self._manifest_offline(ctx.scratch, version)
         if manifest is None:
             raise IntegrityError(
@@ -364,18 +372,23 @@ class GitRepository(Source):
         ctx: FetchContext,
     ) -> GitManifest:
         mirror = self._mirror(url, scratch, depth, sha)
+        if depth == 0 and ctx.objects is not None:  # while the commit is fetched and listed
+            ctx.objects.premake(os.fspath(dest))
         with self._session(ctx, url) as auth, mirror.opened():
             if not mirror.has_commit(sha):
                 mirror.fetch_commit(sha, auth, blobs=not (directories or PARTIAL_WHOLE_TREE))
             entries = select(list_tree(mirror.path, sha), directories, sha=sha, source=url)
-            wanted = [e.oid for e in entries if e.kind == "blob"]
-            if submodules:
-                wanted += [e.oid for e in list_tree(mirror.path, sha) if e.path == ".gitmodules"]
-            mirror.fetch_objects(sha, mirror.missing_objects(sha, wanted), auth)
             algorithm = "sha256" if len(sha) == 64 else "sha1"
-            write_blobs(
-                mirror.path, entries, dest, source=url, objects=ctx.objects, algorithm=algorithm
-            )
+            writer = TreeWriter(dest, ctx.objects, algorithm)
+            rest = entries if ctx.objects is None else link_stored(entries, writer)
+            needed = [e for e in rest if e.kind == "blob"]
+            if submodules:
+                needed += [e for e in list_tree(mirror.path, sha) if e.path == ".gitmodules"]
+            missing = _missing(mirror, sha, needed)
+            paths = [e.path for e in needed if e.oid in missing] if missing else []
+            few = len(needed) <= _FEW_PATHS  # then the check after fetching walks these only
+            mirror.fetch_objects(sha, missing, auth, paths=paths if few else None)
+            write_blobs(mirror.path, rest, dest, source=url, writer=writer, algorithm=algorithm)
             modules = read_gitmodules(mirror.path, sha) if submodules else {}
         manifest = manifest_of(entries, algorithm=algorithm)
         for entry in (e for e in entries if e.mode == GITLINK and submodules):
@@ -436,6 +449,17 @@ class GitRepository(Source):
                 GitTreeEntry(f"{entry.path}/{e.path}", e.mode, e.oid, e.algorithm) for e in sub
             ]
         return tuple(manifest)
+
+
+def _missing(mirror: Mirror, sha: str, needed: list[TreeEntry]) -> list[str]:
+    """Which blobs of ``needed`` the mirror lacks: by walking their paths alone when they are a
+    few (a new commit whose other files were linked from the cache), else the whole tree."""
+    wanted = {e.oid for e in needed}
+    if not wanted:
+        return []
+    if len(needed) <= _FEW_PATHS:
+        return sorted(set(mirror.missing_at(sha, [e.path for e in needed])) & wanted)
+    return mirror.missing_objects(sha, sorted(wanted))
 
 
 GitSource = GitRepository
