@@ -512,7 +512,8 @@ def seconds(value: float) -> str:
 
 
 def mib(value: float) -> str:
-    return f"{value / 2**20:.0f} MB"
+    megabytes = value / 2**20
+    return f"{megabytes:.2f} MB" if megabytes < 10 else f"{megabytes:.0f} MB"
 
 
 def report(rows: dict[str, Row], sizes: list[int], args: argparse.Namespace) -> list[str]:
