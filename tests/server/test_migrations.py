@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -127,9 +126,9 @@ def test_concurrent_first_starts_migrate_once(backend, tmp_path, request):
 @pytest.mark.slow
 def test_the_wheel_ships_migrations_that_run(tmp_path):
     # Given a wheel built from this tree (offline, with the cached build backend)
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not installed")
+    from conveyor._uv import find_uv
+
+    uv = find_uv()  # the uv package's binary when none is on PATH (Conveyor depends on it)
     built = subprocess.run(
         [uv, "build", "--wheel", "--offline", "-o", str(tmp_path / "dist"), str(ROOT)],
         capture_output=True,
