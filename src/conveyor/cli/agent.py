@@ -10,12 +10,11 @@ the executor registered for their type.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections.abc import Callable
 
 import typer
 
+from conveyor.cli.worker import exec_worker
 from conveyor.worker.options import WorkerOptions
 
 __all__ = ["register"]
@@ -43,10 +42,7 @@ def _starter(default_pool: str) -> Callable[..., None]:
             max_runs=max_runs,
             debug=logging.getLogger().level == logging.DEBUG,
         )
-        argv = options.to_argv()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(argv[0], argv)  # noqa: S606 - our own interpreter, fixed arguments
+        exec_worker(options)
 
     return start
 

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -74,6 +75,12 @@ def start(
         in_process=in_process,
         debug=logging.getLogger().level == logging.DEBUG,
     )
+    exec_worker(options)
+
+
+def exec_worker(options: WorkerOptions) -> NoReturn:
+    """Replace this process with the worker ``options`` describe (a fresh interpreter that
+    imports only the worker, not the CLI)."""
     argv = options.to_argv()
     sys.stdout.flush()
     sys.stderr.flush()
