@@ -37,10 +37,10 @@ of this checkout, stopped by PID). Besides the table: the idle CPU of an embedde
 ``--idle-seconds``).
 
 Run: ``.venv/bin/python bench/trees.py [TARGET] [--sizes 5,50,200] [--runs 5] [--gap 0.5]
-[--idle-seconds 30] [--rows warm,rate,...]`` (TARGET defaults to this checkout's ``.venv``;
-``--sizes 5,50`` for a quick run, ``--idle-seconds 0`` to skip the idle measure, ``--rows`` to
-measure some rows only). Prints a Markdown report on stdout, progress on stderr. Every wait is
-bounded.
+[--idle-seconds 30] [--rows warm,rate,...] [--user NAME]`` (TARGET defaults to this checkout's
+``.venv``; ``--sizes 5,50`` for a quick run, ``--idle-seconds 0`` to skip the idle measure,
+``--rows`` to measure some rows only, ``--user`` to run the worker rows' worker as a user that
+is not root). Prints a Markdown report on stdout, progress on stderr. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -171,6 +171,8 @@ class Target:
     python: Path
     home: Path
     env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    """Who the worker runs as (``--user``); None: this process's user."""
 
     def probe(self, command: str, **args: Any) -> Any:
         argv = [str(self.python), str(PROBE), command, json.dumps(args)]
@@ -212,6 +214,16 @@ def environment(home: Path, base: Path) -> dict[str, str]:
 def start_worker(target: Target, work_dir: Path, *, limit: int = 4) -> subprocess.Popen[bytes]:
     argv = [*target.conveyor(), "worker", "start", "--pool", POOL, "--limit", str(limit)]
     argv += ["--work-dir", str(work_dir)]
+    as_user: dict[str, Any] = {}
+    if target.user is not None:  # the worker's home, cache and work directory become the user's
+        import pwd
+
+        entry = pwd.getpwnam(target.user)
+        subprocess.run(
+            ["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}", str(target.home), str(work_dir)],
+            check=True,
+        )
+        as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [entry.pw_gid]}
     proc = subprocess.Popen(
         argv,
         env=target.env,
@@ -219,6 +231,7 @@ def start_worker(target: Target, work_dir: Path, *, limit: int = 4) -> subproces
         stdout=subprocess.DEVNULL,
         stderr=open(target.home / "worker.log", "ab"),  # noqa: SIM115 - closed with the process
         start_new_session=True,
+        **as_user,
     )
     time.sleep(1.0)
     if proc.poll() is not None:
@@ -295,7 +308,7 @@ def measure_size(
 ) -> None:
     home = base / f"home-{megabytes}"
     home.mkdir()
-    target = Target(python, home, environment(home, base))
+    target = Target(python, home, environment(home, base), user=args.user)
     tree = base / f"tree-{megabytes}"
     tree.mkdir()
     size = make_tree(tree, megabytes)
@@ -590,13 +603,22 @@ def main() -> None:
     parser.add_argument(
         "--rows", default=",".join(ROWS), help=f"rows to measure (default all: {','.join(ROWS)})"
     )
+    parser.add_argument(
+        "--user",
+        help="run the worker rows' worker as this user (the driver must be root; TARGET's python "
+        "must be one the user can run)",
+    )
     args = parser.parse_args()
+    if args.user is not None and os.geteuid() != 0:
+        raise SystemExit("--user needs the benchmark to run as root")
     args.rows = {r.strip() for r in args.rows.split(",") if r.strip()}
     if args.rows - set(ROWS):
         raise SystemExit(f"unknown rows: {', '.join(sorted(args.rows - set(ROWS)))}")
     python = resolve_python(args.target.absolute())
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     base = Path(tempfile.mkdtemp(prefix="conveyor-bench-trees-"))
+    if args.user is not None:
+        os.chmod(base, 0o755)  # the user's worker reaches its home and the trees below
     rows = {row: Row() for row in ROWS}
     started = time.monotonic()
     load_before = os.getloadavg()[0]
@@ -618,8 +640,9 @@ def main() -> None:
     print(
         f"Target {python} (conveyor {version}); Python {platform.python_version()}, "
         f"{os.cpu_count()} cores, git {git('--version').split()[-1]}; runs={args.runs}, "
-        f"gap={args.gap}s; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
-        f"after; {time.monotonic() - started:.0f} s; {datetime.now():%Y-%m-%d}.\n"
+        f"gap={args.gap}s; worker user {args.user or 'this one'}; load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; "
+        f"{time.monotonic() - started:.0f} s; {datetime.now():%Y-%m-%d}.\n"
     )
     if sizes:
         print("\n".join(report(rows, sizes, args)))

@@ -3,7 +3,8 @@
 `conveyor worker start` checks its options and replaces itself (``exec``, same PID) with this
 entry point, so the long-running worker does not keep the command line's libraries (typer, rich,
 click) in memory. It imports only the client, the cache and the worker loop; against an HTTP
-server it never imports the server.
+server it never imports the server. A worker that is not root first enters a user namespace of
+its own where it can (`conveyor.worker.executors.userns`), for overlay workspaces.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if not options.debug:
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    if options.workspace in ("auto", "overlay") and not options.in_process:
+        _own_namespace()
 
     from conveyor.connect import connect
     from conveyor.settings import Settings
@@ -51,6 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return 1
+
+
+def _own_namespace() -> None:
+    """A worker that is not root enters a user and mount namespace of its own, where it can
+    mount overlay workspaces (`conveyor.worker.executors.userns`); now, before any thread."""
+    import os
+
+    if os.geteuid() == 0:
+        return
+    from conveyor.worker.executors.userns import enter
+
+    why_not = enter()
+    if why_not is None:
+        logging.getLogger(__name__).info("worker in a user namespace of its own (overlay mounts)")
+    else:
+        logging.getLogger(__name__).info("no user namespace of its own: %s", why_not)
 
 
 if __name__ == "__main__":

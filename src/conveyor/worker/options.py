@@ -61,9 +61,10 @@ class WorkerOptions:
     workspace: str = field(
         default="auto",
         metadata=_help(
-            "How a run's code directory is made: overlay (a mount of the cached checkout), "
-            "links (hard links to its sealed files; needs --run-as), copy; auto picks the "
-            "cheapest this worker can use."
+            "How a run's code directory is made: overlay (a mount of the cached checkout; a "
+            "worker that is not root mounts it in a user namespace of its own), links (hard "
+            "links to its sealed files; needs --run-as), copy; auto picks the cheapest this "
+            "worker can use."
         ),
     )
     in_process: bool = field(

@@ -6,8 +6,10 @@ reads the cached checkout itself, and the kernel copies a file up into ``upper``
 writes, truncates, chmods or renames it, or records its deletion there — the checkout below is
 never changed through the mount. A run that writes nothing costs one mount.
 
-Mounting needs ``CAP_SYS_ADMIN`` (a worker started as root, or a container allowed to mount).
-`can_mount` tries it once, in the worker's directory. `unmount` detaches lazily when something
+Mounting needs ``CAP_SYS_ADMIN``: a worker started as root, a container allowed to mount, or a
+worker that is not root in a user namespace of its own (`conveyor.worker.executors.userns`; its
+overlays use ``user.overlay.*`` attributes, ``userxattr``). `can_mount` tries it once, in the
+worker's directory. `unmount` detaches lazily when something
 still uses the mount (a daemon the flow left), so it never blocks. A SIGKILLed worker's mounts
 outlive it: `mounts_under` finds them (``/proc/self/mountinfo``) so the next worker can take them
 down before removing the directory (see `conveyor.worker.executors.workspace.worker_dir`).
@@ -24,6 +26,8 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+
+from conveyor.worker.executors.userns import in_user_namespace
 
 __all__ = ["can_mount", "mount_overlay", "mounts_under", "unmount", "unmount_under"]
 
@@ -46,6 +50,8 @@ def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
     if any(set(p) & _UNSAFE for p in paths):
         raise OSError(errno.EINVAL, "a path holds a character overlay options cannot express")
     options = f"lowerdir={paths[0]},upperdir={paths[1]},workdir={paths[2]}"
+    if in_user_namespace():  # trusted.* attributes are the initial namespace's root's only
+        options += ",userxattr"
     done = _libc().mount(
         b"overlay",
         os.fsencode(target),

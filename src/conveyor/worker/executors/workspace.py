@@ -11,7 +11,8 @@ new worker takes down what dead workers left, mounts included), holding ``spares
 
 How ``code/`` is made (`WorkspaceMode`, chosen once per worker by `choose_mode`):
 
-- **overlay** (the worker can mount: root, or a container allowed to): an overlay mount of the
+- **overlay** (the worker can mount: root, a container allowed to, or a worker that is not root
+  in a user namespace of its own, see `conveyor.worker.executors.userns`): an overlay mount of the
   cached checkout itself (`conveyor.worker.executors.mounts`). Nothing is copied: a flow that
   writes, truncates, chmods or deletes a shipped file changes its copy in ``upper/``, never the
   cache. With ``--run-as`` the directories are the user's (so it can create files anywhere),
@@ -29,10 +30,12 @@ detached), then the files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -91,8 +94,8 @@ def choose_mode(
         if requested == "overlay":
             raise ConfigError(
                 "--workspace overlay: this worker cannot mount an overlay file system",
-                hint="start the worker as root (or in a container allowed to mount), or use "
-                "--workspace auto",
+                hint="start the worker as root (or in a container allowed to mount), allow "
+                "unprivileged user namespaces (Linux 5.11 or later), or use --workspace auto",
             )
     if requested in ("auto", "links"):
         reason = _links_impossible(work_dir, cache_root, run_as)
@@ -173,21 +176,17 @@ class Workspace:
         """Empty the run's code directory again (a failed mount or link: copy instead)."""
         unmount_under(self.code)
         for name in ("code", "upper", "work"):
-            shutil.rmtree(self.root / name, ignore_errors=True)
+            _rmtree(self.root / name, ignore_errors=True)
 
     def remove(self) -> None:
         """Delete the whole run directory (whatever the flow left in it), mounts first."""
-
-        def _writable(func: Callable[[str], object], path: str, _exc: object) -> None:
-            os.chmod(os.path.dirname(path), 0o700)  # a flow made its directory read-only
-            func(path)
 
         unmount_under(self.root)
         if _mounts_left(self.root):  # never delete through a mount that would not go away
             logger.warning("a workspace mount could not be removed path=%s", self.root)
             return
         if self.root.exists():
-            shutil.rmtree(self.root, onerror=_writable)
+            _rmtree(self.root)
 
 
 def worker_dir(base: Path, *, shared: bool = False) -> Path:
@@ -216,7 +215,39 @@ def remove_worker_dir(path: Path) -> None:
     if _mounts_left(path):  # never delete through a mount that would not go away
         logger.warning("a mount under a worker directory could not be removed path=%s", path)
         return
-    shutil.rmtree(path, ignore_errors=True)
+    _rmtree(path, ignore_errors=True)
+
+
+def _rmtree(path: Path, *, ignore_errors: bool = False) -> None:
+    """Remove ``path`` and everything under it, also directories without permissions: one a
+    flow made read-only, or the overlay's own ``work/work`` (mode 0, which only root can
+    enter, when the worker is not root)."""
+
+    def unlock(func: Callable[[str], object], failed: str, _exc: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(failed), 0o700)
+        if func in (os.open, os.scandir, os.listdir) and _locked_dir(failed):
+            os.chmod(failed, 0o700)
+            shutil.rmtree(failed, onerror=unlock)
+            return
+        func(failed)
+
+    if not os.path.lexists(path):
+        return
+    try:
+        shutil.rmtree(path, onerror=unlock)
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
+def _locked_dir(path: str) -> bool:
+    """Whether ``path`` is a directory (not a link) its owner cannot list or enter."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISDIR(mode) and mode & 0o700 != 0o700
 
 
 def _mounts_left(path: Path) -> list[Path]:
