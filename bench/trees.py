@@ -37,10 +37,11 @@ of this checkout, stopped by PID). Besides the table: the idle CPU of an embedde
 ``--idle-seconds``).
 
 Run: ``.venv/bin/python bench/trees.py [TARGET] [--sizes 5,50,200] [--runs 5] [--gap 0.5]
-[--idle-seconds 30] [--rows warm,rate,...] [--user NAME]`` (TARGET defaults to this checkout's
-``.venv``; ``--sizes 5,50`` for a quick run, ``--idle-seconds 0`` to skip the idle measure,
-``--rows`` to measure some rows only, ``--user`` to run the worker rows' worker as a user that
-is not root). Prints a Markdown report on stdout, progress on stderr. Every wait is bounded.
+[--idle-seconds 30] [--rows warm,rate,...] [--user NAME] [--workspace MODE]`` (TARGET defaults
+to this checkout's ``.venv``; ``--sizes 5,50`` for a quick run, ``--idle-seconds 0`` to skip the
+idle measure, ``--rows`` to measure some rows only, ``--user`` to run the worker rows' worker as
+a user that is not root, ``--workspace`` to pass it a workspace mode). Prints a Markdown report
+on stdout, progress on stderr. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -173,6 +174,8 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     """Who the worker runs as (``--user``); None: this process's user."""
+    workspace: str | None = None
+    """The worker's ``--workspace`` mode; None: its default."""
 
     def probe(self, command: str, **args: Any) -> Any:
         argv = [str(self.python), str(PROBE), command, json.dumps(args)]
@@ -214,6 +217,8 @@ def environment(home: Path, base: Path) -> dict[str, str]:
 def start_worker(target: Target, work_dir: Path, *, limit: int = 4) -> subprocess.Popen[bytes]:
     argv = [*target.conveyor(), "worker", "start", "--pool", POOL, "--limit", str(limit)]
     argv += ["--work-dir", str(work_dir)]
+    if target.workspace is not None:
+        argv += ["--workspace", target.workspace]
     as_user: dict[str, Any] = {}
     if target.user is not None:  # the worker's home, cache and work directory become the user's
         import pwd
@@ -308,7 +313,7 @@ def measure_size(
 ) -> None:
     home = base / f"home-{megabytes}"
     home.mkdir()
-    target = Target(python, home, environment(home, base), user=args.user)
+    target = Target(python, home, environment(home, base), user=args.user, workspace=args.workspace)
     tree = base / f"tree-{megabytes}"
     tree.mkdir()
     size = make_tree(tree, megabytes)
@@ -608,6 +613,7 @@ def main() -> None:
         help="run the worker rows' worker as this user (the driver must be root; TARGET's python "
         "must be one the user can run)",
     )
+    parser.add_argument("--workspace", help="the worker's --workspace mode (default: its own)")
     args = parser.parse_args()
     if args.user is not None and os.geteuid() != 0:
         raise SystemExit("--user needs the benchmark to run as root")
@@ -640,7 +646,8 @@ def main() -> None:
     print(
         f"Target {python} (conveyor {version}); Python {platform.python_version()}, "
         f"{os.cpu_count()} cores, git {git('--version').split()[-1]}; runs={args.runs}, "
-        f"gap={args.gap}s; worker user {args.user or 'this one'}; load average "
+        f"gap={args.gap}s; worker user {args.user or 'this one'}, workspace "
+        f"{args.workspace or 'default'}; load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; "
         f"{time.monotonic() - started:.0f} s; {datetime.now():%Y-%m-%d}.\n"
     )
