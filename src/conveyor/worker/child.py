@@ -20,6 +20,14 @@ timeout applies, and the worker kills a child that outlives it. It writes ``outp
     {"status": "completed" | "failed", "result": ..., "result_file": "result.pickle" | null,
      "error": "ValueError: ..." | null, "entered": <time.time()>, "finished": <time.time()>}
 
+Started early (``python -P -m conveyor.worker.child --gate CONTROL_DIR``, see
+`conveyor.worker.executors.local`), the child starts its interpreter and imports Conveyor's own
+modules while the worker still checks the code, with neither the workspace on ``sys.path`` nor
+as its working directory; then it waits for one JSON line on stdin (the gate): ``{"cwd",
+"path", "env"}`` — where to work, the entries to put first on ``sys.path`` and the variables to
+set — and goes on as above; stdin is then ``/dev/null``. End of input instead means the worker
+gave it up: it exits at once, having loaded nothing of the run.
+
 ``print`` output goes to stdout/stderr pipes; `logging` records go, one JSON object per line, to
 the file descriptor named by ``CONVEYOR_LOG_FD``; a traceback is logged there too. The worker
 streams all three to the server. Nothing heavy is imported here before the flow: no pydantic, no
@@ -43,6 +51,7 @@ from conveyor._fs import atomic_write
 
 __all__ = [
     "CODE_ROOT_ENV",
+    "GATE_ARG",
     "INPUT_FILE",
     "LOG_FD_ENV",
     "OUTPUT_FILE",
@@ -58,6 +67,7 @@ LOG_FD_ENV = "CONVEYOR_LOG_FD"
 WORKER_PID_ENV = "CONVEYOR_WORKER_PID"
 CODE_ROOT_ENV = "CONVEYOR_CODE_ROOT"
 """The flow's import root when its working directory is elsewhere (job variable working_dir)."""
+GATE_ARG = "--gate"
 
 _FLOW_LOGGER = "conveyor.flow"
 
@@ -281,21 +291,43 @@ def _describe(root: Path, entrypoint: str) -> int:
     return 0
 
 
+def _wait_at_gate() -> bool:
+    """Ready Conveyor's modules, then wait for the worker's gate line and act on it (see the
+    module docstring); False when the worker gave this child up."""
+    import conveyor._loading
+    import conveyor.flows  # noqa: F401  (what every flow module imports first)
+
+    line = sys.stdin.buffer.readline()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    if not line.strip():
+        return False
+    gate = json.loads(line)
+    os.environ.update(gate["env"])
+    sys.path[:0] = gate["path"]
+    os.chdir(gate["cwd"])
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the flow described in the control directory given as the only argument."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 3 and args[0] == "--describe":
         return _describe(Path(args[1]), args[2])
-    if len(args) != 1:
+    gated = len(args) == 2 and args[0] == GATE_ARG
+    if len(args) != 1 and not gated:
         print(
-            "usage: python -m conveyor.worker.child CONTROL_DIR\n"
+            "usage: python -m conveyor.worker.child [--gate] CONTROL_DIR\n"
             "       python -m conveyor.worker.child --describe ROOT ENTRYPOINT",
             file=sys.stderr,
         )
         return 2
     _die_with_parent()
     _install_logging()
-    control = Path(args[0])
+    if gated and not _wait_at_gate():
+        return 0
+    control = Path(args[-1])
     workspace = Path(os.environ.get(CODE_ROOT_ENV) or Path.cwd())
     if str(workspace) not in sys.path:
         sys.path.insert(0, str(workspace))

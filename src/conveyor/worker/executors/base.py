@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
     from conveyor.worker.executors.isolation import RunAs
+    from conveyor.worker.executors.processes import GatedChild
 
 __all__ = [
     "Child",
@@ -134,6 +135,8 @@ class ChildJob:
     """The flow's working directory when it is not ``workspace`` (``working_dir``)."""
     stream_output: bool = True
     """False: the flow's stdout and stderr are not sent to the run's logs."""
+    ready: GatedChild | None = None
+    """A child started early for this run, waiting at its gate (the process executor's)."""
 
 
 @dataclass(frozen=True)

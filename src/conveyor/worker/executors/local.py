@@ -11,7 +11,10 @@ and the steps' commands get the worker's environment without its ``CONVEYOR_*`` 
 run as the ``--run-as`` user when there is one (`isolation`). They differ only in `launch`:
 
 - `ProcessExecutor` starts ``python -m conveyor.worker.child`` in its own session, with the
-  working directory set by the steps, and streams its stdout, stderr and logging records;
+  working directory set by the steps, and streams its stdout, stderr and logging records
+  (`processes`). A run with no pull steps, run environment or ``command`` of its own gets its
+  child before its code: started at once, it waits at its gate while the code is checked and
+  the workspace made (`processes.GatedChild`);
 - `InProcessExecutor` calls the same child code on a thread of the worker: no isolation, no
   way to stop it, one run at a time — for debugging, like rq's ``SimpleWorker``.
 """
@@ -23,7 +26,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -47,11 +49,13 @@ from conveyor.worker.executors.base import (
     Supervisor,
 )
 from conveyor.worker.executors.isolation import RunAs, child_environ
+from conveyor.worker.executors.processes import GatedChild, Spawned, child_env, spawn
 from conveyor.worker.executors.spares import SparePool
 from conveyor.worker.executors.workspace import Workspace, WorkspaceMode, choose_mode
-from conveyor.worker.logs import RunLogs, pump_lines, pump_records
+from conveyor.worker.logs import RunLogs
 
 if TYPE_CHECKING:
+    from conveyor._jobvars import ProcessOptions
     from conveyor.cache import CodeCache
     from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
@@ -59,8 +63,6 @@ if TYPE_CHECKING:
 __all__ = ["InProcessExecutor", "LocalExecutor", "ProcessExecutor"]
 
 logger = logging.getLogger(__name__)
-
-PUMP_JOIN_SECONDS = 5.0
 
 
 class LocalExecutor(Executor, Supervisor):
@@ -123,6 +125,19 @@ class LocalExecutor(Executor, Supervisor):
     own_interpreter: bool = False
     """Whether the flow can run with another interpreter (a run environment)."""
 
+    def prestart(
+        self,
+        spec: RunSpec,
+        workspace: Workspace,
+        *,
+        env: Mapping[str, str],
+        logs: RunLogs,
+        options: ProcessOptions,
+    ) -> GatedChild | None:
+        """A child started now, to wait at its gate while the code is made ready (see
+        `conveyor.worker.executors.processes`), or None: it is started when the code is."""
+        return None
+
     @contextlib.contextmanager
     def run(
         self, spec: RunSpec, *, logs: RunLogs, interrupt: Interrupt, started: Started
@@ -171,6 +186,10 @@ class LocalExecutor(Executor, Supervisor):
         def materialise(dest: Path) -> Mapping[str, Any]:
             return self._materialise(spec, workspace, dest, timings, leases)
 
+        gated = self.prestart(spec, workspace, env=env, logs=logs, options=options)
+        if gated is not None:
+            leases.callback(gated.discard)  # unless the flow ran in it
+
         context = StepContext(
             code_dir=workspace.code,
             materialise=materialise,
@@ -194,6 +213,9 @@ class LocalExecutor(Executor, Supervisor):
         flow_cwd = resolve_working_dir(
             options.working_dir, cwd=context.cwd, code_dir=context.code_dir
         )
+        if gated is not None and (chosen is not None or context.cwd != gated.code):
+            gated.discard()  # it needs another interpreter, or its steps moved the code
+            gated = None
         if environment.seconds > 0.0005:
             timings["env"] = environment.seconds
         spent = time.monotonic() - steps_started - environment.seconds
@@ -217,6 +239,7 @@ class LocalExecutor(Executor, Supervisor):
             command=options.command,
             cwd=flow_cwd,
             stream_output=options.stream_output,
+            ready=gated,
         )
         outcome = self.execute(job, logs=logs, interrupt=interrupt)
         if self.spares is not None and self._mode is WorkspaceMode.COPY:
@@ -308,9 +331,9 @@ def _with_timings(outcome: Outcome, timings: dict[str, float]) -> Outcome:
 
 
 class _ProcessChild:
-    def __init__(self, proc: subprocess.Popen[bytes], pumps: list[threading.Thread]) -> None:
-        self.proc = proc
-        self.pumps = pumps
+    def __init__(self, spawned: Spawned) -> None:
+        self.spawned = spawned
+        self.proc = spawned.proc
 
     def poll(self) -> int | None:
         return self.proc.poll()
@@ -322,9 +345,7 @@ class _ProcessChild:
     def finish(self) -> None:
         self.proc.wait()
         # Whatever the flow started and left behind dies with it: its session is ours.
-        self.send(signal.SIGKILL)
-        for pump in self.pumps:
-            pump.join(PUMP_JOIN_SECONDS)
+        self.spawned.kill()
 
 
 class ProcessExecutor(LocalExecutor):
@@ -333,68 +354,67 @@ class ProcessExecutor(LocalExecutor):
     python: str = sys.executable
     own_interpreter = True
 
+    def prestart(
+        self,
+        spec: RunSpec,
+        workspace: Workspace,
+        *,
+        env: Mapping[str, str],
+        logs: RunLogs,
+        options: ProcessOptions,
+    ) -> GatedChild | None:
+        """Start the child before the code when nothing but the code is still to come: no pull
+        steps (the implicit fetch only), no run environment, no ``command`` of its own."""
+        if spec.pull_steps or options.command or options.extra_pip_packages:
+            return None
+        if os.environ.get("EXTRA_PIP_PACKAGES") or spec.env.get("EXTRA_PIP_PACKAGES"):
+            return None
+        return GatedChild.start(
+            python=self.python,
+            control=workspace.control,
+            code=workspace.code,
+            env=self._environ(env, workspace=workspace.code),
+            logs=logs,
+            stream_output=options.stream_output,
+            popen=self.run_as.popen() if self.run_as is not None else {},
+        )
+
+    def _environ(self, env: Mapping[str, str], *, workspace: Path) -> dict[str, str]:
+        """The run's environment for its child (the ``--run-as`` user's home and name)."""
+        if self.run_as is not None:
+            return self.run_as.environ(env, workspace=workspace)
+        return dict(env)
+
     def launch(self, job: ChildJob, *, logs: RunLogs, wake: threading.Event) -> Child:
         from conveyor._jobvars import child_command
 
-        read_fd, write_fd = os.pipe()
-        env = {**child_environ(os.environ), **job.env}
-        if self.run_as is not None:
-            env = self.run_as.environ(env, workspace=job.workspace)
-        # The flow's own subprocesses import its modules too.
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(job.workspace), env.get("PYTHONPATH", "")) if p
-        )
-        env = {
-            **env,
-            child_protocol.LOG_FD_ENV: str(write_fd),
-            child_protocol.WORKER_PID_ENV: str(os.getpid()),
-            "PYTHONUNBUFFERED": "1",
-        }
-        if job.cwd is not None and job.cwd != job.workspace:
-            env[child_protocol.CODE_ROOT_ENV] = str(job.workspace)
-        output = subprocess.PIPE if job.stream_output else subprocess.DEVNULL
-        try:
-            proc = subprocess.Popen(
+        spawned = None
+        if job.ready is not None and job.python is None and not job.command:
+            spawned = job.ready.open(cwd=job.cwd or job.workspace)
+        if spawned is None:
+            env = {**child_environ(os.environ), **job.env}
+            spawned = spawn(
                 child_command(job.command, python=job.python or self.python, control=job.control),
+                env=child_env(
+                    self._environ(env, workspace=job.workspace),
+                    workspace=job.workspace,
+                    cwd=job.cwd,
+                ),
                 cwd=job.cwd or job.workspace,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-                **(self.run_as.popen() if self.run_as is not None else {}),
+                logs=logs,
+                stream_output=job.stream_output,
+                popen=self.run_as.popen() if self.run_as is not None else {},
             )
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        records = os.fdopen(read_fd, "rb")
-        pumps = [threading.Thread(target=pump_records, args=(records, logs))]
-        for stream, level, pipe in (
-            ("stdout", "INFO", proc.stdout),
-            ("stderr", "WARNING", proc.stderr),
-        ):
-            if pipe is not None:
-                pumps.append(
-                    threading.Thread(
-                        target=pump_lines,
-                        args=(pipe, logs),
-                        kwargs={"stream": stream, "level": level},
-                    )
-                )
+        proc = spawned.proc
 
         def wait_for_exit() -> None:
             proc.wait()
             wake.set()
 
-        waiter = threading.Thread(target=wait_for_exit)
-        for thread in (*pumps, waiter):
-            thread.daemon = True
-            thread.start()
+        waiter = threading.Thread(target=wait_for_exit, daemon=True)
+        waiter.start()
         logger.debug("child started run=%s pid=%d", job.run_id, proc.pid)
-        return _ProcessChild(proc, pumps)
+        return _ProcessChild(spawned)
 
 
 class _ThreadChild:
