@@ -127,6 +127,16 @@ HOSTILE = [
 ]
 
 
+@pytest.fixture(autouse=True, params=["inline", "threads"])
+def writers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with files written on the reading thread (small archives) and on the writer
+    threads (large ones)."""
+    import conveyor._unpack
+
+    monkeypatch.setattr(conveyor._unpack, "_THREADED", 1 << 62 if request.param == "inline" else 0)
+    return str(request.param)
+
+
 @pytest.fixture(params=["new", "empty"])
 def dest(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """A destination that does not exist yet, or an existing empty directory."""

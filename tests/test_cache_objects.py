@@ -70,6 +70,16 @@ def store(tmp_path: Path) -> LocalStoreSource:
     return LocalStoreSource(tmp_path / "storage")
 
 
+@pytest.fixture(autouse=True, params=["inline", "threads"])
+def writers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with a bundle's files written on the reading thread (small archives) and on
+    the writer threads (large ones)."""
+    import conveyor._unpack
+
+    monkeypatch.setattr(conveyor._unpack, "_THREADED", 1 << 62 if request.param == "inline" else 0)
+    return str(request.param)
+
+
 def test_two_versions_sharing_files_store_them_once(
     tmp_path: Path, store: LocalStoreSource
 ) -> None:
