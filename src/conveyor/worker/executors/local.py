@@ -373,7 +373,7 @@ class ProcessExecutor(LocalExecutor):
             python=self.python,
             control=workspace.control,
             code=workspace.code,
-            env=self._environ(env, workspace=workspace.code),
+            env=env,  # the run's, with the --run-as user's home and name already
             logs=logs,
             stream_output=options.stream_output,
             popen=self.run_as.popen() if self.run_as is not None else {},
