@@ -102,7 +102,8 @@ def main() -> int:
     console.print(
         "[dim]queue: created → claimed (both were queued before the worker started); "
         "fetch: code cache (cold: unpacked from the bundle store; warm: already there); "
-        "start: child process spawned → flow entered; run: the flow's body[/]"
+        "start: the child (started while the code was checked) let in → flow entered; "
+        "run: the flow's body[/]"
     )
     console.print(f"[bold]version[/]: {runs[0][1].version}")
     for label, run in runs:
