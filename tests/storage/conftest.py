@@ -83,6 +83,33 @@ def run_and_wait(
     return client.get_run(created.id)
 
 
+TIMESTAMP = r"\d{4}-\d{2}-\d{2}t\d{2}-\d{2}-\d{2}-\d{6}-00-00"
+"""A first-generation storage's default flow key suffix (``slugify(now)``)."""
+
+AFTER_SEED = """
+# --- the test's additions after the snippet: tasks, then registration
+print("BUILT", flow.storage.flows[flow.name])
+from conveyor import task
+
+@task
+def shout(text: str) -> str:
+    return text.upper()
+
+@task
+def measure(text: str) -> tuple[str, int]:
+    return (text, len(text))
+
+with flow:
+    shout("hello")
+    measure("hello")
+
+deployment = flow.register(labels=["seed"])
+print("STORED", flow.storage.flows[flow.name])
+print("DEPLOYED", deployment.flow_name, deployment.name, deployment.version)
+"""
+"""What the blob storages' tests add after the document's snippet: two tasks, registration."""
+
+
 def write_script(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip())

@@ -20,11 +20,17 @@ from conveyor.schemas import RunState
 from conveyor.settings import Settings
 from e2e.conftest import command_env, conveyor, ok
 from fixtures.blob_servers import AZURITE_KEY, Azurite
-from storage.conftest import leaks, python, run_and_wait, run_logs, write_script
+from storage.conftest import (
+    AFTER_SEED,
+    TIMESTAMP,
+    leaks,
+    python,
+    run_and_wait,
+    run_logs,
+    write_script,
+)
 
 pytestmark = [pytest.mark.service, pytest.mark.usefixtures("fresh_filesystems")]
-
-TIMESTAMP = r"\d{4}-\d{2}-\d{2}t\d{2}-\d{2}-\d{2}-\d{6}-00-00"
 
 SEED_AZURE = """
 from conveyor import Flow
@@ -33,27 +39,6 @@ from conveyor.storage import Azure
 flow = Flow("azure-flow", storage=Azure(container="__CONTAINER__", connection_string="__CONN__"))
 
 flow.storage.build()
-"""
-
-AFTER_SEED = """
-# --- the test's additions after the snippet: tasks, then registration
-print("BUILT", flow.storage.flows[flow.name])
-from conveyor import task
-
-@task
-def shout(text: str) -> str:
-    return text.upper()
-
-@task
-def measure(text: str) -> tuple[str, int]:
-    return (text, len(text))
-
-with flow:
-    shout("hello")
-    measure("hello")
-
-deployment = flow.register(labels=["seed"])
-print("STORED", flow.storage.flows[flow.name])
 """
 
 

@@ -26,11 +26,9 @@ from conveyor.settings import Settings
 from conveyor.sources.oci import RegistryClient
 from fixtures.registry import Registry, seed_base_image
 from oci.conftest import base_of
-from storage.conftest import python, run_and_wait, run_logs, run_worker, write_script
+from storage.conftest import TIMESTAMP, python, run_and_wait, run_logs, run_worker, write_script
 
 pytestmark = pytest.mark.service
-
-TIMESTAMP = r"\d{4}-\d{2}-\d{2}t\d{2}-\d{2}-\d{2}-\d{6}-00-00"
 
 SEED_DOCKER = """
 from conveyor import Flow

@@ -21,6 +21,8 @@ from conveyor.settings import Settings
 from fixtures.blob_servers import FakeGcs
 from fixtures.gcp_oauth_server import CLIENT_EMAIL, GcpOAuthServer
 from storage.conftest import (
+    AFTER_SEED,
+    TIMESTAMP,
     clear_filesystems,
     leaks,
     python,
@@ -31,8 +33,6 @@ from storage.conftest import (
 
 pytestmark = [pytest.mark.service, pytest.mark.usefixtures("fresh_filesystems")]
 
-TIMESTAMP = r"\d{4}-\d{2}-\d{2}t\d{2}-\d{2}-\d{2}-\d{6}-00-00"
-
 SEED_GCS = """
 from conveyor import Flow
 from conveyor.storage import GCS
@@ -40,27 +40,6 @@ from conveyor.storage import GCS
 flow = Flow("gcs-flow", storage=GCS(bucket="__BUCKET__"))
 
 flow.storage.build()
-"""
-
-AFTER_SEED = """
-# --- the test's additions after the snippet: tasks, then registration
-print("BUILT", flow.storage.flows[flow.name])
-from conveyor import task
-
-@task
-def shout(text: str) -> str:
-    return text.upper()
-
-@task
-def measure(text: str) -> tuple[str, int]:
-    return (text, len(text))
-
-with flow:
-    shout("hello")
-    measure("hello")
-
-deployment = flow.register(labels=["seed"])
-print("STORED", flow.storage.flows[flow.name])
 """
 
 
