@@ -29,6 +29,7 @@ from conveyor.errors import FlowLoadError
 from conveyor.schemas import RunState
 from conveyor.settings import Settings
 from conveyor.sources.git import GitRepository
+from conveyor.sources.git._partial import PartialCheckout
 from conveyor.worker.loop import Worker
 from conveyor.worker.options import WorkerOptions
 from fixtures.git_server import Repo, Repos, git_repos_root, repos, run_git
@@ -211,6 +212,85 @@ def test_a_git_deploy_fetches_only_the_entrypoint_and_its_imports_and_runs(
     again = from_source(source, "flows.py:main").deploy("g", settings=settings, client=client)
     assert again.revision == deployment.revision
     assert len(children) == 1
+
+
+def test_a_git_deploy_starts_its_preflight_child_before_fetching_the_flow_files(
+    settings, client, repos, children, monkeypatch
+):
+    # Given a repository whose flow imports modules of the tree
+    repo, sha = big_repo(repos, count=10)
+    events: list[str] = []
+    real_fetch = PartialCheckout.fetch
+
+    def fetch(self: PartialCheckout, paths: Any) -> dict[str, bytes]:
+        wanted = list(paths)
+        events.append(f"fetch {len(children)} {sorted(wanted)}")
+        return real_fetch(self, wanted)
+
+    monkeypatch.setattr(PartialCheckout, "fetch", fetch)
+    # When it is deployed with an empty cache
+    source = GitRepository(repo.file_url, branch="main")
+    deployment = from_source(source, "flows.py:main").deploy("g", settings=settings, client=client)
+    # Then one preflight child was started, waiting at its gate, before the flow's files were
+    # fetched (its interpreter starts while they come), and it learnt the flow from them
+    assert len(children) == 1
+    assert children[0][-2:] == ["--describe", "--gate"]
+    assert "-P" in children[0]
+    flow_fetches = [e for e in events if "flows.py" in e]
+    assert flow_fetches
+    assert flow_fetches[0].startswith("fetch 1 ")
+    assert deployment.version == sha
+    assert deployment.retries == 2
+    assert deployment.parameter_schema["properties"]["n"]["default"] == 1
+
+
+def test_a_preflight_started_ahead_imports_nothing_from_where_it_starts(tmp_path, monkeypatch):
+    # Given a tree whose flow takes its name from a sibling module, and a directory holding a
+    # module of the same name that says otherwise (and would fail the load)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "naming.py").write_text('NAME = "from-the-tree"\n')
+    (tree / "flows.py").write_text(
+        "from conveyor import flow\nfrom naming import NAME\n\n"
+        "try:\n    import only_elsewhere  # noqa: F401\n\n    NAME = 'leaked'\n"
+        "except ImportError:\n    pass\n\n\n"
+        "@flow(name=NAME)\ndef main() -> None:\n    pass\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "naming.py").write_text('raise SystemExit("imported from the start directory")\n')
+    (elsewhere / "only_elsewhere.py").write_text("")
+    monkeypatch.chdir(elsewhere)
+    # When a preflight is started there ahead of its tree, then aimed at the tree
+    early = _preflight.Preflight.ahead()
+    info = early.aim(tree, "flows.py:main").result()
+    # Then the flow was loaded from the tree alone
+    assert info.flow_name == "from-the-tree"
+
+
+def test_a_preflight_started_ahead_and_given_up_exits_having_loaded_nothing(tmp_path, monkeypatch):
+    # Given a preflight started ahead in a directory whose module would leave a mark if loaded
+    marker = tmp_path / "loaded"
+    (tmp_path / "flows.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    early = _preflight.Preflight.ahead()
+    # When it is cancelled
+    early.cancel()
+    # Then its child is gone, nothing was loaded, and aiming it now starts a new child that
+    # still answers (a child that died before its aim is replaced, not trusted)
+    assert early._proc is not None
+    assert early._proc.poll() is not None
+    assert not marker.exists()
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "flows.py").write_text(
+        "from conveyor import flow\n\n\n@flow\ndef main(x: int = 3) -> int:\n    return x\n"
+    )
+    replaced = early.aim(tmp_path / "tree", "flows.py:main")
+    assert replaced is not early
+    info = replaced.result()
+    assert info.flow_name == "main"
+    assert info.parameter_schema["properties"]["x"]["default"] == 3
+    assert not marker.exists()
 
 
 def test_a_git_deploy_checks_every_path_of_the_commit(settings, client, repos):

@@ -16,7 +16,9 @@
    directory and interpreter were preflighted before, so no child process is started;
 3. in a partial tree, the files loading the flow needs (`conveyor._imports`: its module and what
    it imports from the tree), fetched round by round;
-4. the preflight itself (a child interpreter), whose result is cached.
+4. the preflight itself (a child interpreter), whose result is cached. In a partial tree the
+   child is started before step 3 (`Preflight.ahead`): its interpreter starts while the files
+   are fetched, and it loads nothing until they are all there.
 
 In a partial tree, whatever the static view of step 3 cannot settle — a dynamic import, a file
 that does not parse, a preflight that fails (an import or a data file it missed), a requirements
@@ -145,19 +147,30 @@ def preflight_flow(
     if known is not None:
         logger.debug("preflight result cached entrypoint=%s version=%s", entrypoint, tree.version)
         return known
+    ahead: Preflight | None = None
     if partial is not None:
         from conveyor._imports import needed_files
 
-        needed = needed_files(
-            partial.files, entrypoint, workdir=workdir, load=partial.fetch, links=partial.links
-        )
-        if needed is None:
-            raise WholeTreeNeeded("its imports cannot be followed statically")
+        # The files are fetched round by round: time to start this interpreter's child.
+        ahead = Preflight.ahead() if python is None else None
+        try:
+            needed = needed_files(
+                partial.files, entrypoint, workdir=workdir, load=partial.fetch, links=partial.links
+            )
+            if needed is None:
+                raise WholeTreeNeeded("its imports cannot be followed statically")
+        except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+            raise
         logger.info(
             "preflight from a partial checkout files=%d of=%d", len(needed), len(partial.files)
         )
     try:
-        info = Preflight(root, entrypoint, python=python).start().result()
+        if ahead is not None:
+            info = ahead.aim(root, entrypoint).result()
+        else:
+            info = Preflight(root, entrypoint, python=python).start().result()
     except FlowLoadError as exc:
         if partial is None:
             raise

@@ -73,28 +73,58 @@ class Preflight:
         self.python = python or sys.executable
         """The interpreter that loads it (a run environment's, when the deployment has one)."""
         self._proc: subprocess.Popen[bytes] | None = None
+        self._gate: bytes | None = None
         self._started = 0.0
 
     def start(self) -> Preflight:
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         self._started = time.monotonic()
-        self._proc = subprocess.Popen(
-            [
-                self.python,
-                "-B",
-                "-m",
-                "conveyor.worker.child",
-                "--describe",
-                str(self.root),
-                self.entrypoint,
-            ],
-            cwd=self.root,
+        self._proc = self._spawn(
+            ["--describe", str(self.root), self.entrypoint], cwd=self.root, early=False
+        )
+        return self
+
+    @classmethod
+    def ahead(cls) -> Preflight:
+        """A preflight of this interpreter started before the tree is there (deploy is still
+        fetching it): the child imports what loading and describing a flow needs, then waits
+        (``--describe --gate`` in `conveyor.worker.child`, started with ``-P`` so that nothing
+        of the directory it starts in can be imported) until `aim` says which flow; `cancel`
+        it when it is not used."""
+        from conveyor.worker.child import GATE_ARG
+
+        early = cls(Path(os.curdir), "")
+        early._proc = early._spawn(["--describe", GATE_ARG], cwd=None, early=True)
+        return early
+
+    def aim(self, root: Path, entrypoint: str, *, python: str | None = None) -> Preflight:
+        """This preflight, started `ahead`, for the flow at ``entrypoint`` under ``root``; a
+        new one (and this one cancelled) when it cannot serve: another interpreter loads the
+        flow, or its child is no longer waiting."""
+        usable = (
+            self._proc is not None
+            and self._gate is None
+            and self._proc.poll() is None
+            and (python is None or os.path.realpath(python) == os.path.realpath(self.python))
+        )
+        if not usable:
+            self.cancel()
+            return Preflight(root, entrypoint, python=python).start()
+        self.root, self.entrypoint = root, entrypoint
+        self._gate = (json.dumps({"root": str(root), "entrypoint": entrypoint}) + "\n").encode()
+        self._started = time.monotonic()
+        return self
+
+    def _spawn(self, args: list[str], *, cwd: Path | None, early: bool) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        isolated = ["-P"] if early else []
+        return subprocess.Popen(
+            [self.python, "-B", *isolated, "-m", "conveyor.worker.child", *args],
+            cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if early else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        return self
 
     def cancel(self) -> None:
         """Stop the child (the deploy failed for another reason)."""
@@ -107,7 +137,7 @@ class Preflight:
             self.start()
         assert self._proc is not None
         try:
-            out, err = self._proc.communicate(timeout=timeout)
+            out, err = self._proc.communicate(input=self._gate, timeout=timeout)
         except subprocess.TimeoutExpired:
             self.cancel()
             raise FlowLoadError(

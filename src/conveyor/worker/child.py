@@ -28,6 +28,11 @@ as its working directory; then it waits for one JSON line on stdin (the gate): `
 set — and goes on as above; stdin is then ``/dev/null``. End of input instead means the worker
 gave it up: it exits at once, having loaded nothing of the run.
 
+Deploy's preflight may be started early too (``python -P -m conveyor.worker.child --describe
+--gate``, see `conveyor._preflight.Preflight.ahead`): it imports what loading and describing a
+flow needs while deploy still fetches the code, then reads one JSON line, ``{"root",
+"entrypoint"}``, and answers as ``--describe ROOT ENTRYPOINT`` does (end of input: it exits).
+
 ``print`` output goes to stdout/stderr pipes; `logging` records go, one JSON object per line, to
 the file descriptor named by ``CONVEYOR_LOG_FD``; a traceback is logged there too. The worker
 streams all three to the server. Nothing heavy is imported here before the flow: no pydantic, no
@@ -291,6 +296,26 @@ def _describe(root: Path, entrypoint: str) -> int:
     return 0
 
 
+def _describe_at_gate() -> int:
+    """``--describe --gate``: ready what describing a flow loads (`conveyor._params` builds
+    the parameters' schema with pydantic, whose modules and plugins load on first use: one
+    schema built here loads them), then describe the flow the gate line names."""
+    import conveyor._loading  # noqa: F401
+    from conveyor._params import parameter_schema
+
+    def warm(n: int = 1) -> int:
+        return n
+
+    parameter_schema(warm)
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return 0
+    gate = json.loads(line)
+    root = Path(gate["root"])
+    os.chdir(root)
+    return _describe(root, str(gate["entrypoint"]))
+
+
 def _wait_at_gate() -> bool:
     """Ready Conveyor's modules, then wait for the worker's gate line and act on it (see the
     module docstring); False when the worker gave this child up."""
@@ -315,11 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 3 and args[0] == "--describe":
         return _describe(Path(args[1]), args[2])
+    if args == ["--describe", GATE_ARG]:
+        return _describe_at_gate()
     gated = len(args) == 2 and args[0] == GATE_ARG
     if len(args) != 1 and not gated:
         print(
             "usage: python -m conveyor.worker.child [--gate] CONTROL_DIR\n"
-            "       python -m conveyor.worker.child --describe ROOT ENTRYPOINT",
+            "       python -m conveyor.worker.child --describe ROOT ENTRYPOINT\n"
+            "       python -P -m conveyor.worker.child --describe --gate",
             file=sys.stderr,
         )
         return 2
