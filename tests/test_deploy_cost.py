@@ -333,3 +333,51 @@ def test_what_cannot_be_followed_statically_falls_back_to_the_whole_tree(
     assert deployment.version == sha, why
     assert deployment.retries == 2
     assert len(mirror_blobs(settings)) > 30
+
+
+def test_a_preflight_started_ahead_that_dies_before_its_gate_is_started_again(
+    tmp_path, monkeypatch
+):
+    # Given an early preflight child that dies without reaching its gate, after deploy aimed it
+    # (as one that cannot import Conveyor does, when aiming is quicker than its death), and a
+    # tree whose flow counts its loads
+    real = subprocess.Popen
+    started: list[list[str]] = []
+
+    def dying_early(argv: Any, *args: Any, **kwargs: Any) -> Any:
+        started.append(list(argv))
+        if isinstance(argv, list) and argv[-2:] == ["--describe", "--gate"]:
+            argv = [argv[0], "-c", "import sys; sys.stdin.readline(); sys.exit('no conveyor')"]
+        return real(argv, *args, **kwargs)
+
+    monkeypatch.setattr(_preflight.subprocess, "Popen", dying_early)
+    loads = tmp_path / "loads"
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "flows.py").write_text(
+        f"with open({str(loads)!r}, 'a') as out:\n    out.write('x')\n\n"
+        "from conveyor import flow\n\n\n@flow\ndef main(y: int = 5) -> int:\n    return y\n"
+    )
+    # When it is aimed at the tree
+    info = _preflight.Preflight.ahead().aim(tree, "flows.py:main").result()
+    # Then a new child loaded the flow, once, and answered
+    assert len(started) == 2
+    assert started[1][-3:] == ["--describe", str(tree), "flows.py:main"]
+    assert info.parameter_schema["properties"]["y"]["default"] == 5
+    assert loads.read_text() == "x"
+
+
+def test_a_flow_whose_import_kills_an_early_preflight_is_reported_not_loaded_again(tmp_path):
+    # Given a flow whose import ends the process with no answer
+    loads = tmp_path / "loads"
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "flows.py").write_text(
+        f"import os\nwith open({str(loads)!r}, 'a') as out:\n    out.write('x')\nos._exit(3)\n"
+    )
+    # When a preflight started ahead loads it
+    with pytest.raises(FlowLoadError, match="could not be loaded") as caught:
+        _preflight.Preflight.ahead().aim(tree, "flows.py:main").result()
+    # Then the error is one line and the module ran once (the child had reached its gate)
+    assert "\n" not in str(caught.value)
+    assert loads.read_text() == "x"

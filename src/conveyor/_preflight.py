@@ -150,6 +150,11 @@ class Preflight:
             time.monotonic() - self._started,
         )
         answer = _last_json_line(out)
+        if answer is None and self._gate is not None and not _reached_gate(out):
+            # started ahead, it died before its gate (nothing of the tree ran): start afresh
+            logger.info("preflight started ahead did not reach its gate; starting it again")
+            again = Preflight(self.root, self.entrypoint, python=self.python).start()
+            return again.result(timeout=timeout)
         if answer is None:
             tail = err.decode(errors="replace").strip().splitlines()
             why = tail[-1] if tail else f"exit status {self._proc.returncode}"
@@ -167,6 +172,13 @@ class Preflight:
             timeout_seconds=answer.get("timeout_seconds"),
             description=str(answer.get("description") or ""),
         )
+
+
+def _reached_gate(out: bytes) -> bool:
+    """Whether an early child's output says it waited at its gate (so it may have run code)."""
+    from conveyor.worker.child import DESCRIBE_READY
+
+    return DESCRIBE_READY.encode() in out.splitlines()
 
 
 def _last_json_line(out: bytes) -> dict[str, Any] | None:

@@ -32,6 +32,8 @@ Deploy's preflight may be started early too (``python -P -m conveyor.worker.chil
 --gate``, see `conveyor._preflight.Preflight.ahead`): it imports what loading and describing a
 flow needs while deploy still fetches the code, then reads one JSON line, ``{"root",
 "entrypoint"}``, and answers as ``--describe ROOT ENTRYPOINT`` does (end of input: it exits).
+It prints `DESCRIBE_READY` once at its gate, so that a child that died before (it could not
+import Conveyor) is told from one whose flow's import killed it.
 
 ``print`` output goes to stdout/stderr pipes; `logging` records go, one JSON object per line, to
 the file descriptor named by ``CONVEYOR_LOG_FD``; a traceback is logged there too. The worker
@@ -56,6 +58,7 @@ from conveyor._fs import atomic_write
 
 __all__ = [
     "CODE_ROOT_ENV",
+    "DESCRIBE_READY",
     "GATE_ARG",
     "INPUT_FILE",
     "LOG_FD_ENV",
@@ -73,6 +76,8 @@ WORKER_PID_ENV = "CONVEYOR_WORKER_PID"
 CODE_ROOT_ENV = "CONVEYOR_CODE_ROOT"
 """The flow's import root when its working directory is elsewhere (job variable working_dir)."""
 GATE_ARG = "--gate"
+DESCRIBE_READY = "conveyor: preflight at its gate"
+"""What an early preflight child prints once it waits at its gate (not JSON: not an answer)."""
 
 _FLOW_LOGGER = "conveyor.flow"
 
@@ -307,6 +312,7 @@ def _describe_at_gate() -> int:
         return n
 
     parameter_schema(warm)
+    print(DESCRIBE_READY, flush=True)  # nothing of the tree is loaded before this line
     line = sys.stdin.buffer.readline()
     if not line.strip():
         return 0
