@@ -37,8 +37,9 @@ import Conveyor) is told from one whose flow's import killed it.
 
 ``print`` output goes to stdout/stderr pipes; `logging` records go, one JSON object per line, to
 the file descriptor named by ``CONVEYOR_LOG_FD``; a traceback is logged there too. The worker
-streams all three to the server. Nothing heavy is imported here before the flow: no pydantic, no
-httpx, so a run starts in tens of milliseconds.
+streams all three to the server. Nothing heavy is imported here before a run's flow: no
+pydantic, no httpx, so a run starts in tens of milliseconds (a preflight needs pydantic for the
+parameters' schema anyway; started early, it imports it before its gate).
 """
 
 from __future__ import annotations
