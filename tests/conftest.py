@@ -4,11 +4,32 @@ fake cloud credentials, so nothing touches the developer's real configuration or
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conveyor.settings import Settings
+
+SYSTEM_DIRS = ("/", tempfile.gettempdir())
+
+
+@pytest.fixture(autouse=True)
+def system_dirs_untouched() -> Iterator[None]:
+    """No test may change the mode of the machine's own directories (a ``/tmp`` without its
+    sticky bit and write rights breaks every other user of the machine, apt among them): one
+    that does fails, and the mode is put back."""
+    before = {path: os.lstat(path).st_mode for path in SYSTEM_DIRS}
+    yield
+    changed = {}
+    for path, mode in before.items():
+        now = os.lstat(path).st_mode
+        if now != mode:
+            os.chmod(path, stat.S_IMODE(mode))
+            changed[path] = f"{stat.S_IMODE(mode):o} -> {stat.S_IMODE(now):o}"
+    assert not changed, f"the test changed the mode of system directories: {changed}"
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,10 +45,12 @@ def write_project(root: Path, word: str = "pristine") -> Path:
 
 
 def writable(path: Path) -> Path:
-    """What a flow running as the cache's owner does first: undo the seal on the way to ``path``."""
+    """What a flow running as the cache's owner does first: undo the seal on the way to ``path``
+    (the sealed directories only: the system's own, such as a sticky ``/tmp``, keep their mode)."""
     for parent in reversed(path.parents):
-        if parent.is_dir() and not parent.is_symlink():
-            os.chmod(parent, 0o755)
+        info = os.lstat(parent)
+        if stat.S_ISDIR(info.st_mode) and not info.st_mode & stat.S_IWUSR:
+            os.chmod(parent, stat.S_IMODE(info.st_mode) | 0o700)
     if path.exists() and not path.is_symlink():
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     return path
