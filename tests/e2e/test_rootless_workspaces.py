@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 
 from conveyor.schemas import RunState
 from e2e.conftest import api, command_env, conveyor, ok, wait_for_run
-from fixtures.users import as_user, interpreter_for, throwaway_user  # noqa: F401
+from fixtures.users import as_user, interpreter_for, shared_dir, throwaway_user  # noqa: F401
 from worker.shipped_files import PROJECT
 
 pytestmark = pytest.mark.slow
@@ -58,12 +56,8 @@ PRISTINE = {rel: hashlib.sha256(data).hexdigest() for rel, data in FILES.items()
 
 @pytest.fixture
 def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="conveyor-rootless-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    try:
+    with shared_dir("conveyor-rootless-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +26,7 @@ from conveyor.worker.executors.mounts import can_mount, mounts_under, unmount_un
 from conveyor.worker.executors.workspace import worker_dir
 from conveyor.worker.logs import RunLogs
 from fixtures.ports import wait_until
-from fixtures.users import interpreter_for, throwaway_user  # noqa: F401
+from fixtures.users import interpreter_for, shared_dir, throwaway_user  # noqa: F401
 from worker.conftest import LogSink
 from worker.shipped_files import PROJECT
 
@@ -46,14 +44,12 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture
 def base() -> Iterator[Path]:
     """A directory every user can traverse (workspaces, markers); no mount outlives the test."""
-    path = Path(tempfile.mkdtemp(prefix="conveyor-modes-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        unmount_under(path)
-        assert mounts_under(path) == [], "a workspace mount outlived its run"
-        shutil.rmtree(path, ignore_errors=True)
+    with shared_dir("conveyor-modes-") as path:
+        try:
+            yield path
+        finally:
+            unmount_under(path)
+            assert mounts_under(path) == [], "a workspace mount outlived its run"
 
 
 def _digests(root: Path) -> dict[str, str]:
