@@ -348,6 +348,14 @@ class Fill:
                 self._aliases = self._aliases_of()
             return self._aliases.get(f"{algorithm}:{digest}")
 
+    def lookup_all(self, algorithm: str, digests: Iterable[str]) -> list[str | None]:
+        """`lookup` of many digests of one algorithm."""
+        with self._mutex:
+            if self._aliases is None:
+                self._aliases = self._aliases_of()
+            get = self._aliases.get
+        return [get(f"{algorithm}:{d}") for d in digests]
+
     def link(
         self, dest: Path | str, sha256: str, executable: bool, *, aliases: Digests | None = None
     ) -> bool:
@@ -373,11 +381,13 @@ class Fill:
                 self._adopted,
                 self._known,
             )
+            stamps = self._stamps
             for dest, name, after, digests in done:
-                touched[name] = self._stamps[name]
+                touched[name] = stamps[name]
                 counts[name] = counts.get(name, 0) + 1
-                adopted[dest] = (after.st_ino, name)
-                known[dest] = ((after.st_ino, after.st_size, after.st_mtime_ns), digests)
+                ino = after.st_ino
+                adopted[dest] = (ino, name)
+                known[dest] = ((ino, after.st_size, after.st_mtime_ns), digests)
             self.linked += len(done)
         return linked
 
@@ -386,21 +396,30 @@ class Fill:
         items: Sequence[tuple[str, str, bool, Digests]],
         linked: list[bool],
     ) -> list[tuple[str, str, os.stat_result, Digests]]:
+        """Link each item whose object is present and intact (its stat is its recorded stamp,
+        sealed; or, failing that, `ObjectStore.intact`); per linked item ``(dest, name, stat
+        after, digests)``, the object's new stamp kept in ``self._stamps``."""
         store, stamps, present, listed = self.store, self._stamps, self._present, self._listed
         top = store._top
         lstat, link = os.lstat, os.link
+        file_mode, exec_mode = stat.S_IFREG | 0o444, stat.S_IFREG | 0o555
         done: list[tuple[str, str, os.stat_result, Digests]] = []
         for i, (dest, sha256, executable, digests) in enumerate(items):
             name = sha256 + _EXEC_SUFFIX if executable else sha256
             if name not in present and name[:2] in listed:
                 continue
             path = f"{top}/{name[:2]}/{name}"
+            mode = exec_mode if executable else file_mode
             try:
                 st = lstat(path)
                 recorded = stamps.get(name)
                 if (
-                    recorded != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                    or st.st_mode != stat.S_IFREG | sealed_mode(name)
+                    recorded is None
+                    or recorded.ino != st.st_ino
+                    or recorded.size != st.st_size
+                    or recorded.mtime != st.st_mtime_ns
+                    or recorded.ctime != st.st_ctime_ns
+                    or st.st_mode != mode
                 ) and not (stat.S_ISREG(st.st_mode) and store.intact(name, st, recorded)):
                     continue
                 link(path, dest, follow_symlinks=False)
@@ -408,7 +427,7 @@ class Fill:
                 logger.debug("object not linked object=%s error=%s", name, exc)
                 continue
             after = lstat(dest)
-            stamps[name] = Stamp.of(after)  # the next link of this object compares with it
+            stamps[name] = Stamp(after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns)
             done.append((dest, name, after, digests))
             linked[i] = True
         return done
@@ -446,9 +465,11 @@ class Fill:
         """``algorithm:digest`` of the other digest recorded for ``path`` (a git blob id), or
         ``""``."""
         entry = self._known.get(path)
-        if entry is None:
-            return ""
-        return next((f"{k}:{v}" for k, v in entry[1].items() if k != "sha256"), "")
+        if entry is not None:
+            for algorithm, value in entry[1].items():
+                if algorithm != "sha256":
+                    return f"{algorithm}:{value}"
+        return ""
 
     def settled(self, path: str, st: os.stat_result) -> str | None:
         """The object ``path`` (stat ``st``) links, if this fill linked or stored it there and

@@ -20,6 +20,7 @@ import hashlib
 import os
 import posixpath
 import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -101,12 +102,13 @@ def _listing(git_dir: Path, sha: str) -> tuple[list[TreeEntry], dict[str, str]]:
     out = _local_git(git_dir, "ls-tree", "-r", "-t", "-z", "--full-tree", sha)
     entries: list[TreeEntry] = []
     trees: dict[str, str] = {}
-    for record in out.split(b"\0"):
+    # Decoded once, as `os.fsdecode` decodes each path (paths that are not UTF-8 survive).
+    text = out.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+    for record in text.split("\0"):
         if not record:
             continue
-        meta, _, raw_path = record.partition(b"\t")
-        mode, kind, oid = meta.decode().split()
-        path = os.fsdecode(raw_path)
+        meta, _, path = record.partition("\t")
+        mode, kind, oid = meta.split()
         _check_path(path)
         if kind == "tree":
             trees[path] = oid
@@ -373,8 +375,9 @@ def _link_stored(writer: TreeWriter, objects: Fill, blobs: list[TreeEntry]) -> l
     """Link the blobs the store holds (known by their ids from earlier checkouts); the rest."""
     found: list[tuple[TreeEntry, str]] = []
     rest: list[TreeEntry] = []
-    for entry in blobs:
-        if entry.mode != SYMLINK and (sha := objects.lookup(writer.alias, entry.oid)):
+    known = objects.lookup_all(writer.alias, [e.oid for e in blobs])
+    for entry, sha in zip(blobs, known, strict=True):
+        if sha and entry.mode != SYMLINK:
             found.append((entry, sha))
         else:
             rest.append(entry)

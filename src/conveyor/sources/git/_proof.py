@@ -10,7 +10,9 @@ below their gitlinks) and returns each path's blob id and mode. A tampered objec
 to the id its parent names, so the cache can keep the proof beside the checkout untrusted.
 
 Only the trees on the way to the selected entries are collected (a sparse checkout of a monorepo
-does not carry every tree of the repository).
+does not carry every tree of the repository). The entries below each tree walked are remembered
+by the tree's id (its bytes checked first, as every object's are), so the walk of a new commit
+parses only the trees it changed; a proof must still hold every tree it names.
 """
 
 from __future__ import annotations
@@ -104,6 +106,15 @@ def _objects(proof: bytes, version: str) -> dict[str, tuple[str, bytes]]:
     return found
 
 
+_TREES: dict[tuple[str, str, tuple[str, ...] | None], tuple[TreeEntry, ...]] = {}
+"""The entries below trees this process walked, by (tree id, path, directories): a tree's id
+is the hash of its bytes (checked by `_objects` before any walk), so a new commit that shares
+most of its trees with the last one parses only the trees it changed."""
+_TREES_HELD = 0
+_MAX_TREES_HELD = 1_000_000
+"""Entries `_TREES` may hold (counted once per tree above them); beyond, it starts over."""
+
+
 class _Walk:
     def __init__(self, objects: dict[str, tuple[str, bytes]], version: str) -> None:
         self.objects = objects
@@ -154,6 +165,20 @@ class _Walk:
         return out
 
     def tree(self, oid: str, prefix: str, directories: Sequence[str] | None) -> list[TreeEntry]:
+        key = (oid, prefix, tuple(directories) if directories else None)
+        known = _TREES.get(key)
+        if known is not None and self.objects.get(oid, ("",))[0] == "tree":  # still in the proof
+            return list(known)
+        entries = self._tree(oid, prefix, directories)
+        global _TREES_HELD
+        if _TREES_HELD + len(entries) > _MAX_TREES_HELD:
+            _TREES.clear()
+            _TREES_HELD = 0
+        _TREES[key] = tuple(entries)
+        _TREES_HELD += len(entries)
+        return entries
+
+    def _tree(self, oid: str, prefix: str, directories: Sequence[str] | None) -> list[TreeEntry]:
         body = self.get(oid, "tree")
         size = 20 if len(oid) == 40 else 32
         entries: list[TreeEntry] = []

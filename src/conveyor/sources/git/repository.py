@@ -390,12 +390,14 @@ class GitRepository(Source):
             mirror.fetch_objects(sha, missing, auth, paths=paths if few else None)
             write_blobs(mirror.path, rest, dest, source=url, writer=writer, algorithm=algorithm)
             modules = read_gitmodules(mirror.path, sha) if submodules else {}
-        manifest = manifest_of(entries, algorithm=algorithm)
+        # Only a submodule's manifest is used (its caller prefixes it and adds it to its own);
+        # the top level's is not (`proof` stands for the whole tree), so it is not built.
+        manifest = manifest_of(entries, algorithm=algorithm) if depth else []
         for entry in (e for e in entries if e.mode == GITLINK and submodules):
             manifest += self._submodule(
                 url, entry.path, entry.oid, modules, dest, scratch, depth, ctx
             )
-        return tuple(manifest)
+        return tuple(manifest) if depth else ()
 
     def _submodule(
         self,
