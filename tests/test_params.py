@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import enum
 import json
+import subprocess
+import sys
 from typing import Any, Literal
 
 import pytest
@@ -243,6 +245,31 @@ def test_a_broken_stored_schema_is_a_config_error() -> None:
 
 def test_an_empty_schema_accepts_anything() -> None:
     assert validate_parameters({}, {"x": 1}) == {"x": 1}
+
+
+def test_no_parameters_for_a_flow_that_requires_none_load_no_validator() -> None:
+    """The common run (nothing to pass, nothing required) skips the validator import; what it
+    accepts and refuses is the same as with the validator."""
+    script = (
+        "import sys, json\n"
+        "from conveyor._params import validate_parameters\n"
+        "schema = json.loads(sys.argv[1])\n"
+        "print(validate_parameters(schema, {}), 'jsonschema' in sys.modules)\n"
+    )
+    schema = report.parameter_schema()
+    optional = {**schema, "required": []}
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(optional)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.split() == ["{}", "False"]
+    with pytest.raises(ConfigError, match="missing"):
+        validate_parameters(schema, {})
+    with pytest.raises(ConfigError, match="not a valid JSON Schema"):
+        validate_parameters({"type": "object", "minProperties": "x"}, {})
 
 
 # --- coercion and binding (what a worker does before calling) -------------------------------------

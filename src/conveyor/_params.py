@@ -144,10 +144,10 @@ def validate_parameters(schema_or_flow: Any, params: Mapping[str, Any], /) -> di
     """Check ``params`` (JSON values) against a parameter schema, or a flow's schema.
 
     Raises a one-line `ConfigError` naming the parameter; returns a copy of ``params``.
+    No parameters against an object schema that requires none are accepted without loading a
+    validator (a run of a deployment with nothing to pass is the common case, and the import
+    costs more than the rest of ``conveyor run``).
     """
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
     schema = _schema_of(schema_or_flow)
     if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
         raise ConfigError(
@@ -155,6 +155,11 @@ def validate_parameters(schema_or_flow: Any, params: Mapping[str, Any], /) -> di
             hint='pass them as a JSON object, e.g. {"n": 3}',
         )
     values = dict(params)
+    if not values and _accepts_nothing(schema):
+        return values
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         _check_schema(json.dumps(schema, sort_keys=True))
         errors = list(Draft202012Validator(schema).iter_errors(values))
@@ -172,6 +177,23 @@ def validate_parameters(schema_or_flow: Any, params: Mapping[str, Any], /) -> di
         errors.sort(key=_rank)
         raise _schema_error(_focus(errors[0]), schema, values)
     return values
+
+
+_INERT_FOR_NOTHING = frozenset(
+    {"type", "title", "description", "properties", "additionalProperties", "$defs", "definitions"}
+)
+"""Keywords of an object schema that no empty object can fail (they constrain keys present)."""
+
+
+def _accepts_nothing(schema: Mapping[str, Any]) -> bool:
+    """Whether ``{}`` fits ``schema`` for certain: an object schema requiring no parameter, with
+    no keyword beyond `_INERT_FOR_NOTHING` (such as the schemas `parameter_schema` makes)."""
+    return (
+        schema.get("type") == "object"
+        and schema.get("required", []) == []
+        and all(key in _INERT_FOR_NOTHING or key == "required" for key in schema)
+        and isinstance(schema.get("properties", {}), Mapping)
+    )
 
 
 @functools.lru_cache(maxsize=256)
