@@ -36,7 +36,10 @@ from conveyor.cli import (
 )
 from conveyor.cli import register as register_cli
 from conveyor.cli._common import err_console
+from conveyor.cli._deferred import defer_unused_rich_modules
 from conveyor.errors import ConveyorError
+
+defer_unused_rich_modules()  # before any --help loads typer.rich_utils
 
 __all__ = ["app", "main"]
 
