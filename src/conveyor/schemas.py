@@ -95,6 +95,7 @@ __all__ = [
     "StateUpdate",
     "Worker",
     "WorkerHeartbeat",
+    "build_models",
     "describe_errors",
 ]
 
@@ -132,7 +133,9 @@ _FINAL = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CRASHED, RunSt
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Validators are built on a model's first use, not at import: a command uses two or three
+    # of these models, and building all of them was a third of a server-mode CLI start-up.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class _Request(_Model):
@@ -143,7 +146,7 @@ class _Request(_Model):
     `conveyor._values.value_problem` except the ``_free_text`` ones (cleaned instead).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
     _free_text: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="after")
@@ -482,3 +485,18 @@ class SecretInfo(_Model):
 class SecretValue(_Model):
     name: str
     value: str
+
+
+def build_models() -> None:
+    """Build every model's validator now (they are deferred to first use, see `_Model`).
+
+    The HTTP API calls this before its routes are declared: FastAPI wraps each request body in
+    a type adapter, which would otherwise inherit ``defer_build`` and build a second validator
+    on the first request (warning about the body's alias), so the flag is cleared as well.
+    """
+    pending: list[type[_Model]] = [_Model]
+    while pending:
+        model = pending.pop()
+        pending.extend(model.__subclasses__())
+        model.model_rebuild()
+        model.model_config["defer_build"] = False

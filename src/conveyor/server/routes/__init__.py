@@ -8,9 +8,12 @@ from fastapi import Depends, Request
 
 from conveyor._values import value_problem
 from conveyor.errors import InvalidRequest
+from conveyor.schemas import build_models
 from conveyor.server.context import ServerContext
 
 __all__ = ["Ctx", "get_context"]
+
+build_models()  # before any route declares a request or response model
 
 
 def get_context(request: Request) -> ServerContext:
