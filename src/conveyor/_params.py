@@ -180,9 +180,19 @@ def validate_parameters(schema_or_flow: Any, params: Mapping[str, Any], /) -> di
 
 
 _INERT_FOR_NOTHING = frozenset(
-    {"type", "title", "description", "properties", "additionalProperties", "$defs", "definitions"}
+    {
+        "type",
+        "title",
+        "description",
+        "properties",
+        "additionalProperties",
+        "required",
+        "$defs",
+        "definitions",
+    }
 )
-"""Keywords of an object schema that no empty object can fail (they constrain keys present)."""
+"""Keywords of an object schema that no empty object can fail (they constrain keys present;
+``required`` only when empty, which `_accepts_nothing` checks)."""
 
 
 def _accepts_nothing(schema: Mapping[str, Any]) -> bool:
@@ -191,7 +201,7 @@ def _accepts_nothing(schema: Mapping[str, Any]) -> bool:
     return (
         schema.get("type") == "object"
         and schema.get("required", []) == []
-        and all(key in _INERT_FOR_NOTHING or key == "required" for key in schema)
+        and _INERT_FOR_NOTHING.issuperset(schema)
         and isinstance(schema.get("properties", {}), Mapping)
     )
 

@@ -51,12 +51,9 @@ def _real_class(cls: type) -> Any:
 
 def _real(module: str) -> types.ModuleType:
     """The real module, imported in place of its stand-in the first time it is needed."""
-    current = sys.modules.get(module)
-    if isinstance(current, _StandIn):
-        del sys.modules[module]
-        # The import also binds the real module as the parent package's attribute.
-        return importlib.import_module(module)
-    return current if current is not None else importlib.import_module(module)
+    if isinstance(sys.modules.get(module), _StandIn):
+        del sys.modules[module]  # the import binds the real one, also on the parent package
+    return importlib.import_module(module)
 
 
 def defer_unused_rich_modules() -> None:
