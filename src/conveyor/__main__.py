@@ -1,5 +1,5 @@
 """``python -m conveyor``: the command line."""
 
-from conveyor.cli import main
+from conveyor._entry import main
 
 raise SystemExit(main())
