@@ -41,6 +41,23 @@ def where() -> dict:
         "stdin": sys.stdin.read(),
         "sibling": __import__("helpers").VALUE,
     }
+
+
+class Cycle:
+    def __init__(self, marker: str) -> None:
+        self.marker, self.me = marker, self
+
+    def __del__(self) -> None:
+        pathlib.Path(self.marker).write_text("finalized")
+
+
+@flow
+def cycles() -> dict:
+    import gc
+
+    gc.disable()  # only the collection at exit can find the cycle
+    Cycle(os.path.join(os.environ["MARKERS"], f"cycle-{os.getpid()}"))
+    return {"frozen": gc.get_freeze_count()}
 """
 
 
@@ -66,10 +83,14 @@ def run(tmp_path: Path, project: Path, markers: Path) -> Iterator[Any]:
     cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
     executor = ProcessExecutor(cache=cache, work_dir=tmp_path / "work", spares=False)
 
-    def one(version: str, pull_steps: tuple[dict[str, Any], ...] = ()) -> Outcome:
+    def one(
+        version: str,
+        pull_steps: tuple[dict[str, Any], ...] = (),
+        entrypoint: str = "flows.py:where",
+    ) -> Outcome:
         spec = RunSpec(
             run_id="run-1",
-            entrypoint="flows.py:where",
+            entrypoint=entrypoint,
             source={"kind": "local", "path": str(project)},
             version=version,
             pull_steps=pull_steps,
@@ -148,3 +169,25 @@ def test_a_child_waiting_at_its_gate_never_loads_tampered_code_and_is_gone_with_
     # Then the run failed before its child imported anything of the run, and no child is left
     assert list(markers.iterdir()) == []
     assert _children(tmp_path / "work") == []
+
+
+def test_conveyor_is_out_of_the_collectors_way_and_the_flows_garbage_is_still_finalized(
+    run: Any, project: Path, markers: Path
+) -> None:
+    # Given a flow that leaves a reference cycle with a finalizer behind, the collector off
+    version = compute_version(project)
+    early = run(version, entrypoint="flows.py:cycles")
+    late = run(
+        version,
+        ({"run_shell_script": {"script": f"{sys.executable} -c pass"}},),
+        entrypoint="flows.py:cycles",
+    )
+    assert (early.state, late.state) == (RunState.COMPLETED, RunState.COMPLETED), (
+        early.error,
+        late.error,
+    )
+    # Then the child that waited at its gate had Conveyor's own objects frozen before the flow
+    assert early.result["frozen"] > 1000
+    # And in both children the interpreter's last collection still finalized the flow's cycle
+    finalized = sorted(p.read_text() for p in markers.glob("cycle-*"))
+    assert finalized == ["finalized", "finalized"]

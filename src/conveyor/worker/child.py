@@ -313,6 +313,7 @@ def _describe_at_gate() -> int:
         return n
 
     parameter_schema(warm)
+    _loaded_for_good()
     print(DESCRIBE_READY, flush=True)  # nothing of the tree is loaded before this line
     line = sys.stdin.buffer.readline()
     if not line.strip():
@@ -323,12 +324,22 @@ def _describe_at_gate() -> int:
     return _describe(root, str(gate["entrypoint"]))
 
 
+def _loaded_for_good() -> None:
+    """What is loaded before the gate (Conveyor's modules) stays for the child's life: out of
+    the cyclic collector's way, so that its collections, and the last one at exit, which the
+    worker waits for, walk only what the flow itself made."""
+    import gc
+
+    gc.freeze()
+
+
 def _wait_at_gate() -> bool:
     """Ready Conveyor's modules, then wait for the worker's gate line and act on it (see the
     module docstring); False when the worker gave this child up."""
     import conveyor._loading
     import conveyor.flows  # noqa: F401  (what every flow module imports first)
 
+    _loaded_for_good()
     line = sys.stdin.buffer.readline()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
