@@ -64,14 +64,14 @@ _Steps = list[dict[str, Any]]
 
 
 class _WorkPool(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: str = "default"
     job_variables: dict[str, Any] = Field(default_factory=dict)
     work_queue_name: str | None = None
 
 
 class _Deployment(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: str
     entrypoint: str
     work_pool: str | _WorkPool = "default"
@@ -87,7 +87,7 @@ class _Deployment(BaseModel):
 
 
 class _File(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
     name: str | None = None
     prefect_version: str | None = Field(default=None, alias="prefect-version")
     definitions: Any = None
