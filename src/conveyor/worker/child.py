@@ -325,21 +325,25 @@ def _describe_at_gate() -> int:
 
 
 def _loaded_for_good() -> None:
-    """What is loaded before the gate (Conveyor's modules) stays for the child's life: out of
-    the cyclic collector's way, so that its collections, and the last one at exit, which the
-    worker waits for, walk only what the flow itself made."""
+    """What is loaded before the flow's code (Conveyor's modules) stays for the child's life:
+    out of the cyclic collector's way, so that its collections, and the last one at exit, which
+    the worker or deploy waits for, walk only what the flow's code made."""
     import gc
 
     gc.freeze()
 
 
-def _wait_at_gate() -> bool:
-    """Ready Conveyor's modules, then wait for the worker's gate line and act on it (see the
-    module docstring); False when the worker gave this child up."""
+def _ready_for_a_run() -> None:
+    """Load what every run needs of Conveyor, for good (see `_loaded_for_good`)."""
     import conveyor._loading
     import conveyor.flows  # noqa: F401  (what every flow module imports first)
 
     _loaded_for_good()
+
+
+def _wait_at_gate() -> bool:
+    """Wait for the worker's gate line and act on it (see the module docstring); False when
+    the worker gave this child up."""
     line = sys.stdin.buffer.readline()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -371,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _die_with_parent()
     _install_logging()
+    _ready_for_a_run()
     if gated and not _wait_at_gate():
         return 0
     control = Path(args[-1])
