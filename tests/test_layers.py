@@ -36,6 +36,7 @@ BASE = {
     "conveyor._manifest",
     "conveyor._expected",
     "conveyor._stamps",
+    "conveyor._collector",
     "conveyor._objects",
     "conveyor._premade",
     "conveyor._tree",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from conveyor import _cachefs as fs
 from conveyor._cacheindex import Index, agrees, read_index, seal, write_index
+from conveyor._collector import paused
 from conveyor._objects import Fill
 from conveyor._verified import filled, write_proof
 
@@ -42,7 +43,13 @@ logger = logging.getLogger(__name__)
 
 def fetch_into_place(cache: CodeCache, source: Source, version: str, path: Path) -> Index:
     """Fill ``path`` (see the module docstring); raises what the source raises, or `OSError`,
-    with the temporary directory removed."""
+    with the temporary directory removed. The cyclic garbage collector is paused meanwhile (a
+    fill makes many objects and no garbage cycles: `conveyor._collector`)."""
+    with paused():
+        return _fill(cache, source, version, path)
+
+
+def _fill(cache: CodeCache, source: Source, version: str, path: Path) -> Index:
     started = time.perf_counter()
     tmp = path.with_name(fs.temp_name(fs.TMP_PREFIX, version))
     fill = Fill(

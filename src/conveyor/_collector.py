@@ -1,0 +1,48 @@
+"""Pausing Python's cyclic garbage collector around bulk work that makes no garbage cycles.
+
+A fill of the code cache makes some 100,000 small objects (paths, stats, rows of the index)
+that live until it ends. The cyclic collector walks them, and the rest of a long-lived worker's
+heap, on every 700 new objects: ~170 passes and 30 to 90 ms for a new version of an 8,000-file
+tree, a seventh of the fill. `paused` stops the collector for the duration; reference counting
+still frees everything that is not in a cycle, and whatever cycles the work leaves are collected
+once the collector is back.
+
+Pauses nest and may overlap across threads: the collector comes back when the last one ends,
+and only if it was on when the first one began (a process that turned it off keeps it off).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["paused"]
+
+
+class _Pauses:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.resume = False
+
+
+_PAUSES = _Pauses()
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """The cyclic garbage collector off while the block runs (see the module docstring)."""
+    with _PAUSES.lock:
+        if _PAUSES.depth == 0:
+            _PAUSES.resume = gc.isenabled()
+            gc.disable()
+        _PAUSES.depth += 1
+    try:
+        yield
+    finally:
+        with _PAUSES.lock:
+            _PAUSES.depth -= 1
+            if _PAUSES.depth == 0 and _PAUSES.resume:
+                gc.enable()
