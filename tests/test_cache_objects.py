@@ -438,6 +438,81 @@ def test_a_git_commit_moving_directories_has_exactly_its_own(
     assert made == [["a", "b", "b/c"]]  # made ahead from the first commit's shape, then settled
 
 
+def _spares(key_dir: Path, dirs: set[str], timeout: float = 20.0) -> list[Path]:
+    """The source's spare directory sets, once one holds all of ``dirs`` (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = sorted(key_dir.glob(f"{_premade.SPARE_PREFIX}*"))
+        if any(_dirs(spare) == dirs for spare in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
+def test_a_git_fill_puts_the_spare_directories_of_the_last_one_in_place(
+    tmp_path: Path,
+    repos: Repos,  # noqa: F811
+) -> None:
+    # Given a commit in the cache, and the spare set of its directories made after its fill
+    repo = repos.make("spares")
+    first = repo.commit({"a/x.py": "A\n", "b/c/y.py": "Y\n", "top.py": "T\n"})
+    source = GitRepository(repo.file_url)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    key_dir = cache.ensure(source, first).parent
+    (spare,) = _spares(key_dir, {"a", "b", "b/c"})
+    spare_a = (spare / "a").stat().st_ino
+    # When the next commit, which drops b/c and adds d, is checked out
+    second = repo.commit({"d/w.py": "W\n"}, remove=("b",))
+    with cache.checkout(source, second) as path:
+        # Then its directories are the spare's (not made again), exactly the commit's
+        assert (path / "a").stat().st_ino == spare_a
+        assert _dirs(path) == {"a", "d"}
+        assert snapshot(path) == {
+            "a/x.py": ("file", b"A\n", False),
+            "d/w.py": ("file", b"W\n", False),
+            "top.py": ("file", b"T\n", False),
+        }
+    assert not spare.exists()
+    # And a spare of the new shape replaces it, one per source
+    (new,) = _spares(key_dir, {"a", "d"})
+    assert _dirs(new) == {"a", "d"}
+
+
+def test_a_spare_of_another_shape_or_holding_a_file_never_reaches_a_checkout(
+    tmp_path: Path,
+    repos: Repos,  # noqa: F811
+) -> None:
+    # Given a commit in the cache and its spare, with a file planted in it
+    repo = repos.make("spare-planted")
+    first = repo.commit({"a/x.py": "A\n", "top.py": "T\n"})
+    source = GitRepository(repo.file_url)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    key_dir = cache.ensure(source, first).parent
+    (spare,) = _spares(key_dir, {"a"})
+    (spare / "a" / "planted.py").write_text("import os\n")
+    # and a spare of another shape, with a directory no commit has
+    other = key_dir / f"{_premade.SPARE_PREFIX}{'0' * 16}-00000000"
+    (other / "evil").mkdir(parents=True)
+    # When the next commit is checked out
+    second = repo.commit({"a/y.py": "Y\n"})
+    # Then the fill that met the planted file refuses it (nothing of it is kept)
+    with pytest.raises(IntegrityError, match=r"planted\.py: unexpected file"):
+        with cache.checkout(source, second):
+            pass
+    # And the next one, with no spare left, checks out the commit
+    with cache.checkout(source, second) as path:
+        pass
+    # And it holds exactly the commit: no planted file, no directory of the other spare
+    assert snapshot(path) == {
+        "a/x.py": ("file", b"A\n", False),
+        "a/y.py": ("file", b"Y\n", False),
+        "top.py": ("file", b"T\n", False),
+    }
+    assert _dirs(path) == {"a"}
+    # And the spare of the other shape is gone
+    _spares(key_dir, {"a"})
+    assert not other.exists()
+
+
 def _record_elsewhere(path: Path, name: str, stamp: _stamps.Stamp) -> None:
     """Another process appends a stamp record to the same book (one O_APPEND write)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)

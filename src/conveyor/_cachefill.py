@@ -30,6 +30,7 @@ from conveyor import _cachefs as fs
 from conveyor._cacheindex import Index, agrees, read_index, seal, write_index
 from conveyor._collector import paused
 from conveyor._objects import Fill
+from conveyor._premade import make_spare
 from conveyor._verified import filled, write_proof
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def _fill(cache: CodeCache, source: Source, version: str, path: Path) -> Index:
         cache.objects,
         aliases=lambda: source_aliases(path.parent),
         shape=lambda: source_dirs(path.parent),
+        spares=os.fspath(path.parent),
     )
     try:
         tmp.mkdir()
@@ -77,6 +79,8 @@ def _fill(cache: CodeCache, source: Source, version: str, path: Path) -> Index:
         write_meta(path, source, version, (index.size, len(index.files) + len(index.links)))
         os.replace(tmp, path)
         filled(path)
+        if fill.premaking:  # its next fill puts them in place instead of waiting for them
+            make_spare(os.fspath(path.parent), index.dirs)
     except BaseException:
         fill.close()  # before removing what it linked: a prune may then take the objects
         fs.discard(tmp)

@@ -261,11 +261,15 @@ class Fill:
         *,
         aliases: Callable[[], Mapping[str, str]] = dict,
         shape: Callable[[], Iterable[str]] = tuple,
+        spares: str | None = None,
     ):
         self.store = store
         self._aliases_of = aliases
         self._shape_of = shape
+        self._spares = spares
         self._premade: dict[str, Premade] = {}
+        self.premaking = False
+        """Whether the source asked for directories ahead (`premake`)."""
         self._aliases: Mapping[str, str] | None = None
         self._stamps: dict[str, Stamp] = {}
         self._known: dict[str, tuple[tuple[int, int, int], Digests]] = {}
@@ -293,7 +297,8 @@ class Fill:
         has (``shape``), while the caller waits for its source; see `conveyor._premade`."""
         with self._mutex:
             if dest not in self._premade:
-                self._premade[dest] = Premade(dest, self._shape_of())
+                self._premade[dest] = Premade(dest, self._shape_of(), spares=self._spares)
+                self.premaking = True
 
     def premade(self, dest: str) -> Premade | None:
         """The directories `premake` is making below ``dest``, if it was asked to (once)."""
