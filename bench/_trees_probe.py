@@ -14,8 +14,9 @@ Commands:
   once (``burst``) and wait for all; the runs' server-side timestamps and timings;
 - ``cold-fetch``: `CodeCache.checkout` of a stored bundle into an empty cache, next to
   ``tar -x --zstd`` of the same archive, interleaved;
-- ``git-commit``: a commit changing one small file, then `CodeCache` of it with the mirror (and
-  the previous commit) cached, next to ``git fetch`` + ``git checkout`` in a plain clone;
+- ``git-commit``: a commit changing one small file (``gap`` s after the previous one), then
+  `CodeCache` of it with the mirror (and the previous commit) cached, next to ``git fetch`` +
+  ``git checkout`` in a plain clone;
 - ``git-deploy``: deploy from git with an empty cache, next to a sparse blobless clone of the
   entrypoint's files (``git clone --filter=blob:none --sparse --depth 1``), interleaved.
 """
@@ -195,6 +196,7 @@ def git_commit(args: dict[str, Any]) -> dict[str, Any]:
     _git(*_auth_args(), "clone", "-q", "--depth", "1", url, str(plain))
     ensures, fetches = [], []
     for i in range(args["repeat"]):
+        time.sleep(float(args.get("gap", 0)))  # the cache idle between commits
         small = work / args["small_file"]
         small.write_text(small.read_text() + f"# change {i} {time.time_ns()}\n")
         _git("commit", "-q", "-am", f"change {i}", cwd=work)

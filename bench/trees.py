@@ -20,9 +20,10 @@ bundle store). Rows, medians of ``--runs``:
 - **peak work dir**: the largest size (allocated blocks, hard links counted once, mounts not
   descended into: ``du -x``) of the worker's ``--work-dir`` while 8 runs are queued at once,
   sampled every 0.1 s. Limit: one checkout;
-- **one-file commit**: a new commit changing ``README.md``, then `CodeCache.checkout` of it
-  with the git mirror and the previous commit cached. Limit: ``git fetch --depth 1`` of that
-  commit + ``git checkout`` in a plain clone (the changed bytes);
+- **one-file commit**: a new commit changing ``README.md``, ``--gap`` seconds after the previous
+  one, then `CodeCache.checkout` of it with the git mirror and the previous commit cached (the
+  gap leaves the cache idle between commits, as it is between pushes). Limit: ``git fetch
+  --depth 1`` of that commit + ``git checkout`` in a plain clone (the changed bytes);
 - **cold fetch**: `CodeCache.checkout` of the deployed bundle into an empty cache, as a ratio to
   ``tar -x --zstd`` of the same archive (the limit, ~1.2x);
 - **git deploy, cache cold**: ``from_source(GitRepository(url), "flow.py:main").deploy(...)``
@@ -483,6 +484,7 @@ def measure_size(
                 small_file="README.md",
                 scratch=str(scratch),
                 repeat=args.runs,
+                gap=args.gap,
             )
             rows["commit"].values[megabytes] = statistics.median(got["ensure"])
             rows["commit"].limits[megabytes] = statistics.median(got["limit"])
