@@ -12,6 +12,8 @@ Layout of one source's directory (``<root>/<source-key>/``)::
     .proofs/<version>             the source's evidence for the version (`Source.proof`)
     .tmp-<version>-<hex>          a fill in progress (or left by a killed process)
     .trash-<version>-<hex>        an evicted checkout being removed
+    .spare-dirs-<shape>-<hex>     empty directories of the latest checkout, made after a git fill
+                                  for the next one to put in place (`conveyor._premade`)
     .scratch/                     the source's persistent scratch directory (a git mirror)
     .scratch.meta.json            its size and file count after its last use (the mtime)
     .scratch.lock                 held while a fill fetches or verifies through it
