@@ -475,6 +475,10 @@ def test_a_git_fill_puts_the_spare_directories_of_the_last_one_in_place(
     # And a spare of the new shape replaces it, one per source
     (new,) = _spares(key_dir, {"a", "d"})
     assert _dirs(new) == {"a", "d"}
+    # And evicting the source's mirror takes its spare too
+    evicted = cache.prune(max_bytes=0)
+    assert "scratch" in {e.kind for e in evicted}
+    assert list(key_dir.glob(f"{_premade.SPARE_PREFIX}*")) == []
 
 
 def test_a_spare_of_another_shape_or_holding_a_file_never_reaches_a_checkout(

@@ -34,6 +34,7 @@ from pathlib import Path
 from conveyor import _cachefs as fs
 from conveyor._cacheindex import index_path, read_index, release
 from conveyor._objects import OBJECTS_DIR, ObjectStore
+from conveyor._premade import discard_spares
 from conveyor._verified import proof_path
 
 __all__ = [
@@ -166,6 +167,8 @@ def evict(entry: CacheEntry) -> int | None:
         return None
     finally:
         os.close(lease_fd)
+    if entry.kind == SCRATCH:
+        discard_spares(os.fspath(path.parent))
     try:
         freed = release(trash, index, ObjectStore(path.parent.parent / OBJECTS_DIR))
     except OSError as exc:

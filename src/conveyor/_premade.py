@@ -29,7 +29,7 @@ import shutil
 import threading
 from collections.abc import Iterable
 
-__all__ = ["SPARE_PREFIX", "Premade", "make_spare"]
+__all__ = ["SPARE_PREFIX", "Premade", "discard_spares", "make_spare"]
 
 SPARE_PREFIX = ".spare-dirs-"
 """A spare set of directories in a source's cache directory: ``.spare-dirs-<shape>-<8 hex>``."""
@@ -95,14 +95,25 @@ def make_spare(key_dir: str, dirs: Iterable[str]) -> Premade | None:
         spares = [n for n in os.listdir(key_dir) if n.startswith(SPARE_PREFIX)]
         if any(n.startswith(f"{SPARE_PREFIX}{shape}-") for n in spares):
             return None
-        for name in spares:  # of another shape: no fill will take it
-            shutil.rmtree(f"{key_dir}/{name}", ignore_errors=True)
+        if spares:  # of another shape: no fill will take them
+            discard_spares(key_dir)
         top = f"{key_dir}/{SPARE_PREFIX}{shape}-{secrets.token_hex(4)}"
         os.mkdir(top)
     except OSError as exc:
         logger.debug("no spare directories key_dir=%s error=%s", key_dir, exc)
         return None
     return Premade(top, wanted)
+
+
+def discard_spares(key_dir: str) -> None:
+    """Remove the source's spare directories (its scratch directory is evicted: the next fill
+    starts cold)."""
+    try:
+        names = [n for n in os.listdir(key_dir) if n.startswith(SPARE_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        shutil.rmtree(f"{key_dir}/{name}", ignore_errors=True)
 
 
 def _take_spare(key_dir: str, shape: str, dest: str) -> None:
