@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 class Premade:
     """Makes ``dirs`` (relative paths) below the existing directory ``top`` in a thread,
-    parents first, stopping at the first error."""
+    parents first, stopping at the first error; with ``spares`` (a source's directory), first
+    puts a spare of the same shape in place of ``top``, whose directories count as made."""
 
     def __init__(self, top: str, dirs: Iterable[str], *, spares: str | None = None) -> None:
         self.top = top
@@ -86,7 +87,7 @@ class Premade:
 
 def make_spare(key_dir: str, dirs: Iterable[str]) -> Premade | None:
     """Start making ``dirs`` in a spare in ``key_dir`` for the source's next fill, unless it has
-    one (or there is nothing to make)."""
+    one of that shape (spares of another shape are removed) or there is nothing to make."""
     wanted = sorted(d for d in dirs if d)
     if not wanted:
         return None
