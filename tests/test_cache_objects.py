@@ -517,6 +517,34 @@ def test_a_spare_of_another_shape_or_holding_a_file_never_reaches_a_checkout(
     assert not other.exists()
 
 
+def test_a_spare_left_half_made_by_a_killed_process_is_completed_by_the_next_fill(
+    tmp_path: Path,
+    repos: Repos,  # noqa: F811
+) -> None:
+    # Given a commit in the cache whose spare a killed process left half made (its first
+    # directory only: what a SIGKILL in the middle of `make_spare` leaves)
+    repo = repos.make("spare-half")
+    first = repo.commit({"a/x.py": "A\n", "b/c/y.py": "Y\n", "b/z.py": "Z\n"})
+    source = GitRepository(repo.file_url)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    key_dir = cache.ensure(source, first).parent
+    (spare,) = _spares(key_dir, {"a", "b", "b/c"})
+    for rel in ("b/c", "b"):
+        (spare / rel).rmdir()
+    # When the next commit is checked out
+    second = repo.commit({"b/c/w.py": "W\n"})
+    with cache.checkout(source, second) as path:
+        # Then it has exactly that commit's directories and files
+        assert _dirs(path) == {"a", "b", "b/c"}
+        assert snapshot(path) == {
+            "a/x.py": ("file", b"A\n", False),
+            "b/c/w.py": ("file", b"W\n", False),
+            "b/c/y.py": ("file", b"Y\n", False),
+            "b/z.py": ("file", b"Z\n", False),
+        }
+    assert not spare.exists()
+
+
 def _record_elsewhere(path: Path, name: str, stamp: _stamps.Stamp) -> None:
     """Another process appends a stamp record to the same book (one O_APPEND write)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
