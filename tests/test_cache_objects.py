@@ -32,7 +32,7 @@ from conveyor.errors import IntegrityError, VersionNotFound
 from conveyor.sources.git import GitRepository
 from conveyor.sources.git._checkout import TreeEntry, TreeWriter
 from conveyor.sources.store import LocalStoreSource
-from fixtures.git_server import Repos, git_repos_root, repos  # noqa: F401
+from fixtures.git_server import Repo, Repos, git_repos_root, repos  # noqa: F401
 from sources.contract import snapshot
 
 REFETCH = "cached checkout does not match its version, fetching it again"
@@ -448,17 +448,29 @@ def _spares(key_dir: Path, dirs: set[str], timeout: float = 20.0) -> list[Path]:
         time.sleep(0.01)
 
 
+def _cached_with_spare(
+    tmp_path: Path, made_by: Repos, name: str, files: dict[str, str], dirs: set[str]
+) -> tuple[Repo, GitRepository, CodeCache, Path, Path]:
+    """A repository's first commit (``files``) in a new cache, and the spare of its ``dirs``
+    made after the fill: (repo, source, cache, the source's directory, the spare)."""
+    repo = made_by.make(name)
+    first = repo.commit(files)
+    source = GitRepository(repo.file_url)
+    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
+    key_dir = cache.ensure(source, first).parent
+    (spare,) = _spares(key_dir, dirs)
+    return repo, source, cache, key_dir, spare
+
+
 def test_a_git_fill_puts_the_spare_directories_of_the_last_one_in_place(
     tmp_path: Path,
     repos: Repos,  # noqa: F811
 ) -> None:
     # Given a commit in the cache, and the spare set of its directories made after its fill
-    repo = repos.make("spares")
-    first = repo.commit({"a/x.py": "A\n", "b/c/y.py": "Y\n", "top.py": "T\n"})
-    source = GitRepository(repo.file_url)
-    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
-    key_dir = cache.ensure(source, first).parent
-    (spare,) = _spares(key_dir, {"a", "b", "b/c"})
+    files = {"a/x.py": "A\n", "b/c/y.py": "Y\n", "top.py": "T\n"}
+    repo, source, cache, key_dir, spare = _cached_with_spare(
+        tmp_path, repos, "spares", files, {"a", "b", "b/c"}
+    )
     spare_a = (spare / "a").stat().st_ino
     # When the next commit, which drops b/c and adds d, is checked out
     second = repo.commit({"d/w.py": "W\n"}, remove=("b",))
@@ -486,12 +498,10 @@ def test_a_spare_of_another_shape_or_holding_a_file_never_reaches_a_checkout(
     repos: Repos,  # noqa: F811
 ) -> None:
     # Given a commit in the cache and its spare, with a file planted in it
-    repo = repos.make("spare-planted")
-    first = repo.commit({"a/x.py": "A\n", "top.py": "T\n"})
-    source = GitRepository(repo.file_url)
-    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
-    key_dir = cache.ensure(source, first).parent
-    (spare,) = _spares(key_dir, {"a"})
+    files = {"a/x.py": "A\n", "top.py": "T\n"}
+    repo, source, cache, key_dir, spare = _cached_with_spare(
+        tmp_path, repos, "spare-planted", files, {"a"}
+    )
     (spare / "a" / "planted.py").write_text("import os\n")
     # and a spare of another shape, with a directory no commit has
     other = key_dir / f"{_premade.SPARE_PREFIX}{'0' * 16}-00000000"
@@ -523,12 +533,10 @@ def test_a_spare_left_half_made_by_a_killed_process_is_completed_by_the_next_fil
 ) -> None:
     # Given a commit in the cache whose spare a killed process left half made (its first
     # directory only: what a SIGKILL in the middle of `make_spare` leaves)
-    repo = repos.make("spare-half")
-    first = repo.commit({"a/x.py": "A\n", "b/c/y.py": "Y\n", "b/z.py": "Z\n"})
-    source = GitRepository(repo.file_url)
-    cache = CodeCache(tmp_path / "cache", max_bytes=10**9)
-    key_dir = cache.ensure(source, first).parent
-    (spare,) = _spares(key_dir, {"a", "b", "b/c"})
+    files = {"a/x.py": "A\n", "b/c/y.py": "Y\n", "b/z.py": "Z\n"}
+    repo, source, cache, _key_dir, spare = _cached_with_spare(
+        tmp_path, repos, "spare-half", files, {"a", "b", "b/c"}
+    )
     for rel in ("b/c", "b"):
         (spare / rel).rmdir()
     # When the next commit is checked out
