@@ -86,3 +86,22 @@ def test_a_collector_turned_off_stays_off() -> None:
         with paused():
             assert not gc.isenabled()
     assert not gc.isenabled()
+
+
+def test_a_pause_released_from_another_thread_keeps_a_blocks_pause() -> None:
+    # Given a pause released by a timer (the conveyor process's first second), once only
+    from conveyor._collector import pause
+
+    release = pause()
+    timer = threading.Timer(0.05, release)
+    with paused():  # a cache fill that began in that second
+        timer.start()
+        timer.join(10)
+        # Then the timer ending its pause does not end the fill's
+        assert not gc.isenabled()
+    # And the collector is back when the last pause ends; a second release changes nothing
+    assert gc.isenabled()
+    release()
+    with paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()

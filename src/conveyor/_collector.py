@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["paused"]
+__all__ = ["pause", "paused"]
 
 
 class _Pauses:
@@ -31,18 +31,33 @@ class _Pauses:
 _PAUSES = _Pauses()
 
 
-@contextmanager
-def paused() -> Iterator[None]:
-    """The cyclic garbage collector off while the block runs (see the module docstring)."""
+def pause() -> Callable[[], None]:
+    """Pause the collector until the returned release is called (from any thread; only its
+    first call counts), for a pause that does not end with a block."""
     with _PAUSES.lock:
         if _PAUSES.depth == 0:
             _PAUSES.resume = gc.isenabled()
             gc.disable()
         _PAUSES.depth += 1
-    try:
-        yield
-    finally:
+    released = threading.Event()
+
+    def release() -> None:
         with _PAUSES.lock:
+            if released.is_set():
+                return
+            released.set()
             _PAUSES.depth -= 1
             if _PAUSES.depth == 0 and _PAUSES.resume:
                 gc.enable()
+
+    return release
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """The cyclic garbage collector off while the block runs (see the module docstring)."""
+    release = pause()
+    try:
+        yield
+    finally:
+        release()

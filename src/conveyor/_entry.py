@@ -18,6 +18,8 @@ from __future__ import annotations
 import gc
 import threading
 
+from conveyor._collector import pause
+
 __all__ = ["COLLECTOR_OFF_S", "main"]
 
 COLLECTOR_OFF_S = 1.0
@@ -26,8 +28,8 @@ COLLECTOR_OFF_S = 1.0
 
 def main() -> int:
     """Run the command line in this process, which ends after it; returns the exit code."""
-    gc.disable()
-    collector_back = threading.Timer(COLLECTOR_OFF_S, gc.enable)
+    release = pause()  # one pause among others (a cache fill's): see conveyor._collector
+    collector_back = threading.Timer(COLLECTOR_OFF_S, release)
     collector_back.daemon = True
     collector_back.start()
     try:
@@ -36,6 +38,6 @@ def main() -> int:
         code = command_line()
     finally:
         collector_back.cancel()
-        gc.enable()
+        release()
     gc.freeze()
     return code
