@@ -164,24 +164,18 @@ def seal(root: Path, fill: Fill) -> Index:
             children = list(it)
         for child in children:
             rel = prefix + child.name
-            st = child.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
+            if child.is_dir(follow_symlinks=False):  # the kind from the listing: no stat
                 dirs.append(rel)
                 stack.append(rel + "/")
+                continue
+            st = child.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                found.append((rel, child.path, st))
             elif stat.S_ISLNK(st.st_mode):
                 links[rel] = os.readlink(child.path)
-            elif stat.S_ISREG(st.st_mode):
-                found.append((rel, child.path, st))
             else:
                 raise CacheError(f"a fetch left {rel}, which is not a file, link or directory")
-    files: dict[str, tuple[str, str]] = {}
-    rest: list[tuple[str, str, os.stat_result]] = []
-    for rel, path, st in found:
-        name = fill.settled(path, st)
-        if name is not None:
-            files[rel] = (name, fill.alias(path))
-        else:
-            rest.append((rel, path, st))
+    files, rest = fill.settled(found)
     digests = _digests(fill, rest)
     for rel, path, st in rest:
         sha, alias = digests[rel]

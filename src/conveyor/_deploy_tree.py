@@ -238,6 +238,8 @@ def check_listing(paths: Iterable[str]) -> None:
     """`check_paths` over a listing of files (``a/b/c.py``; their directories are implied)."""
     seen: set[str] = set()
     for path in paths:
+        if len(path) <= MAX_NAME_LENGTH and path.isascii():
+            continue  # one byte a character: neither it nor any of its names is too long
         parts = path.split("/")
         for i in range(len(parts)):
             relative = "/".join(parts[: i + 1])

@@ -470,24 +470,34 @@ class Fill:
         """``algorithm:digest`` of the other digest recorded for ``path`` (a git blob id), or
         ``""``."""
         entry = self._known.get(path)
-        if entry is not None:
-            for algorithm, value in entry[1].items():
-                if algorithm != "sha256":
-                    return f"{algorithm}:{value}"
-        return ""
+        return _alias(entry[1]) if entry is not None else ""
 
-    def settled(self, path: str, st: os.stat_result) -> str | None:
-        """The object ``path`` (stat ``st``) links, if this fill linked or stored it there and
-        the object's stat is still the one taken right after this fill last linked it (so
-        nothing changed it since, as a use's stamp check would tell), sealed."""
-        entry = self._adopted.get(path)
-        if entry is None or entry[0] != st.st_ino:
-            return None
-        name = entry[1]
-        now = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if self._touched.get(name) != now or st.st_mode != stat.S_IFREG | sealed_mode(name):
-            return None
-        return name
+    def settled(
+        self, found: Iterable[tuple[str, str, os.stat_result]]
+    ) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str, os.stat_result]]]:
+        """Of the files ``found`` (``(rel, path, stat)``), those this fill linked or stored and
+        whose object's stat is still the one taken right after this fill last linked it (so
+        nothing changed it since, as a use's stamp check would tell), sealed: rel → (object,
+        `alias`); and the rest, in order."""
+        adopted, touched, known = self._adopted, self._touched, self._known
+        file_mode, exec_mode = stat.S_IFREG | 0o444, stat.S_IFREG | 0o555
+        files: dict[str, tuple[str, str]] = {}
+        rest: list[tuple[str, str, os.stat_result]] = []
+        for item in found:
+            rel, path, st = item
+            entry = adopted.get(path)
+            if entry is None or entry[0] != st.st_ino:
+                rest.append(item)
+                continue
+            name = entry[1]
+            mode = exec_mode if name.endswith(_EXEC_SUFFIX) else file_mode
+            now = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if touched.get(name) != now or st.st_mode != mode:
+                rest.append(item)
+                continue
+            digests = known.get(path)
+            files[rel] = (name, _alias(digests[1]) if digests is not None else "")
+        return files, rest
 
     def adopted(self, path: str, st: os.stat_result) -> str | None:
         """The object ``path`` (stat ``st``) links, if this fill linked or stored it."""
@@ -562,6 +572,13 @@ class Fill:
     def _remember(self, path: Path | str, st: os.stat_result, digests: dict[str, str]) -> None:
         with self._mutex:
             self._known[os.fspath(path)] = ((st.st_ino, st.st_size, st.st_mtime_ns), digests)
+
+
+def _alias(digests: Digests) -> str:
+    for algorithm, value in digests.items():
+        if algorithm != "sha256":
+            return f"{algorithm}:{value}"
+    return ""
 
 
 def _swap_in(source: str, dest: str) -> bool:
