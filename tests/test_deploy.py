@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,3 +276,35 @@ def test_a_tree_with_a_path_no_worker_can_check_out_is_refused_at_deploy(
     assert len(str(caught.value)) < 300
     assert "…" in str(caught.value)
     assert client.list_deployments() == []
+
+
+def test_a_deploy_without_job_variables_loads_no_schema_validator(
+    settings: Settings, client: ConveyorClient, project: Path
+) -> None:
+    """The pool's template, defaults included, was checked when the pool was made: a deploy
+    that sets no job variables has nothing left to validate (and no jsonschema to import)."""
+    script = (
+        "import sys\n"
+        "from conveyor.connect import connect\n"
+        "from conveyor.deploy import from_source\n"
+        "from conveyor.settings import Settings\n"
+        "settings = Settings.from_env()\n"
+        "with connect(settings) as client:\n"
+        "    from_source(sys.argv[1], 'flows.py:hello').deploy(\n"
+        "        'plain', settings=settings, client=client)\n"
+        "print('jsonschema' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(project)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "False"
+    assert {d.name for d in client.list_deployments()} == {"plain"}
+    with pytest.raises(ConfigError, match="job variable stream_output"):
+        from_source(project, "flows.py:hello").deploy(
+            "typed", settings=settings, client=client, job_variables={"stream_output": "loud"}
+        )

@@ -207,7 +207,15 @@ def check_template(template: Any) -> dict[str, Any]:
             f"job_configuration uses undeclared variables: {', '.join(unknown)}",
             hint="declare each {{ name }} under variables.properties",
         )
-    return {"job_configuration": dict(configuration), "variables": dict(variables)}
+    checked = {"job_configuration": dict(configuration), "variables": dict(variables)}
+    try:  # so a deploy without job variables has nothing left to check
+        check_job_variables(checked, {})
+    except ConfigError as exc:
+        raise ConfigError(
+            f"base job template: its defaults do not fit its variables: {exc.message}",
+            hint="change the default, or the variable's schema",
+        ) from None
+    return checked
 
 
 def check_job_variables(

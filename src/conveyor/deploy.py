@@ -387,7 +387,8 @@ def _check_server(
     client: ConveyorClient, work_pool: str, job_variables: Mapping[str, Any] | None = None
 ) -> None:
     """The server answers (with our key) and has the work pool; the job variables fit the
-    pool's base job template (its JSON schema)."""
+    pool's base job template (its JSON schema). Without job variables there is nothing to
+    check: the template's own defaults were checked when the pool was created."""
     pools = {pool.name: pool for pool in client.list_pools()}
     if work_pool not in pools:
         raise ConfigError(
@@ -395,7 +396,7 @@ def _check_server(
             hint=f"create it with `conveyor pool create {work_pool}`",
         )
     template = pools[work_pool].base_job_template
-    if job_variables is not None and template:
+    if job_variables and template:
         from conveyor._jobs import check_job_variables
 
         check_job_variables(template, job_variables)

@@ -81,6 +81,33 @@ def test_a_template_using_an_undeclared_variable_is_refused(
     assert "undeclared variables: imagee" in one_line_error(result)
 
 
+def test_a_template_whose_defaults_do_not_fit_its_own_variables_is_refused(
+    tmp_path: Path, settings: Settings, client: ConveyorClient
+) -> None:
+    # Checked once, when the pool is made: a deploy without job variables then checks nothing.
+    bad = {
+        "job_configuration": {"retries": "{{ retries }}"},
+        "variables": {
+            "type": "object",
+            "properties": {"retries": {"type": "integer", "default": "three"}},
+        },
+    }
+    message = (
+        "base job template: its defaults do not fit its variables: "
+        "job variable retries: 'three' is not of type 'integer'"
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_template(bad)
+    assert caught.value.message == message
+    file = tmp_path / "strict.json"
+    file.write_text(json.dumps(bad))
+    result = conveyor(
+        "pool", "create", "strict", "--base-job-template", str(file), env=command_env()
+    )
+    assert one_line_error(result) == message
+    assert "strict" not in {pool.name for pool in client.list_pools()}
+
+
 def test_a_pool_keeps_its_own_template_and_deploy_checks_job_variables(
     tmp_path: Path, settings: Settings, client: ConveyorClient
 ) -> None:
