@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from conveyor.errors import InvalidRequest, ServerUnavailable
 from conveyor.schemas import LogRecord
+from conveyor.worker import logs as run_logs
 from conveyor.worker.logs import BATCH_SIZE, RunLogs, emit_record_line
 
 
@@ -132,3 +134,95 @@ def test_a_server_answering_503_keeps_the_logs_until_it_is_back() -> None:
     logs.emit("kept through the outage")
     logs.close(timeout=10)
     assert [r.message for batch in writer.batches for r in batch] == ["kept through the outage"]
+
+
+class SlowWriter:
+    """Takes every batch, a few milliseconds each; notes how many records were waiting."""
+
+    def __init__(self, logs: list[RunLogs], *, pause: float = 0.005) -> None:
+        self.logs = logs
+        self.pause = pause
+        self.stored: list[str] = []
+        self.most_waiting = 0
+
+    def write_logs(self, run_id, records, **numbered) -> None:
+        self.most_waiting = max(self.most_waiting, self.logs[0].unsent)
+        time.sleep(self.pause)
+        self.stored.extend(r.message for r in records)
+
+
+def test_a_producer_faster_than_the_server_waits_and_loses_nothing(monkeypatch) -> None:
+    # Given a shipper that keeps at most 500 records and a server slower than the producer
+    monkeypatch.setattr(run_logs, "MAX_PENDING", 500)
+    holder: list[RunLogs] = []
+    writer = SlowWriter(holder)
+    logs = RunLogs(writer, "r", attempt=1)
+    holder.append(logs)
+    logs.start()
+    # When 5,000 lines are emitted as fast as possible
+    for i in range(5_000):
+        logs.emit(f"line {i}")
+    logs.close(timeout=30)
+    # Then every line arrived in order, none was dropped, and no more than the bound waited
+    assert writer.stored == [f"line {i}" for i in range(5_000)]
+    assert logs.dropped == 0
+    assert writer.most_waiting <= 500
+
+
+def test_a_producer_that_is_done_does_not_wait(monkeypatch) -> None:
+    monkeypatch.setattr(run_logs, "MAX_PENDING", 10)
+    monkeypatch.setattr(run_logs, "STALL_SECONDS", 30.0)
+    release = threading.Event()
+    stored: list[str] = []
+
+    def write_logs(run_id, records, **numbered):
+        release.wait(10)  # a server that does not answer yet
+        stored.extend(r.message for r in records)
+
+    writer = FlakyWriter(failures=0)
+    writer.write_logs = write_logs  # type: ignore[method-assign]
+    logs = RunLogs(writer, "r", attempt=1).start()
+    done = threading.Event()
+    done.set()
+    started = time.monotonic()
+    for i in range(100):  # a child that has exited: what is left in its pipe is queued at once
+        logs.emit(f"line {i}", done=done)
+    assert time.monotonic() - started < 1
+    release.set()
+    logs.close(timeout=10)
+    assert stored == [f"line {i}" for i in range(100)]
+
+
+def test_a_server_that_takes_no_batch_for_too_long_costs_lines_and_says_how_many(
+    monkeypatch, caplog
+) -> None:
+    # Given a shipper that keeps 400 records and a server that hangs on the first batch
+    monkeypatch.setattr(run_logs, "MAX_PENDING", 400)
+    monkeypatch.setattr(run_logs, "STALL_SECONDS", 0.3)
+    release = threading.Event()
+    stored: list[str] = []
+
+    def write_logs(run_id, records, **numbered):
+        release.wait(10)
+        stored.extend(r.message for r in records)
+
+    writer = FlakyWriter(failures=0)
+    writer.write_logs = write_logs  # type: ignore[method-assign]
+    logs = RunLogs(writer, "r", attempt=1).start()
+    # When 3,000 lines are emitted: the producer waits 0.3 s, then room comes from dropping
+    for i in range(3_000):
+        logs.emit(f"line {i}")
+    release.set()
+    logs.close(timeout=10)
+    # Then the lines that arrived are in order, one line stands where the others are missing
+    # with their exact count, and the worker's warning says the same
+    lines = [m for m in stored if m.startswith("line ")]
+    missing = 3_000 - len(lines)
+    assert missing > 0
+    assert logs.dropped == missing
+    gap = f"[conveyor] {missing} log lines dropped while the server was unreachable"
+    assert stored.count(gap) == 1
+    at = stored.index(gap)
+    assert stored[:at] == [f"line {i}" for i in range(at)]
+    assert stored[at + 1 :] == [f"line {i}" for i in range(at + missing, 3_000)]
+    assert f"count={missing}" in caplog.text

@@ -7,10 +7,20 @@ sends whatever is left, so every line is on the server before the run's final st
 Batches are numbered 1, 2, 3, ... per run attempt (when `RunLogs` is given the ``attempt``) and
 sent strictly in order, each one until the server has it: a batch keeps its records and its
 number once it has been sent, so sending it again after a lost reply is recognised by the server
-and stored once (`conveyor.server.service.logs`). While the server is unreachable, or answers
-502/503/504, the batches are kept and sent again when it is back; a batch the server refuses
-(4xx: too large, the run is gone) is dropped with a warning. The only bound is memory: past
-`MAX_PENDING` records waiting, the oldest batch is dropped and counted.
+and stored once (`conveyor.server.service.logs`). A batch the server refuses (4xx: too large, the
+run is gone) is dropped with a warning.
+
+Memory is bounded by `MAX_PENDING` records (and `MAX_PENDING_BYTES` of text) waiting. While the
+server takes batches, nothing is dropped: `RunLogs.emit` waits for room, so the pump stops reading
+the child's pipe and a flow that prints faster than its lines can be sent is slowed, not cut
+short (backpressure). Only while shipping fails — the server unreachable, answering 502/503/504,
+or not taking a batch for `STALL_SECONDS` — does room come from dropping: the oldest batches
+after the one in hand go, counted, and in their place the run's log gets one line saying how
+many (``[conveyor] N log lines dropped while the server was unreachable``), sent in order once
+the server takes batches again; `RunLogs.dropped` (the worker's ``logs dropped`` warning) is
+exactly the number of lines missing. A producer that must not wait (the shipping thread itself,
+or a pump whose child has exited: what is left is one pipe buffer) queues past the bound; with no
+shipping thread (not started, or closed) room comes from dropping.
 
 `pump_lines` reads a child's stdout or stderr pipe line by line; `pump_records` reads the JSON
 lines the child's logging handler writes (see `conveyor.worker.child`).
@@ -28,6 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Protocol
 
@@ -51,9 +62,13 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 200
 FLUSH_SECONDS = 0.2
 MAX_PENDING = 20_000
+MAX_PENDING_BYTES = 32 << 20
 MAX_LINE = 64 * 1024
 RETRY_MAX_SECONDS = 2.0
 """The longest pause between two tries of a batch while the server is away."""
+STALL_SECONDS = 60.0
+"""How long a producer waits for room while no batch is taken before lines are dropped."""
+ROOM_POLL_SECONDS = 0.1
 
 
 class LogWriter(Protocol):
@@ -69,7 +84,28 @@ class LogWriter(Protocol):
     ) -> None: ...
 
 
-_Batch = tuple[int, list[LogRecord]]
+@dataclass(eq=False)
+class _Batch:
+    """Records sealed under a number; a gap stands for dropped batches (its one record says how
+    many lines) and grows until it is the next batch to send."""
+
+    number: int
+    records: list[LogRecord]
+    size: int = 0
+    dropped: int = 0
+
+    @property
+    def gap(self) -> bool:
+        return self.dropped > 0
+
+
+def _gap_record(dropped: int, timestamp: datetime) -> LogRecord:
+    return LogRecord(
+        timestamp=timestamp,
+        level="WARNING",
+        stream="worker",
+        message=f"[conveyor] {dropped} log lines dropped while the server was unreachable",
+    )
 
 
 class RunLogs:
@@ -81,12 +117,17 @@ class RunLogs:
         self.mask = SecretMask()
         self.attempt = attempt
         self.dropped = 0
+        """Lines dropped to bound memory while shipping failed (each one missing on the server)."""
         self._unreachable = False
+        self._stalled = False
         self._pending: list[LogRecord] = []
         self._unsent: deque[_Batch] = deque()
         self._queued = 0
+        self._queued_size = 0
         self._next_batch = 1
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._progress = time.monotonic()
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -96,6 +137,7 @@ class RunLogs:
         self._thread = threading.Thread(
             target=self._loop, name=f"logs-{self.run_id[:8]}", daemon=True
         )
+        self._progress = time.monotonic()
         self._thread.start()
         return self
 
@@ -106,8 +148,10 @@ class RunLogs:
         level: str = "INFO",
         stream: str = "log",
         timestamp: datetime | None = None,
+        done: threading.Event | None = None,
     ) -> None:
-        """Queue one record (secret values masked)."""
+        """Queue one record (secret values masked), first waiting for room while the server
+        takes batches (module docstring); ``done`` set means the producer must not wait."""
         if self.mask:
             message = self.mask.apply(message)
         if len(message) > MAX_LINE:
@@ -116,12 +160,18 @@ class RunLogs:
             timestamp=timestamp or datetime.now(UTC), level=level, stream=stream, message=message
         )
         with self._lock:
+            stalled = self._stalled
+            drop = self._wait_for_room(done)
+            stalled = self._stalled and not stalled
             self._pending.append(record)
             self._queued += 1
-            if self._queued > MAX_PENDING:
-                self._drop_oldest()
+            self._queued_size += len(message)
+            if drop:
+                self._make_room()
             if len(self._pending) >= BATCH_SIZE:
                 self._wake.set()
+        if stalled:  # logged without the lock: an in-process flow's handler emits here
+            logger.warning("log shipping stalled, dropping run=%s", self.run_id)
 
     def hide(self, value: str) -> None:
         """Mask ``value`` (a secret handed to the run) and its base64 forms from now on."""
@@ -160,7 +210,9 @@ class RunLogs:
     def close(self, *, attempts: int = 20, timeout: float | None = None) -> None:
         """Stop the background thread and send the rest, retrying while the server is away
         (``attempts`` times, or for ``timeout`` seconds when given)."""
-        self._closed.set()
+        with self._lock:
+            self._closed.set()
+            self._room.notify_all()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
@@ -168,6 +220,52 @@ class RunLogs:
             logger.error("logs not sent run=%s count=%d", self.run_id, self.unsent)
         if self.dropped:
             logger.warning("logs dropped run=%s count=%d", self.run_id, self.dropped)
+
+    # --- room -------------------------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        return self._queued >= MAX_PENDING or self._queued_size >= MAX_PENDING_BYTES
+
+    def _wait_for_room(self, done: threading.Event | None) -> bool:
+        """(The lock is held.) Wait while the queue is full and the server takes batches; True
+        when room must come from dropping (shipping fails, or there is no shipping thread)."""
+        waited = time.monotonic()
+        while self._full():
+            thread = self._thread
+            if thread is None or self._closed.is_set() or self._unreachable or self._stalled:
+                return True
+            if thread is threading.current_thread() or (done is not None and done.is_set()):
+                return False
+            if time.monotonic() - max(waited, self._progress) >= STALL_SECONDS:
+                self._stalled = True
+                return True
+            self._wake.set()
+            self._room.wait(ROOM_POLL_SECONDS)
+        return False
+
+    def _make_room(self) -> None:
+        """(The lock is held.) Drop the oldest batches after the one that may be in flight
+        until the queue fits, counting them in a gap batch in their place."""
+        while self._full():
+            at = 2 if len(self._unsent) > 1 and self._unsent[1].gap else 1
+            if len(self._unsent) <= at:
+                if not self._pending:
+                    return
+                self._seal_locked()
+                continue
+            victim = self._unsent[at]
+            del self._unsent[at]
+            lost = len(victim.records)
+            self._queued -= lost
+            self._queued_size -= victim.size
+            self.dropped += lost
+            if at == 2:
+                gap = self._unsent[1]
+                gap.dropped += lost
+                gap.records = [_gap_record(gap.dropped, gap.records[0].timestamp)]
+            else:
+                first = victim.records[0].timestamp
+                self._unsent.insert(1, _Batch(victim.number, [_gap_record(lost, first)], 0, lost))
 
     # --- sending ----------------------------------------------------------------------------------
 
@@ -180,27 +278,37 @@ class RunLogs:
                 if not self._unsent:
                     break
                 entry = self._unsent[0]
-            number, records = entry
+                records = entry.records  # a gap's line is final once it is the next to send
             try:
-                self._write(number, records)
+                self._write(entry.number, records)
             except ApiError as exc:
                 if isinstance(exc, ServerUnavailable) or (exc.status_code or 0) >= 500:
-                    if not self._unreachable:
+                    with self._lock:
+                        first = not self._unreachable
+                        self._unreachable = True
+                        self._room.notify_all()
+                    if first:
                         logger.warning(
                             "server unavailable, keeping logs run=%s count=%d",
                             self.run_id,
                             self.unsent,
                         )
-                    self._unreachable = True
                     return False
-                logger.warning("logs refused run=%s batch=%d error=%s", self.run_id, number, exc)
+                logger.warning(
+                    "logs refused run=%s batch=%d error=%s", self.run_id, entry.number, exc
+                )
             with self._lock:
                 if self._unsent and self._unsent[0] is entry:
                     self._unsent.popleft()
-                    self._queued -= len(records)
-        if self._unreachable:
-            logger.warning("server reachable again, logs sent run=%s", self.run_id)
-        self._unreachable = False
+                    if not entry.gap:
+                        self._queued -= len(records)
+                        self._queued_size -= entry.size
+                back = self._unreachable or self._stalled
+                self._unreachable = self._stalled = False
+                self._progress = time.monotonic()
+                self._room.notify_all()
+            if back:
+                logger.warning("server reachable again, sending logs run=%s", self.run_id)
         return True
 
     def _write(self, number: int, records: list[LogRecord]) -> None:
@@ -212,21 +320,14 @@ class RunLogs:
 
     def _seal(self) -> None:
         with self._lock:
-            while self._pending:
-                records, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
-                self._unsent.append((self._next_batch, records))
-                self._next_batch += 1
+            self._seal_locked()
 
-    def _drop_oldest(self) -> None:
-        """Make room (the lock is held): the oldest sealed batch goes, else the oldest record."""
-        if self._unsent:
-            _number, records = self._unsent.popleft()
-            lost = len(records)
-        else:
-            del self._pending[0]
-            lost = 1
-        self._queued -= lost
-        self.dropped += lost
+    def _seal_locked(self) -> None:
+        while self._pending:
+            records, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
+            size = sum(len(r.message) for r in records)
+            self._unsent.append(_Batch(self._next_batch, records, size))
+            self._next_batch += 1
 
     def _loop(self) -> None:
         while not self._closed.is_set():
@@ -240,21 +341,30 @@ class RunLogs:
                 logger.exception("log shipping failed run=%s", self.run_id)
 
 
-def pump_lines(pipe: IO[bytes], logs: RunLogs, *, stream: str, level: str) -> None:
-    """Forward each line of ``pipe`` (a child's stdout/stderr) until it closes."""
+def pump_lines(
+    pipe: IO[bytes],
+    logs: RunLogs,
+    *,
+    stream: str,
+    level: str,
+    done: threading.Event | None = None,
+) -> None:
+    """Forward each line of ``pipe`` (a child's stdout/stderr) until it closes; while the logs
+    wait for room the pipe is not read, so the child waits too (``done``: see `RunLogs.emit`)."""
     with pipe:
         for raw in iter(pipe.readline, b""):
-            logs.emit(raw.decode(errors="replace").rstrip("\r\n"), level=level, stream=stream)
+            text = raw.decode(errors="replace").rstrip("\r\n")
+            logs.emit(text, level=level, stream=stream, done=done)
 
 
-def pump_records(pipe: IO[bytes], logs: RunLogs) -> None:
+def pump_records(pipe: IO[bytes], logs: RunLogs, *, done: threading.Event | None = None) -> None:
     """Forward the child's logging records (JSON lines) until the pipe closes."""
     with pipe:
         for raw in iter(pipe.readline, b""):
-            emit_record_line(raw, logs)
+            emit_record_line(raw, logs, done=done)
 
 
-def emit_record_line(raw: bytes, logs: RunLogs) -> None:
+def emit_record_line(raw: bytes, logs: RunLogs, *, done: threading.Event | None = None) -> None:
     """One JSON line from the child's logging handler → one record (garbage is kept as text)."""
     text = raw.decode(errors="replace").rstrip("\r\n")
     try:
@@ -263,9 +373,9 @@ def emit_record_line(raw: bytes, logs: RunLogs) -> None:
         level = str(data.get("level", "INFO"))
         when = datetime.fromtimestamp(float(data["t"]), UTC)
     except (ValueError, KeyError, TypeError):
-        logs.emit(text, stream="log")
+        logs.emit(text, stream="log", done=done)
         return
-    logs.emit(message, level=level, stream="log", timestamp=when)
+    logs.emit(message, level=level, stream="log", timestamp=when, done=done)
 
 
 def emit_all(logs: RunLogs, lines: Iterable[str], *, level: str = "INFO") -> None:

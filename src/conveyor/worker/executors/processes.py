@@ -2,6 +2,9 @@
 
 `spawn` starts the child in its own session with the log pipe (``CONVEYOR_LOG_FD``) and, unless
 ``stream_output`` is off, its stdout and stderr piped, and pumps all three into the run's logs.
+A pump waits while the run's logs are full (`conveyor.worker.logs`: backpressure), so a child
+that prints faster than its lines are sent blocks on its full pipe; once it has exited
+(`Spawned.kill`), the pumps stop waiting and queue what is left in the pipes.
 
 A `GatedChild` is the same child started before the run's code is ready: while the worker checks
 the checkout against its version and makes the workspace, the child starts its interpreter and
@@ -43,12 +46,15 @@ class Spawned:
 
     proc: subprocess.Popen[bytes]
     pumps: list[threading.Thread] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    """Set once the child is gone: the pumps no longer wait for room in the run's logs."""
 
     def kill(self) -> None:
         """SIGKILL its session (whatever it started too) and wait for it and the pumps."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        self.done.set()
         for pump in self.pumps:
             pump.join(PUMP_JOIN_SECONDS)
 
@@ -101,7 +107,8 @@ def spawn(
     finally:
         os.close(write_fd)
     records = os.fdopen(read_fd, "rb")
-    pumps = [threading.Thread(target=pump_records, args=(records, logs))]
+    done = threading.Event()
+    pumps = [threading.Thread(target=pump_records, args=(records, logs), kwargs={"done": done})]
     for stream, level, pipe in (
         ("stdout", "INFO", proc.stdout),
         ("stderr", "WARNING", proc.stderr),
@@ -111,13 +118,13 @@ def spawn(
                 threading.Thread(
                     target=pump_lines,
                     args=(pipe, logs),
-                    kwargs={"stream": stream, "level": level},
+                    kwargs={"stream": stream, "level": level, "done": done},
                 )
             )
     for thread in pumps:
         thread.daemon = True
         thread.start()
-    return Spawned(proc, pumps)
+    return Spawned(proc, pumps, done)
 
 
 class GatedChild:
