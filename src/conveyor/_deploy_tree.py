@@ -189,12 +189,21 @@ def _relative(path: Path, base: Path) -> str | None:
 
 
 def working_dir(
-    tree: Path, pull_steps: Sequence[Mapping[str, Any]], *, partial: PartialCheckout | None = None
+    tree: Path,
+    pull_steps: Sequence[Mapping[str, Any]],
+    *,
+    partial: PartialCheckout | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Path:
     """Where the flow's entrypoint is resolved: the tree, moved by ``set_working_directory``
     steps (templates naming the code step's ``directory`` mean the tree). In a ``partial``
-    checkout, directories are those of its listing (and the one chosen is created)."""
-    from conveyor.secrets import resolve_templates
+    checkout, directories are those of its listing (and the one chosen is created).
+
+    A directory the worker resolves (``{{ $ENV }}``, a secret, a later step's output) is not
+    refused here: it is taken as this machine's ``environ`` (default: ``os.environ``) gives it
+    when that names a directory of the code, else the directory stays where it was; the worker
+    checks it again once resolved (`conveyor.steps.builtin.set_working_directory`)."""
+    from conveyor.secrets import Secret, resolve_templates, template_refs
     from conveyor.steps import names_code, parse_step
 
     outputs: dict[str, Any] = {"directory": str(tree)}
@@ -205,12 +214,24 @@ def working_dir(
             outputs[step_id] = {"directory": str(tree)}
         if name != "set_working_directory":
             continue
-        resolved = resolve_templates(arguments, outputs=outputs, kinds={"output"})
-        directory = str(resolved.get("directory", ""))
+        written = arguments.get("directory", "")
+        refs = template_refs(written) if isinstance(written, str) else []
+        on_worker = any(ref.kind != "output" for ref in refs)
+        try:
+            resolved = resolve_templates(
+                written, environ=environ, outputs=outputs, kinds={"output", "env"}
+            )
+        except ConfigError:  # an output of a step that runs on the worker, an unset variable
+            logger.info("working directory resolved on the worker directory=%s", written)
+            continue
+        directory = resolved.reveal() if isinstance(resolved, Secret) else str(resolved)
         candidate = (root / directory).resolve()
         inside = _relative(candidate, tree.resolve())
         exists = candidate.is_dir() if partial is None else inside in partial.dirs
         if not exists or inside is None:
+            if on_worker:
+                logger.info("working directory resolved on the worker directory=%s", written)
+                continue
             raise ConfigError(
                 f"set_working_directory: {directory} is not a directory of the deployed code",
                 hint="give a directory relative to the repository root",

@@ -25,9 +25,12 @@ Pull steps are the run-time recipe, run by the worker in order (`run_steps`), ea
 its ref); ``set_working_directory`` sets the flow's working directory and import root;
 ``run_shell_script`` runs commands there. Templates are resolved on the worker, step by step:
 ``{{ step_id.key }}`` from earlier outputs, ``${NAME}`` / ``{{ secrets.NAME }}`` and
-``{{ $ENV }}`` from the worker's environment and secret store. At deploy time
-`source_from_pull_steps` turns the code-naming step into the deployment's `Source` and
-`check_steps` refuses any step the worker could not run, so no step is silently ignored.
+``{{ $ENV }}`` from the worker's environment and secret store; a text argument with a value
+substituted into it reaches the step as a `Secret` (masked in the run's logs), which the step
+reveals where it uses it. At deploy time `source_from_pull_steps` turns the code-naming step
+into the deployment's `Source` and `check_steps` refuses any step the worker could not run
+(unknown, misplaced, wrong arguments, or refused by its `StepSpec.check`: a secret in
+``run_shell_script``'s command line), so no step is silently ignored.
 
 A step function is ``function(ctx: StepContext, **arguments) -> dict | None``; its dict is its
 outputs. A step that names code also has a ``to_source(**arguments) -> Source`` factory
@@ -75,10 +78,17 @@ class StepSpec:
     to_source: str | None = None
     sections: tuple[str, ...] = ("build", "push", "pull")
     """Where the step may appear in a project file."""
+    check: str | None = None
+    """``"module:function"`` called as ``function(step, arguments)`` with the arguments as
+    written (templates not resolved), at deploy and again before the worker resolves them;
+    raises `ConfigError` for arguments no run could use (a secret bound for a command line)."""
 
     def function(self) -> Callable[..., Any]:
         found: Callable[..., Any] = import_target(self.run)
         return found
+
+    def checker(self) -> Callable[[str, Mapping[str, Any]], None] | None:
+        return import_target(self.check) if self.check else None
 
     def source_factory(self) -> Callable[..., Source] | None:
         return import_target(self.to_source) if self.to_source else None
@@ -94,7 +104,9 @@ STEPS: Registry[StepSpec | Callable[..., Any]] = Registry(
             StepSpec(f"{_BUILTIN}:git_clone", f"{_BUILTIN}:git_clone_source", ("pull",))
         ),
         "set_working_directory": Entry(StepSpec(f"{_BUILTIN}:set_working_directory")),
-        "run_shell_script": Entry(StepSpec(f"{_BUILTIN}:run_shell_script")),
+        "run_shell_script": Entry(
+            StepSpec(f"{_BUILTIN}:run_shell_script", check=f"{_BUILTIN}:check_run_shell_script")
+        ),
         **{
             name: Entry(StepSpec(f"{_BLOB}:{name}", f"{_BLOB}:{factory}", ("pull",)))
             for name, factory in (
@@ -178,11 +190,19 @@ def _bind(name: str, function: Callable[..., Any], arguments: Mapping[str, Any])
         raise ConfigError(f"step {name}: {exc}") from None
 
 
+def _check(name: str, arguments: Mapping[str, Any], step_id: str | None) -> None:
+    """The step's own check of its arguments as written (`StepSpec.check`)."""
+    spec = STEPS.get(name)
+    checker = spec.checker() if isinstance(spec, StepSpec) else None
+    if checker is not None:
+        checker(f"{name} (id {step_id})" if step_id else name, arguments)
+
+
 def check_steps(steps: Sequence[Mapping[str, Any]], *, section: str = "pull") -> None:
     """Refuse, at deploy time, any step a worker could not run: unknown names, a step that does
-    not belong in ``section``, arguments its function does not take."""
+    not belong in ``section``, arguments its function does not take or its check refuses."""
     for step in steps:
-        name, arguments, _ = parse_step(step)
+        name, arguments, step_id = parse_step(step)
         spec = STEPS.get(name)
         if isinstance(spec, StepSpec) and section not in spec.sections:
             raise ConfigError(
@@ -190,6 +210,7 @@ def check_steps(steps: Sequence[Mapping[str, Any]], *, section: str = "pull") ->
                 hint=f"it belongs in: {', '.join(spec.sections)}",
             )
         _bind(name, _function(name), arguments)
+        _check(name, arguments, step_id)
 
 
 def source_from_pull_steps(steps: Sequence[Mapping[str, Any]]) -> Source | None:
@@ -281,6 +302,7 @@ def run_steps(steps: Sequence[Mapping[str, Any]], ctx: StepContext) -> dict[str,
         ctx.materialised = True
     for step in steps:
         name, arguments, step_id = parse_step(step)
+        _check(name, arguments, step_id)  # a deployment stored before the check refuses here
         resolved = resolve_templates(
             arguments,
             store=ctx.secrets,

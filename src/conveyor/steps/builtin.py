@@ -6,10 +6,17 @@
   through the code cache into the run's code directory and returns ``{"directory", "commit"}``
   (Prefect's output names).
 - ``set_working_directory`` moves the flow's working directory and import root (inside the run's
-  code directory); returns ``{"directory"}``.
+  code directory, checked once its templates are resolved on the worker); returns
+  ``{"directory"}``.
 - ``run_shell_script`` runs each line of ``script`` as a command (no shell; ``$VAR`` expanded
   when ``expand_env_vars``) in the working directory, with the run's environment plus ``env``;
   streams its output to the run's logs when ``stream_output``; returns ``{"stdout", "stderr"}``.
+  ``{{ $ENV }}`` and ``{{ step_id.key }}`` in ``script`` are substituted on the worker; a secret
+  template there would put the secret in a command line, so `check_run_shell_script` refuses it
+  (at deploy, and on the worker for a deployment stored before): secrets go through ``env``.
+
+Text arguments arrive as a `Secret` when a template was substituted into them (`resolve_templates`
+wraps every such string); the steps reveal them where they are used.
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import CommandError, ConfigError
-from conveyor.secrets import Secret, reveal, template_ref
+from conveyor.secrets import Secret, reveal, template_ref, template_refs
 from conveyor.sources.git import GitRepository, TokenCredentials
 from conveyor.steps import StepContext
 
 __all__ = [
+    "check_run_shell_script",
     "git_clone",
     "git_clone_source",
     "git_clone_step",
@@ -126,47 +134,67 @@ def _inside(ctx: StepContext, path: Path, what: str) -> Path:
     root = ctx.code_dir.resolve()
     if resolved != root and not resolved.is_relative_to(root):
         raise ConfigError(
-            f"{what} {path} is outside the run's code directory",
+            f"{what} is outside the run's code directory",
             hint="use a directory relative to the repository root",
         )
     return resolved
 
 
-def set_working_directory(ctx: StepContext, directory: str) -> dict[str, str]:
+def set_working_directory(ctx: StepContext, directory: str | Secret) -> dict[str, str]:
     """Make ``directory`` (relative to the current working directory, or absolute inside the
     code) the flow's working directory and import root."""
-    if not isinstance(directory, str) or not directory:
+    if not isinstance(directory, str | Secret) or not directory:
         raise ConfigError("set_working_directory needs a directory")
-    path = Path(directory)
+    text = reveal(directory)
+    # Substituted values are masked in the run's logs: say where the value came from.
+    shown = f"{text} (from {directory.name})" if isinstance(directory, Secret) else text
+    path = Path(text)
     if not path.is_absolute():
         path = ctx.cwd / path
-    resolved = _inside(ctx, path, "working directory")
+    resolved = _inside(ctx, path, f"set_working_directory: {shown}")
     if not resolved.is_dir():
         raise ConfigError(
-            f"working directory {directory} does not exist in the code",
+            f"set_working_directory: {shown} is not a directory of the run's code",
             hint="check the directory against the deployed tree (`conveyor runs code RUN`)",
         )
     ctx.working_dir = resolved
     return {"directory": str(resolved)}
 
 
+def check_run_shell_script(step: str, arguments: Mapping[str, Any]) -> None:
+    """Refuse a secret template in ``script``: substituted there, it would be in a command line
+    (argv is visible to every user of the machine); a secret goes through ``env``."""
+    script = arguments.get("script")
+    for ref in template_refs(script) if isinstance(script, str) else ():
+        if ref.kind == "secret":
+            raise ConfigError(
+                f"step {step}: the secret {ref.text} cannot go into script, where it would be "
+                f"in a command line; pass it through the step's env instead "
+                f'(env: {{TOKEN: "{ref.text}"}}) and have the command read $TOKEN'
+            )
+
+
 def run_shell_script(
     ctx: StepContext,
-    script: str,
-    directory: str | None = None,
+    script: str | Secret,
+    directory: str | Secret | None = None,
     env: Mapping[str, Any] | None = None,
     stream_output: bool = True,
     expand_env_vars: bool = False,
 ) -> dict[str, str]:
     """Run each line of ``script`` as one command; a failing command fails the step."""
-    if not isinstance(script, str) or not script.strip():
+    if not isinstance(script, str | Secret) or not reveal(script).strip():
         raise ConfigError("run_shell_script needs a script")
-    cwd = ctx.cwd if directory is None else _inside(ctx, ctx.cwd / directory, "directory")
+    if directory is None:
+        cwd = ctx.cwd
+    else:
+        where = reveal(directory)
+        cwd = _inside(ctx, ctx.cwd / where, f"run_shell_script: directory {where}")
     run_env = {k: reveal(v) for k, v in ctx.env.items()}
     run_env.update({str(k): reveal(v) if v is not None else "" for k, v in (env or {}).items()})
     stdout: list[str] = []
     stderr: list[str] = []
-    for line in script.strip().splitlines():
+    for line in reveal(script).strip().splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         text = os.path.expandvars(line) if expand_env_vars else line
