@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.connect import connect
 from conveyor.errors import ConfigError
 
 
@@ -98,6 +99,58 @@ def test_a_param_that_cannot_be_sent_is_one_line(tmp_path, command, param, error
     shown, said = one_error(result)
     assert error in shown
     assert hint in said
+
+
+TYPES = """
+from datetime import date, datetime
+from conveyor import flow
+
+@flow
+def types(when: datetime, day: date = date(2024, 1, 1)) -> None: ...
+"""
+
+
+def test_a_date_that_does_not_convert_is_one_line_and_creates_no_run(tmp_path, settings) -> None:
+    # Given a deployment of a flow taking a datetime and a date (embedded: no server)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "flows.py").write_text(TYPES)
+    deployed = conveyor("deploy", "flows.py:types", "--name", "t", cwd=project)
+    assert deployed.returncode == 0, deployed.stderr
+    # When it is run with values that are not ISO 8601, then each is refused in one line
+    when_hint = "write an ISO 8601 date and time, such as 2024-01-31T09:30:00Z"
+    for params, error, hint in [
+        (
+            ["when=notadate"],
+            "types/t: parameter 'when': 'notadate' is not a valid datetime or date, input is "
+            "too short",
+            when_hint,
+        ),
+        (
+            ["when=2024-13-45"],
+            "types/t: parameter 'when': '2024-13-45' is not a valid datetime or date, month "
+            "value is outside expected range of 1-12",
+            when_hint,
+        ),
+        (
+            ["when=2024-01-31T09:30:00Z", "day=yesterday"],
+            "types/t: parameter 'day': 'yesterday' is not a valid date or datetime, input is "
+            "too short",
+            "write an ISO 8601 date, such as 2024-01-31",
+        ),
+    ]:
+        args = [arg for param in params for arg in ("--param", param)]
+        result = conveyor("run", "types/t", *args, "--watch", "--timeout", "30", cwd=project)
+        assert one_error(result) == (error, hint)
+    # ...and no run was created; a deploy with such a default is refused too
+    with connect(settings) as client:
+        assert client.list_runs() == []
+    shown, _ = one_error(
+        conveyor("deploy", "flows.py:types", "--name", "t2", "--param", "when=x", cwd=project)
+    )
+    assert shown == "parameter 'when': 'x' is not a valid datetime or date, input is too short"
+    with connect(settings) as client:
+        assert [d.name for d in client.list_deployments()] == ["t"]
 
 
 def test_a_good_param_still_parses() -> None:

@@ -256,6 +256,34 @@ def test_a_mistyped_default_parameter_is_refused_at_deploy(settings, client, tmp
     assert stored_bundles(settings) == {}
 
 
+def test_a_default_that_is_not_a_date_is_refused_at_deploy(settings, client, tmp_path) -> None:
+    # Given a flow taking a datetime and a date, and defaults that are not (`--param when=...`)
+    project = tmp_path / "dated"
+    project.mkdir()
+    (project / "flows.py").write_text(
+        "from datetime import date, datetime\n"
+        "from conveyor import flow\n\n"
+        "@flow\n"
+        "def types(when: datetime, day: date = date(2024, 1, 1)) -> None: ...\n"
+    )
+    deployable = from_source(project, "flows.py:types")
+    for parameters, message in [
+        ({"when": "notadate"}, "parameter 'when': 'notadate' is not a valid datetime or date"),
+        ({"day": "yesterday"}, "parameter 'day': 'yesterday' is not a valid date or datetime"),
+    ]:
+        # When it is deployed, then the deploy is refused naming the value, and nothing is stored
+        with pytest.raises(ConfigError) as caught:
+            deployable.deploy("t2", settings=settings, client=client, parameters=parameters)
+        assert str(caught.value).startswith(message)
+        assert client.list_deployments() == []
+        assert stored_bundles(settings) == {}
+    # ...while ISO 8601 defaults are stored as given
+    deployment = deployable.deploy(
+        "t2", settings=settings, client=client, parameters={"when": "2024-01-31T09:30:00Z"}
+    )
+    assert deployment.parameters == {"when": "2024-01-31T09:30:00Z"}
+
+
 def test_a_tree_with_a_path_no_worker_can_check_out_is_refused_at_deploy(
     settings, client, project
 ) -> None:

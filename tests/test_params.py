@@ -7,6 +7,7 @@ import enum
 import json
 import subprocess
 import sys
+import uuid
 from typing import Any, Literal
 
 import pytest
@@ -228,6 +229,167 @@ def test_valid_parameters_come_back_unchanged() -> None:
 
     assert result == params
     assert result is not params
+
+
+@flow
+def timed(
+    at: datetime.datetime,
+    day: datetime.date = datetime.date(2024, 1, 1),
+    clock: datetime.time | None = None,
+    wait: datetime.timedelta | None = None,
+    ref: uuid.UUID | None = None,
+    days: list[datetime.date] | None = None,
+) -> None:
+    """A flow with one parameter of each string format a worker converts."""
+
+
+AT = {"at": "2024-01-31T09:30:00Z"}
+WRITE_AT = "write an ISO 8601 date and time, such as 2024-01-31T09:30:00Z"
+WRITE_DAY = "write an ISO 8601 date, such as 2024-01-31"
+
+
+@pytest.mark.parametrize(
+    ("params", "message", "hint"),
+    [
+        (
+            {"at": "notadate"},
+            "parameter 'at': 'notadate' is not a valid datetime or date, input is too short",
+            WRITE_AT,
+        ),
+        (
+            {"at": "2024-13-45"},
+            "parameter 'at': '2024-13-45' is not a valid datetime or date, month value is "
+            "outside expected range of 1-12",
+            WRITE_AT,
+        ),
+        (
+            {**AT, "day": "yesterday"},
+            "parameter 'day': 'yesterday' is not a valid date or datetime, input is too short",
+            WRITE_DAY,
+        ),
+        (
+            {**AT, "day": "2024-02-30"},
+            "parameter 'day': '2024-02-30' is not a valid date or datetime, day value is outside "
+            "expected range",
+            WRITE_DAY,
+        ),
+        (
+            {**AT, "day": "2024-01-31T09:30:00"},
+            "parameter 'day': Datetimes provided to dates should have zero time - e.g. be exact "
+            "dates",
+            WRITE_DAY,
+        ),
+        (
+            {**AT, "clock": "25:00"},
+            "parameter 'clock': '25:00' is not in a valid time format, hour value is outside "
+            "expected range of 0-23",
+            "write an ISO 8601 time, such as 09:30:00",
+        ),
+        (
+            {**AT, "wait": "soon"},
+            "parameter 'wait': 'soon' is not a valid timedelta, invalid digit in duration",
+            "write an ISO 8601 duration, such as PT1H30M, or 01:30:00",
+        ),
+        (
+            {**AT, "ref": "x"},
+            "parameter 'ref': 'x' is not a valid UUID, invalid character: found `x` at 0",
+            "write a UUID, such as 123e4567-e89b-12d3-a456-426614174000",
+        ),
+        (
+            {**AT, "days": ["2024-01-31", "tomorrow"]},
+            "parameter 'days[1]': 'tomorrow' is not a valid date or datetime, input is too short",
+            WRITE_DAY,
+        ),
+        ({"at": 20240131}, "parameter 'at': 20240131 is not a string", "got a number"),
+    ],
+    ids=[
+        "datetime",
+        "datetime-month",
+        "date",
+        "date-day",
+        "date-with-time",
+        "time",
+        "duration",
+        "uuid",
+        "date-in-list",
+        "not-a-string",
+    ],
+)
+def test_dates_and_times_are_checked_from_the_stored_schema(
+    params: dict[str, Any], message: str, hint: str
+) -> None:
+    stored = json.loads(json.dumps(timed.parameter_schema()))
+
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters(stored, params)
+
+    assert (str(caught.value), caught.value.hint) == (message, hint)
+
+
+def test_dates_and_times_are_accepted_exactly_when_the_worker_converts_them() -> None:
+    # Given strings the worker's conversion accepts or refuses for each kind of value
+    stored = json.loads(json.dumps(timed.parameter_schema()))
+    texts = [
+        "2024-01-31",
+        "2024-01-31T09:30:00",
+        "2024-01-31T09:30:00Z",
+        "2024-01-31 09:30:00.123+05:30",
+        "2024-01-31T00:00:00",
+        "2024-02-29",
+        "2023-02-29",
+        "20240131",
+        "1706693400",
+        "09:30",
+        "09:30:00.5",
+        "24:00",
+        "P1D",
+        "PT1H30M",
+        "01:30:00",
+        "3600",
+        "123e4567-e89b-12d3-a456-426614174000",
+        "123e4567e89b12d3a456426614174000",
+        "",
+        "now",
+    ]
+    for name in ("at", "day", "clock", "wait", "ref"):
+        for text in texts:
+            params = {**AT, name: text}
+            # When the same value is validated (the API) and converted (the worker)
+            try:
+                coerce_parameters(timed.fn, params)
+                converts = True
+            except ConfigError:
+                converts = False
+            try:
+                validate_parameters(stored, params)
+                accepted = True
+            except ConfigError:
+                accepted = False
+            # Then both say the same
+            assert accepted == converts, (name, text)
+
+
+def test_good_dates_and_times_come_back_unchanged() -> None:
+    params = {
+        "at": "2024-01-31T09:30:00+01:00",
+        "day": "2024-02-29",
+        "clock": "09:30",
+        "wait": "PT1H",
+        "ref": "123e4567-e89b-12d3-a456-426614174000",
+        "days": ["2024-01-31"],
+    }
+
+    assert validate_parameters(timed.parameter_schema(), params) == params
+    assert coerce_parameters(timed.fn, params) == {
+        "at": datetime.datetime(
+            2024, 1, 31, 9, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=1))
+        ),
+        "day": datetime.date(2024, 2, 29),
+        "clock": datetime.time(9, 30),
+        "wait": datetime.timedelta(hours=1),
+        "ref": uuid.UUID("123e4567-e89b-12d3-a456-426614174000"),
+        "days": [datetime.date(2024, 1, 31)],
+    }
 
 
 @pytest.mark.parametrize("params", [["name"], {1: "a"}, "name=a"])

@@ -5,8 +5,10 @@
   schema but is still checked by `coerce_parameters`). Each property carries its ``position``.
 - `validate_parameters(schema_or_flow, params)` checks JSON values against a schema dict, such as
   the one a deployment stores, without the function (``jsonschema``). It raises a one-line
-  `ConfigError` naming the parameter: missing, unknown, or of the wrong type. It does not convert
-  values: it returns a copy of ``params``.
+  `ConfigError` naming the parameter: missing, unknown, or of the wrong type. The string formats
+  a worker converts (``date-time``, ``date``, ``time``, ``duration``, ``uuid``: `_COERCED_FORMATS`)
+  are checked by that same conversion, so a value is accepted exactly when the worker can convert
+  it. It does not convert values: it returns a copy of ``params``.
 - `coerce_parameters(fn, params)` converts validated JSON values into the Python types the
   function declares (``"2024-01-01"`` → ``date``), and `bind_parameters` turns them into call
   arguments. This is what a worker does right before calling the flow.
@@ -162,7 +164,8 @@ def validate_parameters(schema_or_flow: Any, params: Mapping[str, Any], /) -> di
 
     try:
         _check_schema(json.dumps(schema, sort_keys=True))
-        errors = list(Draft202012Validator(schema).iter_errors(values))
+        validator = Draft202012Validator(schema, format_checker=_format_checker())
+        errors = list(validator.iter_errors(values))
     except SchemaError as exc:
         raise ConfigError(
             f"the parameter schema is not a valid JSON Schema: {exc.message}",
@@ -212,6 +215,53 @@ def _check_schema(text: str) -> None:
     from jsonschema import Draft202012Validator
 
     Draft202012Validator.check_schema(json.loads(text))
+
+
+_COERCED_FORMATS: dict[str, tuple[str, str]] = {
+    "date-time": ("datetime:datetime", "an ISO 8601 date and time, such as 2024-01-31T09:30:00Z"),
+    "date": ("datetime:date", "an ISO 8601 date, such as 2024-01-31"),
+    "time": ("datetime:time", "an ISO 8601 time, such as 09:30:00"),
+    "duration": ("datetime:timedelta", "an ISO 8601 duration, such as PT1H30M, or 01:30:00"),
+    "uuid": ("uuid:UUID", "a UUID, such as 123e4567-e89b-12d3-a456-426614174000"),
+}
+"""JSON Schema string format -> (the Python type pydantic describes with it, what to write).
+A string of one of these formats is checked by converting it to that type as the worker does
+(`coerce_parameters`); other formats are not checked."""
+
+
+@functools.lru_cache(maxsize=1)
+def _format_checker() -> Any:
+    """A jsonschema ``FormatChecker`` for `_COERCED_FORMATS` only."""
+    from jsonschema import FormatChecker
+
+    checker = FormatChecker(formats=())
+    for name in _COERCED_FORMATS:
+        checker.checks(name, raises=ValueError)(functools.partial(_converts, name))
+    return checker
+
+
+def _converts(format_name: str, instance: object) -> bool:
+    """Whether the worker converts ``instance`` to the type of ``format_name``; a `ValueError`
+    with pydantic's reason when it does not (only strings are checked: a format applies to them)."""
+    if not isinstance(instance, str):
+        return True
+    from pydantic import ValidationError
+
+    try:
+        _adapter(format_name).validate_python(instance)
+    except ValidationError as exc:
+        raise ValueError(exc.errors(include_url=False)[0]["msg"]) from None
+    return True
+
+
+@functools.lru_cache(maxsize=len(_COERCED_FORMATS))
+def _adapter(format_name: str) -> Any:
+    import importlib
+
+    from pydantic import TypeAdapter
+
+    module, _, name = _COERCED_FORMATS[format_name][0].partition(":")
+    return TypeAdapter(getattr(importlib.import_module(module), name))
 
 
 def _schema_of(schema_or_flow: Any) -> Mapping[str, Any]:
@@ -275,6 +325,12 @@ def _schema_error(
         return ConfigError(f"parameter {_where(path)!r}: missing required key {name!r}")
     shown = _show(instance, secret=_is_secret(properties.get(str(path[0]), {}) if path else {}))
     where = _where(path)
+    if error.validator == "format" and isinstance(error.cause, ValueError):
+        example = _COERCED_FORMATS.get(str(rule), ("", ""))[1]
+        return ConfigError(
+            f"parameter {where!r}: {_not_converted(shown, str(error.cause))}",
+            hint=f"write {example}" if example else None,
+        )
     expected = _expected(error, schema)
     if expected:
         return ConfigError(
@@ -418,14 +474,15 @@ def _pydantic_error(exc: Any, fields: Mapping[str, Any]) -> ConfigError:
         return ConfigError(
             f"unknown parameter {where!r}", hint=f"did you mean {close[0]!r}?" if close else takes
         )
-    message: str = first["msg"]
+    shown = _show(first.get("input"), secret=False)
+    return ConfigError(f"parameter {where!r}: {_not_converted(shown, first['msg'])}", hint=takes)
+
+
+def _not_converted(shown: str, message: str) -> str:
+    """pydantic's reason for refusing the value ``shown``, as the end of a sentence."""
     if message.startswith("Input should be "):
-        shown = _show(first.get("input"), secret=False)
-        return ConfigError(
-            f"parameter {where!r}: {shown} is not {message.removeprefix('Input should be ')}",
-            hint=takes,
-        )
-    return ConfigError(f"parameter {where!r}: {message}", hint=takes)
+        return f"{shown} is not {message.removeprefix('Input should be ')}"
+    return message
 
 
 def bind_parameters(

@@ -348,14 +348,19 @@ class Flow(FirstGenerationFlow, _Decorated[P, R]):
 
         return validate_parameters(self.parameter_schema(), params)
 
-    def call_with_parameters(self, params: Mapping[str, Any]) -> R:
-        """Run the flow with JSON ``params``: converted to the declared types, then bound."""
+    def bind_parameters(self, params: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Call arguments from JSON ``params``, converted to the declared types; a one-line
+        `ConfigError` names a parameter that does not convert (nothing of the flow runs)."""
         from conveyor._params import bind_parameters, coerce_parameters
 
         with self._entered():  # the declared types may live in the flow's sibling modules
-            args, kwargs = bind_parameters(self._fn, coerce_parameters(self._fn, params))
-            call = cast(Callable[..., R], self)
-            return call(*args, **kwargs)
+            return bind_parameters(self._fn, coerce_parameters(self._fn, params))
+
+    def call_with_parameters(self, params: Mapping[str, Any]) -> R:
+        """Run the flow with JSON ``params``: converted to the declared types, then bound."""
+        args, kwargs = self.bind_parameters(params)
+        call = cast(Callable[..., R], self)
+        return call(*args, **kwargs)
 
     # --- deployment (implemented in conveyor.deploy) --------------------------------------------
     @classmethod

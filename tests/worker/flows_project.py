@@ -82,6 +82,16 @@ def on_date(day: datetime.date) -> str:
 
 
 @flow
+def dated(
+    at: datetime.datetime,
+    day: datetime.date = datetime.date(2024, 1, 1),
+    clock: datetime.time | None = None,
+) -> str:
+    values = [at, day] + ([clock] if clock is not None else [])
+    return " ".join(f"{type(v).__name__}:{v.isoformat()}" for v in values)
+
+
+@flow
 def write_files() -> str:
     pathlib.Path("new.txt").write_text("written by the flow")
     pathlib.Path("data.txt").write_text("changed by the flow")

@@ -16,7 +16,7 @@ from conveyor.cache import CodeCache
 from conveyor.client import ConveyorClient
 from conveyor.connect import connect
 from conveyor.deploy import from_source
-from conveyor.errors import ServerUnavailable
+from conveyor.errors import InvalidRequest, ServerUnavailable
 from conveyor.results.local import ResultStore
 from conveyor.schemas import Deployment, DeploymentCreate, Run, RunState
 from conveyor.settings import Settings
@@ -88,6 +88,62 @@ def test_failing_flow_does_not_stop_the_worker(settings, client, deploy) -> None
     assert failed.error == "ValueError: kaboom"
     assert any("Traceback" in line.message for line in client.read_logs(failing.id))
     assert client.get_run(fine.id).state is RunState.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message", "hint"),
+    [
+        (
+            {"at": "notadate"},
+            "parameter 'at': 'notadate' is not a valid datetime or date, input is too short",
+            "write an ISO 8601 date and time, such as 2024-01-31T09:30:00Z",
+        ),
+        (
+            {"at": "2024-13-45"},
+            "parameter 'at': '2024-13-45' is not a valid datetime or date, month value is "
+            "outside expected range of 1-12",
+            "write an ISO 8601 date and time, such as 2024-01-31T09:30:00Z",
+        ),
+        (
+            {"at": "2024-01-31T09:30:00Z", "day": "yesterday"},
+            "parameter 'day': 'yesterday' is not a valid date or datetime, input is too short",
+            "write an ISO 8601 date, such as 2024-01-31",
+        ),
+        (
+            {"at": "2024-01-31T09:30:00Z", "clock": "25:00"},
+            "parameter 'clock': '25:00' is not in a valid time format, hour value is outside "
+            "expected range of 0-23",
+            "write an ISO 8601 time, such as 09:30:00",
+        ),
+    ],
+    ids=["datetime", "datetime-month", "date", "time"],
+)
+def test_a_date_or_time_that_does_not_convert_creates_no_run(
+    client, deploy, parameters, message, hint
+) -> None:
+    deployment = deploy("dated")
+
+    with pytest.raises(InvalidRequest) as caught:
+        start(client, deployment, **parameters)
+
+    assert (caught.value.message, caught.value.hint) == (f"dated/test: {message}", hint)
+    assert client.list_runs() == []
+
+
+def test_dates_and_times_reach_the_flow_as_python_values(settings, client, deploy) -> None:
+    # Given runs with ISO 8601 values, and one left to the date's default
+    deployment = deploy("dated")
+    full = start(
+        client, deployment, at="2024-02-29T09:30:00+01:00", day="2024-02-29", clock="09:30"
+    )
+    default = start(client, deployment, at="2024-02-29")
+    # When a burst worker runs them
+    make_worker(settings, client).work(burst=True)
+    # Then the flow got datetime, date and time objects
+    assert client.get_run(full.id).result == (
+        "datetime:2024-02-29T09:30:00+01:00 date:2024-02-29 time:09:30:00"
+    )
+    assert client.get_run(default.id).result == "datetime:2024-02-29T00:00:00 date:2024-01-01"
 
 
 def test_result_that_is_not_json_is_stored_and_referenced(settings, client, deploy) -> None:

@@ -13,9 +13,10 @@ The worker starts it with the run's writable workspace as the working directory 
 (the entrypoint may also be ``flow.pickle``: a first-generation storage's signed pickle, whose
 signature the worker checked when it fetched the file; see `conveyor._loading`).
 It loads the flow and calls it once with its parameters converted to the declared types
-(`Flow.call_with_parameters`). Retries are new attempts, made by the server; the flow's own
-timeout applies, and the worker kills a child that outlives it. It writes ``output.json`` (plus
-``result.pickle`` for a result that is not JSON)::
+(`Flow.bind_parameters`: a value that does not convert fails the run with a one-line error, no
+traceback). Retries are new attempts, made by the server; the flow's own timeout applies, and
+the worker kills a child that outlives it. It writes ``output.json`` (plus ``result.pickle`` for
+a result that is not JSON)::
 
     {"status": "completed" | "failed", "result": ..., "result_file": "result.pickle" | null,
      "error": "ValueError: ..." | null, "entered": <time.time()>, "finished": <time.time()>}
@@ -53,9 +54,12 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from conveyor._fs import atomic_write
+
+if TYPE_CHECKING:
+    from conveyor.errors import ConfigError
 
 __all__ = [
     "CODE_ROOT_ENV",
@@ -185,7 +189,7 @@ _PLAIN_TYPES: frozenset[Any] = frozenset({str, int, float, bool, list, dict, Any
 def _plain_call(function: Any, parameters: dict[str, Any]) -> bool:
     """True when the values already have the declared types (nothing to convert).
 
-    Then the flow is called directly; otherwise `Flow.call_with_parameters` converts them (with
+    Then the flow is called directly; otherwise `Flow.bind_parameters` converts them (with
     pydantic, whose import alone costs a short flow most of its start-up time).
     """
     import typing
@@ -209,10 +213,12 @@ def _plain_call(function: Any, parameters: dict[str, Any]) -> bool:
     return True
 
 
-def _call(flow: Any, parameters: dict[str, Any]) -> Any:
+def _arguments(flow: Any, parameters: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The flow's call arguments (a `ConfigError` when a value does not convert)."""
     if _plain_call(flow.fn, parameters):
-        return flow(**parameters)
-    return flow.call_with_parameters(parameters)
+        return (), parameters
+    arguments: tuple[tuple[Any, ...], dict[str, Any]] = flow.bind_parameters(parameters)
+    return arguments
 
 
 async def _awaited(awaitable: Any) -> Any:
@@ -228,12 +234,17 @@ def run_flow(control: Path, workspace: Path) -> dict[str, Any]:
     entered = finished = time.time()
     try:
         from conveyor._loading import load_flow
+        from conveyor.errors import ConfigError
 
         # One attempt per process: retries are new attempts, made by the server.
         flow = load_flow(entrypoint, root=workspace).with_options(retries=0)
+        try:
+            args, kwargs = _arguments(flow, parameters)
+        except ConfigError as exc:  # a value does not fit the flow: one line, no traceback
+            return _refused(exc, log)
         entered = time.time()
         try:
-            result = _call(flow, parameters)
+            result = flow(*args, **kwargs)
             if inspect.isawaitable(result):
                 import asyncio
 
@@ -260,6 +271,15 @@ def run_flow(control: Path, workspace: Path) -> dict[str, Any]:
         "finished": finished,
         **stored,
     }
+
+
+def _refused(exc: ConfigError, log: logging.Logger) -> dict[str, Any]:
+    """The output of a run whose parameters do not convert (a `ConfigError`): never entered."""
+    log.error("flow run failed: %s", exc.message)
+    if exc.hint:
+        log.error("hint: %s", exc.hint)
+    now = time.time()
+    return {"status": "failed", "error": exc.message, "entered": now, "finished": now}
 
 
 def _write_output(control: Path, output: dict[str, Any]) -> None:
