@@ -153,6 +153,29 @@ def test_a_date_that_does_not_convert_is_one_line_and_creates_no_run(tmp_path, s
         assert [d.name for d in client.list_deployments()] == ["t"]
 
 
+def test_an_instance_method_flow_is_one_line_at_deploy(tmp_path, settings) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "flows.py").write_text(
+        "from conveyor import flow\n\n"
+        "class Pipeline:\n"
+        "    @flow\n"
+        "    def method_flow(self, x: int = 1) -> int:\n"
+        "        return x\n"
+    )
+
+    result = conveyor("deploy", "flows.py:Pipeline.method_flow", "--name", "m", cwd=project)
+
+    shown, said = one_error(result)
+    assert shown.endswith(
+        ": flows.py:Pipeline.method_flow is an instance method: a flow must be a function, "
+        "a staticmethod or a classmethod"
+    )
+    assert said.startswith("put @staticmethod or @classmethod above @flow")
+    with connect(settings) as client:
+        assert client.list_deployments() == []
+
+
 def test_a_good_param_still_parses() -> None:
     from conveyor._values import parse_params
 

@@ -284,6 +284,65 @@ def test_a_default_that_is_not_a_date_is_refused_at_deploy(settings, client, tmp
     assert deployment.parameters == {"when": "2024-01-31T09:30:00Z"}
 
 
+METHODS = """
+from conveyor import flow
+
+class Pipeline:
+    @flow
+    def method_flow(self, x: int = 1) -> int:
+        return x
+
+    @staticmethod
+    @flow
+    def static_flow(x: int = 1) -> int:
+        return x
+
+    @classmethod
+    @flow
+    def class_flow(cls, x: int = 1) -> str:
+        return f"{cls.__name__}:{x}"
+"""
+
+
+def test_a_flow_that_is_an_instance_method_is_refused_at_deploy(settings, client, tmp_path) -> None:
+    project = tmp_path / "methods"
+    project.mkdir()
+    (project / "flows.py").write_text(METHODS)
+
+    with pytest.raises(FlowLoadError) as caught:
+        from_source(project, "flows.py:Pipeline.method_flow").deploy(
+            "m", settings=settings, client=client
+        )
+
+    assert caught.value.message == (
+        "flow flows.py:Pipeline.method_flow could not be loaded: flows.py:Pipeline.method_flow "
+        "is an instance method: a flow must be a function, a staticmethod or a classmethod"
+    )
+    assert caught.value.hint == (
+        "put @staticmethod or @classmethod above @flow, or move the flow out of the class "
+        "(a run has no instance to call it on)"
+    )
+    assert client.list_deployments() == []
+    assert stored_bundles(settings) == {}
+
+
+def test_static_and_class_method_flows_deploy(settings, client, tmp_path) -> None:
+    project = tmp_path / "methods"
+    project.mkdir()
+    (project / "flows.py").write_text(METHODS)
+
+    static = from_source(project, "flows.py:Pipeline.static_flow").deploy(
+        "s", settings=settings, client=client
+    )
+    classy = from_source(project, "flows.py:Pipeline.class_flow").deploy(
+        "c", settings=settings, client=client
+    )
+
+    assert (static.flow_name, classy.flow_name) == ("static-flow", "class-flow")
+    assert list(static.parameter_schema["properties"]) == ["x"]
+    assert list(classy.parameter_schema["properties"]) == ["x"]
+
+
 def test_a_tree_with_a_path_no_worker_can_check_out_is_refused_at_deploy(
     settings, client, project
 ) -> None:

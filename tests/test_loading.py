@@ -140,6 +140,41 @@ def test_class_method_and_attribute_entrypoints(tmp_path: Path) -> None:
     assert load_flow("flows.py:Pipelines.owner", root=tmp_path)() == "Pipelines"
 
 
+def test_an_instance_method_flow_is_refused_and_not_listed(tmp_path: Path) -> None:
+    # Given a class with a flow defined as an instance method, and one that is not
+    write_tree(
+        tmp_path,
+        {
+            "flows.py": """
+                from conveyor import flow
+
+                class Pipeline:
+                    @flow
+                    def method_flow(self, x: int = 1) -> int:
+                        return x
+
+                    @staticmethod
+                    @flow
+                    def static(x: int) -> int:
+                        return x + 1
+
+                pipeline = Pipeline()
+            """
+        },
+    )
+
+    # When the instance method is loaded from the class, then it is refused in one line
+    error = load_error("flows.py:Pipeline.method_flow", tmp_path)
+    assert str(error) == (
+        "flows.py:Pipeline.method_flow is an instance method: a flow must be a function, "
+        "a staticmethod or a classmethod"
+    )
+    # ...and the flows the file is said to define leave it out
+    assert load_error("flows.py:Pipeline.nope", tmp_path).hint == "it defines: Pipeline.static"
+    # ...while through an instance it is bound, and runs
+    assert load_flow("flows.py:pipeline.method_flow", root=tmp_path)(2) == 2
+
+
 def test_package_module_entrypoint_with_relative_imports(tmp_path: Path) -> None:
     # Given a package with a flow module that uses relative imports
     write_tree(

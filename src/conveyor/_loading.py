@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 import sysconfig
 import threading
@@ -235,7 +236,10 @@ def _load_pickle(file: Path, base: Path) -> Flow[..., Any]:
 
 def _lookup(module: ModuleType, attribute: str, *, where: str) -> Flow[..., Any]:
     found: Any = module
+    owner: Any = None
+    part = ""
     for part in attribute.split("."):
+        owner = found
         try:
             found = getattr(found, part)
         except AttributeError:
@@ -243,6 +247,13 @@ def _lookup(module: ModuleType, attribute: str, *, where: str) -> Flow[..., Any]
                 f"{where} does not define {attribute!r}", hint=_defined_hint(module)
             ) from None
     if isinstance(found, Flow):
+        if isinstance(owner, type) and _instance_method(inspect.getattr_static(owner, part, None)):
+            raise FlowLoadError(
+                f"{where}:{attribute} is an instance method: a flow must be a function, "
+                "a staticmethod or a classmethod",
+                hint="put @staticmethod or @classmethod above @flow, or move the flow out of "
+                "the class (a run has no instance to call it on)",
+            )
         return found
     # a flow wrapped in a classmethod on Python versions where classmethod does not chain __get__
     inner = getattr(found, "__func__", None)
@@ -262,6 +273,18 @@ def _lookup(module: ModuleType, attribute: str, *, where: str) -> Flow[..., Any]
     )
 
 
+def _instance_method(member: Any) -> bool:
+    """Whether a class attribute (as stored, not through the descriptor protocol) is a flow
+    defined in a class body as a plain method, which needs an instance to be called on (a
+    function assigned in the body, or a flow wrapped in a staticmethod or a classmethod, does
+    not)."""
+    fn = member.fn if isinstance(member, Flow) else None
+    if not inspect.isfunction(fn):
+        return False
+    defined_in = fn.__qualname__.rpartition(".")[0]
+    return bool(defined_in) and not defined_in.endswith("<locals>")
+
+
 def _defined_hint(module: ModuleType) -> str:
     names = _flows_in(module)
     if names:
@@ -277,7 +300,7 @@ def _flows_in(module: ModuleType) -> list[str]:
         elif isinstance(value, type) and value.__module__ == module.__name__:
             for attr, member in sorted(vars(value).items()):
                 target = getattr(member, "__func__", member)  # staticmethod / classmethod
-                if isinstance(target, Flow):
+                if isinstance(target, Flow) and not _instance_method(member):
                     names.append(f"{name}.{attr}")
     return names
 
