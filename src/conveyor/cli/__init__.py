@@ -8,7 +8,6 @@ one line and a hint, never a traceback.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 # A command line answers in a blink: httpx's own command line (which pulls pygments in at import
@@ -18,6 +17,7 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import typer
 from rich.markup import escape
 
+from conveyor._logging import configure as configure_logging
 from conveyor.cli import (
     agent,
     bundle,
@@ -74,9 +74,8 @@ def _root(
     ),
 ) -> None:
     _DEBUG["on"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    configure_logging(
+        debug=debug, worker=False, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
 

@@ -27,14 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     # httpx's optional command line pulls click, rich and pygments in (~7 MB) at import time;
     # the worker never uses it. A None entry makes that optional import fail cleanly.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    logging.basicConfig(
-        level=logging.DEBUG if options.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
+    from conveyor._logging import configure
+
+    configure(
+        debug=options.debug,
+        worker=True,
+        fmt="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    if not options.debug:
-        for noisy in ("httpx", "httpcore"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
     if options.workspace in ("auto", "overlay") and not options.in_process:
         _own_namespace()
 
