@@ -3,24 +3,35 @@ will have, so a module that imports a package only its requirements provide depl
 
 `preflight_python` reads what the worker will install — the deployment's
 ``pip_install_requirements`` steps (their ``directory`` templates naming the code step's
-directory, as at run time) and ``EXTRA_PIP_PACKAGES`` (top-level job variable, job variables'
-``env``, this machine's environment) — and builds or reuses that environment in this machine's
-code cache (`conveyor.envs`); None when there is nothing to install.
+directory, as at run time) and ``EXTRA_PIP_PACKAGES`` — and builds or reuses that environment in
+this machine's code cache (`conveyor.envs`); None when there is nothing to install.
+
+It asks what the worker asks, with the same functions: the run's job variables (the caller
+passes the deployment's over its pool's defaults, `conveyor._jobvars.effective_job_variables`),
+their ``env`` over this machine's environment (`run_environ`, as over the worker's), and from
+that the extra packages and the index settings (`conveyor.envs.run_extras`): a deployment whose
+``env`` sets ``UV_FIND_LINKS`` / ``UV_NO_INDEX`` is checked against those, not this shell's.
+Templates in ``env`` resolve against this environment, then ``store`` (the server's secrets), as
+on the worker; a variable whose template has no value here is left out (the worker may have it).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.envs import EnvCache, EnvSpec, IndexSettings, read_requirements, split_packages
+from conveyor.envs import EnvCache, EnvSpec, read_requirements, run_extras
 
 if TYPE_CHECKING:
+    from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
 
-__all__ = ["preflight_python", "requirement_files"]
+__all__ = ["preflight_python", "requirement_files", "run_environ_here"]
+
+logger = logging.getLogger(__name__)
 
 
 def preflight_python(
@@ -29,29 +40,48 @@ def preflight_python(
     pull_steps: Sequence[Mapping[str, Any]],
     job_variables: Mapping[str, Any],
     settings: Settings,
+    *,
+    store: SecretStore | None = None,
 ) -> str | None:
-    """The interpreter of the deployment's run environment, built here; None without one."""
+    """The interpreter of the deployment's run environment, built here; None without one.
+    ``job_variables`` are the run's (the pool's defaults included)."""
     spec = EnvSpec()
     for file in requirement_files(tree, root, pull_steps):
         text, constraints = read_requirements(file, root=tree.resolve())
         spec = spec.merged(EnvSpec(requirements=text, constraints=constraints))
     extra = job_variables.get("EXTRA_PIP_PACKAGES")
-    env = job_variables.get("env")
-    packages = (
-        *split_packages(extra if isinstance(extra, str) else None),
-        *split_packages(env.get("EXTRA_PIP_PACKAGES") if isinstance(env, Mapping) else None),
-        *split_packages(os.environ.get("EXTRA_PIP_PACKAGES")),
-    )
+    env = run_environ_here(job_variables, store=store)
+    extras = run_extras(env, extra_packages=extra if isinstance(extra, str) else None)
     full = EnvSpec(
         requirements=spec.requirements,
         constraints=spec.constraints,
-        packages=tuple(dict.fromkeys(p for p in packages if "{{" not in p and "${" not in p)),
-        index=IndexSettings.from_environ(os.environ),
+        packages=tuple(p for p in extras.packages if "{{" not in p and "${" not in p),
+        index=extras.index,
     )
     if full.empty:
         return None
-    cache = EnvCache(settings.cache_dir, max_bytes=settings.cache_max_bytes)
+    cache = EnvCache(settings.cache_dir, max_bytes=settings.cache_max_bytes, environ=env)
     return str(cache.ensure(full).python)
+
+
+def run_environ_here(
+    job_variables: Mapping[str, Any], *, store: SecretStore | None = None
+) -> dict[str, str]:
+    """The environment a run with ``job_variables`` would get on a worker whose environment is
+    this process's: see the module docstring for templates without a value here."""
+    from conveyor._jobvars import child_environ, job_env, run_environ
+    from conveyor.errors import ConveyorError
+    from conveyor.secrets import resolve_templates, reveal
+
+    env = job_variables.get("env")
+    resolved: dict[str, Any] = {}
+    for key, value in env.items() if isinstance(env, Mapping) else ():
+        try:
+            resolved[key] = resolve_templates(value, store=store, environ=child_environ(os.environ))
+        except ConveyorError as exc:
+            logger.info("job variable env.%s left out of the deploy check: %s", key, exc)
+    own = {key: reveal(value) for key, value in job_env({"env": resolved}).items()}
+    return run_environ(os.environ, own)
 
 
 def requirement_files(

@@ -41,6 +41,7 @@ from conveyor._preflight import FlowInfo, Preflight, PreflightCache, preflight_k
 from conveyor.errors import ConfigError, FlowLoadError
 
 if TYPE_CHECKING:
+    from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
     from conveyor.sources.base import FetchContext, Source
     from conveyor.sources.git._partial import PartialCheckout
@@ -117,9 +118,11 @@ def preflight_flow(
     pull_steps: Sequence[Mapping[str, Any]],
     job_variables: Mapping[str, Any],
     settings: Settings,
+    store: SecretStore | None = None,
 ) -> FlowInfo:
     """The flow's name, parameters and options, from the cache or a preflight (see the
-    module); `WholeTreeNeeded` when a partial tree cannot settle it."""
+    module); `WholeTreeNeeded` when a partial tree cannot settle it. ``job_variables`` are the
+    run's (`conveyor._deploy_env`); ``store`` resolves secret templates in their ``env``."""
     from conveyor._deploy_env import preflight_python, requirement_files
 
     base = tree.path.resolve()
@@ -129,7 +132,7 @@ def preflight_flow(
         if partial is not None:
             wanted = [_relative(f, base) for f in requirement_files(tree.path, root, pull_steps)]
             partial.fetch(p for p in wanted if p is not None)
-        python = preflight_python(tree.path, root, pull_steps, job_variables, settings)
+        python = preflight_python(tree.path, root, pull_steps, job_variables, settings, store=store)
     except ConfigError as exc:
         if partial is None:
             raise

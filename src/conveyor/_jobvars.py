@@ -24,6 +24,12 @@ The process executor reads them through `process_options`:
 
 `PROCESS_JOB_VARIABLES` is the JSON schema (draft 2020-12) of these; a value of the wrong type is
 one `ConfigError` line naming the variable.
+
+The same few functions say what a run gets wherever it is asked — the server creating a run, the
+worker running it, the deploy checking it beforehand: `effective_job_variables` (the pool's
+defaults under the deployment's own), `job_env` (the ``env`` variable as text) and
+`run_environ` (that over the worker's environment without its ``CONVEYOR_*`` settings,
+`child_environ`).
 """
 
 from __future__ import annotations
@@ -40,11 +46,16 @@ from conveyor.errors import ConfigError
 __all__ = [
     "CHILD_MODULE",
     "PROCESS_JOB_VARIABLES",
+    "WORKER_ONLY_PREFIX",
     "ProcessOptions",
     "child_command",
+    "child_environ",
+    "effective_job_variables",
+    "job_env",
     "merge_job_variables",
     "process_options",
     "resolve_working_dir",
+    "run_environ",
     "schema_defaults",
 ]
 
@@ -96,6 +107,48 @@ PROCESS_JOB_VARIABLES: dict[str, Any] = {
     },
 }
 """The JSON schema of a process pool's job variables (other keys are allowed and ignored)."""
+
+
+WORKER_ONLY_PREFIX = "CONVEYOR_"
+"""Variables with this prefix configure the worker itself and never reach a run."""
+
+
+def child_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the worker's own ``CONVEYOR_*`` variables."""
+    return {k: v for k, v in environ.items() if not k.upper().startswith(WORKER_ONLY_PREFIX)}
+
+
+def job_env(job_variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The job variables' ``env`` (templates already resolved) as text: None is ``""``, a
+    `Secret` stays one; nothing when there is no ``env`` mapping."""
+    from conveyor.secrets import Secret
+
+    env = job_variables.get("env")
+    if not isinstance(env, Mapping):
+        return {}
+    return {
+        str(key): value if isinstance(value, Secret) else "" if value is None else str(value)
+        for key, value in env.items()
+    }
+
+
+def run_environ(environ: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a run's processes: the run's ``env`` (`job_env`, revealed) over the
+    worker's ``environ`` without the worker's own settings (`child_environ`). Its index
+    settings and ``EXTRA_PIP_PACKAGES`` decide the run's environment (`conveyor.envs`)."""
+    return {**child_environ(environ), **env}
+
+
+def effective_job_variables(
+    template: Mapping[str, Any] | None, job_variables: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A run's job variables: the deployment's ``job_variables`` over the defaults of its
+    pool's base job ``template`` (`merge_job_variables`); without a template, its own."""
+    if not isinstance(template, Mapping):
+        return dict(job_variables)
+    variables = template.get("variables")
+    defaults = schema_defaults(variables) if isinstance(variables, Mapping) else {}
+    return merge_job_variables(defaults, job_variables)
 
 
 def merge_job_variables(

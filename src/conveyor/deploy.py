@@ -213,18 +213,18 @@ class _Deploy:
                 "deployed as a pinned snapshot",
                 hint="deploy from git (a branch) to follow a ref",
             )
-        _check_server(self.client, work_pool)
+        template = _check_server(self.client, work_pool)
         whole = self.image is not None and self.build  # an image bakes the whole tree
         try:
             with deploy_tree(self.source, self.settings, self.ctx, partial=not whole) as tree:
                 info, source_spec, labels, version, job_variables = self._check(
-                    tree, pull_steps, job_variables, parameters
+                    tree, pull_steps, job_variables, parameters, template=template
                 )
         except WholeTreeNeeded as why:
             logger.info("preflight needs the whole tree reason=%s", why)
             with deploy_tree(self.source, self.settings, self.ctx, partial=False) as tree:
                 info, source_spec, labels, version, job_variables = self._check(
-                    tree, pull_steps, job_variables, parameters
+                    tree, pull_steps, job_variables, parameters, template=template
                 )
         if self.image is not None and not self.build:
             shown = self.image if isinstance(self.image, str) else str(self.image.ref)
@@ -260,17 +260,24 @@ class _Deploy:
         pull_steps: list[dict[str, Any]],
         job_variables: dict[str, Any],
         parameters: dict[str, Any],
+        *,
+        template: Mapping[str, Any] | None,
     ) -> tuple[FlowInfo, dict[str, Any], list[str], str, dict[str, Any]]:
-        """Preflight the flow from ``tree``, check the default parameters, and pin the code:
-        the flow's info, the source spec to store, the labels the deployment needs, the version
-        deployed and the job variables (with the image an image build made)."""
+        """Preflight the flow from ``tree`` (with the job variables its runs will have: these
+        over the defaults of the pool's base job ``template``), check the default parameters,
+        and pin the code: the flow's info, the source spec to store, the labels the deployment
+        needs, the version deployed and the job variables (with the image an image build
+        made)."""
+        from conveyor._jobvars import effective_job_variables
+
         info = preflight_flow(
             tree,
             source=self.source,
             entrypoint=self.flow.entrypoint,
             pull_steps=pull_steps,
-            job_variables=job_variables,
+            job_variables=effective_job_variables(template, job_variables),
             settings=self.settings,
+            store=self.client,
         )
         _check_parameters(info, parameters)
         if self.image is not None and self.build:
@@ -385,10 +392,11 @@ def _relative_entrypoint(source: Source, entrypoint: str) -> str:
 
 def _check_server(
     client: ConveyorClient, work_pool: str, job_variables: Mapping[str, Any] | None = None
-) -> None:
+) -> dict[str, Any]:
     """The server answers (with our key) and has the work pool; the job variables fit the
     pool's base job template (its JSON schema). Without job variables there is nothing to
-    check: the template's own defaults were checked when the pool was created."""
+    check: the template's own defaults were checked when the pool was created. Returns the
+    pool's base job template."""
     pools = {pool.name: pool for pool in client.list_pools()}
     if work_pool not in pools:
         raise ConfigError(
@@ -400,6 +408,7 @@ def _check_server(
         from conveyor._jobs import check_job_variables
 
         check_job_variables(template, job_variables)
+    return template
 
 
 def _check_name(name: str) -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "Environment",
     "IndexSettings",
     "read_requirements",
+    "run_extras",
     "split_packages",
 ]
 
@@ -184,6 +185,15 @@ def _normalise(text: str) -> list[str]:
 
 def _python_identity() -> list[str]:
     return [sys.implementation.cache_tag or "", sys.version, sys.prefix, platform.machine()]
+
+
+def run_extras(env: Mapping[str, str], *, extra_packages: str | None = None) -> EnvSpec:
+    """What a run's environment holds besides its requirements, from the run's environment
+    ``env`` (`conveyor._jobvars.run_environ`): ``extra_packages`` (the top-level job
+    variable) and ``env``'s ``EXTRA_PIP_PACKAGES``, with ``env``'s index settings. The worker
+    builds a run's environment with it, and the deploy checks the flow with it."""
+    packages = (*split_packages(extra_packages), *split_packages(env.get("EXTRA_PIP_PACKAGES")))
+    return EnvSpec(packages=tuple(dict.fromkeys(packages)), index=IndexSettings.from_environ(env))
 
 
 @dataclass(frozen=True)

@@ -240,20 +240,17 @@ def test_extra_pip_packages_from_a_pool_default(
 
 
 def test_a_requirement_the_workers_index_lacks_fails_the_run_in_one_line_and_leaves_nothing(
-    settings: Settings, client: ConveyorClient, index_env: PackageIndex, tmp_path: Path
+    settings: Settings,
+    client: ConveyorClient,
+    index_env: PackageIndex,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a deployment whose requirement the deploying machine could install, run by a worker
-    # whose index (the job variables' UV_INDEX_URL) does not have it
+    # whose index (its own UV_INDEX_URL) does not have it
     folder = project(tmp_path / "p", requirements="cv-greeting==1.0\n")
-    empty = index_env.url.replace("/simple", "/nothing-here")
-    target = deploy(
-        settings,
-        client,
-        folder,
-        "bad",
-        pull_steps=REQUIREMENTS,
-        job_variables={"env": {"UV_INDEX_URL": empty}},
-    )
+    target = deploy(settings, client, folder, "bad", pull_steps=REQUIREMENTS)
+    monkeypatch.setenv("UV_INDEX_URL", index_env.url.replace("/simple", "/nothing-here"))
     done = run_once(settings, client, target)
 
     # Then the run fails before the flow starts, with one line naming the package and why

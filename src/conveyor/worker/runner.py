@@ -274,7 +274,7 @@ class RunHandler:
         """The run's variables: the job variables' ``env`` with templates resolved (against the
         environment without the worker's own ``CONVEYOR_*`` settings, then the secret store),
         every secret among them masked in the run's logs, and the run's own ``CONVEYOR_*``."""
-        from conveyor.worker.executors.isolation import child_environ
+        from conveyor._jobvars import child_environ, job_env
 
         variables = resolve_templates(
             dict(run.job_variables),
@@ -282,13 +282,10 @@ class RunHandler:
             environ=child_environ(os.environ if self.environ is None else self.environ),
             seen=logs.hide,
         )
-        env: dict[str, str | Secret] = {}
-        extra = variables.get("env") if isinstance(variables, Mapping) else None
-        if isinstance(extra, Mapping):
-            for key, value in extra.items():
-                if isinstance(value, Secret):
-                    logs.hide(value.reveal())
-                env[str(key)] = value if isinstance(value, Secret) else _text(value)
+        env: dict[str, str | Secret] = job_env(variables) if isinstance(variables, Mapping) else {}
+        for value in env.values():
+            if isinstance(value, Secret):
+                logs.hide(value.reveal())
         env.update(
             {
                 "CONVEYOR_RUN_ID": run.id,
@@ -371,10 +368,6 @@ class RunHandler:
 def _retryable(exc: ApiError) -> bool:
     """Worth sending again: the server is unreachable or cannot serve for now (5xx)."""
     return isinstance(exc, ServerUnavailable) or (exc.status_code or 0) >= 500
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 def _queue_seconds(run: Run) -> float:

@@ -108,15 +108,10 @@ def _effective_job_variables(
 ) -> dict[str, Any]:
     """The deployment's job variables over the defaults of its pool's own base job template
     (``env`` merged key by key); a pool on its type's default template adds nothing."""
-    from conveyor._jobvars import merge_job_variables, schema_defaults
+    from conveyor._jobvars import effective_job_variables
 
     pool = session.get(PoolRow, pool_name)
-    template = pool.base_job_template if pool is not None else None
-    if not isinstance(template, Mapping):
-        return dict(own)
-    variables = template.get("variables")
-    defaults = schema_defaults(variables) if isinstance(variables, Mapping) else {}
-    return merge_job_variables(defaults, own)
+    return effective_job_variables(pool.base_job_template if pool is not None else None, own)
 
 
 def find_run(session: Session, run_id: str, *, prefix: bool = False, lock: bool = False) -> RunRow:

@@ -32,22 +32,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor._jobvars import WORKER_ONLY_PREFIX, child_environ
 from conveyor.errors import ConfigError
 
-__all__ = ["TRAVERSABLE", "RunAs", "child_environ", "make_private", "work_base"]
+__all__ = [
+    "TRAVERSABLE",
+    "WORKER_ONLY_PREFIX",
+    "RunAs",
+    "child_environ",
+    "make_private",
+    "work_base",
+]
 
 logger = logging.getLogger(__name__)
 
 TRAVERSABLE = 0o711
 """Directories on the way to a ``--run-as`` workspace: others may pass through, not list."""
-
-WORKER_ONLY_PREFIX = "CONVEYOR_"
-"""Variables with this prefix configure the worker itself and never reach a run."""
-
-
-def child_environ(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` without the worker's own ``CONVEYOR_*`` variables."""
-    return {k: v for k, v in environ.items() if not k.upper().startswith(WORKER_ONLY_PREFIX)}
 
 
 @dataclass(frozen=True)

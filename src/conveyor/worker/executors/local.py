@@ -48,7 +48,7 @@ from conveyor.worker.executors.base import (
     StopReason,
     Supervisor,
 )
-from conveyor.worker.executors.isolation import RunAs, child_environ
+from conveyor.worker.executors.isolation import RunAs
 from conveyor.worker.executors.processes import GatedChild, Spawned, child_env, spawn
 from conveyor.worker.executors.spares import SparePool
 from conveyor.worker.executors.workspace import Workspace, WorkspaceMode, choose_mode
@@ -165,13 +165,13 @@ class LocalExecutor(Executor, Supervisor):
         started: Started,
         leases: ExitStack,
     ) -> Outcome:
-        from conveyor._jobvars import process_options, resolve_working_dir
+        from conveyor._jobvars import process_options, resolve_working_dir, run_environ
         from conveyor.envs import EnvCache
         from conveyor.steps import StepContext, run_steps
         from conveyor.worker.executors.runenv import RunEnvironment
 
         timings: dict[str, float] = {}
-        env = {**child_environ(os.environ), **{k: reveal(v) for k, v in spec.env.items()}}
+        env = run_environ(os.environ, {k: reveal(v) for k, v in spec.env.items()})
         if self.run_as is not None:
             env = self.run_as.environ(env, workspace=workspace.code)
         options = process_options(spec.job_variables)
@@ -386,13 +386,13 @@ class ProcessExecutor(LocalExecutor):
         return dict(env)
 
     def launch(self, job: ChildJob, *, logs: RunLogs, wake: threading.Event) -> Child:
-        from conveyor._jobvars import child_command
+        from conveyor._jobvars import child_command, run_environ
 
         spawned = None
         if job.ready is not None and job.python is None and not job.command:
             spawned = job.ready.open(cwd=job.cwd or job.workspace)
         if spawned is None:
-            env = {**child_environ(os.environ), **job.env}
+            env = run_environ(os.environ, job.env)
             spawned = spawn(
                 child_command(job.command, python=job.python or self.python, control=job.control),
                 env=child_env(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
-from conveyor.envs import EnvCache, Environment, EnvSpec, IndexSettings, split_packages
+from conveyor.envs import EnvCache, Environment, EnvSpec, run_extras
 
 __all__ = ["EXTRA_PIP_PACKAGES", "RunEnvironment"]
 
@@ -41,12 +41,9 @@ class RunEnvironment:
         self.cache = cache
         self.stack = stack
         self.log = log
-        self.packages = tuple(
-            dict.fromkeys(
-                (*split_packages(extra_packages), *split_packages(env.get(EXTRA_PIP_PACKAGES)))
-            )
-        )
-        self.index = IndexSettings.from_environ(env)
+        extras = run_extras(env, extra_packages=extra_packages)
+        self.packages = extras.packages
+        self.index = extras.index
         self.requested = EnvSpec()
         self.current: Environment | None = None
         self.seconds = 0.0
