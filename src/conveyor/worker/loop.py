@@ -1,6 +1,7 @@
 """The worker: one readable loop that claims runs from a pool and hands them to threads.
 
 ```
+check the executor once (a container engine, a cluster: refused before any claim)
 while not stopping:
     heartbeat (every HEARTBEAT_SECONDS)
     if max_runs reached: stop
@@ -171,9 +172,11 @@ class Worker:
     # --- the loop -------------------------------------------------------------------------------
 
     def work(self, *, burst: bool = False, max_runs: int | None = None) -> int:
-        """Claim and execute runs until stopped; returns the exit code (0)."""
+        """Claim and execute runs until stopped; returns the exit code (0). An executor that
+        lacks what its runs need (`Executor.check`) raises `ConfigError` before any claim."""
         previous = self._install_signal_handlers()
         try:
+            self.handler.executor.check()
             return self._work(burst=burst, max_runs=max_runs)
         finally:
             for signum, handler in previous.items():

@@ -3,7 +3,8 @@ in the ``conveyor.executors`` entry-point group or with ``EXECUTORS.register``).
 
 A worker serves one pool and runs each of its runs with the executor registered for the pool's
 type; a pool of a type with no executor is refused when the worker starts, with a one-line error
-naming the types it can run.
+naming the types it can run, and so is an executor that lacks what its runs need on this
+machine (`Executor.check`: a container engine, a Kubernetes cluster), before anything is claimed.
 
 - `base`: `RunSpec`, `Outcome`, `Interrupt`, the `Executor` contract and the `Supervisor` of a
   local child;

@@ -182,6 +182,11 @@ class Executor(ABC):
     def configure_pool(self, pool: Pool) -> None:  # noqa: B027 - optional
         """Take the pool's settings (its base job template) before the first run."""
 
+    def check(self) -> None:  # noqa: B027 - optional: a local executor needs nothing more
+        """What every run will need from this machine is there (a container engine, a
+        cluster): `ConfigError` naming what is missing and how to configure it. The worker
+        asks before it claims anything, so a worker that could only fail runs never starts."""
+
     @classmethod
     def for_worker(
         cls,

@@ -11,6 +11,11 @@ see `conveyor.worker.executors.container`) and submit it:
   ``kubernetes``), then created in the configured cluster (kube config or in-cluster); the
   pod's log is read once it ends.
 
+`Executor.check` runs when the worker starts, before it claims anything: a docker worker whose
+engine does not answer a ping, or a kubernetes worker with neither an in-cluster nor a kube
+config (or either without its SDK), refuses to start in one line instead of claiming runs
+only to fail them (and use up their retries).
+
 `submission` is exactly what would be submitted (``conveyor pool preview`` prints it).
 """
 
@@ -46,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["DockerExecutor", "KubernetesExecutor", "submission"]
 
 POLL_SECONDS = 1.0
+ENGINE_CHECK_SECONDS = 3
+"""How long a docker worker's start waits for its engine to answer."""
 
 
 def submission(
@@ -159,6 +166,24 @@ class DockerExecutor(_ContainerExecutor):
 
     pool_type = "docker"
 
+    def check(self) -> None:
+        """The engine ``docker.from_env()`` finds answers a ping (3 s at most)."""
+        try:
+            import docker
+        except ImportError as exc:
+            raise MissingDependency("docker", extra="docker", feature="docker pools") from exc
+        try:
+            client = docker.from_env(timeout=ENGINE_CHECK_SECONDS)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except Exception as exc:  # docker's errors, requests', OSError: one answer
+            raise ConfigError(
+                "no container engine is reachable for this worker's docker pool",
+                hint="start Docker (or Podman's Docker socket), or set DOCKER_HOST to its address",
+            ) from exc
+
     @contextlib.contextmanager
     def run(
         self, spec: RunSpec, *, logs: RunLogs, interrupt: Interrupt, started: Started
@@ -225,6 +250,10 @@ class KubernetesExecutor(_ContainerExecutor):
 
     pool_type = "kubernetes"
 
+    def check(self) -> None:
+        """A cluster is configured (in-cluster, or a kube config): nothing is asked of it."""
+        _load_kubernetes_config()
+
     @contextlib.contextmanager
     def run(
         self, spec: RunSpec, *, logs: RunLogs, interrupt: Interrupt, started: Started
@@ -235,18 +264,7 @@ class KubernetesExecutor(_ContainerExecutor):
         import importlib
 
         k8s: Any = importlib.import_module("kubernetes.client")
-        k8s_config: Any = importlib.import_module("kubernetes.config")
-
-        try:
-            k8s_config.load_incluster_config()
-        except k8s_config.ConfigException:
-            try:
-                k8s_config.load_kube_config()
-            except (k8s_config.ConfigException, OSError) as exc:
-                raise ConfigError(
-                    "no Kubernetes cluster is configured for this worker",
-                    hint="set KUBECONFIG, or run the worker in the cluster",
-                ) from exc
+        _load_kubernetes_config()
         namespace = manifest["metadata"]["namespace"]
         batch, core = k8s.BatchV1Api(), k8s.CoreV1Api()
         if not started({}):
@@ -272,3 +290,27 @@ class KubernetesExecutor(_ContainerExecutor):
                 if not raw.startswith("CONVEYOR_OUTCOME "):
                     logs.emit(raw, stream="container")
         yield _outcome(lines, spawned, 0 if phase == "Succeeded" else 1)
+
+
+def _load_kubernetes_config() -> None:
+    """Load the cluster's configuration (in-cluster first, then the kube config): `ConfigError`
+    when there is none, `MissingDependency` without the ``kubernetes`` package."""
+    import importlib
+
+    try:
+        k8s_config: Any = importlib.import_module("kubernetes.config")
+    except ImportError as exc:
+        raise MissingDependency(
+            "kubernetes", extra="kubernetes", feature="kubernetes pools"
+        ) from exc
+    try:
+        k8s_config.load_incluster_config()
+    except k8s_config.ConfigException:
+        try:
+            k8s_config.load_kube_config()
+        except (k8s_config.ConfigException, OSError) as exc:
+            raise ConfigError(
+                "no Kubernetes cluster is configured for this worker",
+                hint="set KUBECONFIG to a kube config (or write ~/.kube/config), or run the "
+                "worker in the cluster",
+            ) from exc
