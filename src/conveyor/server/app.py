@@ -56,11 +56,10 @@ def create_app(
         workers,
     )
 
+    box = SecretBox(key=settings.secret_key, home=settings.home)  # a bad key: refused now
     db = Database(settings.effective_database_url)
     ensure_schema(db)
-    context = ServerContext(
-        settings=settings, db=db, box=SecretBox(key=settings.secret_key, home=settings.home)
-    )
+    context = ServerContext(settings=settings, db=db, box=box)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

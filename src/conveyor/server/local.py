@@ -259,9 +259,14 @@ ROUTES: tuple[Route, ...] = (
 
 
 class LocalTransport(httpx.BaseTransport):
-    """Serves the API's requests in this process over ``settings``' database (see the module)."""
+    """Serves the API's requests in this process over ``settings``' database (see the module).
+    A ``CONVEYOR_SECRET_KEY`` its server context would refuse is refused here, at once
+    (`conveyor.server.secrets.check_key`), rather than as a failed request later."""
 
     def __init__(self, settings: Settings) -> None:
+        from conveyor.server.secrets import check_key
+
+        check_key(settings.secret_key)
         self.settings = settings
         self._context: ServerContext | None = None
         self._lock = threading.Lock()
@@ -369,11 +374,12 @@ def _build_context(settings: Settings) -> ServerContext:
     from conveyor.server.migrate import ensure_schema
     from conveyor.server.secrets import SecretBox
 
+    box = SecretBox(key=settings.secret_key, home=settings.home)
     db = Database(settings.effective_database_url)
     ensure_schema(db)
     return ServerContext(
         settings=settings,
         db=db,
-        box=SecretBox(key=settings.secret_key, home=settings.home),
+        box=box,
         start_grace=False,  # every process is its own server: see conveyor.server.context
     )

@@ -4,6 +4,11 @@ The key comes from ``CONVEYOR_SECRET_KEY`` when set (a Fernet key, or any long r
 which is stretched with HKDF-SHA256), otherwise from ``$CONVEYOR_HOME/secret.key``: generated on
 first use, written with mode 0600 and published atomically (``link`` of a finished temporary
 file), so processes racing to create it all end up with the same key.
+
+A ``CONVEYOR_SECRET_KEY`` that is neither a Fernet key nor at least `MIN_KEY_BYTES` long is
+refused when the server context is made (`SecretBox` checks it, with `check_key`, before
+anything else), and by the embedded default when it is connected to: one line and a hint at
+start, not a failed request (HTTP 500) the first time a secret is used.
 """
 
 from __future__ import annotations
@@ -22,15 +27,25 @@ if TYPE_CHECKING:
 
     from conveyor.secrets import Secret
 
-__all__ = ["SecretBox", "load_key_file"]
+__all__ = ["MIN_KEY_BYTES", "SecretBox", "check_key", "load_key_file"]
 
 KEY_FILE = "secret.key"
+MIN_KEY_BYTES = 16
+"""The shortest ``CONVEYOR_SECRET_KEY`` stretched with HKDF (a Fernet key is always taken)."""
+
+
+def check_key(key: Secret | None) -> None:
+    """`ConfigError` unless ``key`` (``CONVEYOR_SECRET_KEY``; None: the key file) can be used."""
+    if key is not None:
+        _check_raw(key.reveal().encode())
 
 
 class SecretBox:
-    """Encrypts and decrypts secret values; the key is loaded on first use."""
+    """Encrypts and decrypts secret values; the key is loaded on first use (a given ``key`` is
+    checked at once: `check_key`)."""
 
     def __init__(self, *, key: Secret | None, home: Path) -> None:
+        check_key(key)
         self._key = key
         self._home = home
         self._fernet: Fernet | None = None
@@ -59,19 +74,29 @@ class SecretBox:
         return self._fernet
 
 
+def _is_fernet_key(raw: bytes) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(raw)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _check_raw(raw: bytes) -> None:
+    if not _is_fernet_key(raw) and len(raw) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"CONVEYOR_SECRET_KEY is too short ({len(raw)} bytes): it must be a Fernet key or "
+            f"a random string of at least {MIN_KEY_BYTES} bytes",
+            hint="use a Fernet key: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())' (or unset it: the server then keeps its "
+            "key in $CONVEYOR_HOME/secret.key)",
+        )
+
+
 def _fernet_key(raw: bytes) -> bytes:
     """``raw`` if it is a Fernet key already, else a Fernet key derived from it with HKDF."""
-    try:
-        if len(base64.urlsafe_b64decode(raw)) == 32:
-            return raw
-    except (binascii.Error, ValueError):
-        pass
-    if len(raw) < 16:
-        raise ConfigError(
-            "CONVEYOR_SECRET_KEY is too short",
-            hint="use a Fernet key: python -c 'from cryptography.fernet import Fernet; "
-            "print(Fernet.generate_key().decode())'",
-        )
+    if _is_fernet_key(raw):
+        return raw
+    _check_raw(raw)
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
