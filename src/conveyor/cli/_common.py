@@ -1,4 +1,4 @@
-"""What every command family shares: consoles, settings, the client."""
+"""What every command family shares: consoles, settings, the client, printing a table."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ from rich.console import Console
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from conveyor.client import ConveyorClient
 
-__all__ = ["client", "console", "err_console", "load_settings"]
+__all__ = ["client", "console", "err_console", "load_settings", "print_table"]
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Wide enough to measure any table's natural width; never a width anything is printed at.
+_MEASURE_WIDTH = 100_000
 
 
 def load_settings() -> Settings:
@@ -27,3 +32,59 @@ def client(settings: Settings | None = None) -> ConveyorClient:
     from conveyor.connect import connect
 
     return connect(settings or load_settings())
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` without losing a column or a header.
+
+    Piped or redirected (stdout not a terminal), nothing is cut: the table is as wide as its
+    content. In a terminal too narrow for it, the widest columns give up width first, never below
+    their header's width, and their cells fold onto more lines instead of being cut; if even the
+    headers do not fit, the table is wider than the terminal, which wraps its lines.
+    """
+    from rich.measure import Measurement
+
+    wide = console.options.update_width(_MEASURE_WIDTH)
+    natural = Measurement.get(console, wide, table)
+    if not console.is_terminal:
+        if natural.maximum > console.width:
+            table.width = natural.maximum  # print(width=...) cannot exceed the console's width
+        console.print(table, crop=False)
+        return
+    floors = [  # a column's header, and any minimum the command gave it, stay readable
+        max(
+            column.min_width or 0,
+            console.measure(column.header, options=wide).maximum if table.show_header else 0,
+        )
+        for column in table.columns
+    ]
+    contents = [
+        max([floor, *(console.measure(cell, options=wide).maximum for cell in column.cells)])
+        for floor, column in zip(floors, table.columns, strict=True)
+    ]
+    budget = console.width - (natural.maximum - sum(contents))  # minus borders and padding
+    cap = _widest_fitting(contents, floors, budget)
+    for floor, content, column in zip(floors, contents, table.columns, strict=True):
+        column.min_width = floor
+        if content > max(cap, floor):
+            column.max_width = max(cap, floor)
+            column.no_wrap = False
+            column.overflow = "fold"
+    if cap == 0:
+        table.width = natural.maximum - sum(contents) + sum(map(min, contents, floors))
+    console.print(table, crop=False)
+
+
+def _widest_fitting(contents: list[int], floors: list[int], budget: int) -> int:
+    """The largest width every column can be capped at (none below its floor) to fit ``budget``;
+    0 when even the floors do not fit."""
+    for cap in range(max(contents, default=0), 0, -1):
+        if (
+            sum(
+                min(content, max(cap, floor))
+                for content, floor in zip(contents, floors, strict=True)
+            )
+            <= budget
+        ):
+            return cap
+    return 0

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from conveyor.cli._common import console, load_settings
+from conveyor.cli._common import console, load_settings, print_table
 
 if TYPE_CHECKING:
     from conveyor.cache import CacheEntry, CodeCache
@@ -71,7 +71,7 @@ def _table(entries: list[CacheEntry], *, title: str, leased: bool = True) -> Non
         if leased:
             row.append("yes" if entry.leased else "no")
         table.add_row(*row)
-    console.print(table)
+    print_table(table)
 
 
 def _counted(entries: list[CacheEntry]) -> str:
@@ -124,7 +124,7 @@ def info() -> None:
     table.add_row("environments", f"{format_size(summary.env_bytes)} in {summary.env_count}")
     table.add_row("versions", str(summary.entry_count - summary.scratch_count - summary.env_count))
     table.add_row("leased", str(summary.leased_count))
-    console.print(table)
+    print_table(table)
 
 
 @cache_app.command("prune")

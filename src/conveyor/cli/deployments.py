@@ -7,7 +7,7 @@ from datetime import datetime
 
 import typer
 
-from conveyor.cli._common import client, console
+from conveyor.cli._common import client, console, print_table
 from conveyor.errors import ConfigError
 
 __all__ = ["register", "split_deployment"]
@@ -70,7 +70,7 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> Non
             d.work_pool,
             _when(d.updated),
         )
-    console.print(table)
+    print_table(table)
 
 
 @deployments_app.command("inspect")
@@ -110,7 +110,7 @@ def inspect(
     ]
     for key, value in rows:
         grid.add_row(key, value)
-    console.print(grid)
+    print_table(grid)
 
 
 @deployments_app.command("versions")
@@ -138,4 +138,4 @@ def versions(
             json.dumps(v.source, sort_keys=True),
             _when(v.created),
         )
-    console.print(table)
+    print_table(table)

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from conveyor._names import check_pool_name
-from conveyor.cli._common import client, console
+from conveyor.cli._common import client, console, print_table
 
 __all__ = ["register"]
 
@@ -72,7 +72,7 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> Non
     for pool in pools:
         created = pool.created.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(pool.name, pool.type, pool.description, created)
-    console.print(table)
+    print_table(table)
 
 
 @pool_app.command("preview")

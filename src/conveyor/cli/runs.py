@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from conveyor.cli._common import client, console, load_settings
+from conveyor.cli._common import client, console, load_settings, print_table
 from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def ls(
             run.created.astimezone().strftime("%m-%d %H:%M:%S"),
             _duration(run),
         )
-    console.print(table)
+    print_table(table)
 
 
 @runs_app.command("inspect")
@@ -152,7 +152,7 @@ def inspect(
         rows.append(("error", run.error))
     for key, value in rows:
         grid.add_row(key, value)
-    console.print(grid)
+    print_table(grid)
     if run.attempts:
         table = Table(title="attempts", title_justify="left")
         table.add_column("#", no_wrap=True)
@@ -170,7 +170,7 @@ def inspect(
                 attempt.ended_at.astimezone().strftime("%m-%d %H:%M:%S"),
                 attempt.error or "",
             )
-        console.print(table)
+        print_table(table)
 
 
 def print_log_line(line: LogLine) -> None:

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from conveyor._names import check_secret_name
-from conveyor.cli._common import client, console
+from conveyor.cli._common import client, console, print_table
 from conveyor.errors import ConfigError
 
 __all__ = ["register"]
@@ -78,7 +78,7 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> Non
             secret.created.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
             secret.updated.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
         )
-    console.print(table)
+    print_table(table)
 
 
 @secret_app.command("rm")

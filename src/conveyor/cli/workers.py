@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import typer
 
-from conveyor.cli._common import client, console
+from conveyor.cli._common import client, console, print_table
 
 __all__ = ["register"]
 
@@ -52,4 +52,4 @@ def ls(
             ", ".join(w.labels) or "-",
             f"{age:.0f}s ago",
         )
-    console.print(table)
+    print_table(table)
