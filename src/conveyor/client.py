@@ -553,6 +553,9 @@ def _error(response: httpx.Response, *, method: str, path: str, target: str) -> 
     if status == 404:
         if not detail or detail == "Not Found":
             detail = f"{method} {path}: not found on the server"
+            root = target.rstrip("/")
+            if path.startswith("/api/") and root.endswith("/api"):
+                hint = f"CONVEYOR_API_URL is the server's root, without /api: {root[:-4]}"
         return ObjectNotFound(detail, status_code=status, hint=hint)
     message = detail or f"{method} {path} failed with HTTP {status}"
     if status in _RETRY_STATUS:

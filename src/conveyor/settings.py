@@ -35,9 +35,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError
-from conveyor.secrets import Secret
+from conveyor.secrets import Secret, redact_url
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "Settings", "parse_seconds", "parse_size"]
 
@@ -104,6 +105,23 @@ def parse_seconds(text: str, *, name: str = "seconds") -> float:
     return value
 
 
+def _api_url(text: str | None) -> str | None:
+    """``CONVEYOR_API_URL``, refused unless it is an http(s) URL with a host."""
+    if text is None:
+        return None
+    try:
+        parts = urlsplit(text.strip())
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ConfigError(
+            f"CONVEYOR_API_URL {redact_url(text)!r} is not a server URL: "
+            "write the server's root, like http://127.0.0.1:4300"
+        )
+    return text.strip()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, resolved to concrete values."""
@@ -144,7 +162,7 @@ class Settings:
                 if max_bytes
                 else cls.cache_max_bytes
             ),
-            api_url=(env.get("CONVEYOR_API_URL") or None),
+            api_url=_api_url(env.get("CONVEYOR_API_URL") or None),
             api_key=Secret(api_key, name="CONVEYOR_API_KEY") if api_key else None,
             database_url=env.get("CONVEYOR_DATABASE_URL") or None,
             secret_key=Secret(secret_key, name="CONVEYOR_SECRET_KEY") if secret_key else None,

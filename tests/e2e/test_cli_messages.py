@@ -1,0 +1,91 @@
+"""Mistakes a person makes on the command line get one line that says what to do, without
+Python's internals or a "this is a bug" hint: a malformed CONVEYOR_API_URL, one ending in /api,
+an empty run id, an option the source does not take, an entrypoint that is not a flow; and a
+special file in the project is no log line during deploy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from e2e.conftest import Server, command_env, conveyor, ok, one_line_error
+from worker.flows_project import write_project
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_malformed_api_url_is_a_configuration_error(tmp_path: Path) -> None:
+    result = conveyor("runs", "ls", env=command_env(CONVEYOR_API_URL="notaurl"), cwd=tmp_path)
+
+    error = one_line_error(result)
+    assert "CONVEYOR_API_URL" in error
+    assert "'notaurl'" in error
+    assert "http://" in error
+    assert "unexpected error" not in result.stderr
+    assert "hint:" not in result.stderr
+
+
+@pytest.mark.service
+def test_an_api_url_ending_in_api_gets_a_hint_to_use_the_servers_root(tmp_path: Path) -> None:
+    server = Server.start(command_env(), log=tmp_path / "server.log")
+    try:
+        env = command_env(CONVEYOR_API_URL=f"{server.url}/api")
+
+        result = conveyor("runs", "ls", env=env, cwd=tmp_path)
+
+        assert "not found on the server" in one_line_error(result)
+        assert f"hint: CONVEYOR_API_URL is the server's root, without /api: {server.url}" in (
+            result.stderr
+        )
+        assert ok(conveyor("runs", "ls", env=command_env(CONVEYOR_API_URL=server.url)))
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("command", ["inspect", "logs", "cancel", "code", "result"])
+def test_an_empty_run_id_is_refused(command: str, tmp_path: Path) -> None:
+    result = conveyor("runs", command, " ", env=command_env(), cwd=tmp_path)
+
+    assert one_line_error(result) == "the run id is empty: give one from `conveyor runs ls`"
+    assert "hint:" not in result.stderr
+
+
+def test_an_option_a_local_source_does_not_take_is_named_without_python_internals(
+    tmp_path: Path,
+) -> None:
+    folder = write_project(tmp_path / "folder")
+    args = ("deploy", "flows.py:hello", "--name", "x", "--source", str(folder), "--branch", "main")
+
+    error = one_line_error(conveyor(*args, env=command_env(), cwd=tmp_path))
+
+    assert error == "branch does not apply to a local source"
+
+
+def test_an_entrypoint_that_is_an_int_says_an_int(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "project")
+    with (project / "flows.py").open("a") as flows:
+        flows.write("\nX = 3\nNAME = 'x'\n")
+    env = command_env()
+
+    assert "'X' in flows.py is an int, not a flow" in one_line_error(
+        conveyor("deploy", "flows.py:X", "--name", "x", env=env, cwd=project)
+    )
+    assert "'NAME' in flows.py is a str, not a flow" in one_line_error(
+        conveyor("deploy", "flows.py:NAME", "--name", "x", env=env, cwd=project)
+    )
+
+
+def test_a_fifo_in_the_project_is_skipped_without_a_log_line(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "project")
+    os.mkfifo(project / "fifo")
+    env = command_env()
+
+    result = conveyor("deploy", "flows.py:hello", "--name", "x", env=env, cwd=project)
+
+    assert "deployment hello/x version" in ok(result)
+    assert "skipping special file" not in result.stderr, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+    debug = conveyor("--debug", "deploy", "flows.py:hello", "--name", "x", env=env, cwd=project)
+    assert "skipping special file path=fifo" in debug.stderr
