@@ -43,6 +43,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
 
+def _run_id(value: str) -> str:
+    """A RUN argument, refused when empty (it would name the list of runs, not a run)."""
+    if not value.strip():
+        raise ConfigError("the run id is empty: give one from `conveyor runs ls`")
+    return value
+
+
 def _when(moment: datetime | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
@@ -107,7 +114,7 @@ def ls(
 
 @runs_app.command("inspect")
 def inspect(
-    run_id: str = typer.Argument(..., metavar="RUN"),
+    run_id: str = typer.Argument(..., metavar="RUN", callback=_run_id),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a run: state, code version, worker, timings, attempts, result or error."""
@@ -184,7 +191,7 @@ def print_log_line(line: LogLine) -> None:
 
 @runs_app.command("logs")
 def logs(
-    run_id: str = typer.Argument(..., metavar="RUN"),
+    run_id: str = typer.Argument(..., metavar="RUN", callback=_run_id),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
     after: int = typer.Option(0, "--after", min=0, help="Only lines after this seq."),
 ) -> None:
@@ -217,7 +224,7 @@ def _print_logs(api: ConveyorClient, run_id: str, *, after: int, follow: bool) -
 
 
 @runs_app.command("cancel")
-def cancel(run_id: str = typer.Argument(..., metavar="RUN")) -> None:
+def cancel(run_id: str = typer.Argument(..., metavar="RUN", callback=_run_id)) -> None:
     """Cancel a run (a running run is stopped by its worker)."""
     with client() as api:
         run = api.cancel_run(run_id)
@@ -231,7 +238,7 @@ def cancel(run_id: str = typer.Argument(..., metavar="RUN")) -> None:
 
 @runs_app.command("code")
 def code(
-    run_id: str = typer.Argument(..., metavar="RUN"),
+    run_id: str = typer.Argument(..., metavar="RUN", callback=_run_id),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write the code into."),
 ) -> None:
     """Write the exact code version a run used into an empty (or new) directory."""
@@ -262,7 +269,7 @@ def code(
 
 @runs_app.command("result")
 def result(
-    run_id: str = typer.Argument(..., metavar="RUN"),
+    run_id: str = typer.Argument(..., metavar="RUN", callback=_run_id),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the result to FILE (JSON, or the pickle's bytes)."
     ),
