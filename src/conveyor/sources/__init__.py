@@ -143,10 +143,25 @@ def _build(kind: str, location: Any, options: Mapping[str, Any]) -> Source:
     cls = SOURCES.get(kind)
     try:
         return cls(location, **options)  # type: ignore[call-arg]
-    except TypeError as exc:
-        raise ConfigError(
-            f"{', '.join(sorted(options))} does not apply to a {kind} source ({exc})"
-        ) from None
+    except TypeError:
+        unknown = _unknown_options(cls, options)
+        if not unknown:
+            raise  # not about the options: a bug of the source
+        raise ConfigError(f"{', '.join(unknown)} does not apply to a {kind} source") from None
+
+
+def _unknown_options(cls: Any, options: Mapping[str, Any]) -> list[str]:
+    """The names in ``options`` that ``cls`` takes no keyword argument for."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return sorted(options)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return []
+    accepted = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return sorted(set(options) - accepted)
 
 
 def _fsspec_protocol(scheme: str) -> bool:
