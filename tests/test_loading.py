@@ -501,7 +501,7 @@ def test_missing_name_when_the_file_defines_no_flows(tmp_path: Path) -> None:
     [
         ("plain", "'plain' in flows.py is a function, not a flow", "decorate it with @flow"),
         ("Thing", "'Thing' in flows.py is a class, not a flow", "decorate it with @flow"),
-        ("NUMBER", "'NUMBER' in flows.py is a int, not a flow", "decorate it with @flow"),
+        ("NUMBER", "'NUMBER' in flows.py is an int, not a flow", "decorate it with @flow"),
         ("step", "'step' in flows.py is a task, not a flow", "call the task from a @flow"),
     ],
 )

@@ -43,7 +43,7 @@ from conveyor._context import loading
 from conveyor.errors import FlowLoadError
 from conveyor.flows import Flow, Task
 
-__all__ = ["Entrypoint", "ImportScope", "load_flow"]
+__all__ = ["Entrypoint", "ImportScope", "a_kind", "load_flow"]
 
 _FORMS_HINT = (
     "write path/to/file.py:function (or file.py:Class.method), package.module:function "
@@ -225,7 +225,7 @@ def _load_pickle(file: Path, base: Path) -> Flow[..., Any]:
     found = unpickle_flow(file.read_bytes(), where=_shown(file, base), verified=True)
     if not isinstance(found, Flow):
         raise FlowLoadError(
-            f"{_shown(file, base)} holds a {type(found).__name__}, not a flow",
+            f"{_shown(file, base)} holds {a_kind(found)}, not a flow",
             hint="pickle files are written by the first-generation storages (flow.register())",
         )
     return found
@@ -266,9 +266,8 @@ def _lookup(module: ModuleType, attribute: str, *, where: str) -> Flow[..., Any]
             f"{attribute!r} in {where} is a task, not a flow",
             hint="call the task from a @flow and point the entrypoint at that flow",
         )
-    kind = "class" if isinstance(found, type) else type(found).__name__
     raise FlowLoadError(
-        f"{attribute!r} in {where} is a {kind}, not a flow",
+        f"{attribute!r} in {where} is {a_kind(found)}, not a flow",
         hint="decorate it with @flow (from conveyor import flow)",
     )
 
@@ -283,6 +282,12 @@ def _instance_method(member: Any) -> bool:
         return False
     defined_in = fn.__qualname__.rpartition(".")[0]
     return bool(defined_in) and not defined_in.endswith("<locals>")
+
+
+def a_kind(value: object) -> str:
+    """What ``value`` is, with its article, for a message: ``an int``, ``a str``, ``a class``."""
+    kind = "class" if isinstance(value, type) else type(value).__name__
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
 
 
 def _defined_hint(module: ModuleType) -> str:

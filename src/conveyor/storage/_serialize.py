@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._context import loading
+from conveyor._loading import a_kind
 from conveyor.errors import ConfigError, FlowLoadError
 from conveyor.flows import Flow
 
@@ -56,7 +57,7 @@ def flow_from_pickle(data: bytes, *, store: SecretStore | None, where: str) -> F
 
     found = unpickle_flow(data, where=where, store=store)
     if not isinstance(found, Flow):
-        raise FlowLoadError(f"{where} holds a {type(found).__name__}, not a flow")
+        raise FlowLoadError(f"{where} holds {a_kind(found)}, not a flow")
     return found
 
 
@@ -146,7 +147,7 @@ def extract_flow_from_module(module_str: str, flow_name: str | None = None) -> F
         if callable(value) and not isinstance(value, Flow):
             value = value()
         if not isinstance(value, Flow):
-            raise FlowLoadError(f"{module_str} is a {type(value).__name__}, not a flow")
+            raise FlowLoadError(f"{module_str} is {a_kind(value)}, not a flow")
         if flow_name is not None and value.name != flow_name:
             raise FlowLoadError(f"{module_str} is flow {value.name!r}, not {flow_name!r}")
         return value
