@@ -224,7 +224,7 @@ def _walk(
             if name in IGNORE_FILES or not _excluded(rel, name, False, rules):
                 yield _file_entry(child.path, rel, child, cache, known)
         else:
-            logger.warning("skipping special file path=%s", rel)
+            logger.debug("skipping special file path=%s", rel)
 
 
 def _manifest_or_problem(
