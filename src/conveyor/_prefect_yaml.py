@@ -15,7 +15,7 @@ that maps to a step this installation does not have, a step with no equivalent
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,11 @@ _DROPPED = {"flow_name", "paused", "enforce_parameter_schema", "version_type"}
 _EMPTY_ONLY = {"schedules", "triggers", "concurrency_limit", "schedule"}
 
 
-def convert(raw: Mapping[str, Any], *, file: Path) -> tuple[dict[str, Any], list[str]]:
-    """``prefect.yaml`` content → ``conveyor.yaml`` content, and notes."""
+def convert(
+    raw: Mapping[str, Any], *, file: Path, numbers: Sequence[int] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """``prefect.yaml`` content → ``conveyor.yaml`` content, and notes. ``numbers``: the places
+    in the file of the deployments in ``raw`` (when only some were kept), for messages."""
     notes: list[str] = []
     where = file.name
     unknown = sorted(set(raw) - _TOP - {"deployments"})
@@ -97,9 +100,10 @@ def convert(raw: Mapping[str, Any], *, file: Path) -> tuple[dict[str, Any], list
     deployments = raw.get("deployments") or []
     if not isinstance(deployments, list):
         raise ConfigError(f"{where}: deployments must be a list")
+    places = numbers if numbers is not None else range(len(deployments))
     out["deployments"] = [
         _deployment(d, f"{where}: deployments[{i}]", folder, notes)
-        for i, d in enumerate(deployments)
+        for i, d in zip(places, deployments, strict=True)
     ]
     _check_templates(out, where)
     return out, notes

@@ -205,10 +205,13 @@ def find_project(start: Path | str = ".") -> Path | None:
     return None
 
 
-def load_project(path: Path | str = ".", *, prefect: bool | None = None) -> Project:
+def load_project(
+    path: Path | str = ".", *, prefect: bool | None = None, only: str | None = None
+) -> Project:
     """Read ``conveyor.yaml`` (``path`` is the file or its directory) and check it; a file
     named ``prefect.yaml`` (or any file, with ``prefect=True``) is read as Prefect's
-    (`conveyor._prefect_yaml`)."""
+    (`conveyor._prefect_yaml`). With ``only``, a deployment of that name, if the file has one,
+    is the only one read and checked (the file's shared sections still are)."""
     import yaml
 
     file = Path(path)
@@ -229,15 +232,22 @@ def load_project(path: Path | str = ".", *, prefect: bool | None = None) -> Proj
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{file} must be a mapping (pull:, deployments:)")
     notes: list[str] = []
+    numbers = _numbers(raw.get("deployments"), only)
+    if numbers is not None:
+        raw = {**raw, "deployments": [raw["deployments"][i] for i in numbers]}
     if prefect or (prefect is None and file.name == PREFECT_FILE):
         from conveyor._prefect_yaml import convert
 
-        raw, notes = convert(raw, file=file)
+        raw, notes = convert(raw, file=file, numbers=numbers)
     try:
         parsed = _File.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        loc = list(first["loc"])
+        at = loc[1] if len(loc) > 1 and loc[0] == "deployments" else None
+        if numbers is not None and isinstance(at, int):
+            loc[1] = numbers[at]  # the deployment's place in the file
+        where = ".".join(str(p) for p in loc)
         raise ConfigError(
             f"{file}: {where}: {first['msg']}",
             hint="check the file against `conveyor project schema`",
@@ -255,6 +265,17 @@ def load_project(path: Path | str = ".", *, prefect: bool | None = None) -> Proj
         push=tuple(parsed.push),
         notes=tuple(notes),
     )
+
+
+def _numbers(deployments: Any, only: str | None) -> list[int] | None:
+    """The places in the file of the deployments named ``only``; None (all of them) without
+    ``only``, or when no deployment has that name (the caller says which names there are)."""
+    if only is None or not isinstance(deployments, list):
+        return None
+    named = [
+        i for i, d in enumerate(deployments) if isinstance(d, Mapping) and d.get("name") == only
+    ]
+    return named or None
 
 
 def _deployment(d: _Deployment) -> ProjectDeployment:

@@ -126,9 +126,12 @@ def deploy(
     }
     parameters = parse_params(param)
     file: Any = prefect_yaml if prefect_yaml is not None else find_project(".")
-    project = load_project(file, prefect=prefect_yaml is not None or None) if file else None
-    if name is not None and "/" in name and project is not None:
+    if name is not None and "/" in name and file:
         name = name.rpartition("/")[2]  # Prefect's --name FLOW/DEPLOYMENT
+    only = name if entrypoint is None else None  # deploying one of the file's: check only it
+    project = (
+        load_project(file, prefect=prefect_yaml is not None or None, only=only) if file else None
+    )
     for note in project.notes if project is not None else ():
         _note(note)
     if entrypoint is None:

@@ -1,0 +1,68 @@
+"""The project files on the command line: ``deploy --name`` reads and checks only the named
+deployment of prefect.yaml or conveyor.yaml (the shared sections still are); ``init`` without a
+flow says what to do instead of ``next: conveyor deploy``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from e2e.conftest import command_env, conveyor, ok, one_line_error
+from worker.flows_project import write_project
+
+pytestmark = pytest.mark.slow
+
+PREFECT_YAML = """
+name: pf
+deployments:
+  - name: pfdemo
+    entrypoint: flows.py:hello
+    schedules: []
+  - name: pfsched
+    entrypoint: flows.py:hello
+    schedules:
+      - cron: "0 * * * *"
+"""
+
+CONVEYOR_YAML = """
+deployments:
+  - name: good
+    entrypoint: flows.py:hello
+  - name: bad
+    entrypoint: flows.py:hello
+    no_such_key: 1
+"""
+
+
+@pytest.mark.parametrize("name", ["pfdemo", "hello/pfdemo"])
+def test_deploying_one_prefect_deployment_checks_only_that_one(name: str, tmp_path: Path) -> None:
+    project = write_project(tmp_path / "project")
+    (project / "prefect.yaml").write_text(PREFECT_YAML)
+    env = command_env()
+
+    out = ok(conveyor("deploy", "--name", name, env=env, cwd=project))
+
+    assert "deployment hello/pfdemo version" in out
+    for refused in (("--name", "pfsched"), ()):
+        error = one_line_error(conveyor("deploy", *refused, env=env, cwd=project))
+        assert (
+            error
+            == "prefect.yaml: deployments[1] (pfsched): schedules is not supported by Conveyor"
+        )
+
+
+def test_deploying_one_conveyor_yaml_deployment_checks_only_that_one(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "project")
+    (project / "conveyor.yaml").write_text(CONVEYOR_YAML)
+    env = command_env()
+
+    assert "deployment hello/good version" in ok(
+        conveyor("deploy", "--name", "good", env=env, cwd=project)
+    )
+    for refused in (("--name", "bad"), ()):
+        assert "deployments.1.no_such_key" in one_line_error(
+            conveyor("deploy", *refused, env=env, cwd=project)
+        )
+    (project / "conveyor.yaml").write_text("pull: 3\n" + CONVEYOR_YAML)
+    assert "pull" in one_line_error(conveyor("deploy", "--name", "good", env=env, cwd=project))
