@@ -66,3 +66,28 @@ def test_deploying_one_conveyor_yaml_deployment_checks_only_that_one(tmp_path: P
         )
     (project / "conveyor.yaml").write_text("pull: 3\n" + CONVEYOR_YAML)
     assert "pull" in one_line_error(conveyor("deploy", "--name", "good", env=env, cwd=project))
+
+
+def test_init_without_a_flow_says_to_write_one_before_deploying(tmp_path: Path) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+
+    out = ok(conveyor("init", env=command_env(), cwd=folder))
+
+    assert "next: conveyor deploy" not in out
+    lines = out.splitlines()
+    assert lines[1] == (
+        "no @flow function found in the project folder: entrypoint flows.py:main is a placeholder"
+    )
+    assert lines[2].startswith("next: write a @flow function")
+    assert lines[2].endswith("then conveyor deploy")
+    assert len(lines) == 3
+
+
+def test_init_with_a_flow_says_next_deploy(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "project")
+
+    out = ok(conveyor("init", env=command_env(), cwd=project))
+
+    assert out.splitlines()[-1] == "next: conveyor deploy"
+    assert "entrypoint: flows.py:hello" in (project / "conveyor.yaml").read_text()

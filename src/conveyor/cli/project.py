@@ -41,7 +41,7 @@ def init(
     directory: Path = typer.Option(Path("."), "--directory", help="The project folder."),
 ) -> None:
     """Write a commented conveyor.yaml for a recipe in the project folder."""
-    from conveyor._recipes import infer_recipe, render
+    from conveyor._recipes import find_entrypoint, infer_recipe, render
     from conveyor.project import PROJECT_FILE, load_project, schema_path
 
     target = directory / PROJECT_FILE
@@ -62,7 +62,21 @@ def init(
     project = load_project(target)  # what we wrote must read back
     names = ", ".join(d.name for d in project.deployments)
     console.print(f"wrote {target} (recipe {chosen}; deployments: {names})", highlight=False)
-    console.print("next: conveyor deploy", highlight=False)
+    if fields.get("entrypoint") or find_entrypoint(directory):
+        console.print("next: conveyor deploy", highlight=False)
+        return
+    entrypoint = project.deployments[0].entrypoint if project.deployments else "flows.py:main"
+    console.print(
+        f"no @flow function found in the project folder: entrypoint {entrypoint} is a placeholder",
+        highlight=False,
+        markup=False,
+    )
+    console.print(
+        "next: write a @flow function (from conveyor import flow), put its FILE:FUNCTION as "
+        "entrypoint in conveyor.yaml, then conveyor deploy",
+        highlight=False,
+        markup=False,
+    )
 
 
 @project_app.command("schema")
