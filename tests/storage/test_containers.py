@@ -22,7 +22,7 @@ from conveyor.schemas import RunState
 from conveyor.settings import Settings
 from conveyor.worker.executors.container import OUTCOME_PREFIX, validate_kubernetes_job
 from conveyor.worker.executors.containers import submission
-from e2e.conftest import command_env, conveyor, ok
+from e2e.conftest import command_env, conveyor, ok, one_line_error
 from fixtures.blob_servers import MotoServer
 from storage.conftest import leaks, python, write_script
 
@@ -109,8 +109,10 @@ def test_containerized_environment_snippets_fetch_from_s3_inside_the_container(
     assert docker["image"] == "prefecthq/prefect"
     assert json.loads(docker["environment"]["CONVEYOR_RUN_SOURCE"]) == deployment.source
     assert docker["labels"]["conveyor.labels"] == "s3-flow-storage"
-    # ...and the agent of the document starts with its label (nothing queued: it just exits)
-    ok(conveyor("agent", "kubernetes", "start", "-l", "s3-flow-storage", "--burst", env=env))
+    # ...and the agent of the document is a kubernetes worker with its label: on this machine,
+    # which has no cluster, it refuses to start in one line instead of taking runs it cannot submit
+    agent = conveyor("agent", "kubernetes", "start", "-l", "s3-flow-storage", "--burst", env=env)
+    assert one_line_error(agent) == "no Kubernetes cluster is configured for this worker"
 
     # When the docker pool's command runs with exactly that environment, as a process with its
     # own empty cache and no AWS keys of its own
