@@ -11,7 +11,8 @@ ConveyorError                       .message, .hint; str() is one line
 │   └── SourceUnavailable           network or service down after retries
 ├── BundleError                     packing or unpacking a bundle
 │   ├── UnsafeArchive               absolute path, `..`, escaping link, device, limits exceeded
-│   └── IntegrityError              fetched code does not match its version (.path)
+│   └── IntegrityError              fetched code does not match its version, or a stored run
+│                                   result its recorded digest (.path: the file or result ref)
 ├── FlowLoadError                   an entrypoint could not be turned into a flow
 ├── FlowTimeout                     a flow or task ran past timeout_seconds (a TimeoutError)
 ├── CommandError                    an external command failed (.command, .returncode: redacted)
@@ -129,7 +130,8 @@ class UnsafeArchive(BundleError):
 
 
 class IntegrityError(BundleError):
-    """Fetched code does not match the version it claims to be."""
+    """Fetched code does not match the version it claims to be, or a run's stored result does
+    not match the size and SHA-256 the run recorded (``path``: the result ref)."""
 
     def __init__(self, message: str, *, path: str | None = None, hint: str | None = None) -> None:
         self.path = path

@@ -108,6 +108,8 @@ MAX_DURATION_SECONDS = 366 * 86_400.0
 """The longest retry delay or timeout: a year."""
 _MAX_RETRIES = 1_000
 CLAIM_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
+RESULT_SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+"""A stored result's digest: SHA-256 of its bytes, lowercase hex (`conveyor.results`)."""
 """A claim id: 8 to 64 letters, digits, ``_`` or ``-`` (a worker sends a UUID's hex)."""
 _ERROR_TYPE = "conveyor_invalid"
 
@@ -338,6 +340,11 @@ class Run(_Model):
     """Seconds per phase: queue, fetch, start, run."""
     result: Any = None
     result_ref: str | None = None
+    result_sha256: str | None = None
+    """SHA-256 (hex) of the bytes stored at ``result_ref``: checked before they are unpickled
+    (`conveyor.results.StoredResult`); None for a run stored before results had one."""
+    result_size: int | None = None
+    """Size in bytes of what is stored at ``result_ref``."""
     error: str | None = None
     labels: list[str] = Field(default_factory=list)
     """Labels a worker must have to claim the run (from ``job_variables["labels"]``)."""
@@ -397,6 +404,10 @@ class StateUpdate(_Request):
     timings: dict[str, float] = Field(default_factory=dict)
     result: Any = None
     result_ref: str | None = None
+    result_sha256: str | None = None
+    """With ``result_ref``: the SHA-256 (hex) of the bytes the worker stored there."""
+    result_size: int | None = Field(None, ge=0)
+    """With ``result_ref``: their size in bytes."""
     error: str | None = None
 
     _free_text: ClassVar[frozenset[str]] = frozenset({"error"})
@@ -410,6 +421,18 @@ class StateUpdate(_Request):
         _names.check_worker_name(self.worker)
         if self.version is not None:
             _names.check_version(self.version)
+        _check_result_record(self.result_ref, self.result_sha256, self.result_size)
+
+
+def _check_result_record(ref: str | None, sha256: str | None, size: int | None) -> None:
+    if sha256 is not None and not RESULT_SHA256_PATTERN.fullmatch(sha256):
+        raise ConfigError(
+            f"result_sha256 {sha256[:80]!r} is not a SHA-256", hint="64 lowercase hex digits"
+        )
+    if (sha256 is None) != (size is None):
+        raise ConfigError("result_sha256 and result_size go together")
+    if sha256 is not None and ref is None:
+        raise ConfigError("result_sha256 and result_size describe a result_ref: give one")
 
 
 class LogRecord(_Request):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import io
+import pickle
 import re
 from pathlib import Path
 from urllib.parse import quote
@@ -15,6 +16,7 @@ from markupsafe import escape
 
 from conveyor.errors import InvalidRequest
 from dashboard.conftest import XSS_FLOW, XSS_TEXT, Parked, csrf_of, wait_for
+from e2e.conftest import conveyor, ok
 
 pytestmark = [pytest.mark.service]
 
@@ -155,6 +157,31 @@ def test_a_failed_run_shows_its_error_and_hint(web, api, worker) -> None:
     page = web.get(f"/runs/{failed.id}").text
     assert esc(final.error) in page
     assert 'id="run-hint">hint: ' in page
+
+
+def test_a_pickled_result_downloads_only_as_the_run_stored_it(web, api, worker, site) -> None:
+    # Given a completed run whose result is pickled on the server's machine
+    tree = site.home / "pickled-project"
+    tree.mkdir()
+    (tree / "flows.py").write_text(
+        "from conveyor import flow\n\n\n@flow\ndef pair() -> tuple[int, int]:\n    return (1, 2)\n"
+    )
+    ok(conveyor("deploy", "flows.py:pair", "--name", "pickled", env=site.env, cwd=tree))
+    run = api.create_run("pair", "pickled")
+    final = wait_for(lambda: (r := api.get_run(run.id)).state.is_final and r, timeout=60)
+    assert final.state.value == "completed", final.error
+    stored = site.home / ".conveyor" / "results" / run.id / "result.pickle"
+    # When it is downloaded, then replaced and downloaded again
+    first = web.get(f"/runs/{run.id}/result")
+    stored.write_bytes(pickle.dumps((1, 3)))
+    second = web.get(f"/runs/{run.id}/result")
+    # Then the first is the run's bytes; the second is refused, naming the ref
+    assert first.status_code == 200
+    assert pickle.loads(first.content) == (1, 2)
+    assert len(first.content) == final.result_size
+    assert second.status_code == 409
+    assert esc(final.result_ref) in second.text
+    assert "does not match the digest" in second.text
 
 
 # --- code ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from conveyor.connect import connect
 from conveyor.deploy import from_source
-from conveyor.results.local import ResultStore
+from conveyor.run_results import load_result
 from conveyor.schemas import RunState
 from conveyor.settings import Settings
 from conveyor.worker.loop import Worker
@@ -70,7 +70,7 @@ def test_an_unstorable_result_is_kept_by_reference(settings: Settings, tmp_path:
         "surrogate": "half \ud83d of a pair",
         "nul": "a\x00b",
     }.get(function)
-    result = ResultStore.from_settings(settings).load(done.result_ref)
+    result = load_result(done, settings=settings)
     if expected is not None:
         assert result == expected
     else:

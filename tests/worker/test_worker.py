@@ -17,7 +17,7 @@ from conveyor.client import ConveyorClient
 from conveyor.connect import connect
 from conveyor.deploy import from_source
 from conveyor.errors import InvalidRequest, ServerUnavailable
-from conveyor.results.local import ResultStore
+from conveyor.run_results import load_result
 from conveyor.schemas import Deployment, DeploymentCreate, Run, RunState
 from conveyor.settings import Settings
 from conveyor.sources import source_from_spec
@@ -156,7 +156,8 @@ def test_result_that_is_not_json_is_stored_and_referenced(settings, client, depl
     assert done.result is None
     assert done.result_ref == f"local:{run.id}/result.pickle"
     assert (settings.results_dir / run.id / "result.pickle").is_file()
-    assert ResultStore.from_settings(settings).load(done.result_ref) == (1, 2)
+    assert done.result_size == len((settings.results_dir / run.id / "result.pickle").read_bytes())
+    assert load_result(done, settings=settings) == (1, 2)
 
 
 def test_limit_runs_that_many_at_the_same_time(settings, client, deploy, tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""`conveyor runs ls | inspect RUN | logs RUN [--follow] | cancel RUN | code RUN --output DIR`.
+"""`conveyor runs ls | inspect RUN | logs RUN [--follow] | cancel RUN | code RUN --output DIR |
+result RUN [--output FILE] [--trust-unverified]`.
 
 RUN is a run id or a unique prefix of one (``conveyor runs ls`` shows the first 8 characters).
 """
@@ -19,7 +20,6 @@ from conveyor.errors import ConfigError
 if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
     from conveyor.schemas import LogLine, Run, RunState
-    from conveyor.settings import Settings
 
 __all__ = ["print_log_line", "register"]
 
@@ -155,6 +155,8 @@ def inspect(
         rows.append(("result", json.dumps(run.result)))
     if run.result_ref:
         rows.append(("result ref", run.result_ref))
+        check = f"sha256 {run.result_sha256}, {run.result_size} bytes" if run.result_sha256 else "-"
+        rows.append(("result check", check))
     if run.error:
         rows.append(("error", run.error))
     for key, value in rows:
@@ -273,35 +275,46 @@ def result(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the result to FILE (JSON, or the pickle's bytes)."
     ),
+    trust_unverified: bool = typer.Option(
+        False,
+        "--trust-unverified",
+        help="Read a result stored before results were recorded with a digest (it cannot be "
+        "checked: only if you trust everyone who can write its store).",
+    ),
 ) -> None:
     """Print a run's result, or write it to a file. Results that are not JSON are fetched from
-    their result store (a blob URL, or this machine's results directory) and unpickled for
-    printing: only do that for your own runs."""
+    their result store (a blob URL, or this machine's results directory), checked against the
+    size and SHA-256 the run recorded, and only then unpickled for printing (or written): a
+    result that does not match is refused, and nothing of it is unpickled."""
     from conveyor.cli._progress import transfer_progress
+    from conveyor.results import StoredResult
 
     settings = load_settings()
     with client(settings) as api:
         run = api.get_run(run_id)
-        if run.result_ref is None:
+        stored = StoredResult.of_run(run)
+        if stored is None:
             if run.state.value != "completed":
                 raise ConfigError(f"run {run.id} has no result (it is {run.state.value})")
             data = json.dumps(run.result, indent=2).encode()
-            pickled = False
         else:
+            from conveyor.run_results import read_result
+
             with transfer_progress():
-                data = _stored_result(run, settings, api)
-            pickled = True
+                data = read_result(
+                    run, settings=settings, client=api, trust_unverified=trust_unverified
+                )
     if output is not None:
         output.write_bytes(data)
         console.print(f"wrote {len(data)} bytes to {output}")
         return
-    if not pickled:
+    if stored is None:
         typer.echo(data.decode())
         return
     import pickle
 
     try:
-        value = pickle.loads(data)  # noqa: S301 - the user's own run, asked for explicitly
+        value = pickle.loads(data)  # noqa: S301 - the bytes the run recorded (checked above)
     except Exception as exc:
         raise ConfigError(
             f"result of run {run.id} ({len(data)} bytes) cannot be unpickled here: "
@@ -309,22 +322,3 @@ def result(
             hint="write it to a file with --output and load it where the flow's code is",
         ) from None
     typer.echo(repr(value))
-
-
-def _stored_result(run: Run, settings: Settings, api: ConveyorClient) -> bytes:
-    from conveyor.connect import fetch_context
-    from conveyor.results.local import LocalResultStore
-
-    ref = run.result_ref or ""
-    if ref.startswith("local:"):
-        path = LocalResultStore.from_settings(settings).path_for(ref)
-        if not path.is_file():
-            raise ConfigError(
-                f"result {ref} is not on this machine",
-                hint="local results stay on the worker that ran the flow; set result_storage "
-                "to a blob URL to reach them from anywhere",
-            )
-        return path.read_bytes()
-    from conveyor.sources.blob.results import for_ref
-
-    return for_ref(ref, run.source, fetch_context(settings, api)).read_bytes(ref)

@@ -4,7 +4,9 @@ A result that survives a JSON round trip unchanged is stored on the run itself. 
 pickled by the child process, moved here by the worker, and referenced from the run by a
 ``result_ref`` of the form ``local:<run-id>/result.pickle`` (relative to the results directory of
 the machine that ran it). Files are written to a temporary sibling and renamed, so a reader never
-sees half a result.
+sees half a result. Storing returns a `StoredResult` (the ref, and the SHA-256 and size of the
+bytes as stored, which the run records); `load` checks the file against such a record before
+it unpickles anything (`conveyor.results`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from conveyor._fs import atomic_write
 from conveyor.errors import ConfigError
-from conveyor.results import RESULT_FILE
+from conveyor.results import RESULT_FILE, StoredResult
 from conveyor.settings import Settings
 
 __all__ = ["LocalResultStore", "ResultStore"]
@@ -52,8 +54,9 @@ class LocalResultStore:
             raise ConfigError(f"result ref {ref!r} is not a local result")
         return self.root / _check_run_id(run_id) / RESULT_FILE
 
-    def put_file(self, run_id: str, source: Path) -> str:
-        """Move (or copy) the pickle at ``source`` into the store; returns its ref."""
+    def put_file(self, run_id: str, source: Path) -> StoredResult:
+        """Move (or copy) the pickle at ``source`` into the store; its record (the digest of
+        the bytes as they are in the store, read after the move)."""
         ref = self.ref_for(run_id)
         dest = self.path_for(ref)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -62,34 +65,39 @@ class LocalResultStore:
         tmp = Path(tmp_name)
         try:
             shutil.move(source, tmp)
+            stored = StoredResult.of_bytes(ref, tmp.read_bytes())
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        return ref
+        return stored
 
-    def put(self, run_id: str, value: Any) -> str:
-        """Pickle ``value`` into the store; returns its ref."""
+    def put(self, run_id: str, value: Any) -> StoredResult:
+        """Pickle ``value`` into the store; its record."""
         ref = self.ref_for(run_id)
         dest = self.path_for(ref)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         with atomic_write(dest, mode=0o600) as out:
-            pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
-        return ref
+            out.write(data)
+        return StoredResult.of_bytes(ref, data)
 
-    def load(self, ref: str) -> Any:
-        """Unpickle the result behind ``ref`` (only for results this machine produced).
-
-        Unpickling runs code: load results of your own runs only. Classes defined in the flow's
-        code must be importable here.
-        """
+    def read_bytes(self, ref: str) -> bytes:
+        """The stored bytes behind ``ref``, unchecked (`StoredResult.check` them)."""
         path = self.path_for(ref)
-        if not path.is_file():
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
             raise ConfigError(
                 f"result {ref} is not on this machine",
-                hint="results are kept under CONVEYOR_HOME/results of the worker that ran the flow",
-            )
-        with path.open("rb") as stream:
-            return pickle.load(stream)  # noqa: S301 - our own worker wrote it
+                hint="local results stay under CONVEYOR_HOME/results of the worker that ran "
+                "the flow; set result_storage to a blob URL to reach them from anywhere",
+            ) from None
+
+    def load(self, result: StoredResult, *, trust_unverified: bool = False) -> Any:
+        """Unpickle the result ``result`` records, once its bytes match the record (else
+        `IntegrityError`, nothing unpickled). Classes of the flow's code must be importable here.
+        """
+        return result.loads(self.read_bytes(result.ref), trust_unverified=trust_unverified)
 
 
 def _check_run_id(run_id: str) -> str:

@@ -196,6 +196,9 @@ class RunRow(Base):
     timings: Mapped[dict[str, Any]]
     result: Mapped[Any] = mapped_column(JSONType, nullable=True)
     result_ref: Mapped[str | None] = mapped_column(Text)
+    result_sha256: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 (hex) of the bytes stored at ``result_ref`` (NULL: stored before results had one)."""
+    result_size: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
     log_seq: Mapped[int]
     """The last log ``seq`` handed out for this run."""

@@ -14,6 +14,10 @@ flow's ``result`` they also tell the worker where a run's pickled result goes
 written through a temporary file). Like Prefect 1, a directory inside the Conveyor home (the
 default storage directory, say) means ``$CONVEYOR_HOME/results``, and no directory means that
 too; the home is the one of the process that writes (a worker's, for a deployed run).
+
+`Result.read` unpickles whatever is at the location it is given: a task result has no run record
+to check it against (unlike a run's result, `conveyor.results.StoredResult`), so read only
+locations that nobody you do not trust can write.
 """
 
 from __future__ import annotations

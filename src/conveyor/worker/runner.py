@@ -9,8 +9,8 @@
 3. hand it to the pool's executor, which makes the code ready (the pull steps, the pinned
    version from the code cache), calls back to report ``running`` with the queue and fetch
    timings, and runs the flow;
-4. report the final state with every timing, the result (or a ``result_ref``) and a one-line
-   error.
+4. report the final state with every timing, the result (or a ``result_ref`` with the SHA-256
+   and size of the bytes stored there) and a one-line error.
 
 Any failure here — of the flow, of the source, of the worker itself — becomes the run's state,
 never an exception out of `handle`.
@@ -315,11 +315,11 @@ class RunHandler:
             timings["start"] = max(outcome.entered - outcome.spawned, 0.0)
             if outcome.finished is not None:
                 timings["run"] = max(outcome.finished - outcome.entered, 0.0)
-        result_ref = None
+        stored = None
         if outcome.result_file is not None:
             from conveyor.worker.results import put_result
 
-            result_ref = put_result(
+            stored = put_result(
                 run, outcome.result_file, outcome.result_storage, self.results, self.cache.context
             )
         return self._update(
@@ -327,7 +327,9 @@ class RunHandler:
             version=version,
             timings=timings,
             result=outcome.result,
-            result_ref=result_ref,
+            result_ref=None if stored is None else stored.ref,
+            result_sha256=None if stored is None else stored.sha256,
+            result_size=None if stored is None else stored.size,
             error=outcome.error,
             attempt=run.attempt,
         )

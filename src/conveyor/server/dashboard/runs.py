@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from conveyor.errors import ObjectNotFound
 from conveyor.schemas import Run, RunState
@@ -193,27 +193,34 @@ def log_text(request: Request, run_id: str) -> Response:
 
 @router.get("/runs/{run_id}/result")
 def result_file(request: Request, run_id: str) -> Response:
-    """The pickled result of a run, when it is on this machine (never unpickled here)."""
+    """The pickled result of a run, when it is on this machine and its bytes are the ones the run
+    recorded (size and SHA-256; never unpickled here): anything else is refused (409)."""
+    from conveyor.errors import IntegrityError, InvalidRequest
+    from conveyor.results import StoredResult
     from conveyor.results.local import ResultStore
 
     context = dashboard_of(request).context
     run = context.db.read(lambda s: runs.get_run(s, run_id))
-    if not run.result_ref:
+    stored = StoredResult.of_run(run)
+    if stored is None:
         raise ObjectNotFound(f"run {run.id} has no stored result", status_code=404)
-    path = ResultStore.from_settings(context.settings).path_for(run.result_ref)
-    if not path.is_file():
+    path = ResultStore.from_settings(context.settings).path_for(stored.ref)
+    try:
+        data = stored.check(path.read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
         raise ObjectNotFound(
-            f"the result of run {run.id} is not on the server's machine ({run.result_ref})",
+            f"the result of run {run.id} is not on the server's machine ({stored.ref})",
             status_code=404,
             hint=f"it is in the results directory of the machine of worker {run.worker}",
-        )
-    headers = {**SECURITY_HEADERS}
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
-        filename=f"run-{run.id[:8]}-result.pickle",
-        headers=headers,
-    )
+        ) from None
+    except IntegrityError as exc:
+        hint = None if stored.verified else "conveyor runs result RUN --trust-unverified -o FILE"
+        raise InvalidRequest(exc.message, status_code=409, hint=hint) from None
+    headers = {
+        **SECURITY_HEADERS,
+        "Content-Disposition": f'attachment; filename="run-{run.id[:8]}-result.pickle"',
+    }
+    return Response(data, media_type="application/octet-stream", headers=headers)
 
 
 @router.post("/runs/{run_id}/cancel")

@@ -220,6 +220,8 @@ def set_run_state(session: Session, run_id: str, report: StateUpdate, *, now: da
     else:
         row.result = report.result
         row.result_ref = report.result_ref
+        row.result_sha256 = report.result_sha256
+        row.result_size = report.result_size
         row.error = report.error
         _end_attempt(session, row, new, now=now, error=report.error)
     session.flush()
@@ -382,3 +384,5 @@ def _end_attempt(
     row.timings = {}
     row.result = None
     row.result_ref = None
+    row.result_sha256 = None
+    row.result_size = None

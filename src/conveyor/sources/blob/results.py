@@ -1,24 +1,28 @@
 """Results on a blob store: pickled run results as objects, referenced by URL.
 
 `BlobResultStore(url)` keeps a run's pickled result at ``<url>/<run-id>/result.pickle`` and
-returns that URL as the run's ``result_ref``. `beside` picks the default place for a run whose
-code came from a blob store, as the first-generation storages did (results on the same
-platform): ``<scheme>://<bucket>/results`` (``.conveyor/results`` under the code's prefix when
-the code is the whole bucket, so a folder's pins never include them), with the source's own
-credentials and settings (a first-generation ``S3``/``GCS``/``Azure`` storage's flow file counts:
-its object's settings are used). `for_ref` opens the store behind a ref, for ``conveyor runs
-result``.
+returns that URL as the run's ``result_ref``, in a `StoredResult` with the SHA-256 and size of
+the bytes it uploaded. The run records them, and `load` (like every reader,
+`conveyor.run_results`) checks the object against them before it unpickles anything: whoever
+can write the bucket must not be able to run code in the reader.
+
+`beside` picks the default place for a run whose code came from a blob store, as the
+first-generation storages did (results on the same platform): ``<scheme>://<bucket>/results``
+(``.conveyor/results`` under the code's prefix when the code is the whole bucket, so a folder's
+pins never include them), with the source's own credentials and settings (a first-generation
+``S3``/``GCS``/``Azure`` storage's flow file counts: its object's settings are used). `for_ref`
+opens the store behind a ref, for ``conveyor runs result``.
 """
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConfigError
+from conveyor.results import StoredResult
 from conveyor.sources.base import FetchContext, context
 from conveyor.sources.blob._errors import budget_of, call, translate
 from conveyor.sources.blob._fs import BlobUrl, filesystem
@@ -58,11 +62,15 @@ class BlobResultStore:
             raise ConfigError(f"{run_id!r} is not a run id")
         return self.location.url_of(run_id, RESULT_FILE)
 
-    def put_file(self, run_id: str, source: Path) -> str:
-        """Upload the pickle at ``source``; returns its URL (the run's ``result_ref``)."""
+    def put_file(self, run_id: str, source: Path) -> StoredResult:
+        """Upload the pickle at ``source``; its record (the URL, the run's ``result_ref``, and
+        the digest of the bytes uploaded)."""
+        return self.put_bytes(run_id, Path(source).read_bytes())
+
+    def put_bytes(self, run_id: str, data: bytes) -> StoredResult:
+        """Upload ``data`` (a pickle) as ``run_id``'s result; its record."""
         ref = self.ref_for(run_id)
         fs = self._fs()
-        data = Path(source).read_bytes()
 
         def upload() -> None:
             try:
@@ -71,18 +79,17 @@ class BlobResultStore:
                 raise translate(exc, where=ref) from None
 
         call(upload, budget=budget_of(self.ctx))
-        return ref
+        return StoredResult.of_bytes(ref, data)
 
-    def put(self, run_id: str, value: Any) -> str:
-        import tempfile
+    def put(self, run_id: str, value: Any) -> StoredResult:
+        """Pickle ``value`` into the store; its record."""
+        import pickle
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / RESULT_FILE
-            path.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-            return self.put_file(run_id, path)
+        return self.put_bytes(run_id, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
     def read_bytes(self, ref: str) -> bytes:
-        """The stored bytes behind ``ref`` (a URL under this store)."""
+        """The stored bytes behind ``ref`` (a URL under this store), unchecked
+        (`StoredResult.check` them)."""
         if not ref.startswith(self.url + "/"):
             raise ConfigError(f"result ref {ref} is not under {self.url}")
         path = self.location.join(ref[len(self.url) + 1 :])
@@ -98,9 +105,10 @@ class BlobResultStore:
         result: bytes = call(download, budget=budget_of(self.ctx))
         return result
 
-    def load(self, ref: str) -> Any:
-        """Unpickle the result behind ``ref`` (unpickling runs code: your own runs only)."""
-        return pickle.loads(self.read_bytes(ref))  # noqa: S301 - our own worker wrote it
+    def load(self, result: StoredResult, *, trust_unverified: bool = False) -> Any:
+        """Unpickle the result ``result`` records, once the object's bytes match the record
+        (else `IntegrityError`, nothing unpickled)."""
+        return result.loads(self.read_bytes(result.ref), trust_unverified=trust_unverified)
 
 
 def _blob_spec(spec: Mapping[str, Any]) -> tuple[BlobUrl, str | None, dict[str, Any]] | None:
