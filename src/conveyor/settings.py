@@ -122,6 +122,18 @@ def _api_url(text: str | None) -> str | None:
     return text.strip()
 
 
+def _check_bundle_store(text: str) -> None:
+    """Refuse a malformed URL (``s3:/bucket``, ``s3://``): it would become a local folder."""
+    from conveyor._urltypo import shown, url_typo
+
+    meant = url_typo(text)
+    if meant is not None:
+        raise ConfigError(
+            f"CONVEYOR_BUNDLE_STORE={shown(text)!r} is not a valid URL: write {shown(meant)}",
+            hint="a bundle store is a directory, 'server', or scheme://bucket/prefix",
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, resolved to concrete values."""
@@ -154,6 +166,9 @@ class Settings:
         secret_key = env.get("CONVEYOR_SECRET_KEY")
         max_bundle = env.get("CONVEYOR_MAX_BUNDLE_BYTES")
         retry_seconds = env.get("CONVEYOR_NETWORK_RETRY_SECONDS")
+        bundle_store = (env.get("CONVEYOR_BUNDLE_STORE") or "").strip() or None
+        if bundle_store is not None:
+            _check_bundle_store(bundle_store)
         return cls(
             home=home.absolute(),
             cache_dir=cache_dir.absolute(),
@@ -166,7 +181,7 @@ class Settings:
             api_key=Secret(api_key, name="CONVEYOR_API_KEY") if api_key else None,
             database_url=env.get("CONVEYOR_DATABASE_URL") or None,
             secret_key=Secret(secret_key, name="CONVEYOR_SECRET_KEY") if secret_key else None,
-            bundle_store=(env.get("CONVEYOR_BUNDLE_STORE") or "").strip() or None,
+            bundle_store=bundle_store,
             max_bundle_bytes=(
                 parse_size(max_bundle, name="CONVEYOR_MAX_BUNDLE_BYTES")
                 if max_bundle

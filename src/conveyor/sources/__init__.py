@@ -109,6 +109,8 @@ def source_from_url(url: str | os.PathLike[str], **options: Any) -> Source:
     """
     text = os.fspath(url)
     if isinstance(url, Path) or "://" not in text:
+        if not isinstance(url, Path):
+            _refuse_typo(text)
         if text.startswith("git@") or (text.endswith(".git") and ":" in text.split("/")[0]):
             return _build("git", text, options)
         return _build("local", Path(text), options)
@@ -137,6 +139,19 @@ def source_from_url(url: str | os.PathLike[str], **options: Any) -> Source:
             hint=f"use {_supported()}",
         )
     return _build(kind, text, options)
+
+
+def _refuse_typo(text: str) -> None:
+    """Refuse ``s3:/bucket/flows`` (one slash: it would be read as a local folder named
+    ``s3:``) unless such a folder exists."""
+    from conveyor._urltypo import shown, url_typo
+
+    meant = url_typo(text, schemes={*SCHEMES, "http", "https"})
+    if meant is not None and not Path(text).exists():
+        raise ConfigError(
+            f"{shown(text)!r} is neither a folder nor a URL: did you mean {shown(meant)}",
+            hint=f"use {_supported()}",
+        )
 
 
 def _build(kind: str, location: Any, options: Mapping[str, Any]) -> Source:

@@ -289,6 +289,16 @@ class BundleStore(PushableSource):
 
 def _normalise(location: str | os.PathLike[str]) -> str:
     text = os.fspath(location)
+    if not isinstance(location, os.PathLike):
+        from conveyor._urltypo import shown, url_typo
+
+        meant = url_typo(text)
+        if meant is not None:
+            raise ConfigError(
+                f"bundle store {shown(text)!r} is not a valid URL: write {shown(meant)}",
+                hint="a bundle store is a directory, 'server', or scheme://bucket/prefix "
+                "(CONVEYOR_BUNDLE_STORE)",
+            )
     if text == SERVER or ("://" in text and not text.startswith("file://")):
         return text.rstrip("/")
     if text.startswith("file://"):
