@@ -73,6 +73,9 @@ SECRET_SETTINGS = frozenset(
         "aws_secret_access_key",
         "aws_session_token",
         "service_account_info",
+        "private_key",
+        "refresh_token",
+        "access_token",
     }
 )
 """Settings that hold secrets: written as templates (``${NAME}``), resolved on the worker."""
@@ -135,11 +138,28 @@ def _shown(url: str) -> str:
 
 
 def check_settings(settings: Mapping[str, Any], *, where: str = "") -> None:
-    """Refuse a literal secret among ``settings`` (it would be stored with the deployment)."""
+    """Refuse a literal secret among ``settings`` (it would be stored with the deployment): a
+    secret setting (at any depth) that is not a template, whatever its type (a service-account
+    key given as a dict too), and a URL carrying a user name or password."""
     for key, value in settings.items():
+        if key in SECRET_SETTINGS and isinstance(value, Mapping | list | tuple):
+            raise ConfigError(
+                f"storage setting {where}{key} holds a literal {type(value).__name__}: a secret "
+                "setting must be a template such as ${NAME} (it would be stored with the "
+                "deployment)",
+                hint="save a key as credentials (`conveyor credentials create gcp|aws|azure NAME`"
+                ", the secret on stdin) and pass credentials=NAME",
+            )
         if isinstance(value, Mapping):
             check_settings(value, where=f"{where}{key}.")
             continue
+        if isinstance(value, str) and _has_userinfo(value):
+            raise ConfigError(
+                f"storage setting {where}{key} is a URL with a user name or password (it "
+                "would be stored with the deployment)",
+                hint="pass credentials=NAME (saved credentials) or ${NAME} settings for the key "
+                "and secret, and the URL without them",
+            )
         if key not in SECRET_SETTINGS or value is None or isinstance(value, bool):
             continue
         if isinstance(value, Secret):
@@ -154,6 +174,28 @@ def check_settings(settings: Mapping[str, Any], *, where: str = "") -> None:
                 hint=f"store it with `conveyor secret set NAME` and write {key}: ${{NAME}}, or "
                 "use saved credentials (credentials=NAME)",
             )
+
+
+def _has_userinfo(text: str) -> bool:
+    """Whether ``text`` is a URL whose user information is literal (``https://u:p@host``,
+    ``https://TOKEN@host``); templates there (``https://${U}:${P}@host``) are fine."""
+    from conveyor.secrets import template_refs
+
+    if "://" not in text or "@" not in text:
+        return False
+    try:
+        netloc = urlsplit(text.strip()).netloc
+    except ValueError:
+        return False
+    userinfo, at, _ = netloc.rpartition("@")
+    if not at:
+        return False
+    user, colon, password = userinfo.partition(":")
+    secret = password if colon else user
+    for ref in template_refs(secret):
+        if ref.kind in ("secret", "env"):
+            secret = secret.replace(ref.text, "")
+    return bool(secret)
 
 
 def _lookup(name: str, ctx: FetchContext) -> str | None:
