@@ -14,7 +14,8 @@ s3        ``AWS_CREDENTIALS`` (JSON: ACCESS_KEY, SECRET_ACCESS_KEY, SESSION_TOKE
           boto3's chain; ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` name the endpoint
 gcs       ``GCP_CREDENTIALS`` (service-account JSON), then Application Default Credentials;
           ``STORAGE_EMULATOR_HOST`` names an emulator (anonymous, as Google's clients do)
-azure     ``AZURE_STORAGE_CONNECTION_STRING``
+azure     ``AZURE_STORAGE_CONNECTION_STRING`` (without it or an account name, or with one that
+          is malformed: a `ConfigError` saying how to give one, before adlfs is called)
 ========  ===================================================================================
 
 Options exist only in memory, for the one filesystem that needs them: never stored, logged or
@@ -333,6 +334,23 @@ def filesystem_class(url: BlobUrl) -> Any:
         ) from None
 
 
+_AZURE_HINT = (
+    "pass connection_string=${NAME} or credentials=NAME (`conveyor credentials create azure "
+    "NAME`), or set AZURE_STORAGE_CONNECTION_STRING (environment or `conveyor secret set`)"
+)
+
+
+def _azure_account(options: Mapping[str, Any], ctx: FetchContext) -> bool:
+    """Whether adlfs has an account to reach: a connection string or an account name (given,
+    or in the ``AZURE_STORAGE_*`` variables adlfs reads itself)."""
+    import os
+
+    if options.get("connection_string") or options.get("account_name"):
+        return True
+    names = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME")
+    return any(ctx.environ.get(name) or os.environ.get(name) for name in names)
+
+
 def filesystem(
     url: BlobUrl,
     settings: Mapping[str, Any],
@@ -346,9 +364,17 @@ def filesystem(
 
     cls = filesystem_class(url)
     options = storage_options(url, settings, credentials, ctx)
+    if url.platform == "azure" and not _azure_account(options, ctx):
+        raise ConfigError(f"no Azure connection string to reach {url.url}", hint=_AZURE_HINT)
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:
+        if url.platform == "azure" and options.get("connection_string"):
+            raise ConfigError(
+                f"the Azure connection string to reach {url.url} is malformed",
+                hint="it looks like DefaultEndpointsProtocol=https;AccountName=...;AccountKey=..."
+                "; " + _AZURE_HINT,
+            ) from None
         keys = ", ".join(sorted(options))
         raise ConfigError(
             f"the {url.protocol} filesystem refused its options ({keys}): {type(exc).__name__}",
