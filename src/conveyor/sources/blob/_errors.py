@@ -5,8 +5,9 @@ raised into a `SourceError` whose one-line message names the location (a redacte
 object key) and the kind of failure, and never the third party's text (which may quote a
 request, a signature or a connection string): `SourceNotFound` (bucket, container or object
 missing), `AuthenticationError` (credentials missing or rejected), `SourceUnavailable` (the
-service could not be reached, after retries). `Changed` marks a pinned object that was replaced
-or deleted since deploy.
+service could not be reached, after retries); an S3 redirect (``PermanentRedirect``: the client
+is set to another region) names the bucket's region. `Changed` marks a pinned object that was
+replaced or deleted since deploy.
 
 `call` retries a transient failure through the shared `conveyor._retry` (exponential backoff,
 full jitter) over the budget of ``CONVEYOR_NETWORK_RETRY_SECONDS`` that the context's settings
@@ -37,6 +38,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+DETAILS_HINT = (
+    "run the command again as `conveyor --debug ...` (a worker: `conveyor --debug worker start`) "
+    "for the details"
+)
+
 _NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 _AUTH_CODES = {
     "AccessDenied",
@@ -49,6 +55,7 @@ _AUTH_CODES = {
     "401",
 }
 _CHANGED_CODES = {"PreconditionFailed", "412", "ConditionNotMet"}
+_REDIRECT_CODES = {"PermanentRedirect", "TemporaryRedirect", "301", "307"}
 
 
 class Changed(SourceError):
@@ -87,12 +94,30 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _region(exc: BaseException) -> str | None:
+    """The bucket's region an S3 redirect names (``x-amz-bucket-region``, or ``<Region>``)."""
+    for item in _chain(exc):
+        response = getattr(item, "response", None)
+        if not isinstance(response, Mapping):
+            continue
+        meta = response.get("ResponseMetadata")
+        headers = meta.get("HTTPHeaders") if isinstance(meta, Mapping) else None
+        if isinstance(headers, Mapping) and headers.get("x-amz-bucket-region"):
+            return str(headers["x-amz-bucket-region"])
+        error = response.get("Error")
+        if isinstance(error, Mapping) and error.get("Region"):
+            return str(error["Region"])
+    return None
+
+
 def _classify(exc: BaseException) -> str:
-    """One of: changed, not_found, auth, unavailable, exists, other."""
+    """One of: changed, not_found, auth, unavailable, exists, wrong_region, other."""
     for item in _chain(exc):
         name = type(item).__name__
         code = _code(item)
         status = _status(item)
+        if code in _REDIRECT_CODES or status in (301, 307):
+            return "wrong_region"
         if name in ("ResourceModifiedError",) or code in _CHANGED_CODES or status == 412:
             return "changed"
         if isinstance(item, FileExistsError) or name == "ResourceExistsError":
@@ -159,10 +184,23 @@ def translate(exc: BaseException, *, where: str, source: str = "") -> ConveyorEr
         return SourceUnavailable(f"{where} could not be reached{why}", source=source)
     if kind == "exists":
         return SourceError(f"{where} already exists", source=source)
+    if kind == "wrong_region":
+        region = _region(exc)
+        if region is None:
+            return SourceError(
+                f"{where}: the bucket is in another region{why}; set the region "
+                "(AWS_DEFAULT_REGION, or region_name in client_kwargs or the saved credentials)",
+                source=source,
+            )
+        return SourceError(
+            f"{where}: the bucket is in {region}; set the region (AWS_DEFAULT_REGION={region}, "
+            "or region_name in client_kwargs or the saved credentials)",
+            source=source,
+        )
     return SourceError(
         f"{where}: the store failed with {type(exc).__name__}{why}",
         source=source,
-        hint="run again with --verbose on the worker for the details",
+        hint=DETAILS_HINT,
     )
 
 
