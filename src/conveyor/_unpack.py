@@ -278,7 +278,11 @@ def unpack(
                 )
             _extract(tar, target, manifest, limits, objects)
         except (TarFormatError, zstandard.ZstdError, EOFError) as exc:
-            raise BundleError(f"archive is corrupt or not a Conveyor bundle: {exc}") from None
+            raise BundleError(
+                f"archive is corrupt or not a Conveyor bundle: {exc}",
+                hint="if it came from a bundle store, deploy again: a deploy stores an archive "
+                "again when its size is not the bundle's",
+            ) from None
         finally:
             if fh is not archive:
                 fh.close()

@@ -40,6 +40,7 @@ __all__ = [
     "BundleStore",
     "LocalDirBackend",
     "LocalStoreSource",
+    "RepairableBackend",
     "StoreBackend",
 ]
 
@@ -70,6 +71,20 @@ class StoreBackend(Protocol):
 
         Two writers racing on one name both succeed, and one object is left.
         """
+        ...
+
+
+@runtime_checkable
+class RepairableBackend(StoreBackend, Protocol):
+    """A `StoreBackend` that can tell an object's size and overwrite it: a deploy then repairs
+    an archive whose size is not the bundle's (truncated, or overwritten with something else)."""
+
+    def size(self, name: str) -> int | None:
+        """The size of object ``name``, or None when it is not there."""
+        ...
+
+    def replace(self, name: str, path: Path) -> None:
+        """Store the file at ``path`` as ``name``, over what is there."""
         ...
 
 
@@ -109,11 +124,20 @@ class LocalDirBackend:
         target = self.root / name
         if target.is_file():
             return False
+        self.replace(name, path)
+        return True
+
+    def size(self, name: str) -> int | None:
+        try:
+            return (self.root / name).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def replace(self, name: str, path: Path) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        with path.open("rb") as src, atomic_write(target) as out:
+        with path.open("rb") as src, atomic_write(self.root / name) as out:
             while chunk := src.read(1 << 20):
                 out.write(chunk)
-        return True
 
 
 _BLOB_BACKEND = "conveyor.sources.blob.store:blob_store_backend"
@@ -240,24 +264,49 @@ class BundleStore(PushableSource):
         from conveyor.sources.local import stat_cache_for
 
         manifest = build_manifest(Path(tree), stat_cache=stat_cache_for(Path(tree), ctx))
+        version = manifest.version
         backend = self.backend(ctx)
-        name = self.object_name(manifest.version)
-        if backend.exists(name):
-            logger.debug("bundle already stored version=%s", manifest.version)
-            return manifest.version
+        name = self.object_name(version)
+        sizes = _ArchiveSizes.of(ctx)
+        if isinstance(backend, RepairableBackend):
+            stored = backend.size(name)
+            if stored is not None and stored == sizes.get(version):
+                logger.debug("bundle already stored version=%s", version)
+                return version
+        elif backend.exists(name):
+            logger.debug("bundle already stored version=%s", version)
+            return version
+        else:
+            stored = None
         with tempfile.TemporaryDirectory(prefix="conveyor-push-") as tmp:
             archive = Path(tmp) / name
             pack(Path(tree), archive, manifest=manifest)
-            written = backend.put(name, archive)
+            size = archive.stat().st_size
+            sizes.put(version, size)
+            if stored == size:
+                logger.debug("bundle already stored version=%s", version)
+                return version
+            if stored is not None and isinstance(backend, RepairableBackend):
+                logger.warning(
+                    "the stored bundle %s in %s has %d bytes, not %d: storing it again",
+                    version[:19],
+                    backend.describe(),
+                    stored,
+                    size,
+                )
+                backend.replace(name, archive)
+                written = True
+            else:
+                written = backend.put(name, archive)
         logger.info(
             "bundle stored version=%s files=%d bytes=%d store=%s written=%s",
-            manifest.version,
+            version,
             manifest.file_count,
             manifest.total_size,
             backend.describe(),
             written,
         )
-        return manifest.version
+        return version
 
     def versions(self, ctx: FetchContext | None = None) -> list[str]:
         """Every version in a directory store, sorted (other backends: not listed)."""
@@ -285,6 +334,38 @@ class BundleStore(PushableSource):
         if self.url == SERVER:
             return False
         return "://" not in self.url or self.url.startswith("file://")
+
+
+class _ArchiveSizes:
+    """The size of each archive this machine packed, ``$CONVEYOR_HOME/bundle-sizes/<version>``
+    (archives are deterministic): a redeploy compares it with the stored object's size without
+    reading the tree again. Without settings nothing is remembered (the tree is packed)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    @classmethod
+    def of(cls, ctx: FetchContext | None) -> _ArchiveSizes:
+        settings = context(ctx).settings
+        return cls(settings.home / "bundle-sizes" if settings is not None else None)
+
+    def get(self, version: str) -> int | None:
+        if self.root is None:
+            return None
+        try:
+            return int((self.root / version).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, version: str, size: int) -> None:
+        if self.root is None or self.get(version) == size:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.root / version) as out:
+                out.write(f"{size}\n".encode())
+        except OSError as exc:  # a convenience: the next deploy packs again
+            logger.debug("archive size not recorded version=%s error=%s", version, exc)
 
 
 def _normalise(location: str | os.PathLike[str]) -> str:

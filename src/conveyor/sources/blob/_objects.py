@@ -5,7 +5,8 @@
 - `create_object`: store a file under a name unless it exists, safe when writers race
   (``If-None-Match: *`` on S3, ``ifGenerationMatch=0`` on GCS, ``overwrite=False`` on Azure,
   else a HEAD first); True when this call wrote it;
-- `exists`, `read_small`, `write_small`: HEAD, and the ``.conveyor/latest`` pointer.
+- `exists`, `size`, `read_small`, `write_small`: HEAD, and the ``.conveyor/latest`` pointer;
+- `replace_object`: store a file under a name over what is there (a damaged bundle, repaired).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import Any, BinaryIO
 from conveyor.sources.blob._errors import translate
 from conveyor.sources.blob._fs import BlobUrl
 
-__all__ = ["create_object", "exists", "open_object", "read_small", "write_small"]
+__all__ = [
+    "create_object",
+    "exists",
+    "open_object",
+    "read_small",
+    "replace_object",
+    "size",
+    "write_small",
+]
 
 
 class _SyncBody(io.RawIOBase):
@@ -76,18 +85,32 @@ def open_object(fs: Any, url: BlobUrl, name: str) -> Iterator[BinaryIO]:
 
 def exists(fs: Any, url: BlobUrl, name: str) -> bool:
     """Whether object ``name`` is under the prefix (one HEAD)."""
+    return size(fs, url, name) is not None
+
+
+def size(fs: Any, url: BlobUrl, name: str) -> int | None:
+    """The size of object ``name`` under the prefix, or None when it does not exist (one
+    HEAD)."""
     path = url.join(name)
     try:
         fs.invalidate_cache(path)
-        fs.info(path)
+        info = fs.info(path)
     except FileNotFoundError:
-        return False
+        return None
     except Exception as exc:
         error = translate(exc, where=url.url_of(name))
         if type(error).__name__ == "SourceNotFound":
-            return False
+            return None
         raise error from None
-    return True
+    return int(info.get("size") or 0)
+
+
+def replace_object(fs: Any, url: BlobUrl, name: str, source: Path) -> None:
+    """Store the file ``source`` as ``name``, over whatever object is there."""
+    try:
+        fs.pipe_file(url.join(name), source.read_bytes())
+    except Exception as exc:
+        raise translate(exc, where=url.url_of(name)) from None
 
 
 def create_object(fs: Any, url: BlobUrl, name: str, source: Path) -> bool:

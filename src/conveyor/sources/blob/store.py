@@ -3,8 +3,10 @@
 `blob_store_backend` is the factory registered in `conveyor.sources.store.STORE_BACKENDS` for
 ``s3``, ``gs``, ``gcs``, ``az``, ``abfs`` and ``abfss``: a `BlobStoreBackend` keeps archives as
 objects ``<prefix>/<version>.tar.zst``, created conditionally (two deploys racing on one version
-both succeed and leave one object), read in one GET. Its options come from the worker's context
-(the platform's chain and the first-generation names: see `conveyor.sources.blob._fs`).
+both succeed and leave one object), read in one GET; its ``size`` (one HEAD) and ``replace``
+let a deploy repair an archive whose size is not the bundle's. Its options come from the
+worker's context (the platform's chain and the first-generation names: see
+`conveyor.sources.blob._fs`).
 
 `push_bundle` (used by `BlobStorage.push` too): a HEAD, and only when the version is absent,
 pack and one conditional upload.
@@ -69,6 +71,20 @@ class BlobStoreBackend:
                 lambda: _objects.create_object(self.fs, self.location, name, path),
                 budget=self.budget,
             )
+        )
+
+    def size(self, name: str) -> int | None:
+        """The object's size (one HEAD), or None when it is not there."""
+        found: int | None = call(
+            lambda: _objects.size(self.fs, self.location, name), budget=self.budget
+        )
+        return found
+
+    def replace(self, name: str, path: Path) -> None:
+        """Store the file as ``name`` over what is there (a damaged archive, repaired)."""
+        call(
+            lambda: _objects.replace_object(self.fs, self.location, name, path),
+            budget=self.budget,
         )
 
 
