@@ -49,6 +49,7 @@ BASE = {
     "conveyor._params",
     "conveyor._running",
     "conveyor._names",
+    "conveyor._urltypo",
     "conveyor._values",
     "conveyor._http",
     "conveyor._version",
