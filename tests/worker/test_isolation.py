@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
+from conveyor._jobvars import child_environ
 from conveyor.bundles import compute_version
 from conveyor.cache import CodeCache
 from conveyor.errors import ConfigError
 from conveyor.settings import Settings
 from conveyor.worker.executors import Interrupt, RunSpec
 from conveyor.worker.executors.base import ChildJob, Supervisor
-from conveyor.worker.executors.isolation import RunAs, child_environ, work_base
+from conveyor.worker.executors.isolation import RunAs, work_base
 from conveyor.worker.executors.local import ProcessExecutor
 from conveyor.worker.executors.workspace import worker_dir
 from conveyor.worker.logs import RunLogs

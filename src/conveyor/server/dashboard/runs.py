@@ -195,7 +195,7 @@ def log_text(request: Request, run_id: str) -> Response:
 def result_file(request: Request, run_id: str) -> Response:
     """The pickled result of a run, when it is on this machine and its bytes are the ones the run
     recorded (size and SHA-256; never unpickled here): anything else is refused (409)."""
-    from conveyor.errors import IntegrityError, InvalidRequest
+    from conveyor.errors import ConfigError, IntegrityError, InvalidRequest
     from conveyor.results import StoredResult
     from conveyor.results.local import ResultStore
 
@@ -204,10 +204,9 @@ def result_file(request: Request, run_id: str) -> Response:
     stored = StoredResult.of_run(run)
     if stored is None:
         raise ObjectNotFound(f"run {run.id} has no stored result", status_code=404)
-    path = ResultStore.from_settings(context.settings).path_for(stored.ref)
     try:
-        data = stored.check(path.read_bytes())
-    except (FileNotFoundError, NotADirectoryError):
+        data = stored.check(ResultStore.from_settings(context.settings).read_bytes(stored.ref))
+    except ConfigError:  # not on this machine (or not a local result)
         raise ObjectNotFound(
             f"the result of run {run.id} is not on the server's machine ({stored.ref})",
             status_code=404,

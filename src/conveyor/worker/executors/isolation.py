@@ -32,17 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor._jobvars import WORKER_ONLY_PREFIX, child_environ
+from conveyor._jobvars import child_environ
 from conveyor.errors import ConfigError
 
-__all__ = [
-    "TRAVERSABLE",
-    "WORKER_ONLY_PREFIX",
-    "RunAs",
-    "child_environ",
-    "make_private",
-    "work_base",
-]
+__all__ = ["TRAVERSABLE", "RunAs", "make_private", "work_base"]
 
 logger = logging.getLogger(__name__)
 
