@@ -14,7 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-__all__ = ["shown", "url_typo"]
+__all__ = ["STORE_HINT", "refuse_store_typo", "shown", "url_typo"]
+
+STORE_HINT = "a bundle store is a directory, 'server', or scheme://bucket/prefix"
 
 _START = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(/*)(.*)$", re.DOTALL)
 
@@ -49,3 +51,13 @@ def shown(text: str) -> str:
         prefix = f"{match.group(1)}:{match.group(2)}" if match else ""
         return f"{prefix}{REDACTED}@{redacted.rpartition('@')[2]}"
     return redacted
+
+
+def refuse_store_typo(text: str, *, named: str, hint: str = STORE_HINT) -> None:
+    """Raise a one-line `ConfigError` when the bundle store ``text`` is a malformed URL (it
+    would become a local folder); ``named`` is how the message names it."""
+    meant = url_typo(text)
+    if meant is not None:
+        from conveyor.errors import ConfigError
+
+        raise ConfigError(f"{named} is not a valid URL: write {shown(meant)}", hint=hint)

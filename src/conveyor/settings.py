@@ -124,14 +124,9 @@ def _api_url(text: str | None) -> str | None:
 
 def _check_bundle_store(text: str) -> None:
     """Refuse a malformed URL (``s3:/bucket``, ``s3://``): it would become a local folder."""
-    from conveyor._urltypo import shown, url_typo
+    from conveyor._urltypo import refuse_store_typo, shown
 
-    meant = url_typo(text)
-    if meant is not None:
-        raise ConfigError(
-            f"CONVEYOR_BUNDLE_STORE={shown(text)!r} is not a valid URL: write {shown(meant)}",
-            hint="a bundle store is a directory, 'server', or scheme://bucket/prefix",
-        )
+    refuse_store_typo(text, named=f"CONVEYOR_BUNDLE_STORE={shown(text)!r}")
 
 
 @dataclass(frozen=True)

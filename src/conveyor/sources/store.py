@@ -371,15 +371,10 @@ class _ArchiveSizes:
 def _normalise(location: str | os.PathLike[str]) -> str:
     text = os.fspath(location)
     if not isinstance(location, os.PathLike):
-        from conveyor._urltypo import shown, url_typo
+        from conveyor._urltypo import STORE_HINT, refuse_store_typo, shown
 
-        meant = url_typo(text)
-        if meant is not None:
-            raise ConfigError(
-                f"bundle store {shown(text)!r} is not a valid URL: write {shown(meant)}",
-                hint="a bundle store is a directory, 'server', or scheme://bucket/prefix "
-                "(CONVEYOR_BUNDLE_STORE)",
-            )
+        named = f"bundle store {shown(text)!r}"
+        refuse_store_typo(text, named=named, hint=f"{STORE_HINT} (CONVEYOR_BUNDLE_STORE)")
     if text == SERVER or ("://" in text and not text.startswith("file://")):
         return text.rstrip("/")
     if text.startswith("file://"):
