@@ -69,12 +69,30 @@ if TYPE_CHECKING:
 
     import httpx
 
-__all__ = ["ConveyorClient", "ServerBundles"]
+__all__ = ["ConveyorClient", "ServerBundles", "plain_http_transport"]
 
 logger = logging.getLogger(__name__)
 _IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "HEAD"})
 _INVALID = frozenset({400, 409, 413, 422})
 _RETRY_STATUS = frozenset({502, 503, 504})
+
+
+def plain_http_transport(base_url: str) -> httpx.BaseTransport | None:
+    """The transport of a client of a plain ``http://`` server (None for any other URL: httpx's
+    default, which verifies certificates against the system's or certifi's authorities).
+
+    Such a client makes no TLS connection (every request goes to its base URL, and redirects are
+    not followed), yet httpx's default transport loads a whole CA bundle into a TLS context when
+    it is built: ~20 ms of every command and worker start. This one's TLS context is created
+    empty instead. It still requires a verified certificate and a matching host name, and trusts
+    no authority, so a TLS connection through it could only fail, never go unverified."""
+    if not base_url.lower().startswith("http://"):
+        return None
+    import ssl
+
+    import httpx
+
+    return httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
 
 class ConveyorClient:
@@ -410,7 +428,7 @@ class ConveyorClient:
         headers = {"X-API-Key": reveal(self.api_key)} if self.api_key else {}
         return httpx.Client(
             base_url=self.base_url,
-            transport=self.transport,
+            transport=self.transport or plain_http_transport(self.base_url),
             headers=headers,
             timeout=httpx.Timeout(self.timeout, connect=5.0),
         )
