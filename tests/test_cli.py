@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -80,3 +81,55 @@ def test_version_prints_the_version_and_exits_0() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.strip() == f"conveyor {__version__}"
+
+
+def test_the_command_table_names_every_command_of_every_family() -> None:
+    # Each family's module registers exactly the top-level commands the table sends to it, so
+    # a command line that builds one family builds the right one (aliases included)
+    import importlib
+
+    import typer
+    from typer.main import get_command
+
+    from conveyor.cli import COMMANDS, FAMILIES
+
+    for family in FAMILIES:
+        alone = typer.Typer()
+        alone.callback()(lambda: None)
+        importlib.import_module(f"conveyor.cli.{family}").register(alone)
+        registered = set(get_command(alone).commands)  # type: ignore[attr-defined]
+        assert registered == {word for word, owner in COMMANDS.items() if owner == family}
+    assert set(COMMANDS.values()) <= set(FAMILIES)
+
+
+def test_the_root_options_are_flags_so_the_first_other_word_is_the_command() -> None:
+    from typer.main import get_command
+
+    from conveyor.cli import app
+
+    root = get_command(app)
+    assert [p.name for p in root.params if not getattr(p, "is_flag", False)] == []
+
+
+def test_a_command_builds_and_imports_its_own_family_only() -> None:
+    # Given a command of one family, after a root option
+    probe = (
+        "import json, sys\n"
+        "from conveyor.cli import main\n"
+        "code = main(['--debug', 'runs', 'ls', '--help'])\n"
+        "print(json.dumps([code, [m for m in sys.modules if m.startswith('conveyor.cli.')]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    # Then its help is printed, and no other family's module was imported
+    assert "runs ls [OPTIONS]" in done.stdout
+    assert "--state" in done.stdout  # an option of runs ls
+    code, modules = json.loads(done.stdout.strip().splitlines()[-1])
+    assert code == 0
+    families = {m.split(".")[2] for m in modules} - {"_common", "_deferred"}
+    assert families == {"runs"}
