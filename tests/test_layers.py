@@ -56,6 +56,7 @@ BASE = {
     "conveyor._uv",
     "conveyor._jobvars",
     "conveyor._jobs",
+    "conveyor._transfers",
 }
 LAYERS = ["base", "credentials", "sources", "cache", "steps", "api", "connect", "entry"]
 

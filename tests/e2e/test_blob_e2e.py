@@ -274,3 +274,61 @@ def test_deploy_from_azure_and_gcs_and_run_on_a_worker(
         logs = [line.message for line in client.read_logs(run.id)]
     if secret is not None:
         assert _leaks(Path(env["CONVEYOR_HOME"]), [out, worker.stdout, *logs], [secret]) == []
+
+
+def test_a_large_upload_shows_a_progress_bar_when_asked_and_a_small_one_none(
+    moto_server: MotoServer, tmp_path: Path
+) -> None:
+    # Given a bundle store on a bucket, and a project with 2 MiB of data beside its flow
+    bucket = moto_server.new_bucket()
+    base = command_env(
+        AWS_ACCESS_KEY_ID=AWS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=AWS_SECRET,
+        AWS_ENDPOINT_URL_S3=moto_server.endpoint,
+        CONVEYOR_BUNDLE_STORE=f"s3://{bucket}/conveyor",
+    )
+    project = write_project(tmp_path / "project")
+    (project / "data.bin").write_bytes(os.urandom(2 << 20))
+    bar = f"pushing to s3://{bucket}/conveyor"
+
+    # When it is deployed with progress turned off (stderr is no terminal here either)
+    quiet = conveyor(
+        "deploy",
+        "flows.py:hello",
+        "--name",
+        "big",
+        env={**base, "CONVEYOR_PROGRESS": "0"},
+        cwd=project,
+    )
+    # Then no bar is drawn
+    ok(quiet)
+    assert bar not in quiet.stderr
+
+    # When changed data is deployed with progress asked for
+    (project / "data.bin").write_bytes(os.urandom(2 << 20))
+    shown = conveyor(
+        "deploy",
+        "flows.py:hello",
+        "--name",
+        "big",
+        env={**base, "CONVEYOR_PROGRESS": "1"},
+        cwd=project,
+    )
+    # Then the upload's bar says where it went, with its size
+    ok(shown)
+    assert bar in shown.stderr
+    assert "MB" in shown.stderr
+
+    # When a project of a few small files is deployed with progress asked for: no bar
+    small = write_project(tmp_path / "small")
+    (small / "notes.txt").write_text("small\n")
+    tiny = conveyor(
+        "deploy",
+        "flows.py:hello",
+        "--name",
+        "small",
+        env={**base, "CONVEYOR_PROGRESS": "1"},
+        cwd=small,
+    )
+    ok(tiny)
+    assert bar not in tiny.stderr

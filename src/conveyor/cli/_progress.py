@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
 
 from conveyor.cli._common import err_console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = ["MIN_BYTES", "MIN_FILES", "transfer_progress"]
 
@@ -21,34 +25,34 @@ MIN_BYTES = 1 << 20
 
 @contextmanager
 def transfer_progress() -> Iterator[None]:
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
-
-    from conveyor.sources.blob._progress import Update, watching
+    from conveyor._transfers import Update, watching
 
     wanted = os.environ.get("CONVEYOR_PROGRESS", "")
     enabled = wanted == "1" or (wanted != "0" and err_console.is_terminal)
+    if not enabled:
+        yield
+        return
     with ExitStack() as stack:
         bars: list[Progress] = []
 
         def watch(what: str, files: int, size: int) -> Update | None:
-            if not enabled or (files < MIN_FILES and size < MIN_BYTES):
+            if files < MIN_FILES and size < MIN_BYTES:
                 return None
-            if not bars:
+            if not bars:  # rich's progress bars, imported for the first transfer that shows one
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TextColumn,
+                    TransferSpeedColumn,
+                )
+
                 bars.append(
                     stack.enter_context(
                         Progress(
                             TextColumn("{task.description}"),
                             BarColumn(),
-                            DownloadColumn(),
-                            TextColumn("files"),
-                            MofNCompleteColumn(),
+                            DownloadColumn(),  # bytes; the description counts the files
                             TransferSpeedColumn(),
                             console=err_console,
                             transient=False,

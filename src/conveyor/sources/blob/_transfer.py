@@ -15,10 +15,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from conveyor._transfers import start
 from conveyor.errors import ConfigError
 from conveyor.sources.blob._errors import translate
 from conveyor.sources.blob._fs import BlobUrl
-from conveyor.sources.blob._progress import start
 
 __all__ = ["folder_files", "upload_folder"]
 

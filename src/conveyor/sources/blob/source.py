@@ -185,7 +185,7 @@ class BlobStorage(PushableSource):
         self._call(ctx, once)
 
     def _fetch_folder(self, version: str, dest: Path, ctx: FetchContext) -> None:
-        from conveyor.sources.blob._progress import start
+        from conveyor._transfers import start
 
         fs = self.filesystem(ctx)
         pins = self._pins

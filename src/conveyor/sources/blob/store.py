@@ -66,12 +66,13 @@ class BlobStoreBackend:
             ) from None
 
     def put(self, name: str, path: Path) -> bool:
-        return bool(
-            call(
-                lambda: _objects.create_object(self.fs, self.location, name, path),
-                budget=self.budget,
+        with self._pushing(path):
+            return bool(
+                call(
+                    lambda: _objects.create_object(self.fs, self.location, name, path),
+                    budget=self.budget,
+                )
             )
-        )
 
     def size(self, name: str) -> int | None:
         """The object's size (one HEAD), or None when it is not there."""
@@ -82,10 +83,23 @@ class BlobStoreBackend:
 
     def replace(self, name: str, path: Path) -> None:
         """Store the file as ``name`` over what is there (a damaged archive, repaired)."""
-        call(
-            lambda: _objects.replace_object(self.fs, self.location, name, path),
-            budget=self.budget,
-        )
+        with self._pushing(path):
+            call(
+                lambda: _objects.replace_object(self.fs, self.location, name, path),
+                budget=self.budget,
+            )
+
+    @contextmanager
+    def _pushing(self, path: Path) -> Iterator[None]:
+        """An upload of the file at ``path``, shown to whoever watches transfers (the command
+        line's progress bar: `conveyor._transfers`), complete once it is stored."""
+        from conveyor._transfers import start
+
+        size = path.stat().st_size
+        progress = start(f"pushing to {self.location.url}", 1, size)
+        yield
+        if progress is not None:
+            progress(1, size)
 
 
 def blob_store_backend(url: str, ctx: FetchContext) -> BlobStoreBackend:
@@ -95,8 +109,8 @@ def blob_store_backend(url: str, ctx: FetchContext) -> BlobStoreBackend:
 
 def push_bundle(fs: Any, location: BlobUrl, tree: Path, *, budget: float) -> str:
     """Store ``tree``'s bundle under ``location`` unless present; returns its version."""
+    from conveyor._transfers import start
     from conveyor.bundles import build_manifest, pack
-    from conveyor.sources.blob._progress import start
 
     manifest = build_manifest(tree)
     name = f"{manifest.version}.tar.zst"

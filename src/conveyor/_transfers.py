@@ -1,4 +1,5 @@
-"""Transfer progress: the command line watches blob transfers without sources printing.
+"""Transfer progress: the command line watches blob transfers without sources printing (a base
+module, so that the command line can watch without importing the blob sources).
 
 A caller (the CLI) installs a `Watcher` with `watching`; transfers call `start(what, files,
 bytes)` and get back a callback ``(files_done, bytes_done)``, or None when nobody watches.
