@@ -233,7 +233,7 @@ class _Deploy:
             existing = job_variables.get("labels")
             merged = [*(existing if isinstance(existing, list) else []), *labels]
             job_variables = {**job_variables, "labels": sorted(set(merged))}
-        _check_server(self.client, work_pool, job_variables)
+        _check_job_variables(template, job_variables)
         request = DeploymentCreate(
             flow_name=info.flow_name,
             name=name,
@@ -390,25 +390,25 @@ def _relative_entrypoint(source: Source, entrypoint: str) -> str:
     return f"{path.as_posix().removeprefix('./')}:{attribute}"
 
 
-def _check_server(
-    client: ConveyorClient, work_pool: str, job_variables: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The server answers (with our key) and has the work pool; the job variables fit the
-    pool's base job template (its JSON schema). Without job variables there is nothing to
-    check: the template's own defaults were checked when the pool was created. Returns the
-    pool's base job template."""
+def _check_server(client: ConveyorClient, work_pool: str) -> dict[str, Any]:
+    """The server answers (with our key) and has the work pool: its base job template."""
     pools = {pool.name: pool for pool in client.list_pools()}
     if work_pool not in pools:
         raise ConfigError(
             f"work pool {work_pool!r} does not exist",
             hint=f"create it with `conveyor pool create {work_pool}`",
         )
-    template = pools[work_pool].base_job_template
+    return pools[work_pool].base_job_template
+
+
+def _check_job_variables(template: Mapping[str, Any], job_variables: Mapping[str, Any]) -> None:
+    """The job variables fit the pool's base job template (its JSON schema). Without job
+    variables there is nothing to check: the template's own defaults were checked when the
+    pool was created."""
     if job_variables and template:
         from conveyor._jobs import check_job_variables
 
         check_job_variables(template, job_variables)
-    return template
 
 
 def _check_name(name: str) -> None:
