@@ -21,6 +21,7 @@ from conveyor.schemas import RunState
 from conveyor.settings import Settings
 from e2e.conftest import command_env, conveyor, ok
 from fixtures.blob_servers import MotoServer
+from fixtures.ports import free_port
 from storage.conftest import (
     AFTER_SEED,
     TIMESTAMP,
@@ -293,6 +294,44 @@ def test_client_and_upload_options_and_a_replaced_object_is_refused(
     changed = run_and_wait(settings, client, "s3-options")
     assert changed.state == RunState.FAILED
     assert f"s3://{bucket}/pinned/etl.flow changed since it was registered" in (changed.error or "")
+
+
+def test_client_options_endpoint_wins_over_aws_endpoint_url_s3(
+    settings: Settings,
+    client: ConveyorClient,
+    moto_server: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conveyor import Flow, task
+    from conveyor.storage import S3
+
+    # Given AWS_ENDPOINT_URL_S3 naming another endpoint (nothing listens there) and a storage
+    # whose client_options name the real one, with AWS_CREDENTIALS in the environment too
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv(
+        "AWS_CREDENTIALS", json.dumps({"ACCESS_KEY": "AKIAENV", "SECRET_ACCESS_KEY": "from-env"})
+    )
+    bucket = moto_server.new_bucket()
+
+    @task
+    def one() -> int:
+        return 1
+
+    storage = S3(bucket=bucket, client_options={"endpoint_url": moto_server.endpoint})
+    with Flow("s3-both-endpoints", storage=storage) as flow:
+        one()
+
+    # When it is registered and run by a worker with an empty cache, in the same environment
+    deployment = flow.register(settings=settings, client=client)
+    shutil.rmtree(settings.cache_dir, ignore_errors=True)
+    run = run_and_wait(settings, client, "s3-both-endpoints")
+
+    # Then the storage's own endpoint was used for the upload, the fetch and the task result
+    # (not a TypeError from boto3 given two endpoints)
+    assert run.state == RunState.COMPLETED, run_logs(client, run.id)
+    keys = _keys(moto_server, bucket)
+    assert deployment.source["location"]["url"]["url"].split("/", 3)[3] in keys
+    assert any(k.startswith("results/s3-both-endpoints/one-") for k in keys), keys
 
 
 def test_constructor_validation() -> None:

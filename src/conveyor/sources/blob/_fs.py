@@ -287,7 +287,33 @@ def storage_options(
             options[key] = {**options[key], **value}
         else:
             options[key] = value
+    if url.platform == "s3":
+        _prefer_client_kwargs(options)
     return options
+
+
+_S3_KEYS = {
+    "key": "aws_access_key_id",
+    "secret": "aws_secret_access_key",
+    "token": "aws_session_token",
+}
+"""s3fs's credential options → the boto3 client arguments they become."""
+
+
+def _prefer_client_kwargs(options: dict[str, Any]) -> None:
+    """Drop the s3fs options whose boto3 twins ``client_kwargs`` sets: the storage's own client
+    options (``S3(client_options={"endpoint_url": ...})``) win over the environment's
+    (``AWS_ENDPOINT_URL_S3``, ``AWS_CREDENTIALS``) and saved credentials, instead of s3fs
+    passing both to boto3 (``got multiple values for keyword argument 'endpoint_url'``). Keys
+    go together: a key id from one place is never paired with a secret from another."""
+    client_kwargs = options.get("client_kwargs")
+    if not isinstance(client_kwargs, Mapping):
+        return
+    if "endpoint_url" in client_kwargs:
+        options.pop("endpoint_url", None)
+    if any(twin in client_kwargs for twin in _S3_KEYS.values()):
+        for option in _S3_KEYS:
+            options.pop(option, None)
 
 
 def _revealed(value: Any) -> Any:
