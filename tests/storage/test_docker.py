@@ -337,6 +337,34 @@ def test_constructor_validation(tmp_path: Path) -> None:
         storage.get_flow(flow.name)
 
 
+@pytest.mark.parametrize(
+    ("registry_url", "hint"),
+    [
+        ("http://127.0.0.1:5000/org", "write 127.0.0.1:5000/org/etl_flow"),
+        (
+            "https://ci:pw-5e1f9a@127.0.0.1:5000/org",
+            "write 127.0.0.1:5000/org/etl_flow, and save the registry's login as credentials",
+        ),
+    ],
+)
+def test_a_registry_url_with_a_scheme_is_refused_naming_the_fix_and_no_password(
+    registry_url: str, hint: str, settings: Settings, client: ConveyorClient
+) -> None:
+    from conveyor import Flow
+    from conveyor.storage import Docker
+
+    # Given a registry written as a URL (as a browser shows it), perhaps with a login in it
+    flow = Flow("etl", storage=Docker(registry_url=registry_url, image_name="etl_flow"))
+
+    # When it is built, Then a one-line error says what to write, and never shows the password
+    with pytest.raises(ConfigError, match="an image reference has no scheme") as caught:
+        flow.storage.build(settings=settings, client=client)
+    shown = f"{caught.value} {caught.value.hint}"
+    assert "\n" not in shown
+    assert hint in shown
+    assert "pw-5e1f9a" not in shown
+
+
 def test_registry_credentials_come_from_the_docker_login_file(
     settings: Settings,
     client: ConveyorClient,

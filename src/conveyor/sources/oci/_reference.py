@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, replace
 
 from conveyor.errors import ConfigError
+from conveyor.secrets import REDACTED, redact_url
 
 __all__ = [
     "DOCKER_HUB",
@@ -113,6 +114,17 @@ class ImageRef:
         return text
 
 
+def _shown(text: str) -> str:
+    """``text`` for a message, with a user name and password before an ``@`` hidden (an image
+    reference has none there; a registry URL pasted in may)."""
+    if "://" in text:
+        return redact_url(text)
+    head, at, tail = text.partition("@")
+    if at and not tail.startswith("sha256:") and "/" not in head:
+        return f"{REDACTED}@{tail}"
+    return text
+
+
 def parse_reference(text: str) -> ImageRef:
     """Parse an image reference; a one-line `ConfigError` names what is wrong."""
     if not isinstance(text, str) or not text.strip():
@@ -121,7 +133,17 @@ def parse_reference(text: str) -> ImageRef:
     for prefix in ("oci://", "docker://"):
         if raw.lower().startswith(prefix):
             raw = raw[len(prefix) :]
-    if any(ch.isspace() for ch in raw) or "://" in raw:
+    text = _shown(text)  # what messages show: never a password pasted in with a URL
+    if "://" in raw and not any(ch.isspace() for ch in raw):
+        after = raw.split("://", 1)[1]
+        bare = _shown(after).removeprefix(f"{REDACTED}@")
+        login = "@" in after.split("/", 1)[0]
+        raise ConfigError(
+            f"{text!r} is not an image reference: an image reference has no scheme",
+            hint=f"write {bare}"
+            + (", and save the registry's login as credentials, not in the URL" if login else ""),
+        )
+    if any(ch.isspace() for ch in raw):
         raise ConfigError(f"{text!r} is not an image reference", hint=_HINT)
     rest, at, digest = raw.partition("@")
     if at and not is_digest(digest):
