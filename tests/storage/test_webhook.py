@@ -180,6 +180,56 @@ def test_methods_are_checked_and_one_flow_per_storage() -> None:
     assert list(storage.flows) == ["second"]
 
 
+@pytest.mark.parametrize(
+    ("get_kwargs", "named"),
+    [
+        ({"headers": {"Authorization": "Bearer lit-9f2c71"}}, "headers['Authorization']"),
+        ({"headers": {"X-API-Key": "lit-9f2c71"}}, "headers['X-API-Key']"),
+        ({"auth": ["ci", "lit-9f2c71"]}, "auth (the password)"),
+        ({"cookies": {"session": "lit-9f2c71"}}, "cookies"),
+        ({"params": {"access_token": "lit-9f2c71"}}, "a credential query parameter"),
+        ({"url_query": "?access_token=lit-9f2c71"}, "a credential query parameter"),
+        ({"url_login": "ci:lit-9f2c71@"}, "url (a user name or password)"),
+    ],
+)
+def test_a_literal_secret_in_the_stored_get_request_is_refused_before_anything_is_sent(
+    get_kwargs: dict[str, object],
+    named: str,
+    dropbox: DropboxServer,
+    settings: Settings,
+    client: ConveyorClient,
+) -> None:
+    from conveyor import Flow
+    from conveyor.storage import Webhook
+
+    # Given a get request (stored with the deployment) holding a token itself, not a template
+    host = dropbox.url.split("://", 1)[1]
+    login = str(get_kwargs.pop("url_login", ""))
+    query = str(get_kwargs.pop("url_query", ""))
+    get = {"url": f"http://{login}{host}/2/files/download{query}", **get_kwargs}
+    before = len(dropbox.requests())
+
+    def register() -> None:
+        storage = Webhook(
+            build_request_kwargs={"url": f"{dropbox.url}/2/files/upload"},
+            build_request_http_method="POST",
+            get_flow_request_kwargs=get,
+            get_flow_request_http_method="POST",
+        )
+        Flow("leaky", storage=storage).register(settings=settings, client=client)
+
+    # When it is made and registered, Then a one-line error names the argument, not the value
+    with pytest.raises(ConfigError, match="holds a literal secret") as caught:
+        register()
+    shown = f"{caught.value} {caught.value.hint}"
+    assert named in shown
+    assert "lit-9f2c71" not in shown
+    assert "\n" not in shown
+    # ...and nothing was uploaded or stored
+    assert len(dropbox.requests()) == before
+    assert [d.flow_name for d in client.list_deployments()] == []
+
+
 def test_script_mode_uploads_the_file_and_runs_it(
     dropbox: DropboxServer,
     tmp_path: Path,

@@ -60,6 +60,7 @@ class Webhook(FileStorage):
         self.get_flow_request = WebhookRequest(
             get_flow_request_http_method, get_flow_request_kwargs
         )
+        _refuse_literal_secrets(self.get_flow_request.kwargs)
         self.flow_script_path = (
             None if flow_script_path is None else os.path.abspath(flow_script_path)
         )
@@ -116,3 +117,79 @@ class Webhook(FileStorage):
                 raise ConfigError("Webhook storage in script mode needs flow_script_path")
             return FlowFileSource(where, filename=os.path.basename(self.flow_script_path))
         return FlowFileSource(where, filename=PICKLE_FILE, signed=True)
+
+
+_SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "api-key",
+        "apikey",
+        "x-auth-token",
+        "x-access-token",
+        "private-token",
+        "x-vault-token",
+    }
+)
+_AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "bot", "digest", "apikey"})
+
+
+def _literal(text: Any) -> str:
+    """What ``text`` holds besides its ``${NAME}`` / ``{{ $NAME }}`` templates."""
+    from conveyor.secrets import template_refs
+
+    if not isinstance(text, str):
+        return "" if text is None or isinstance(text, bool) else str(text)
+    rest: str = text
+    for ref in template_refs(text):
+        if ref.kind in ("secret", "env"):
+            rest = rest.replace(ref.text, "")
+    return rest
+
+
+def _refuse_literal_secrets(kwargs: Mapping[str, Any]) -> None:
+    """Refuse a literal secret in the get request's kwargs, which are stored with the
+    deployment: an auth header's value, ``auth``'s password, cookies, and a URL's (or
+    ``params``') password or credential query parameter must be ``${NAME}`` templates."""
+    from urllib.parse import urlencode, urlsplit
+
+    from conveyor.secrets import redact_url
+
+    found: str | None = None
+    example = "${NAME}"
+    headers = kwargs.get("headers")
+    for name, value in headers.items() if isinstance(headers, Mapping) else ():
+        words = _literal(value).split()
+        if str(name).lower() in _SECRET_HEADERS and [
+            w for w in words if w.lower() not in _AUTH_SCHEMES
+        ]:
+            found, example = f"headers[{name!r}]", "'Bearer ${NAME}'"
+            break
+    auth = kwargs.get("auth")
+    if found is None and isinstance(auth, list | tuple) and len(auth) == 2 and _literal(auth[1]):
+        found = "auth (the password)"
+    cookies = kwargs.get("cookies")
+    if (
+        found is None
+        and isinstance(cookies, Mapping)
+        and any(_literal(v) for v in cookies.values())
+    ):
+        found = "cookies"
+    url = urlsplit(_literal(kwargs.get("url") or ""))
+    if found is None and (url.username or url.password):
+        found = "url (a user name or password)"
+    params = kwargs.get("params")
+    query = url.query
+    if isinstance(params, Mapping):
+        query += "&" + urlencode({str(k): _literal(v) for k, v in params.items()})
+    if found is None and redact_url(f"http://h/?{query}") != f"http://h/?{query}":
+        found = "a credential query parameter (url or params)"
+    if found is not None:
+        raise ConfigError(
+            f"get_flow_request_kwargs {found} holds a literal secret: it would be stored with "
+            f"the deployment; write it as a template such as {example}",
+            hint="store the value with `conveyor secret set NAME` (or set NAME in the worker's "
+            "environment); templates are resolved when the request is sent",
+        )
