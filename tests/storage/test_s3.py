@@ -334,6 +334,44 @@ def test_client_options_endpoint_wins_over_aws_endpoint_url_s3(
     assert any(k.startswith("results/s3-both-endpoints/one-") for k in keys), keys
 
 
+def test_a_misspelt_upload_option_is_refused_before_anything_is_uploaded(
+    settings: Settings, client: ConveyorClient, moto_server: MotoServer
+) -> None:
+    from conveyor import Flow, task
+    from conveyor.storage import S3
+
+    bucket = moto_server.new_bucket()
+
+    @task
+    def one() -> int:
+        return 1
+
+    # Given upload options with a typo (the object would be stored unencrypted)
+    storage = S3(
+        bucket=bucket,
+        client_options={"endpoint_url": moto_server.endpoint},
+        upload_options={"ServerSideEncription": "AES256"},
+    )
+    with Flow("s3-typo", storage=storage) as flow:
+        one()
+
+    # When it is registered, Then a one-line error names the key and the one meant
+    with pytest.raises(ConfigError, match="'ServerSideEncription' is not an argument") as caught:
+        flow.register(settings=settings, client=client)
+    assert "did you mean 'ServerSideEncryption'?" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    # ...and nothing was uploaded or deployed
+    assert _keys(moto_server, bucket) == []
+    assert client.list_deployments() == []
+
+    # When spelt right, it reaches the object
+    storage.upload_options = {"ServerSideEncryption": "AES256"}
+    flow.register(settings=settings, client=client)
+    (key,) = _keys(moto_server, bucket)
+    head = moto_server.client().head_object(Bucket=bucket, Key=key)
+    assert head["ServerSideEncryption"] == "AES256"
+
+
 def test_constructor_validation() -> None:
     from conveyor.storage import S3, S3Result
 

@@ -24,11 +24,15 @@ See `conveyor.storage.blob` for keys, both modes and what a run reads.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConfigError
 from conveyor.storage.blob import BlobStorage
+
+if TYPE_CHECKING:
+    from conveyor.storage._session import Session
 
 __all__ = ["S3"]
 
@@ -64,7 +68,38 @@ class S3(BlobStorage):
     def put_options(self) -> dict[str, Any]:
         return dict(self.upload_options)
 
+    def prepare(self, current: Session) -> None:
+        """Refuse an ``upload_options`` key the upload does not take, before anything is
+        uploaded: s3fs drops unknown arguments silently, so ``ServerSideEncription`` would
+        store the object unencrypted (boto3's ``upload_fileobj`` refused it in Prefect 1)."""
+        allowed = _upload_arguments()
+        if allowed is None:
+            return  # no botocore: the upload itself says which extra to install
+        for key in self.upload_options:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                raise ConfigError(
+                    f"S3 upload_options key {key!r} is not an argument of an S3 upload"
+                    + (f" (did you mean {close[0]!r}?)" if close else ""),
+                    hint="use boto3's ExtraArgs names, e.g. ServerSideEncryption, Metadata, "
+                    "ContentType, StorageClass, SSEKMSKeyId",
+                )
+
     def default_result(self) -> Any:
         from conveyor.storage.results import S3Result
 
         return S3Result(self.bucket, boto3_kwargs=self.client_options)
+
+
+_SET_BY_CONVEYOR = frozenset({"Bucket", "Key", "Body", "ContentLength", "IfMatch", "IfNoneMatch"})
+
+
+def _upload_arguments() -> frozenset[str] | None:
+    """The arguments of S3's PutObject that an upload may be given (None without botocore)."""
+    try:
+        import botocore.session
+    except ImportError:
+        return None
+    model = botocore.session.get_session().get_service_model("s3")
+    members = model.operation_model("PutObject").input_shape.members
+    return frozenset(members) - _SET_BY_CONVEYOR
