@@ -392,3 +392,44 @@ def test_constructor_validation() -> None:
     assert isinstance(storage.result, S3Result)
     assert storage.result.url == "s3://b/results"
     assert storage.run_env() == {"AWS_CREDENTIALS": "${AWS_CREDENTIALS}"}
+
+
+@pytest.mark.parametrize(
+    ("client_options", "message"),
+    [
+        (
+            {"endpoint": "http://127.0.0.1:9000"},
+            "S3 client_options key 'endpoint' is not an argument of boto3's client "
+            "(did you mean 'endpoint_url'?)",
+        ),
+        (
+            {"region": "eu-west-1"},
+            "S3 client_options key 'region' is not an argument of boto3's client "
+            "(did you mean 'region_name'?)",
+        ),
+        (
+            {"endpoint_url": "127.0.0.1:9000"},
+            "S3 client_options endpoint_url '127.0.0.1:9000' is not an http(s) URL",
+        ),
+    ],
+)
+def test_a_client_option_boto3_cannot_take_is_a_one_line_error_at_construction(
+    client_options: dict[str, str], message: str
+) -> None:
+    from conveyor.storage import S3
+
+    # (these failed only at upload, as "the store failed with TypeError" / "ValueError")
+    with pytest.raises(ConfigError) as caught:
+        S3(bucket="flows", client_options=client_options)
+    assert str(caught.value) == message
+    # ...while every real argument, and a templated endpoint, is taken
+    S3(
+        bucket="flows",
+        client_options={
+            "endpoint_url": "${S3_ENDPOINT}",
+            "region_name": "eu-west-1",
+            "use_ssl": False,
+            "verify": False,
+            "api_version": "2006-03-01",
+        },
+    )

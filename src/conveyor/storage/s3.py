@@ -60,6 +60,7 @@ class S3(BlobStorage):
         self.client_options = dict(client_options or {})
         self.upload_options = dict(upload_options or {})
         check_settings(self.client_options, where="client_options.")
+        _check_client_options(self.client_options)
         super().__init__(bucket, key, stored_as_script, local_script_path, **kwargs)
 
     def location_options(self) -> dict[str, Any]:
@@ -103,3 +104,46 @@ def _upload_arguments() -> frozenset[str] | None:
     model = botocore.session.get_session().get_service_model("s3")
     members = model.operation_model("PutObject").input_shape.members
     return frozenset(members) - _SET_BY_CONVEYOR
+
+
+_CLIENT_ARGUMENTS = frozenset(
+    {
+        "region_name",
+        "api_version",
+        "use_ssl",
+        "verify",
+        "endpoint_url",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "aws_account_id",
+        "config",
+    }
+)
+"""The keyword arguments of ``boto3.client("s3", ...)``, which ``client_options`` are."""
+
+
+def _check_client_options(options: Mapping[str, Any]) -> None:
+    """A one-line `ConfigError` for a ``client_options`` key boto3's client does not take
+    (``endpoint``, ``region``) and an ``endpoint_url`` that is not an http(s) URL, instead of
+    the upload failing with a bare TypeError or ValueError."""
+    from conveyor.secrets import template_ref
+
+    for key in options:
+        if key not in _CLIENT_ARGUMENTS:
+            close = difflib.get_close_matches(str(key), sorted(_CLIENT_ARGUMENTS), n=1)
+            raise ConfigError(
+                f"S3 client_options key {key!r} is not an argument of boto3's client"
+                + (f" (did you mean {close[0]!r}?)" if close else ""),
+                hint="use " + ", ".join(sorted(_CLIENT_ARGUMENTS - {"config"})),
+            )
+    endpoint = options.get("endpoint_url")
+    if (
+        isinstance(endpoint, str)
+        and template_ref(endpoint) is None
+        and not endpoint.lower().startswith(("http://", "https://"))
+    ):
+        raise ConfigError(
+            f"S3 client_options endpoint_url {endpoint!r} is not an http(s) URL",
+            hint=f"write it with its scheme, e.g. endpoint_url='https://{endpoint}'",
+        )
