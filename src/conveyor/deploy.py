@@ -52,7 +52,7 @@ from conveyor._deploy_tree import (
 )
 from conveyor._preflight import FlowInfo
 from conveyor._values import check_parameters
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, FlowLoadError
 
 if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
@@ -270,15 +270,20 @@ class _Deploy:
         made)."""
         from conveyor._jobvars import effective_job_variables
 
-        info = preflight_flow(
-            tree,
-            source=self.source,
-            entrypoint=self.flow.entrypoint,
-            pull_steps=pull_steps,
-            job_variables=effective_job_variables(template, job_variables),
-            settings=self.settings,
-            store=self.client,
-        )
+        try:
+            info = preflight_flow(
+                tree,
+                source=self.source,
+                entrypoint=self.flow.entrypoint,
+                pull_steps=pull_steps,
+                job_variables=effective_job_variables(template, job_variables),
+                settings=self.settings,
+                store=self.client,
+            )
+        except FlowLoadError as exc:
+            if getattr(self.source, "materialised", None) is not None:
+                raise  # a folder of this machine: its paths are the user's own
+            raise _named_by_source(exc, tree, self.source) from None
         _check_parameters(info, parameters)
         if self.image is not None and self.build:
             from conveyor.docker._deploy import bake
@@ -321,6 +326,24 @@ class _Deploy:
                 "the code) or a blob URL every worker can read, or deploy from git."
             )
         return store.to_spec(), labels
+
+
+def _named_by_source(exc: FlowLoadError, tree: DeployTree, source: Source) -> FlowLoadError:
+    """``exc`` with the code cache's checkout path replaced by what the user knows: paths
+    relative to the source's root, the root named by the source and its version."""
+    url = getattr(source, "describe_url", None)
+    version = tree.version[:12] if len(tree.version) == 40 else tree.version[:19]
+    where = f"{url() if callable(url) else source.describe()} at {version}"
+
+    def named(text: str) -> str:
+        for root in {str(tree.path.resolve()), str(tree.path)}:
+            text = text.replace(
+                f"the path is relative to {root}", f"the path is relative to the root of {where}"
+            )
+            text = text.replace(root + os.sep, "").replace(root, where)
+        return text
+
+    return FlowLoadError(named(exc.message), hint=None if exc.hint is None else named(exc.hint))
 
 
 def from_source(

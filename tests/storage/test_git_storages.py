@@ -281,3 +281,42 @@ def test_a_missing_default_token_means_no_token_and_the_server_says_no(
     flow = Flow("private", storage=storage)
     with pytest.raises(AuthenticationError):
         storage.get_flow(flow.name, settings=settings, client=client)
+
+
+def test_a_path_missing_from_the_repository_is_named_in_it_not_in_the_code_cache(
+    git_http: GitHttpServer,
+    git_repos_root: Path,
+    tmp_path: Path,
+    settings: Settings,
+) -> None:
+    from e2e.conftest import command_env, conveyor
+
+    # Given a repository holding flows/etl.py, and GitHub storages whose path has a typo, or
+    # names no file at all
+    repo = repo_under(git_repos_root, "org")
+    commit = repo.commit({"flows/etl.py": flow_file("GitHub", "etl", "None")})
+    base_url = f"http://127.0.0.1:{git_http.port}"
+    env = command_env(GITHUB_ACCESS_TOKEN=DEFAULT_TOKEN)
+
+    def register(path: str) -> tuple[str, str]:
+        storage = f'GitHub(repo="org/{repo.bare.stem}", path="{path}", base_url="{base_url}")'
+        script = tmp_path / f"register_{len(path)}.py"
+        script.write_text(flow_file("GitHub", "etl", storage))
+        result = conveyor("register", "--path", str(script), env=env)
+        assert result.returncode != 0, result.stdout
+        error, hint = result.stderr.strip().splitlines()[-2:]
+        return error, hint
+
+    # When each is registered, Then the error names the path in the repository, and the file
+    # meant or the repository and commit it is relative to — never this machine's code cache
+    error, hint = register("flows/etI.py")
+    assert error == (
+        "error: flow flows/etI.py:flow could not be loaded: flow file flows/etI.py does not exist"
+    )
+    assert hint == "hint: did you mean flows/etl.py?"
+    error, hint = register("zzz.py")
+    assert hint == (
+        f"hint: the path is relative to the root of {base_url}/org/{repo.bare.stem}.git "
+        f"at {commit[:12]}"
+    )
+    assert str(settings.cache_dir) not in error + hint
