@@ -372,6 +372,41 @@ def test_a_misspelt_upload_option_is_refused_before_anything_is_uploaded(
     assert head["ServerSideEncryption"] == "AES256"
 
 
+def test_a_flow_too_large_to_read_back_is_refused_before_it_is_uploaded(
+    settings: Settings,
+    client: ConveyorClient,
+    moto_server: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conveyor import Flow, task
+    from conveyor.sources.blob import flowfile
+    from conveyor.storage import S3
+
+    # Given a flow whose pickle is larger than a run may read back (the limit lowered here
+    # from 256 MiB: the upload used to succeed and only the deploy's read refused it, leaving
+    # the object in the bucket)
+    monkeypatch.setattr(flowfile, "MAX_FLOW_FILE_BYTES", 4096)
+    bucket = moto_server.new_bucket()
+    data = b"x" * 8192
+
+    @task
+    def size() -> int:
+        return len(data)
+
+    storage = S3(bucket=bucket, client_options={"endpoint_url": moto_server.endpoint})
+    with Flow("s3-large", storage=storage) as flow:
+        size()
+
+    # When it is registered, Then a one-line error says why and what to do, and nothing is
+    # uploaded or deployed
+    with pytest.raises(ConfigError, match=r"flow 's3-large' pickles to \d+ bytes") as caught:
+        flow.register(settings=settings, client=client)
+    assert "more than a flow file may be (4096); nothing was uploaded" in str(caught.value)
+    assert "load it when the flow runs" in (caught.value.hint or "")
+    assert _keys(moto_server, bucket) == []
+    assert client.list_deployments() == []
+
+
 def test_constructor_validation() -> None:
     from conveyor.storage import S3, S3Result
 

@@ -135,6 +135,7 @@ class BlobStorage(FileStorage):
                     )
                 continue  # the script is in the bucket already
             filename, data = self._payload(flow_name, current)
+            _check_size(flow_name, filename, data)
             before = self._versions.get(flow_name)
             if self.key is None and before is not None and before != file_version(filename, data):
                 location = default_location(flow_name)  # never rewrite a pinned object
@@ -169,3 +170,18 @@ class BlobStorage(FileStorage):
 
 def _loading_script() -> str | None:
     return local_script_path()
+
+
+def _check_size(flow_name: str, filename: str, data: bytes) -> None:
+    """Refuse, before uploading, a flow file larger than a run may read back."""
+    from conveyor.sources.blob.flowfile import MAX_FLOW_FILE_BYTES
+
+    if len(data) <= MAX_FLOW_FILE_BYTES:
+        return
+    what = "pickles to" if filename == PICKLE_FILE else f"script {filename} is"
+    raise ConfigError(
+        f"flow {flow_name!r} {what} {len(data)} bytes, more than a flow file may be "
+        f"({MAX_FLOW_FILE_BYTES}); nothing was uploaded",
+        hint="keep large data out of the flow's module and its tasks' arguments: load it when "
+        "the flow runs (from a file, a bucket or a result)",
+    )
