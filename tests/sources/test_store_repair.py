@@ -1,6 +1,6 @@
 """A damaged archive in a bundle store (overwritten, truncated) is stored again by the next
 deploy, which compares the stored object's size (the HEAD it makes anyway) with the bundle's;
-a run that meets a damaged archive is told to deploy again."""
+a run that meets a damaged archive is told which object it is and to delete it, then deploy."""
 
 # ruff: noqa: F401, F811  (fixtures imported from fixtures.blob_servers are parameters here)
 from __future__ import annotations
@@ -89,3 +89,36 @@ def test_a_truncated_archive_in_a_directory_store_is_stored_again(
 
     assert store.push(tree, ctx) == version
     assert archive.read_bytes() == good
+
+
+def test_a_damaged_archive_of_the_bundles_own_size_is_named_and_the_run_says_how_to_repair_it(
+    moto_server: MotoServer, tmp_path: Path, settings: Settings
+) -> None:
+    # Given a tree pushed to an S3 bundle store, whose archive then has one byte flipped (the
+    # same size: a deploy does not see it)
+    bucket = moto_server.new_bucket()
+    tree = write_known_tree(tmp_path / "tree")
+    store = BundleStore(f"s3://{bucket}/conveyor")
+    version = store.push(tree, _ctx(moto_server, settings))
+    key = f"conveyor/{version}.tar.zst"
+    good = moto_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    flipped = good[:40] + bytes([good[40] ^ 0xFF]) + good[41:]
+    moto_server.client().put_object(Bucket=bucket, Key=key, Body=flipped)
+    assert store.push(tree, _ctx(moto_server, settings)) == version  # not stored again
+
+    # When a cold run fetches it, Then the error names the object and says to delete it first
+    with pytest.raises(BundleError) as caught:
+        store.fetch(version, tmp_path / "cold", _ctx(moto_server, settings))
+    url = f"s3://{bucket}/{key}"
+    assert str(caught.value).startswith(f"{url}: ")
+    assert caught.value.hint == (
+        f"delete {url} and deploy again (a deploy stores a bundle that is missing)"
+    )
+
+    # When the user does so, the next deploy stores it again, and a run gets the code
+    moto_server.client().delete_object(Bucket=bucket, Key=key)
+    assert store.push(tree, _ctx(moto_server, settings)) == version
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    store.fetch(version, dest, _ctx(moto_server, settings))
+    assert snapshot(dest, skip=(".conveyor",)) == snapshot(tree)

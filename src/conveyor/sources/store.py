@@ -31,7 +31,13 @@ from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
 
 from conveyor._fs import atomic_write
 from conveyor._registry import Entry, Registry
-from conveyor.errors import ConfigError, SourceNotFound, VersionNotFound
+from conveyor.errors import (
+    BundleError,
+    ConfigError,
+    IntegrityError,
+    SourceNotFound,
+    VersionNotFound,
+)
 from conveyor.sources.base import FetchContext, PushableSource, context
 
 __all__ = [
@@ -253,8 +259,20 @@ class BundleStore(PushableSource):
     def fetch(self, version: str, dest: Path, ctx: FetchContext | None = None) -> None:
         from conveyor.bundles import unpack
 
-        with self.backend(ctx).open(self.object_name(version)) as stream:
-            unpack(stream, dest, expected_version=version, objects=context(ctx).objects)
+        backend = self.backend(ctx)
+        name = self.object_name(version)
+        try:
+            with backend.open(name) as stream:
+                unpack(stream, dest, expected_version=version, objects=context(ctx).objects)
+        except BundleError as exc:
+            # A damaged archive of the bundle's own size is not stored again by a deploy: say
+            # which object it is, and that deleting it first makes the deploy store it again.
+            where = f"{backend.describe().rstrip('/')}/{name}"
+            message = f"{where}: {exc.message}"
+            hint = f"delete {where} and deploy again (a deploy stores a bundle that is missing)"
+            if isinstance(exc, IntegrityError):
+                raise IntegrityError(message, path=exc.path, hint=hint) from None
+            raise BundleError(message, hint=hint) from None
 
     def push(self, tree: Path, ctx: FetchContext | None = None) -> str:
         """Bundle ``tree`` into the store; its version. Uploads nothing if it is already there
