@@ -319,3 +319,34 @@ def test_modern_style_webhook_sources_are_snapshotted_at_deploy(
         run = run_and_wait(settings, client, "hello", name)
         assert run.state == RunState.COMPLETED, run_logs(client, run.id)
         assert run.result == "hello web"
+
+
+def test_prefect_1s_bare_dollar_templates_resolve_at_build_and_at_run(
+    dropbox: DropboxServer,
+    tmp_path: Path,
+    settings: Settings,
+    client: ConveyorClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the snippet written with Prefect 1's other spelling, $NAME (string.Template)
+    text = seed(dropbox).replace("${DBOX_OAUTH2_TOKEN}", "$DBOX_OAUTH2_TOKEN") + AFTER_SEED
+    assert "${" not in text
+    script = write_script(tmp_path / "proj" / "dropbox_flow.py", text)
+
+    # When it is built and registered with the token in the environment
+    out = python(script, env={"DBOX_OAUTH2_TOKEN": DROPBOX_TOKEN})
+
+    # Then the upload carried the token, and the deployment holds the template, not the token
+    assert "BUILT /Apps/prefect-test-app/dropbox-flow.flow" in out
+    deployment = client.get_deployment("dropbox-flow", "default")
+    headers = deployment.source["location"]["webhook"]["kwargs"]["headers"]
+    assert headers["Authorization"] == "Bearer ${DBOX_OAUTH2_TOKEN}"
+    assert DROPBOX_TOKEN not in json.dumps(deployment.model_dump(mode="json"))
+
+    # When a worker with the token in the secret store runs it, Then it downloads and runs
+    monkeypatch.delenv("DBOX_OAUTH2_TOKEN", raising=False)
+    client.set_secret("DBOX_OAUTH2_TOKEN", DROPBOX_TOKEN)
+    shutil.rmtree(settings.cache_dir, ignore_errors=True)
+    run = run_and_wait(settings, client, "dropbox-flow")
+    assert run.state == RunState.COMPLETED, run_logs(client, run.id)
+    assert run.result == {"fetched": "fetched over HTTP"}

@@ -25,6 +25,7 @@ One flow per storage: adding a flow replaces the one there (no name conflict).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +57,11 @@ class Webhook(FileStorage):
         **kwargs: Any,
     ) -> None:
         super().__init__(stored_as_script=stored_as_script, **kwargs)
-        self.build_request = WebhookRequest(build_request_http_method, build_request_kwargs)
+        self.build_request = WebhookRequest(
+            build_request_http_method, _braced(build_request_kwargs)
+        )
         self.get_flow_request = WebhookRequest(
-            get_flow_request_http_method, get_flow_request_kwargs
+            get_flow_request_http_method, _braced(get_flow_request_kwargs)
         )
         _refuse_literal_secrets(self.get_flow_request.kwargs)
         self.flow_script_path = (
@@ -193,3 +196,17 @@ def _refuse_literal_secrets(kwargs: Mapping[str, Any]) -> None:
             hint="store the value with `conveyor secret set NAME` (or set NAME in the worker's "
             "environment); templates are resolved when the request is sent",
         )
+
+
+_BARE = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _braced(kwargs: Any) -> Any:
+    """``kwargs`` with Prefect 1's ``$NAME`` templates written ``${NAME}``: its Webhook
+    substituted both spellings (``string.Template``) in every string value of the dicts, so
+    ``"Bearer $DBOX_OAUTH2_TOKEN"`` was resolved, not sent as written."""
+    if isinstance(kwargs, Mapping):
+        return {key: _braced(value) for key, value in kwargs.items()}
+    if isinstance(kwargs, str):
+        return _BARE.sub(r"${\1}", kwargs)
+    return kwargs
