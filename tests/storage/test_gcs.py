@@ -166,6 +166,38 @@ def test_a_bad_gcp_credentials_value_is_a_one_line_error(
     assert "not json" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (
+            {"type": "service_account", "private_key": "pk-5d1e0c"},
+            "service_account_info (service_account) lacks client_email, token_uri",
+        ),
+        (
+            {"type": "authorized_user", "client_id": "c", "client_secret": "pk-5d1e0c"},
+            "service_account_info (authorized_user) lacks refresh_token",
+        ),
+        ({"type": "external_account", "x": "pk-5d1e0c"}, "has type 'external_account'"),
+    ],
+)
+def test_an_incomplete_gcp_key_names_what_it_lacks_before_anything_is_uploaded(
+    key: dict[str, str],
+    message: str,
+    settings: Settings,
+    client: ConveyorClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conveyor import Flow
+    from conveyor.storage import GCS
+
+    # (it failed at the first upload as "the store failed with KeyError")
+    monkeypatch.setenv("GCP_CREDENTIALS", json.dumps(key))
+    flow = Flow("gcs-partial", storage=GCS(bucket="flows"))
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        flow.storage.build(settings=settings, client=client)
+    assert "pk-5d1e0c" not in f"{caught.value} {caught.value.hint}"
+
+
 def test_constructor() -> None:
     from conveyor.storage import GCS, GCSResult
 

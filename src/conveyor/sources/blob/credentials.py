@@ -137,6 +137,7 @@ class GcpCredentials(BlobCredentials):
                 raise ConfigError("service_account_info is not JSON") from None
             if not isinstance(parsed, Mapping):
                 raise ConfigError("service_account_info must be a JSON object")
+            _check_google_key(parsed)
 
     def storage_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -154,6 +155,31 @@ class GcpCredentials(BlobCredentials):
             return None
         value = json.loads(reveal(self.service_account_info)).get("project_id")
         return str(value) if value else None
+
+
+_GOOGLE_KEY_FIELDS = {
+    "service_account": ("client_email", "private_key", "token_uri"),
+    "authorized_user": ("client_id", "client_secret", "refresh_token"),
+}
+
+
+def _check_google_key(info: Mapping[str, Any]) -> None:
+    """A one-line `ConfigError` naming the fields (never the values) a Google key lacks, instead
+    of gcsfs failing on the first upload with a bare ``KeyError``."""
+    kind = str(info.get("type") or "service_account")
+    needed = _GOOGLE_KEY_FIELDS.get(kind)
+    if needed is None:
+        raise ConfigError(
+            f"service_account_info has type {kind[:40]!r}, not a service account key",
+            hint="store the JSON key of a service account (type 'service_account')",
+        )
+    missing = [name for name in needed if not info.get(name)]
+    if missing:
+        raise ConfigError(
+            f"service_account_info ({kind}) lacks {', '.join(missing)}",
+            hint="store the whole JSON key file, as Google Cloud downloads it (IAM, Service "
+            "accounts, Keys)",
+        )
 
 
 @dataclass(frozen=True)
