@@ -121,6 +121,13 @@ def grandchild(marker: str) -> None:
 
 
 @flow
+def waits_on_grandchild(marker: str) -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    pathlib.Path(marker).write_text(str(proc.pid))
+    return proc.wait()
+
+
+@flow
 def sibling_in_subprocess() -> str:
     code = "import helpers; print(helpers.shout('from a subprocess'))"
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)

@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import pickle
+import signal
 import sys
 import time
 import traceback
@@ -66,6 +67,7 @@ __all__ = [
     "DESCRIBE_READY",
     "GATE_ARG",
     "INPUT_FILE",
+    "LIFELINE_FD_ENV",
     "LOG_FD_ENV",
     "OUTPUT_FILE",
     "describe_flow",
@@ -78,6 +80,9 @@ INPUT_FILE = "input.json"
 OUTPUT_FILE = "output.json"
 LOG_FD_ENV = "CONVEYOR_LOG_FD"
 WORKER_PID_ENV = "CONVEYOR_WORKER_PID"
+LIFELINE_FD_ENV = "CONVEYOR_LIFELINE_FD"
+"""The read end of a pipe whose write end only the worker holds: end of file means the worker
+is gone (or done with the run), and the run's whole process group is killed."""
 CODE_ROOT_ENV = "CONVEYOR_CODE_ROOT"
 """The flow's import root when its working directory is elsewhere (job variable working_dir)."""
 GATE_ARG = "--gate"
@@ -129,6 +134,32 @@ def _die_with_parent() -> None:
             pass
     if expected and os.getppid() != int(expected):  # the worker died before prctl took effect
         os._exit(137)
+    lifeline = os.environ.pop(LIFELINE_FD_ENV, None)
+    if lifeline is not None:
+        _watch_lifeline(int(lifeline))
+
+
+def _watch_lifeline(fd: int) -> None:
+    """Fork a watcher into this process group that SIGKILLs the group once the worker's end of
+    the lifeline closes. PR_SET_PDEATHSIG kills only this process: without the watcher, what the
+    flow started (a subprocess it waits on) would run on after a killed worker, beside the
+    retry another worker starts. The watcher holds nothing else of the run's (no pipe, no log)
+    and ignores the SIGTERM of a cancel; the flow does not inherit the lifeline."""
+    if os.fork() == 0:
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
+            null = os.open(os.devnull, os.O_RDWR)
+            for std in (0, 1, 2):
+                os.dup2(null, std)
+            os.closerange(3, fd)
+            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+            while os.read(fd, 1):
+                pass
+            os.killpg(0, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.close(fd)
 
 
 def _install_logging() -> None:

@@ -48,12 +48,18 @@ class Spawned:
     pumps: list[threading.Thread] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     """Set once the child is gone: the pumps no longer wait for room in the run's logs."""
+    lifeline: int | None = None
+    """The worker's end of the child's lifeline (`child.LIFELINE_FD_ENV`): closed by `kill`,
+    or by the kernel when the worker dies, and the child's process group goes with it."""
 
     def kill(self) -> None:
         """SIGKILL its session (whatever it started too) and wait for it and the pumps."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        if self.lifeline is not None:
+            os.close(self.lifeline)
+            self.lifeline = None
         self.done.set()
         for pump in self.pumps:
             pump.join(PUMP_JOIN_SECONDS)
@@ -83,10 +89,12 @@ def spawn(
 ) -> Spawned:
     """Start ``argv`` in its own session with the log pipe, pumping its output into ``logs``."""
     read_fd, write_fd = os.pipe()
+    life_read, life_write = os.pipe()  # both close on exec: only the child gets its end
     full = {
         **env,
         child_protocol.LOG_FD_ENV: str(write_fd),
         child_protocol.WORKER_PID_ENV: str(os.getpid()),
+        child_protocol.LIFELINE_FD_ENV: str(life_read),
     }
     output = subprocess.PIPE if stream_output else subprocess.DEVNULL
     try:
@@ -97,15 +105,17 @@ def spawn(
             stdin=stdin,
             stdout=output,
             stderr=output,
-            pass_fds=(write_fd,),
+            pass_fds=(write_fd, life_read),
             start_new_session=True,
             **popen,
         )
     except BaseException:
         os.close(read_fd)
+        os.close(life_write)
         raise
     finally:
         os.close(write_fd)
+        os.close(life_read)
     records = os.fdopen(read_fd, "rb")
     done = threading.Event()
     pumps = [threading.Thread(target=pump_records, args=(records, logs), kwargs={"done": done})]
@@ -124,7 +134,7 @@ def spawn(
     for thread in pumps:
         thread.daemon = True
         thread.start()
-    return Spawned(proc, pumps, done)
+    return Spawned(proc, pumps, done, lifeline=life_write)
 
 
 class GatedChild:
