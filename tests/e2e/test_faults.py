@@ -233,3 +233,42 @@ def test_a_worker_cut_off_longer_than_its_lease_still_reports_the_run_it_finishe
     ]
     assert any("the crash is withdrawn" in m for m in messages)
     assert _lines(ledger) == ["run 1"]
+
+
+def test_watchers_ride_out_a_server_restart_and_print_every_line_once(
+    project: Path, background, tmp_path: Path
+) -> None:
+    # Given a server (SQLite), a worker, and a run watched by `run --watch` and followed by
+    # `runs logs --follow`, both having printed its first line
+    server = Server.start(server_env(tmp_path / "server-home"), log=tmp_path / "server.log")
+    try:
+        env = command_env(CONVEYOR_API_URL=server.url)
+        ok(conveyor("deploy", "flows.py:gated", "--name", "watched", env=env, cwd=project))
+        background("worker", "start", "--lease-seconds", LEASE, env=env, name="worker")
+        ledger, gate = tmp_path / "ledger.txt", tmp_path / "gate"
+        watch = background(
+            "run", "gated/watched", "-p", f"path={ledger}", "-p", f"gate={gate}", "--watch",
+            env=env, name="watch",
+        )  # fmt: skip
+        assert wait_until(lambda: "gated line 0" in watch.output(), timeout=60)
+        run_id = watch.output().splitlines()[0].strip()
+        follow = background("runs", "logs", run_id, "--follow", env=env, name="follow")
+        assert wait_until(lambda: "gated line 0" in follow.output(), timeout=30)
+        # When the server is killed and stays away longer than the client's own retries, then
+        # starts again, and the flow prints its other lines
+        server.process.stop(sig=signal.SIGKILL)
+        time.sleep(3)
+        server.start_again()
+        gate.touch()
+        # Then both watchers wait for the server, go on, print every line once and exit 0
+        assert watch.wait(60) == 0, watch.output()
+        assert follow.wait(60) == 0, follow.output()
+        for out in (watch.output(), follow.output()):
+            assert [out.count(f"gated line {i}") for i in range(5)] == [1] * 5, out
+            assert "waiting for it" in out
+            assert "the server answers again" in out
+            assert "Traceback" not in out
+        assert f"run {run_id} completed" in watch.output()
+        assert _lines(ledger) == ["start 1", "end 1"]
+    finally:
+        server.stop()

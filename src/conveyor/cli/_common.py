@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 
@@ -13,7 +15,20 @@ if TYPE_CHECKING:
 
     from conveyor.client import ConveyorClient
 
-__all__ = ["client", "console", "err_console", "load_settings", "print_table"]
+__all__ = [
+    "OUTAGE_SECONDS",
+    "client",
+    "console",
+    "err_console",
+    "load_settings",
+    "print_table",
+    "through_outages",
+]
+
+T = TypeVar("T")
+
+OUTAGE_SECONDS = 300.0
+"""How long a watcher (`run --watch`, `runs logs --follow`) waits for a server that is away."""
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -32,6 +47,35 @@ def client(settings: Settings | None = None) -> ConveyorClient:
     from conveyor.connect import connect
 
     return connect(settings or load_settings())
+
+
+def through_outages(
+    request: Callable[[], T], *, deadline: float | None = None, limit: float = OUTAGE_SECONDS
+) -> T:
+    """``request()``, asked again while the server is unavailable (restarted, or its database
+    down), so that a watcher rides out an outage as the workers do: one note on stderr when the
+    server goes away, one when it answers again. The error once it has been away ``limit``
+    seconds, or once ``deadline`` (`time.monotonic`) has passed."""
+    from conveyor.errors import ServerUnavailable
+
+    away: float | None = None
+    delay = 0.5
+    while True:
+        try:
+            answer = request()
+        except ServerUnavailable as exc:
+            now = time.monotonic()
+            if away is None:
+                away = now
+                err_console.print(f"note: {exc.message}; waiting for it", markup=False)
+            if now - away >= limit or (deadline is not None and now >= deadline):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        if away is not None:
+            err_console.print("note: the server answers again", markup=False)
+        return answer
 
 
 def print_table(table: Table) -> None:

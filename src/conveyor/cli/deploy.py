@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ import typer
 from rich.text import Text
 
 from conveyor._values import parse_params
-from conveyor.cli._common import console, err_console, load_settings
+from conveyor.cli._common import console, err_console, load_settings, through_outages
 from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -318,7 +319,10 @@ def watch_run(client: ConveyorClient, run_id: str, *, timeout: float | None = No
         wait = 0.0 if state is not None and state.is_final else WATCH_WAIT_SECONDS
         if deadline is not None:
             wait = max(min(wait, deadline - time.monotonic()), 0.0)
-        news = client.watch_run(run_id, after=after, state=state, wait=wait)
+        news = through_outages(
+            partial(client.watch_run, run_id, after=after, state=state, wait=wait),
+            deadline=deadline,
+        )
         for line in news.logs:
             _print_line(line)
             after = max(after, line.seq)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from conveyor.cli._common import client, console, load_settings, print_table
+from conveyor.cli._common import client, console, load_settings, print_table, through_outages
 from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ def _print_logs(api: ConveyorClient, run_id: str, *, after: int, follow: bool) -
     state: RunState | None = None
     while True:  # each request waits on the server for news: new lines, or another state
         wait = 0.0 if state is not None and state.is_final else 10.0  # final: drain, no wait
-        news = api.watch_run(run_id, after=after, state=state, wait=wait)
+        news = through_outages(partial(api.watch_run, run_id, after=after, state=state, wait=wait))
         for line in news.logs:
             print_log_line(line)
             after = line.seq
