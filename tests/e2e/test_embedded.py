@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import signal
 from pathlib import Path
@@ -12,6 +14,7 @@ from conveyor.bundles import compute_version
 from conveyor.errors import ObjectNotFound
 from e2e.conftest import api, command_env, conveyor, ok, one_line_error, wait_for_run
 from fixtures.ports import free_port, wait_until
+from fixtures.small_disk import SmallDisk, small_disk  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +148,58 @@ def test_a_killed_worker_takes_the_flows_own_subprocesses_with_it(
     # ...and the next worker on this machine takes down what the killed one left (its mounts)
     ok(conveyor("worker", "start", "--burst", env=env))
     assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until its disk is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 4096, 1):
+            while _written(fd, size):
+                pass
+    finally:
+        os.close(fd)
+
+
+def _written(fd: int, size: int) -> bool:
+    try:
+        os.write(fd, b"\0" * size)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        return False
+    return True
+
+
+def test_a_full_disk_under_the_worker_is_one_line_on_the_run_and_later_runs_complete(
+    project: Path,
+    background,
+    small_disk: SmallDisk,  # noqa: F811
+) -> None:
+    # Given a worker whose work directory is on a small disk, and that disk full
+    env = command_env()
+    ok(conveyor("deploy", "flows.py:hello", "--name", "disk", env=env, cwd=project))
+    work = small_disk.path / "work"
+    worker = background("worker", "start", "--work-dir", str(work), env=env, name="worker")
+    assert wait_until(lambda: "worker started" in worker.output(), timeout=60)
+    filler = small_disk.path / "filler"
+    _fill(filler)
+    # When a run comes
+    with api(env) as client:
+        run = wait_for_run(client, client.create_run("hello", "disk").id, timeout=60)
+        messages = [line.message for line in client.read_logs(run.id)]
+    # Then it crashed with one line that says the worker's disk is full and where, and a hint;
+    # no traceback in its logs
+    assert run.state.value == "crashed"
+    assert run.error is not None
+    assert "the worker's disk is full" in run.error
+    assert str(work) in run.error
+    assert "No space left on device" in run.error
+    assert not any("Traceback" in m for m in messages), messages
+    assert any(m.startswith("hint: free space on the worker's disk") for m in messages)
+    # ...and once there is room again, the next run completes on the same worker
+    filler.unlink()
+    with api(env) as client:
+        again = wait_for_run(client, client.create_run("hello", "disk").id, timeout=60)
+    assert (again.state.value, again.result) == ("completed", "HELLO WORLD")
+    worker.stop()

@@ -35,6 +35,7 @@ import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from conveyor._fs import out_of_space
 from conveyor.errors import (
     ApiError,
     ConveyorError,
@@ -173,9 +174,24 @@ class RunHandler:
                 RunState.FAILED, version=run.version, error=str(exc), attempt=run.attempt
             )
         except Exception as exc:  # a bug in the worker, a full disk: still data on the run
-            logger.exception("worker error run=%s", run.id)
-            logs.emit(traceback.format_exc().rstrip(), level="ERROR", stream="worker")
-            error = f"worker error: {type(exc).__name__}: {exc}"
+            full = out_of_space(exc)
+            if full is not None:  # the worker's disk, not a bug: one line, where, what to do
+                where = getattr(self.executor, "work_dir", None)
+                error = (
+                    f"worker error: the worker's disk is full"
+                    f"{f' (work directory {where})' if where else ''}: {full}"
+                )
+                logger.error("run=%s %s", run.id, error)
+                logs.emit(error, level="ERROR", stream="worker")
+                logs.emit(
+                    "hint: free space on the worker's disk; a run with retries left is retried",
+                    level="ERROR",
+                    stream="worker",
+                )
+            else:
+                logger.exception("worker error run=%s", run.id)
+                logs.emit(traceback.format_exc().rstrip(), level="ERROR", stream="worker")
+                error = f"worker error: {type(exc).__name__}: {exc}"
             update = self._update(
                 RunState.CRASHED, version=run.version, error=error, attempt=run.attempt
             )
