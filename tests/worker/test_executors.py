@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import pickle
 import signal
@@ -228,3 +230,41 @@ def test_the_flows_own_subprocesses_can_import_its_modules(run_child) -> None:
     outcome, _, _ = run_child("sibling_in_subprocess")
 
     assert outcome.result == "FROM A SUBPROCESS"
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _own_children() -> set[int]:
+    me = str(os.getpid())
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == me:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_a_run_that_ends_leaves_no_orphan_for_an_init_that_does_not_reap(run_child) -> None:
+    # Given this process as the reaper of whatever the run orphans (as a worker that is a
+    # container's PID 1 would be)
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _own_children()
+    assert libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        # When a run ends normally
+        outcome, _, _ = run_child("hello", {"name": "Ada"})
+        # Then nothing of it (the child's lifeline watcher included) was left to be reaped here
+        left = _own_children() - before
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for pid in _own_children() - before:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    assert outcome.state is RunState.COMPLETED
+    assert left == set()

@@ -45,6 +45,7 @@ parameters' schema anyway; started early, it imports it before its gate).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -122,8 +123,9 @@ class JsonLineHandler(logging.Handler):
             self.handleError(record)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL us when the worker dies, so no run outlives a killed worker."""
+def _die_with_parent() -> int | None:
+    """Ask Linux to SIGKILL us when the worker dies, so no run outlives a killed worker, and
+    watch the lifeline for what the flow starts (the watcher's pid, or None)."""
     expected = os.environ.get(WORKER_PID_ENV)
     if sys.platform.startswith("linux"):
         try:
@@ -135,17 +137,19 @@ def _die_with_parent() -> None:
     if expected and os.getppid() != int(expected):  # the worker died before prctl took effect
         os._exit(137)
     lifeline = os.environ.pop(LIFELINE_FD_ENV, None)
-    if lifeline is not None:
-        _watch_lifeline(int(lifeline))
+    return None if lifeline is None else _watch_lifeline(int(lifeline))
 
 
-def _watch_lifeline(fd: int) -> None:
+def _watch_lifeline(fd: int) -> int:
     """Fork a watcher into this process group that SIGKILLs the group once the worker's end of
     the lifeline closes. PR_SET_PDEATHSIG kills only this process: without the watcher, what the
     flow started (a subprocess it waits on) would run on after a killed worker, beside the
     retry another worker starts. The watcher holds nothing else of the run's (no pipe, no log)
-    and ignores the SIGTERM of a cancel; the flow does not inherit the lifeline."""
-    if os.fork() == 0:
+    and ignores the SIGTERM of a cancel; the flow does not inherit the lifeline. A child that
+    ends normally takes its watcher down and reaps it (`_end_watch`), so no run leaves an
+    orphan behind for an init that may not reap (a worker that is a container's PID 1)."""
+    pid = os.fork()
+    if pid == 0:
         try:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)
@@ -160,6 +164,16 @@ def _watch_lifeline(fd: int) -> None:
         finally:
             os._exit(0)
     os.close(fd)
+    return pid
+
+
+def _end_watch(watcher: int | None) -> None:
+    if watcher is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(watcher, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(watcher, 0)
 
 
 def _install_logging() -> None:
@@ -424,12 +438,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    _die_with_parent()
+    watcher = _die_with_parent()
+    try:
+        return _run(Path(args[-1]), gated=gated)
+    finally:
+        _end_watch(watcher)
+
+
+def _run(control: Path, *, gated: bool) -> int:
     _install_logging()
     _ready_for_a_run()
     if gated and not _wait_at_gate():
         return 0
-    control = Path(args[-1])
     workspace = Path(os.environ.get(CODE_ROOT_ENV) or Path.cwd())
     if str(workspace) not in sys.path:
         sys.path.insert(0, str(workspace))
