@@ -272,3 +272,38 @@ def test_watchers_ride_out_a_server_restart_and_print_every_line_once(
         assert _lines(ledger) == ["start 1", "end 1"]
     finally:
         server.stop()
+
+
+def test_a_worker_stopped_while_the_server_is_away_says_what_it_waits_for(
+    project: Path, background, tmp_path: Path
+) -> None:
+    # Given a server (SQLite) and a worker (no shutdown grace) in the middle of a run
+    server = Server.start(server_env(tmp_path / "server-home"), log=tmp_path / "server.log")
+    try:
+        env = command_env(CONVEYOR_API_URL=server.url)
+        ok(conveyor("deploy", "flows.py:gated", "--name", "stop", env=env, cwd=project))
+        worker = background(
+            "worker", "start", "--lease-seconds", LEASE, "--shutdown-timeout", "0",
+            env=env, name="worker",
+        )  # fmt: skip
+        ledger, gate = tmp_path / "ledger.txt", tmp_path / "gate"
+        with api(env) as client:
+            run = client.create_run(
+                "gated", "stop", parameters={"path": str(ledger), "gate": str(gate)}
+            )
+        assert wait_until(lambda: "start 1" in _lines(ledger), timeout=60)
+        # When the server goes away and the worker is told to stop
+        server.process.stop(sig=signal.SIGKILL)
+        worker.proc.send_signal(signal.SIGTERM)
+        # Then it says what it waits for and how to give it up, instead of hanging silently
+        assert wait_until(lambda: "to report their final state" in worker.output(), timeout=30)
+        assert worker.proc.poll() is None
+        # ...and once the server is back, it reports the stopped run and exits
+        server.start_again()
+        assert worker.wait(60) == 0, worker.output()
+        with api(env) as client:
+            stopped = client.get_run(run.id)
+        assert stopped.attempts[0].state.value == "crashed"
+        assert stopped.attempts[0].error == "worker stopped before the run finished"
+    finally:
+        server.stop()

@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 5.0
 MIN_EMPTY_CLAIM_SECONDS = 0.1
+STILL_WAITING_SECONDS = 10.0
+"""A stopping worker says why it has not exited once its runs' threads outlive this."""
 
 
 def default_worker_name() -> str:
@@ -305,8 +307,21 @@ class Worker:
             self._interrupt_all(StopReason.SHUTDOWN)
         with self._lock:
             threads = [thread for thread, _ in self._running.values()]
+        stopped = time.monotonic()
+        told = False
         for thread in threads:
-            thread.join()
+            while thread.is_alive():
+                thread.join(1.0)
+                waiting = sum(t.is_alive() for t in threads)
+                if waiting and not told and time.monotonic() - stopped > STILL_WAITING_SECONDS:
+                    told = True  # past the stop's grace: it is the server they wait for
+                    logger.warning(
+                        "waiting for %d run(s) to report their final state, up to %gs while the "
+                        "server is unavailable; SIGKILL gives them up (each is crashed when its "
+                        "lease expires, and retried if it has retries left)",
+                        waiting,
+                        self.handler.report_patience,
+                    )
 
     def _interrupt_all(self, reason: StopReason) -> None:
         with self._lock:
