@@ -307,3 +307,35 @@ def test_a_worker_stopped_while_the_server_is_away_says_what_it_waits_for(
         assert stopped.attempts[0].error == "worker stopped before the run finished"
     finally:
         server.stop()
+
+
+def test_a_server_stops_at_once_and_cleanly_while_watchers_and_workers_wait_on_it(
+    project: Path, background, tmp_path: Path
+) -> None:
+    # Given a server (SQLite), an idle worker long-polling for runs, and a watcher long-polling
+    # a queued run of another pool (nothing will claim it)
+    server = Server.start(server_env(tmp_path / "server-home"), log=tmp_path / "server.log")
+    env = command_env(CONVEYOR_API_URL=server.url)
+    try:
+        with api(env) as client:
+            client.create_pool("idle")
+        ok(
+            conveyor(
+                "deploy", "flows.py:hello", "--name", "q", "--pool", "idle", env=env, cwd=project
+            )
+        )
+        worker = background("worker", "start", "--poll-seconds", "20", env=env, name="worker")
+        with api(env) as client:
+            run = client.create_run("hello", "q")
+        follow = background("runs", "logs", run.id, "--follow", env=env, name="follow")
+        assert wait_until(lambda: "worker started" in worker.output(), timeout=60)
+        time.sleep(1)  # both are waiting on the server now
+        # When the server is stopped
+        stopping = time.monotonic()
+        server.process.stop(sig=signal.SIGTERM)
+        # Then it exits without waiting out the long polls, and logs no traceback
+        assert time.monotonic() - stopping < 4
+        assert "Traceback" not in server.process.output(), server.process.output()
+        assert follow.proc.poll() is None  # the watcher waits for the server to come back
+    finally:
+        server.stop()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import socket
 import sys
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from conveyor.cli._common import console, load_settings
 from conveyor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from conveyor.server.context import ServerContext
 
 __all__ = ["register"]
 
@@ -54,7 +59,20 @@ def start(
         ws="none",
         timeout_graceful_shutdown=5,  # long-polling claims are cut short on stop
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    _serve(config, app.state.context, sock)
+
+
+def _serve(config: Any, context: ServerContext, sock: socket.socket) -> None:
+    """Run uvicorn on ``sock``; a stop signal also ends the long polls (claims, watches) at once,
+    instead of the graceful shutdown waiting them out and then cancelling them."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            context.stop_waiting()
+            super().handle_exit(sig, frame)
+
+    Server(config).run(sockets=[sock])
 
 
 def _listen(host: str, port: int) -> socket.socket:

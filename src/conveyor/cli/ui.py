@@ -38,7 +38,7 @@ def ui(
             " (unset CONVEYOR_API_URL to open the local one)"
         )
         return
-    from conveyor.cli.server import _listen
+    from conveyor.cli.server import _listen, _serve
 
     sock = _listen("127.0.0.1", port)
     import uvicorn
@@ -60,4 +60,4 @@ def ui(
         ws="none",
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    _serve(config, app.state.context, sock)

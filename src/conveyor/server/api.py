@@ -233,7 +233,7 @@ def watch_run(
         ctx.sweep()
         found = ctx.db.read(look)
         remaining = deadline - time.monotonic()
-        if found.logs or found.run.state != state or remaining <= 0:
+        if found.logs or found.run.state != state or remaining <= 0 or ctx.stopping:
             return found
         ctx.doorbell.wait_blocking(min(ctx.poll_seconds, remaining), since=ticket)
 

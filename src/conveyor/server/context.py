@@ -138,6 +138,8 @@ class ServerContext:
     start_grace: bool = True
     watch: DatabaseWatch | None = None
     """Rings the doorbell when another process writes (SQLite on disk; see `watch_changes`)."""
+    stopping: bool = False
+    """Set when the server is told to stop: long polls answer at once instead of holding it."""
     _last_sweep: float = 0.0
     _sweep_lock: threading.Lock = field(default_factory=threading.Lock)
     _available_since: float = -math.inf
@@ -161,6 +163,12 @@ class ServerContext:
         """How long a waiter may sleep between queries (see `SLOW_POLL_SECONDS`)."""
         watch = self.watch
         return SLOW_POLL_SECONDS if watch is not None and watch.active else FAST_POLL_SECONDS
+
+    def stop_waiting(self) -> None:
+        """The server is stopping: wake every long poll and let none wait again (from any
+        thread)."""
+        self.stopping = True
+        self.doorbell.ring()
 
     def close(self) -> None:
         """Stop the watch and close the database's connections."""

@@ -35,7 +35,7 @@ async def claim_run(pool: str, body: ClaimRequest, request: Request, ctx: Ctx) -
         if run is not None:
             break
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or await request.is_disconnected():
+        if remaining <= 0 or ctx.stopping or await request.is_disconnected():
             run = await run_in_threadpool(api.reclaim, ctx, pool, body)
             if run is None:
                 return Response(status_code=204)
