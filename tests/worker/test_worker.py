@@ -334,3 +334,32 @@ def test_worker_waits_out_an_unavailable_server_and_says_so_once(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("server unavailable" in m for m in messages) == 1
     assert sum("server reachable again" in m for m in messages) == 1
+
+
+def test_the_worker_list_shows_runs_starting_and_ending_within_seconds(
+    settings, client, deploy, tmp_path
+) -> None:
+    # Given a worker with a limit of 2 that has sent its first heartbeat
+    deployment = deploy("sleepy")
+    worker = make_worker(settings, client, limit=2)
+    thread = threading.Thread(target=worker.work, daemon=True)
+    thread.start()
+
+    def running() -> int:
+        return next((w.running for w in client.list_workers() if w.name == "w1"), -1)
+
+    try:
+        assert wait_until(lambda: running() == 0, timeout=20)
+        # When two runs start on it
+        markers = [tmp_path / f"m{i}" for i in range(2)]
+        runs = [start(client, deployment, seconds=60, marker=str(m)) for m in markers]
+        assert wait_until(lambda: all(m.exists() for m in markers), timeout=30)
+        # Then the worker list says so within seconds, not at the next periodic heartbeat
+        assert wait_until(lambda: running() == 2, timeout=4)
+        # ...and says so again when they end
+        for run in runs:
+            client.cancel_run(run.id)
+        assert wait_until(lambda: running() == 0, timeout=6)
+    finally:
+        worker.stop(force=True)
+        thread.join(30)

@@ -60,6 +60,8 @@ __all__ = ["Worker", "default_worker_name"]
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10.0
+CHANGE_BEAT_SECONDS = 1.0
+"""A change in the number of running runs is reported sooner, but not more often than this."""
 MAX_BACKOFF_SECONDS = 5.0
 MIN_EMPTY_CLAIM_SECONDS = 0.1
 STILL_WAITING_SECONDS = 10.0
@@ -103,6 +105,8 @@ class Worker:
         self._stopping = threading.Event()
         self._force = threading.Event()
         self._next_heartbeat = 0.0
+        self._last_beat = -CHANGE_BEAT_SECONDS
+        self._reported_running = 0
         self._unreachable = False
         self._backoff = 0.25
         self._claim_id: str | None = None
@@ -204,7 +208,7 @@ class Worker:
                 if max_runs is not None and self.started >= max_runs:
                     break
                 if self.running >= self.limit:
-                    self._wait_for_change(HEARTBEAT_SECONDS)
+                    self._wait_for_change(max(self._until_heartbeat(), 0.01))
                     continue
                 asked = time.monotonic()
                 run = self._claim(wait_seconds=0 if burst else self.poll_seconds)
@@ -329,18 +333,27 @@ class Worker:
         for interrupt in interrupts:
             interrupt.set(reason)
 
+    def _until_heartbeat(self) -> float:
+        """Seconds until the next heartbeat is due (sooner when the running count changed)."""
+        due = self._next_heartbeat
+        if self.running != self._reported_running:
+            due = min(due, self._last_beat + CHANGE_BEAT_SECONDS)
+        return due - time.monotonic()
+
     def _heartbeat_if_due(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if now < self._next_heartbeat and not force:
+        if self._until_heartbeat() > 0 and not force:
             return
+        now = time.monotonic()
         self._next_heartbeat = now + HEARTBEAT_SECONDS
+        self._last_beat = now
+        self._reported_running = running = self.running  # a failed beat is not sent sooner
         try:
             self.client.worker_heartbeat(
                 self.name,
                 pool=self.pool,
                 labels=self.labels,
                 limit=self.limit,
-                running=self.running,
+                running=running,
                 cache=_cache_figures(self.handler.cache),
             )
         except Unauthorized:
