@@ -3,10 +3,11 @@
 Recipes (`RECIPES`) are YAML files shipped in ``conveyor/recipes/`` with ``<<field>>``
 placeholders (``{{ }}`` and ``${ }}`` belong to the file's own templates). `render` fills them
 from what the folder shows — its name, the first ``@flow`` function found (the entrypoint), the
-git remote ``origin`` and current branch (credentials stripped from the URL), whether there is
-a ``requirements.txt`` (then the pull steps install it) — and from ``--field key=value``
-overrides. `infer_recipe`: ``git`` when the folder is a git checkout with an ``origin``, else
-``local``.
+git remote ``origin`` and current branch (credentials stripped from the URL), the folder's
+place in its repository (a subfolder gets a ``set_working_directory`` step, so the entrypoint and
+``requirements.txt`` mean the same there as here), whether there is a ``requirements.txt`` (then
+the pull steps install it) — and from ``--field key=value`` overrides. `infer_recipe`:
+``git`` when the folder is a git checkout with an ``origin``, else ``local``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ def git_origin(folder: Path) -> tuple[str, str] | None:
     return url, branch if branch and branch != "HEAD" else "main"
 
 
+def _working_directory(folder: Path) -> str:
+    """The pull step that enters ``folder`` in the clone when it is a subfolder of its
+    repository (the clone holds the whole repository), else nothing."""
+    prefix = (_git(folder, "rev-parse", "--show-prefix") or "").strip("/")
+    if not prefix:
+        return ""
+    return (
+        "\n  - set_working_directory:               # this project is the repository's "
+        f"{prefix}/ folder"
+        f'\n      directory: "{{{{ clone.directory }}}}/{prefix}"'
+    )
+
+
 def infer_recipe(folder: Path) -> str:
     return "git" if git_origin(folder) is not None else "local"
 
@@ -112,6 +126,7 @@ def render(recipe: str, folder: Path, fields: Mapping[str, str] | None = None) -
         "folder": name,
         "image_name": f"registry.example.com/{name}",
         "requirements": _REQUIREMENTS,
+        "workdir": "",
     }
     if not (folder / "requirements.txt").is_file():
         values["requirements"] = " []" + _NO_REQUIREMENTS if recipe == "local" else _NO_REQUIREMENTS
@@ -123,9 +138,11 @@ def render(recipe: str, folder: Path, fields: Mapping[str, str] | None = None) -
                 hint="add one (git remote add origin URL), or pass --field repository=URL",
             )
         values["repository"], values["branch"] = origin or ("", "main")
+        values["workdir"] = _working_directory(folder) if origin is not None else ""
+    internal = {"recipe", "requirements", "workdir"}
     for key, value in (fields or {}).items():
-        if key not in values or key in ("recipe", "requirements"):
-            known = sorted(set(values) - {"recipe", "requirements"})
+        if key not in values or key in internal:
+            known = sorted(set(values) - internal)
             raise ConfigError(f"unknown field {key!r}", hint=f"fields: {', '.join(known)}")
         values[key] = value
     text = (_DIR / "_header.yaml").read_text(encoding="utf-8")

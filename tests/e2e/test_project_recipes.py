@@ -88,6 +88,35 @@ def test_the_git_recipe_finds_the_remote_and_branch_and_runs_the_pushed_commit(
     assert result == "HELLO RECIPE"
 
 
+def test_the_git_recipe_in_a_subfolder_of_the_repository_deploys_and_runs(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Given a pushed repository whose flow project is its subfolder flows/
+    remote = tmp_path / "remote.git"
+    _git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+    checkout = tmp_path / "checkout"
+    project = write_project(checkout / "flows")
+    _git("init", "-q", "-b", "main", cwd=checkout)
+    _git("remote", "add", "origin", remote.as_uri(), cwd=checkout)
+    _git("add", ".", cwd=checkout)
+    _git("commit", "-qm", "flows", cwd=checkout)
+    _git("push", "-q", "origin", "main", cwd=checkout)
+    head = _git("rev-parse", "HEAD", cwd=checkout)
+    env = command_env()
+
+    # When `conveyor init` writes the file in that subfolder and it is deployed from there
+    ok(conveyor("init", env=env, cwd=project))
+    text = (project / "conveyor.yaml").read_text()
+    assert "entrypoint: flows.py:hello" in text  # relative to this folder, as found here
+    assert 'directory: "{{ clone.directory }}/flows"' in text  # so the clone enters it too
+    out = ok(conveyor("deploy", env=env, cwd=project))
+
+    # Then the flow loads from the subfolder of the pinned commit, and it runs
+    assert f"deployment hello/default version {head}" in out
+    _, result = run_deployment(settings, "hello", "default")
+    assert result == "HELLO RECIPE"
+
+
 @pytest.mark.parametrize(
     ("recipe", "step"),
     [
