@@ -1,6 +1,7 @@
 """The project files on the command line: ``deploy --name`` reads and checks only the named
 deployment of prefect.yaml or conveyor.yaml (the shared sections still are); ``init`` without a
-flow says what to do instead of ``next: conveyor deploy``."""
+flow says what to do instead of ``next: conveyor deploy``; ``deploy --dry-run`` names the source
+a deploy would use."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from e2e.conftest import command_env, conveyor, ok, one_line_error
-from worker.flows_project import write_project
+from fixtures.git_server import Repos, git_repos_root, repos  # noqa: F401 - fixtures
+from worker.flows_project import FLOWS, HELPERS, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +93,46 @@ def test_init_with_a_flow_says_next_deploy(tmp_path: Path) -> None:
 
     assert out.splitlines()[-1] == "next: conveyor deploy"
     assert "entrypoint: flows.py:hello" in (project / "conveyor.yaml").read_text()
+
+
+def test_a_dry_run_names_the_source_a_deploy_would_use_and_stores_nothing(
+    tmp_path: Path,
+    repos: Repos,  # noqa: F811
+) -> None:
+    # Given a git repository holding the flow, and a folder whose conveyor.yaml clones it
+    repo = repos.make("dry-run")
+    head = repo.commit({"flows.py": FLOWS.lstrip(), "helpers.py": HELPERS.lstrip()})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conveyor.yaml").write_text(
+        f"pull:\n  - git_clone: {{repository: {repo.file_url}, branch: main}}\n"
+        "deployments:\n  - {name: nightly, entrypoint: flows.py:hello}\n"
+    )
+    env = command_env()
+
+    folder = write_project(tmp_path / "folder")  # and a plain folder holding it
+
+    # When a deploy from the URL, one from the project file and one of the folder are dry runs
+    by_url = ok(
+        conveyor(
+            "deploy", "flows.py:hello", "-n", "x", "--source", repo.file_url, "--branch", "main",
+            "--dry-run", env=env, cwd=tmp_path,
+        )
+    )  # fmt: skip
+    by_file = ok(conveyor("deploy", "--dry-run", env=env, cwd=project))
+    by_folder = ok(
+        conveyor("deploy", "flows.py:hello", "-n", "x", "--dry-run", env=env, cwd=folder)
+    )
+
+    # Then each names the git repository and says the deployment pins it (not a folder called
+    # "file:" and a bundle), the folder's says bundle, and nothing was stored
+    for out in (by_url, by_file):
+        assert repo.file_url in out.splitlines()[0]
+        assert "/file:" not in out
+        assert out.splitlines()[1] == (
+            "# no image build: the deployment pins the version its ref resolves to"
+        )
+    assert str(folder) in by_folder.splitlines()[0]
+    assert by_folder.splitlines()[1] == "# no image build: the code is stored as a bundle"
+    assert ok(conveyor("deployments", "ls", "--json", env=env)).strip() == "[]"
+    assert f"version {head}" in ok(conveyor("deploy", env=env, cwd=project))

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
     from conveyor.project import ProjectDeployment
     from conveyor.schemas import LogLine, Run
+    from conveyor.sources.base import Source
 
 __all__ = ["parse_params", "register", "split_deployment", "watch_run"]
 
@@ -171,9 +172,15 @@ def deploy(
         for flow_entrypoint, deployment_name, entry in targets:
             if dry_run:
                 folder = project.path.parent if project is not None and source is None else None
+                planned = (
+                    project.source(entry)
+                    if project is not None and source is None and not options
+                    else from_source(source or ".", flow_entrypoint, **options).source
+                )
                 _print_plan(
                     deployment_name,
                     flow_entrypoint,
+                    planned,
                     folder=folder or Path(source or "."),
                     image=image,
                     build_steps=project.build_steps(entry) if project is not None else [],
@@ -250,16 +257,18 @@ def _deploy_time_outputs(
 def _print_plan(
     name: str,
     entrypoint: str,
+    code: Source,
     *,
     folder: Path,
     image: str | None,
     build_steps: list[dict[str, Any]],
 ) -> None:
-    """``--dry-run``: what would be deployed, and the Dockerfile of an image build."""
+    """``--dry-run``: what would be deployed from ``code`` (the source a deploy would use), and
+    the Dockerfile of an image build (of ``folder``)."""
     from conveyor.docker import DockerImage
     from conveyor.steps import parse_step
 
-    console.print(f"# deployment {name} ({entrypoint}) from {folder.resolve()}", markup=False)
+    console.print(f"# deployment {name} ({entrypoint}) from {code.describe()}", markup=False)
     docker_image: DockerImage | None = DockerImage(image) if image else None
     for step in build_steps:
         step_name, arguments, _ = parse_step(step)
@@ -271,7 +280,12 @@ def _print_plan(
                 base_image=arguments.get("base_image"),
             )
     if docker_image is None:
-        console.print("# no image build: the code is stored as a bundle", markup=False)
+        how = (
+            "the deployment pins the version its ref resolves to"
+            if code.supports_versioning
+            else "the code is stored as a bundle"
+        )
+        console.print(f"# no image build: {how}", markup=False)
         return
     console.print(f"# image {docker_image.ref}", markup=False)
     console.print(docker_image.dockerfile_text(folder), markup=False, highlight=False, end="")
