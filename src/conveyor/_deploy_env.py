@@ -46,9 +46,11 @@ def preflight_python(
     """The interpreter of the deployment's run environment, built here; None without one.
     ``job_variables`` are the run's (the pool's defaults included)."""
     spec = EnvSpec()
+    top = tree.resolve()
     for file in requirement_files(tree, root, pull_steps):
-        text, constraints = read_requirements(file, root=tree.resolve())
-        spec = spec.merged(EnvSpec(requirements=text, constraints=constraints))
+        text, constraints = read_requirements(file, root=top)
+        name = file.relative_to(top).as_posix() if file.is_relative_to(top) else file.name
+        spec = spec.merged(EnvSpec(requirements=text, constraints=constraints, names=(name,)))
     extra = job_variables.get("EXTRA_PIP_PACKAGES")
     env = run_environ_here(job_variables, store=store)
     extras = run_extras(env, extra_packages=extra if isinstance(extra, str) else None)
@@ -57,6 +59,7 @@ def preflight_python(
         constraints=spec.constraints,
         packages=tuple(p for p in extras.packages if "{{" not in p and "${" not in p),
         index=extras.index,
+        names=spec.names,  # what `conveyor cache ls` and the run's log name it by
     )
     if full.empty:
         return None

@@ -70,6 +70,10 @@ def test_deploy_checks_requirements_against_the_deployments_own_index_settings(
     # When it is deployed, run and worked on
     out = ok(conveyor("deploy", env=env, cwd=project, timeout=120))
     assert "deployment report/private" in out
+    # (the environment the deploy built is listed by what it holds, not as empty)
+    listed = ok(conveyor("cache", "ls", env=env))
+    assert "environment: requirements.txt" in listed
+    assert "no requirements" not in listed
     ok(conveyor("run", "report/private", env=env, timeout=60))
     ok(conveyor("worker", "start", "--burst", env=env, timeout=120))
 
