@@ -395,3 +395,30 @@ def test_a_deploy_without_job_variables_loads_no_schema_validator(
         from_source(project, "flows.py:hello").deploy(
             "typed", settings=settings, client=client, job_variables={"stream_output": "loud"}
         )
+
+
+def test_prefects_deploy_spellings_are_taken_or_refused_in_one_line(settings, client, project):
+    # Given a second pool, and a flow as Prefect users write its deploy
+    client.create_pool("gpu")
+    flow_ = flow.from_source(source=project, entrypoint="flows.py:hello")
+
+    # When it is deployed with Prefect's work_pool_name (and empty scheduling options)
+    deployment = flow_.deploy(
+        name="pf", work_pool_name="gpu", schedules=[], cron=None, settings=settings, client=client
+    )
+
+    # Then that pool is the deployment's; scheduling is refused in one line, conflicting pools
+    # too, and nothing more was stored; any other unknown keyword stays Python's TypeError
+    assert deployment.work_pool == "gpu"
+    refused = [
+        ({"cron": "0 * * * *"}, "cron is not supported by Conveyor"),
+        ({"interval": 3600}, "interval is not supported by Conveyor"),
+        ({"work_pool": "default2", "work_pool_name": "gpu"}, "disagree"),
+    ]
+    for options, message in refused:
+        with pytest.raises(ConfigError, match=message) as caught:
+            flow_.deploy("pf2", settings=settings, client=client, **options)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'work_pol'"):
+        flow_.deploy("pf2", settings=settings, client=client, work_pol="gpu")
+    assert [d.name for d in client.list_deployments()] == ["pf"]

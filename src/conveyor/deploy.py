@@ -102,8 +102,14 @@ class DeployableFlow:
         image: str | DockerImage | None = None,
         build: bool = True,
         push: bool = True,
+        work_pool_name: str | None = None,
+        **prefect_only: Any,
     ) -> Deployment:
         """Create or update deployment ``name`` of this flow; returns it (with its revision).
+
+        Prefect's spellings: ``work_pool_name`` is ``work_pool``; its scheduling options
+        (``cron``, ``interval``, ``rrule``, ``schedules``, ``triggers``, ``concurrency_limit``,
+        ``paused``) are refused in one line unless empty, as in a ``prefect.yaml``.
 
         ``notify`` receives notes worth telling the person deploying (default: a log warning).
         ``result_storage`` (a URL such as ``s3://bucket/results``, or a storage block) is where
@@ -112,6 +118,7 @@ class DeployableFlow:
         else kept on this machine) and pins the deployment to its digest; with ``build=False``
         it is only the image container pools run (see `conveyor.docker._deploy`).
         """
+        work_pool = _prefect_options(work_pool, work_pool_name, prefect_only)
         if result_storage is not None:
             to_spec = getattr(result_storage, "to_spec", None)
             stored = to_spec() if callable(to_spec) else result_storage
@@ -432,6 +439,41 @@ def _check_job_variables(template: Mapping[str, Any], job_variables: Mapping[str
         from conveyor._jobs import check_job_variables
 
         check_job_variables(template, job_variables)
+
+
+_SCHEDULING = frozenset(
+    {
+        "cron",
+        "interval",
+        "rrule",
+        "schedule",
+        "schedules",
+        "triggers",
+        "concurrency_limit",
+        "paused",
+    }
+)
+
+
+def _prefect_options(work_pool: str, work_pool_name: str | None, others: Mapping[str, Any]) -> str:
+    """The work pool, from Prefect's ``work_pool_name`` too; a one-line error for Prefect's
+    scheduling options (unless empty), Python's own for any other unknown keyword."""
+    for key, value in others.items():
+        if key not in _SCHEDULING:
+            raise TypeError(f"deploy() got an unexpected keyword argument {key!r}")
+        if value:
+            raise ConfigError(
+                f"{key} is not supported by Conveyor: it has no schedules or triggers",
+                hint="start runs with `conveyor run` or the API (from cron or a scheduler)",
+            )
+    if work_pool_name is None:
+        return work_pool
+    if work_pool not in ("default", work_pool_name):
+        raise ConfigError(
+            f"work_pool={work_pool!r} and work_pool_name={work_pool_name!r} disagree",
+            hint="give one of them (work_pool_name is Prefect's name for work_pool)",
+        )
+    return work_pool_name
 
 
 def _check_name(name: str) -> None:
