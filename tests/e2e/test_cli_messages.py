@@ -1,6 +1,7 @@
 """Mistakes a person makes on the command line get one line that says what to do, without
 Python's internals or a "this is a bug" hint: a malformed CONVEYOR_API_URL, one ending in /api,
-an empty run id, an option the source does not take, an entrypoint that is not a flow; and a
+an empty run id, an option the source does not take, an entrypoint that is not a flow, a flow
+name where ``runs ls -d`` wants FLOW/NAME; Prefect's state names (``Completed``) are taken; and a
 special file in the project is no log line during deploy."""
 
 from __future__ import annotations
@@ -89,3 +90,27 @@ def test_a_fifo_in_the_project_is_skipped_without_a_log_line(tmp_path: Path) -> 
     assert "WARNING" not in result.stderr, result.stderr
     debug = conveyor("--debug", "deploy", "flows.py:hello", "--name", "x", env=env, cwd=project)
     assert "skipping special file path=fifo" in debug.stderr
+
+
+def test_runs_ls_takes_prefects_state_names_and_wants_flow_slash_name(tmp_path: Path) -> None:
+    # Given one completed run and one failed run of a deployment
+    project = write_project(tmp_path / "project")
+    env = command_env()
+    ok(conveyor("deploy", "flows.py:hello", "--name", "ok", env=env, cwd=project))
+    ok(conveyor("deploy", "flows.py:boom", "--name", "bad", env=env, cwd=project))
+    ok(conveyor("run", "hello/ok", env=env))
+    ok(conveyor("run", "boom/bad", env=env))
+    ok(conveyor("worker", "start", "--burst", env=env, timeout=120))
+
+    # When the runs are listed by state as Prefect writes it, and by a flow name alone
+    completed = ok(conveyor("runs", "ls", "--state", "Completed", env=env))
+    failed = ok(conveyor("runs", "ls", "--state", "FAILED", env=env))
+    flow_only = conveyor("runs", "ls", "-d", "hello", env=env)
+
+    # Then each state lists its run, and a flow name alone says how to name a deployment
+    assert "hello/ok" in completed
+    assert "boom/bad" not in completed
+    assert "boom/bad" in failed
+    assert "hello/ok" not in failed
+    assert one_line_error(flow_only) == "'hello' is not a deployment"
+    assert "hint: name it FLOW/DEPLOYMENT" in flow_only.stderr

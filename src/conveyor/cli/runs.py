@@ -69,7 +69,9 @@ def _duration(run: Run) -> str:
 @runs_app.command("ls")
 def ls(
     deployment: str | None = typer.Option(None, "--deployment", "-d", help="Only FLOW/NAME."),
-    state: str | None = typer.Option(None, "--state", help="Only runs in this state."),
+    state: str | None = typer.Option(
+        None, "--state", help="Only runs in this state (completed, failed, ...; any case)."
+    ),
     pool: str | None = typer.Option(None, "--pool", help="Only runs of this work pool."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000, help="How many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -79,11 +81,15 @@ def ls(
 
     from conveyor.schemas import RunState
 
-    try:
-        wanted = RunState(state) if state else None
+    try:  # any case: Prefect writes Completed, its API COMPLETED
+        wanted = RunState(state.lower()) if state else None
     except ValueError:
         choices = ", ".join(s.value for s in RunState)
         raise ConfigError(f"unknown state {state!r}", hint=f"use one of: {choices}") from None
+    if deployment is not None:
+        from conveyor.cli.deploy import split_deployment
+
+        split_deployment(deployment)  # FLOW/NAME, or a one-line error saying so
     with client() as api:
         runs = api.list_runs(deployment=deployment, state=wanted, limit=limit, pool=pool)
     if as_json:
