@@ -82,6 +82,50 @@ def test_the_run_form_refuses_what_the_api_refuses_with_the_same_message(web, ap
     assert 'name="param.lines" value="many"' in answer.text  # the form comes back as typed
 
 
+ENUM_FLOW = """
+from enum import Enum
+
+from conveyor import flow
+
+
+class Color(str, Enum):
+    red = "red"
+    blue = "blue"
+
+
+@flow
+def paint(color: Color = Color.red, accent: Color | None = None) -> str:
+    return f"{color.value}/{accent.value if accent else '-'}"
+"""
+
+
+def test_an_enum_parameter_is_a_select_and_the_form_runs_it_as_the_cli_does(
+    site, web, api, tmp_path: Path
+) -> None:
+    # Given a deployment whose flow takes an enum.Enum parameter (and an optional one)
+    folder = tmp_path / "paint"
+    folder.mkdir()
+    (folder / "flows.py").write_text(ENUM_FLOW.lstrip())
+    ok(conveyor("deploy", "flows.py:paint", "--name", "enum", env=site.env, cwd=folder))
+
+    # When its page is shown, and its run form submitted with "blue" chosen
+    page = web.get("/deployments/paint/enum").text
+    answer = web.post(
+        "/deployments/paint/enum/runs",
+        data={"csrf_token": csrf_of(page), "param.color": '"blue"', "param.accent": '"red"'},
+    )
+
+    # Then both are selects offering the enum's values (red pre-selected), not JSON text areas,
+    # and the run gets the values the CLI's --param color=blue gives
+    for name in ("color", "accent"):
+        assert re.search(rf'<select[^>]*name="param\.{name}"', page), name
+        assert not re.search(rf'<textarea[^>]*name="param\.{name}"', page), name
+    assert re.search(r'<option value="(&#34;|&quot;)red(&#34;|&quot;)" selected', page)
+    assert answer.status_code == 303, answer.text
+    run = api.get_run(answer.headers["location"].removeprefix("/runs/"))
+    assert run.parameters == {"color": "blue", "accent": "red"}
+
+
 # --- runs ---------------------------------------------------------------------------------------
 
 

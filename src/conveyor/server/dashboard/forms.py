@@ -1,13 +1,13 @@
 """The run form: HTML fields from a deployment's parameter JSON Schema, and the form back to JSON.
 
 `parameter_fields` makes one `ParamField` per schema property, in signature order: a text box
-for strings, a number box for integers and numbers, a checkbox for booleans, a select for enums,
-a password box (never pre-filled) for secret parameters, and a JSON text area for everything
-else (lists, objects, unions). `parse_parameters` turns a submitted form into parameters:
-numbers are converted when they parse (otherwise passed on as text, so the server's validation
-names the parameter and what it expected), JSON fields are decoded, and an empty field is left
-out so the deployment's default applies. The values are then validated by the same
-`create_run` the API and the CLI use.
+for strings, a number box for integers and numbers, a checkbox for booleans, a select for enums
+(``Literal`` or `enum.Enum`), a password box (never pre-filled) for secret parameters, and a JSON
+text area for everything else (lists, objects, unions). `parse_parameters` turns a submitted form
+into parameters: numbers are converted when they parse (otherwise passed on as text, so the
+server's validation names the parameter and what it expected), JSON fields are decoded, and an
+empty field is left out so the deployment's default applies. The values are then validated by the
+same `create_run` the API and the CLI use.
 """
 
 from __future__ import annotations
@@ -45,6 +45,24 @@ class ParamField:
     @property
     def input_name(self) -> str:
         return FIELD_PREFIX + self.name
+
+
+def _with_enums(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``prop`` with a ``$ref`` to an enum of the schema's ``$defs`` (an `enum.Enum` parameter,
+    optional or not) replaced by that enum, so it gets a select as a ``Literal`` does."""
+
+    def resolved(node: Any) -> Any:
+        ref = node.get("$ref") if isinstance(node, Mapping) else None
+        target = defs.get(ref.removeprefix("#/$defs/")) if isinstance(ref, str) else None
+        if not isinstance(target, Mapping) or not isinstance(target.get("enum"), list):
+            return node
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+
+    found: Mapping[str, Any] = resolved(prop)
+    for key in ("anyOf", "oneOf"):
+        if isinstance(found.get(key), list):
+            found = {**found, key: [resolved(branch) for branch in found[key]]}
+    return found
 
 
 def _branches(prop: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], bool]:
@@ -115,10 +133,12 @@ def parameter_fields(
         return []
     required = set(schema.get("required") or [])
     ordered = sorted(properties.items(), key=lambda kv: (kv[1].get("position", 1_000_000), kv[0]))
+    defs = schema.get("$defs")
     fields = []
     for name, prop in ordered:
         if not isinstance(prop, Mapping):
             continue
+        prop = _with_enums(prop, defs if isinstance(defs, Mapping) else {})
         widget, type_label, nullable = _widget(prop)
         default = defaults.get(name, prop.get("default", _UNSET))
         key = FIELD_PREFIX + name
