@@ -114,13 +114,21 @@ class Credentials:
         object.__setattr__(made, "name", name)
         return made
 
-    def save(self, name: str, *, store: WritableSecretStore | None = None) -> Self:
-        """Store these credentials as ``name`` in the encrypted secret store (replacing any)."""
+    def save(
+        self, name: str, *, overwrite: bool = True, store: WritableSecretStore | None = None
+    ) -> Self:
+        """Store these credentials as ``name`` in the encrypted secret store, replacing any
+        (``overwrite=False``: refuse a name already saved, as Prefect's blocks do by default)."""
         secret_name = credentials_secret_name(name)
         payload = json.dumps(self.to_data(), sort_keys=True)
         with _store(store) as target:
             if not isinstance(target, WritableSecretStore):
                 raise ConfigError("this secret store cannot save credentials")
+            if not overwrite and target.get_secret(secret_name) is not None:
+                raise ConfigError(
+                    f"credentials {name!r} exist already",
+                    hint="pass overwrite=True to replace them",
+                )
             target.set_secret(secret_name, payload)
         object.__setattr__(self, "name", name)
         return self

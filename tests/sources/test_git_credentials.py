@@ -175,6 +175,22 @@ def test_save_and_load_through_the_encrypted_store(api: ConveyorClient, settings
             assert TOKEN.encode() not in path.read_bytes(), path
 
 
+def test_save_takes_prefects_overwrite_keyword(api: ConveyorClient) -> None:
+    # Given credentials saved as Prefect's docs write it (overwrite=True), twice
+    GitHubCredentials(token="first-token").save("gh", overwrite=True, store=api)
+    GitHubCredentials(token=TOKEN).save("gh", overwrite=True, store=api)
+
+    # When saved again under that name with overwrite=False
+    with pytest.raises(ConfigError, match="credentials 'gh' exist already") as refused:
+        GitHubCredentials(token="other-token").save("gh", overwrite=False, store=api)
+
+    # Then that is refused with a hint, and the last overwrite is what is stored
+    assert refused.value.hint == "pass overwrite=True to replace them"
+    assert GitHubCredentials.load("gh", store=api).token == Secret(TOKEN)
+    GitHubCredentials(token="new-token").save("new", overwrite=False, store=api)  # a new name
+    assert GitHubCredentials.load("new", store=api).token == Secret("new-token")
+
+
 def test_load_credentials_by_name_typed_then_plain_secret_then_environment(
     api: ConveyorClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
