@@ -1,8 +1,9 @@
 """Mistakes a person makes on the command line get one line that says what to do, without
 Python's internals or a "this is a bug" hint: a malformed CONVEYOR_API_URL, one ending in /api,
 an empty run id, an option the source does not take, an entrypoint that is not a flow, a flow
-name where ``runs ls -d`` wants FLOW/NAME; Prefect's state names (``Completed``) are taken; and a
-special file in the project is no log line during deploy."""
+name where ``runs ls -d`` wants FLOW/NAME, ``prefect deploy``'s ``-p POOL`` (``-p`` is ``--param``
+here); Prefect's state names (``Completed``) are taken; and a special file in the project is no
+log line during deploy."""
 
 from __future__ import annotations
 
@@ -114,3 +115,16 @@ def test_runs_ls_takes_prefects_state_names_and_wants_flow_slash_name(tmp_path: 
     assert "hello/ok" not in failed
     assert one_line_error(flow_only) == "'hello' is not a deployment"
     assert "hint: name it FLOW/DEPLOYMENT" in flow_only.stderr
+
+
+def test_prefects_deploy_dash_p_for_the_pool_says_dash_p_is_param_here(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "project")
+    env = command_env()
+
+    result = conveyor("deploy", "flows.py:hello", "-n", "x", "-p", "gpu", env=env, cwd=project)
+
+    assert one_line_error(result) == "--param 'gpu' is not KEY=VALUE"
+    assert "hint: -p is --param (e.g. -p n=3); for the work pool write --pool gpu" in (
+        result.stderr
+    )
+    assert ok(conveyor("deployments", "ls", "--json", env=env)).strip() == "[]"

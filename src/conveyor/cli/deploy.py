@@ -126,6 +126,12 @@ def deploy(
         )
         if value is not None
     }
+    for item in param:
+        if "=" not in item:  # `prefect deploy -p POOL`: here -p is --param
+            raise ConfigError(
+                f"--param {item!r} is not KEY=VALUE",
+                hint=f"-p is --param (e.g. -p n=3); for the work pool write --pool {item}",
+            )
     parameters = parse_params(param)
     file: Any = prefect_yaml if prefect_yaml is not None else find_project(".")
     if name is not None and "/" in name and file:
