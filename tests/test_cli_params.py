@@ -206,3 +206,31 @@ def test_a_refused_request_model_is_still_one_line(tmp_path) -> None:
         "which is not valid Unicode"
     )
     assert said == "send valid Unicode text (UTF-8)"
+
+
+def test_a_number_given_for_text_is_refused_with_a_hint_that_works(tmp_path, settings) -> None:
+    # Given a deployment of a flow taking a text parameter
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "flows.py").write_text(
+        "from conveyor import flow\n\n@flow\ndef mail(zip: str) -> str:\n    return zip\n"
+    )
+    assert conveyor("deploy", "flows.py:mail", "--name", "m", cwd=project).returncode == 0
+
+    # When it is run with digits (JSON reads them as a number)
+    refused = one_error(conveyor("run", "mail/m", "--param", "zip=12345", cwd=project))
+
+    # Then the hint says how to write them as text, and the shell form it gives works
+    shell = "--param zip='\"12345\"'"
+    assert refused == (
+        "mail/m: parameter 'zip': 12345 is not a string",
+        f'got a number; values are JSON, so write the text as "12345" (in a shell: {shell})',
+    )
+    argv = subprocess.run(
+        ["sh", "-c", f'printf "%s\\n" {shell}'], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    done = conveyor("run", "mail/m", *argv, cwd=project)
+    assert done.returncode == 0, done.stderr
+    with connect(settings) as client:
+        (run,) = client.list_runs()
+    assert run.parameters == {"zip": "12345"}

@@ -147,7 +147,18 @@ CASES: list[tuple[dict[str, Any], str, str | None]] = [
     ({}, "missing required parameter 'name'", TAKES),
     ({"name": "a", "nme": 1}, "unknown parameter 'nme'", "did you mean 'name'?"),
     ({"name": "a", "zzz": 1}, "unknown parameter 'zzz'", TAKES),
-    ({"name": 1}, "parameter 'name': 1 is not a string", "got a number"),
+    (
+        {"name": 1},
+        "parameter 'name': 1 is not a string",
+        'got a number; values are JSON, so write the text as "1" '
+        """(in a shell: --param name='"1"')""",
+    ),
+    (
+        {"name": True},
+        "parameter 'name': True is not a string",
+        'got a boolean; values are JSON, so write the text as "true" '
+        "(in a shell: --param name='\"true\"')",
+    ),
     ({"name": "a", "n": "abc"}, "parameter 'n': 'abc' is not a valid integer", "got a string"),
     (
         {"name": "a", "n": "3"},

@@ -334,9 +334,22 @@ def _schema_error(
     expected = _expected(error, schema)
     if expected:
         return ConfigError(
-            f"parameter {where!r}: {shown} is not {expected}", hint=_type_hint(instance)
+            f"parameter {where!r}: {shown} is not {expected}",
+            hint=_type_hint(instance, text=where if _plain_text(expected, path, node) else None),
         )
     return ConfigError(f"parameter {where!r}: {error.message}")
+
+
+def _plain_text(expected: str, path: Sequence[Any], node: Any) -> bool:
+    """Whether a top-level parameter wants plain text (no format such as a date, not a
+    secret): then a number given for it is probably text the JSON reading made a number."""
+    return (
+        expected == "a string"
+        and len(path) == 1
+        and isinstance(node, Mapping)
+        and "format" not in node
+        and not node.get("writeOnly")
+    )
 
 
 def _expected(error: JsonSchemaError, root: Mapping[str, Any]) -> str:
@@ -395,7 +408,10 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _type_hint(value: Any) -> str:
+def _type_hint(value: Any, *, text: str | None = None) -> str:
+    """What was given; for a JSON number, boolean or null where the parameter ``text`` wants a
+    string (``--param zip=02134`` reads as text, ``zip=12345`` as a number), how to write it as
+    text instead, on a shell too."""
     if isinstance(value, str):
         try:
             decoded = json.loads(value)
@@ -403,6 +419,12 @@ def _type_hint(value: Any) -> str:
             decoded = value
         if not isinstance(decoded, str):
             return f"got a string; values are JSON, so write {value} without quotes"
+    if text is not None and (value is None or isinstance(value, bool | int | float)):
+        quoted = json.dumps(json.dumps(value))
+        return (
+            f"got {_json_type(value)}; values are JSON, so write the text as {quoted} "
+            f"(in a shell: --param {text}='{quoted}')"
+        )
     return f"got {_json_type(value)}"
 
 
