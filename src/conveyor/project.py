@@ -252,6 +252,15 @@ def load_project(
             f"{file}: {where}: {first['msg']}",
             hint="check the file against `conveyor project schema`",
         ) from None
+    for d in parsed.deployments:
+        pool = d.work_pool
+        queue = pool.work_queue_name if isinstance(pool, _WorkPool) else None
+        if isinstance(pool, _WorkPool) and queue not in (None, "default"):
+            notes.append(
+                f"{file.name}: deployment {d.name}: work_queue_name {queue!r} is ignored "
+                f"(Conveyor has no work queues): its runs go to work pool {pool.name!r}; "
+                "give them a pool of their own to keep them apart"
+            )
     names = [d.name for d in parsed.deployments]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -136,3 +136,28 @@ def test_a_dry_run_names_the_source_a_deploy_would_use_and_stores_nothing(
     assert by_folder.splitlines()[1] == "# no image build: the code is stored as a bundle"
     assert ok(conveyor("deployments", "ls", "--json", env=env)).strip() == "[]"
     assert f"version {head}" in ok(conveyor("deploy", env=env, cwd=project))
+
+
+@pytest.mark.parametrize("file", ["prefect.yaml", "conveyor.yaml"])
+def test_a_work_queue_is_named_as_ignored_not_dropped_silently(file: str, tmp_path: Path) -> None:
+    # Given a deployment that asks for Prefect's work queue "high" of pool default
+    project = write_project(tmp_path / "project")
+    (project / file).write_text(
+        "deployments:\n  - name: urgent\n    entrypoint: flows.py:hello\n"
+        "    work_pool: {name: default, work_queue_name: high}\n"
+        "  - name: plain\n    entrypoint: flows.py:hello\n"
+        "    work_pool: {name: default, work_queue_name: default}\n"
+    )
+
+    # When it is deployed
+    result = conveyor("deploy", env=command_env(), cwd=project)
+
+    # Then it deploys to the pool, with one note saying the queue is not kept (none for the
+    # default queue, which is what Conveyor does anyway)
+    assert "deployment hello/urgent version" in ok(result)
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: {file}: deployment urgent: work_queue_name 'high' is ignored (Conveyor has no "
+        "work queues): its runs go to work pool 'default'; give them a pool of their own to keep "
+        "them apart"
+    ]
