@@ -402,14 +402,28 @@ def test_prefects_deploy_spellings_are_taken_or_refused_in_one_line(settings, cl
     client.create_pool("gpu")
     flow_ = flow.from_source(source=project, entrypoint="flows.py:hello")
 
-    # When it is deployed with Prefect's work_pool_name (and empty scheduling options)
+    # When it is deployed with Prefect's work_pool_name and work_queue_name (and empty
+    # scheduling options)
+    notes: list[str] = []
     deployment = flow_.deploy(
-        name="pf", work_pool_name="gpu", schedules=[], cron=None, settings=settings, client=client
+        name="pf",
+        work_pool_name="gpu",
+        work_queue_name="high",
+        schedules=[],
+        cron=None,
+        settings=settings,
+        client=client,
+        notify=notes.append,
     )
 
-    # Then that pool is the deployment's; scheduling is refused in one line, conflicting pools
-    # too, and nothing more was stored; any other unknown keyword stays Python's TypeError
+    # Then that pool is the deployment's, a note says the queue is not kept; scheduling is
+    # refused in one line, conflicting pools too, and nothing more was stored; any other unknown
+    # keyword stays Python's TypeError
     assert deployment.work_pool == "gpu"
+    assert notes == [
+        "work_queue_name 'high' is ignored (Conveyor has no work queues): the runs go to work "
+        "pool 'gpu'; give them a pool of their own to keep them apart"
+    ]
     refused = [
         ({"cron": "0 * * * *"}, "cron is not supported by Conveyor"),
         ({"interval": 3600}, "interval is not supported by Conveyor"),

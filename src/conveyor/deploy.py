@@ -107,7 +107,8 @@ class DeployableFlow:
     ) -> Deployment:
         """Create or update deployment ``name`` of this flow; returns it (with its revision).
 
-        Prefect's spellings: ``work_pool_name`` is ``work_pool``; its scheduling options
+        Prefect's spellings: ``work_pool_name`` is ``work_pool``; ``work_queue_name`` is
+        ignored with a note (there are no work queues); its scheduling options
         (``cron``, ``interval``, ``rrule``, ``schedules``, ``triggers``, ``concurrency_limit``,
         ``paused``) are refused in one line unless empty, as in a ``prefect.yaml``.
 
@@ -118,7 +119,13 @@ class DeployableFlow:
         else kept on this machine) and pins the deployment to its digest; with ``build=False``
         it is only the image container pools run (see `conveyor.docker._deploy`).
         """
+        queue = prefect_only.pop("work_queue_name", None)
         work_pool = _prefect_options(work_pool, work_pool_name, prefect_only)
+        if queue not in (None, "default"):
+            (notify or _warn)(
+                f"work_queue_name {queue!r} is ignored (Conveyor has no work queues): the runs "
+                f"go to work pool {work_pool!r}; give them a pool of their own to keep them apart"
+            )
         if result_storage is not None:
             to_spec = getattr(result_storage, "to_spec", None)
             stored = to_spec() if callable(to_spec) else result_storage
