@@ -411,12 +411,18 @@ def entrypoint_for(flow: Any, *, cwd: Path | None = None) -> tuple[Path, str]:
 
 
 def _relative_entrypoint(source: Source, entrypoint: str) -> str:
-    """A file entrypoint relative to a folder source (absolute or ./ forms accepted)."""
+    """A file entrypoint relative to a folder source (absolute or ./ forms accepted, and a path
+    from the working directory into the folder: ``examples/hello/flows.py`` for the folder
+    ``examples/hello``, when the folder itself has no such path)."""
     where, colon, attribute = entrypoint.rpartition(":")
     folder = getattr(source, "path", None)
     if not colon or not where.endswith(".py") or not isinstance(folder, Path):
         return entrypoint
     path = Path(where)
+    if not path.is_absolute() and not (folder / path).exists():
+        here = Path.cwd() / path
+        if here.is_file() and here.resolve().is_relative_to(folder.resolve()):
+            path = here
     if path.is_absolute():
         if not path.resolve().is_relative_to(folder.resolve()):
             raise ConfigError(

@@ -1,6 +1,7 @@
 """What a newcomer pastes from the README works (issue 7, item 18): ``conveyor deploy`` with only
 a ``conveyor.yaml``, a ``file://`` git repository as ``--source``, the git options on the command
-line, and the server's health probe without the API key."""
+line, an entrypoint written from the working directory into ``--source``'s folder, and the
+server's health probe without the API key."""
 
 from __future__ import annotations
 
@@ -117,3 +118,36 @@ def test_the_health_probe_answers_without_the_api_key(tmp_path: Path) -> None:
         assert refused.value.code == 401  # the bundle store is behind the key too
     finally:
         server.stop()
+
+
+def test_an_entrypoint_written_from_here_into_the_source_folder_deploys(tmp_path: Path) -> None:
+    # Given a project folder below the working directory, as examples/hello is in this repository
+    env = command_env()
+    write_project(tmp_path / "examples" / "hello")
+
+    # When its flow is named by the path from here (as `prefect deploy` takes it), ./ or not
+    out = ok(
+        conveyor(
+            "deploy", "examples/hello/flows.py:hello", "--name", "here", "--source",
+            "examples/hello", env=env, cwd=tmp_path,
+        )
+    )  # fmt: skip
+    dotted = ok(
+        conveyor(
+            "deploy", "./examples/hello/flows.py:hello", "--name", "dotted", "--source",
+            "examples/hello", env=env, cwd=tmp_path,
+        )
+    )  # fmt: skip
+    missing = conveyor(
+        "deploy", "examples/hello/nope.py:hello", "--name", "x", "--source", "examples/hello",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+
+    # Then both deploy the folder with the entrypoint inside it; a file that is not there is
+    # still named, relative to the folder
+    assert "deployment hello/here version sha256-" in out
+    assert "deployment hello/dotted version sha256-" in dotted
+    with api(env) as client:
+        entrypoints = {d.name: d.entrypoint for d in client.list_deployments()}
+    assert entrypoints == {"here": "flows.py:hello", "dotted": "flows.py:hello"}
+    assert "examples/hello/nope.py does not exist" in one_line_error(missing)
