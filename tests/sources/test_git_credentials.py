@@ -175,6 +175,19 @@ def test_save_and_load_through_the_encrypted_store(api: ConveyorClient, settings
             assert TOKEN.encode() not in path.read_bytes(), path
 
 
+def test_prefects_dict_of_credentials_is_refused_without_showing_the_token() -> None:
+    # Prefect's GitRepository(credentials={"access_token": ...}) would store the token
+    with pytest.raises(ConfigError) as refused:
+        GitRepository("https://example.invalid/org/flows.git", credentials={"access_token": TOKEN})
+
+    assert (
+        str(refused.value) == "credentials must be a credentials object or a saved name, not dict"
+    )
+    assert refused.value.hint is not None
+    assert 'GitHubCredentials(token=...).save("gh")' in refused.value.hint
+    assert TOKEN not in str(refused.value) + refused.value.hint
+
+
 def test_save_takes_prefects_overwrite_keyword(api: ConveyorClient) -> None:
     # Given credentials saved as Prefect's docs write it (overwrite=True), twice
     GitHubCredentials(token="first-token").save("gh", overwrite=True, store=api)

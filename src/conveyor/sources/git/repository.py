@@ -118,7 +118,13 @@ class GitRepository(Source):
                 f"unknown git provider {provider!r}", hint=f"use one of: {', '.join(PROVIDERS)}"
             )
         if credentials is not None and not isinstance(credentials, str | GitCredentials):
-            raise ConfigError("credentials must be a credentials object or a saved name")
+            raise ConfigError(
+                "credentials must be a credentials object or a saved name, not "
+                f"{type(credentials).__name__}",
+                hint="a token would be stored with the deployment: save it once with "
+                'GitHubCredentials(token=...).save("gh") (or `conveyor credentials create '
+                'github gh`), then pass credentials="gh"',
+            )
         if isinstance(credentials, str) and not credentials.strip():
             credentials = None
         if isinstance(credentials, GitCredentials) and not provider_fits(
