@@ -161,3 +161,26 @@ def test_a_work_queue_is_named_as_ignored_not_dropped_silently(file: str, tmp_pa
         "work queues): its runs go to work pool 'default'; give them a pool of their own to keep "
         "them apart"
     ]
+
+
+def test_a_conveyor_yaml_beside_a_prefect_yaml_is_said_to_be_the_one_read(tmp_path: Path) -> None:
+    # Given a Prefect project (its prefect.yaml) where `conveyor init` writes a conveyor.yaml
+    project = write_project(tmp_path / "project")
+    (project / "prefect.yaml").write_text(
+        "deployments:\n  - {name: pfdemo, entrypoint: flows.py:hello}\n"
+        "  - {name: pfother, entrypoint: flows.py:hello}\n"
+    )
+    env = command_env()
+    init = conveyor("init", env=env, cwd=project)
+
+    # When it is deployed, and prefect.yaml's deployment is asked for by a name it lacks
+    deploy = conveyor("deploy", env=env, cwd=project)
+    wrong = conveyor("deploy", "--prefect-yaml", "prefect.yaml", "-n", "nope", env=env, cwd=project)
+
+    # Then init and deploy each say which file is read, and the error names prefect.yaml
+    assert ok(init).startswith("wrote conveyor.yaml")
+    assert "note: conveyor deploy now reads conveyor.yaml here, not prefect.yaml" in init.stderr
+    assert "deployment hello/default version" in ok(deploy)
+    assert "note: reading conveyor.yaml; prefect.yaml beside it is not read" in deploy.stderr
+    assert one_line_error(wrong) == "prefect.yaml has no deployment named 'nope'"
+    assert "hint: it has: pfdemo, pfother" in wrong.stderr

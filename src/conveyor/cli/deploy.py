@@ -134,6 +134,11 @@ def deploy(
             )
     parameters = parse_params(param)
     file: Any = prefect_yaml if prefect_yaml is not None else find_project(".")
+    if file is not None and Path(file).name != "prefect.yaml" and Path("prefect.yaml").is_file():
+        _note(
+            f"reading {file}; prefect.yaml beside it is not read "
+            "(conveyor deploy --prefect-yaml prefect.yaml deploys from it)"
+        )
     if name is not None and "/" in name and file:
         name = name.rpartition("/")[2]  # Prefect's --name FLOW/DEPLOYMENT
     only = name if entrypoint is None else None  # deploying one of the file's: check only it
@@ -155,10 +160,13 @@ def deploy(
             if not entries:
                 known = ", ".join(d.name for d in project.deployments) or "none"
                 raise ConfigError(
-                    f"conveyor.yaml has no deployment named {name!r}", hint=f"it has: {known}"
+                    f"{project.path.name} has no deployment named {name!r}",
+                    hint=f"it has: {known}",
                 )
         if not entries:
-            raise ConfigError("conveyor.yaml lists no deployments", hint="add a deployments: list")
+            raise ConfigError(
+                f"{project.path.name} lists no deployments", hint="add a deployments: list"
+            )
         targets: list[tuple[str, str, ProjectDeployment | None]] = [
             (entry.entrypoint, entry.name, entry) for entry in entries
         ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from conveyor.cli._common import console
+from conveyor.cli._common import console, err_console
 from conveyor.errors import ConfigError
 
 __all__ = ["register"]
@@ -62,6 +62,13 @@ def init(
     project = load_project(target)  # what we wrote must read back
     names = ", ".join(d.name for d in project.deployments)
     console.print(f"wrote {target} (recipe {chosen}; deployments: {names})", highlight=False)
+    if (directory / "prefect.yaml").is_file():
+        err_console.print(
+            "note: conveyor deploy now reads conveyor.yaml here, not prefect.yaml "
+            "(conveyor deploy --prefect-yaml prefect.yaml still deploys from it)",
+            highlight=False,
+            markup=False,
+        )
     if fields.get("entrypoint") or find_entrypoint(directory):
         console.print("next: conveyor deploy", highlight=False)
         return
