@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from conveyor.client import ConveyorClient, ServerBundles
+from conveyor.errors import ConfigError
 from conveyor.settings import Settings
 from conveyor.sources.base import FetchContext
 
@@ -34,6 +35,12 @@ def connect(settings: Settings, *, retries: int = 4, timeout: float = 30.0) -> C
         )
     from conveyor.server.local import LocalTransport
 
+    home = settings.home
+    if home.exists() and not home.is_dir():  # every command and worker would trip over it
+        raise ConfigError(
+            f"CONVEYOR_HOME {home} is not a folder",
+            hint="point CONVEYOR_HOME at a folder (it is made when missing), or remove the file",
+        )
     return ConveyorClient(
         EMBEDDED_URL,
         transport=LocalTransport(settings),

@@ -128,3 +128,29 @@ def test_prefects_deploy_dash_p_for_the_pool_says_dash_p_is_param_here(tmp_path:
         result.stderr
     )
     assert ok(conveyor("deployments", "ls", "--json", env=env)).strip() == "[]"
+
+
+def test_a_conveyor_home_that_is_a_file_is_one_line_for_every_command(tmp_path: Path) -> None:
+    # Given CONVEYOR_HOME naming a file (a typo, or a path reused)
+    project = write_project(tmp_path / "project")
+    home = tmp_path / "home-file"
+    home.write_text("")
+    env = command_env(CONVEYOR_HOME=str(home))
+
+    # When commands, a worker and a server start with it
+    results = [
+        conveyor("runs", "ls", env=env, cwd=project),
+        conveyor("deploy", "flows.py:hello", "-n", "x", env=env, cwd=project),
+        conveyor("worker", "start", "--burst", env=env, cwd=project),
+        conveyor("server", "start", "--port", "0", env=env, cwd=project),
+    ]
+
+    # Then each says so in one line with a hint (no traceback, no "server error (HTTP 500)"),
+    # exits 1, and the file is left as it was
+    for result in results:
+        assert result.returncode == 1, result.stderr
+        error = one_line_error(result)
+        assert str(home) in error
+        assert "HTTP 500" not in result.stderr
+        assert "hint: " in result.stderr
+    assert home.read_text() == ""

@@ -132,7 +132,13 @@ class Database:
 
 def _sqlite_engine(url: str, path: Path | None) -> Engine:
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # CONVEYOR_HOME names a file, or a folder we may not write
+            raise ConfigError(
+                f"cannot make the folder of the database {path}: {exc.strerror} ({exc.filename})",
+                hint="set CONVEYOR_HOME to a folder this user can write (or CONVEYOR_DATABASE_URL)",
+            ) from None
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_MS / 1000},
