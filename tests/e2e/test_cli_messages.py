@@ -143,7 +143,12 @@ def test_a_conveyor_home_that_is_a_file_is_one_line_for_every_command(tmp_path: 
         conveyor("deploy", "flows.py:hello", "-n", "x", env=env, cwd=project),
         conveyor("worker", "start", "--burst", env=env, cwd=project),
         conveyor("server", "start", "--port", "0", env=env, cwd=project),
-    ]
+        # (and a worker whose --work-dir is that file, with a good home)
+        conveyor(
+            "worker", "start", "--burst", "--work-dir", str(home),
+            env=command_env(), cwd=project,
+        ),
+    ]  # fmt: skip
 
     # Then each says so in one line with a hint (no traceback, no "server error (HTTP 500)"),
     # exits 1, and the file is left as it was

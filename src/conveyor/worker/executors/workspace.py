@@ -196,7 +196,13 @@ def worker_dir(base: Path, *, shared: bool = False) -> Path:
     its overlay mounts are taken down before it is removed.
     ``shared`` (``--run-as``): traversable, not listable, by other users (``0o711``).
     """
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where the folder should be, or no permission
+        raise ConfigError(
+            f"cannot use {base} for run workspaces: {exc.strerror} ({exc.filename})",
+            hint="pass --work-dir a folder this user can write",
+        ) from None
     for entry in base.glob("w-*-*"):
         pid_text = entry.name.split("-")[1]
         if pid_text.isdigit() and not _alive(int(pid_text)):
