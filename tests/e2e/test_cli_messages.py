@@ -159,3 +159,25 @@ def test_a_conveyor_home_that_is_a_file_is_one_line_for_every_command(tmp_path: 
         assert "HTTP 500" not in result.stderr
         assert "hint: " in result.stderr
     assert home.read_text() == ""
+
+
+def test_a_worker_whose_cache_dir_is_a_file_refuses_to_start_and_claims_nothing(
+    tmp_path: Path,
+) -> None:
+    # Given a queued run, and a worker whose CONVEYOR_CACHE_DIR names a file
+    project = write_project(tmp_path / "project")
+    env = command_env()
+    ok(conveyor("deploy", "flows.py:hello", "-n", "x", env=env, cwd=project))
+    run_id = ok(conveyor("run", "hello/x", env=env)).strip()
+    cache_file = tmp_path / "cache-file"
+    cache_file.write_text("")
+
+    # When the worker starts
+    result = conveyor(
+        "worker", "start", "--burst", env=command_env(CONVEYOR_CACHE_DIR=str(cache_file))
+    )
+
+    # Then it stops in one line before claiming, and the run still waits for a good worker
+    assert result.returncode == 1
+    assert one_line_error(result) == f"CONVEYOR_CACHE_DIR {cache_file} is not a folder"
+    assert '"state": "scheduled"' in ok(conveyor("runs", "inspect", run_id, "--json", env=env))

@@ -141,6 +141,12 @@ class Worker:
         name = options.name or default_worker_name()
         context = fetch_context(settings, client)
         cache = CodeCache.from_settings(settings, context=context)
+        if settings.cache_dir.exists() and not settings.cache_dir.is_dir():
+            # else every run it claims would fail at its fetch, retries and all
+            raise ConfigError(
+                f"CONVEYOR_CACHE_DIR {settings.cache_dir} is not a folder",
+                hint="point CONVEYOR_CACHE_DIR at a folder (it is made when missing)",
+            )
         run_as = _run_as(options, settings)
         if run_as is None:
             own_dir = worker_dir(options.work_dir or settings.home / "work")
