@@ -203,6 +203,37 @@ def test_package_module_entrypoint_with_relative_imports(tmp_path: Path) -> None
     assert str(tmp_path) not in sys.path
 
 
+def test_a_file_entrypoint_with_relative_imports_is_told_the_module_form_that_works(
+    tmp_path: Path,
+) -> None:
+    # Given a package module that imports relatively, named by its file (as Prefect takes it)
+    write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/helpers.py": "VALUE = 7\n",
+            "pkg/flows.py": """
+                from conveyor import flow
+                from .helpers import VALUE
+
+                @flow
+                def seven() -> int:
+                    return VALUE
+            """,
+        },
+    )
+
+    # When it is loaded, then the one-line error's hint names the module form...
+    error = load_error("pkg/flows.py:seven", tmp_path)
+    assert "attempted relative import with no known parent package" in str(error)
+    assert error.hint == (
+        "a relative import needs its package: name the flow by module, pkg.flows:seven"
+    )
+
+    # ...which loads and runs
+    assert load_flow(error.hint.rpartition(", ")[2], root=tmp_path)() == 7
+
+
 def test_loading_leaves_sys_path_and_sys_modules_as_they_were(tmp_path: Path) -> None:
     write_tree(
         tmp_path,

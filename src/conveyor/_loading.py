@@ -108,7 +108,7 @@ def load_flow(
         name = "conveyor_flow_" + hashlib.sha256(str(file).encode()).hexdigest()[:16]
         scope = ImportScope((file.parent, base), keep=(name,), persist=not isolate)
         where = _shown(file, base)
-        module = _import_file(file, name, scope, where=where, base=base)
+        module = _import_file(file, name, scope, where=where, base=base, flow=entry.attribute)
     else:
         assert entry.module is not None
         scope = ImportScope((base,), persist=not isolate)
@@ -122,7 +122,7 @@ def load_flow(
 
 
 def _import_file(
-    file: Path, name: str, scope: ImportScope, *, where: str, base: Path
+    file: Path, name: str, scope: ImportScope, *, where: str, base: Path, flow: str = "FLOW"
 ) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a loader
@@ -134,7 +134,7 @@ def _import_file(
             spec.loader.exec_module(module)
     except BaseException as exc:
         sys.modules.pop(name, None)
-        raise _import_error(exc, where=where, scope=scope, base=base) from exc
+        raise _import_error(exc, where=where, scope=scope, base=base, flow=flow) from exc
     return module
 
 
@@ -154,7 +154,7 @@ def _import_module(name: str, scope: ImportScope, *, base: Path) -> ModuleType:
 
 
 def _import_error(
-    exc: BaseException, *, where: str, scope: ImportScope, base: Path
+    exc: BaseException, *, where: str, scope: ImportScope, base: Path, flow: str = "FLOW"
 ) -> BaseException:
     if isinstance(exc, KeyboardInterrupt | FlowLoadError):
         return exc
@@ -171,6 +171,13 @@ def _import_error(
         return FlowLoadError(
             f"could not import {where}: no module named {exc.name!r}{at}",
             hint="install it where the flow runs (requirements, image), or add it to the project",
+        )
+    if isinstance(exc, ImportError) and "no known parent package" in str(exc):
+        # a file of a package that imports relatively (from .helpers import x)
+        module = where.removesuffix(".py").replace("/", ".")
+        return FlowLoadError(
+            f"could not import {where}: {exc}{at}",
+            hint=f"a relative import needs its package: name the flow by module, {module}:{flow}",
         )
     if isinstance(exc, ImportError):
         return FlowLoadError(
