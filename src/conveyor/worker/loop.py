@@ -347,10 +347,12 @@ class Worker:
         return due - time.monotonic()
 
     def _heartbeat_if_due(self, *, force: bool = False) -> None:
-        if self._until_heartbeat() > 0 and not force:
-            return
         now = time.monotonic()
-        self._next_heartbeat = now + HEARTBEAT_SECONDS
+        periodic = force or now >= self._next_heartbeat
+        if not periodic and self._until_heartbeat() > 0:
+            return
+        if periodic:  # a beat for a changed count leaves the cache figures to these
+            self._next_heartbeat = now + HEARTBEAT_SECONDS
         self._last_beat = now
         self._reported_running = running = self.running  # a failed beat is not sent sooner
         try:
@@ -360,7 +362,7 @@ class Worker:
                 labels=self.labels,
                 limit=self.limit,
                 running=running,
-                cache=_cache_figures(self.handler.cache),
+                cache=_cache_figures(self.handler.cache) if periodic else None,
             )
         except Unauthorized:
             raise
