@@ -9,6 +9,8 @@ project is no log line during deploy."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,25 @@ def test_a_worker_whose_cache_dir_is_a_file_refuses_to_start_and_claims_nothing(
     assert result.returncode == 1
     assert one_line_error(result) == f"CONVEYOR_CACHE_DIR {cache_file} is not a folder"
     assert '"state": "scheduled"' in ok(conveyor("runs", "inspect", run_id, "--json", env=env))
+
+
+def test_removing_credentials_that_are_not_there_says_so_in_credentials_words(
+    tmp_path: Path,
+) -> None:
+    env = command_env()
+    created = subprocess.run(
+        [sys.executable, "-m", "conveyor", "credentials", "create", "github", "gh"],
+        input="tok-0123456789",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+
+    missing = conveyor("credentials", "rm", "nope", env=env, cwd=tmp_path)
+
+    assert one_line_error(missing) == "no credentials named 'nope'"
+    assert "hint: conveyor credentials ls" in missing.stderr
+    assert "credentials." not in missing.stderr  # not the secret store's own name for them
+    assert ok(conveyor("credentials", "rm", "gh", env=env)) == "deleted credentials gh\n"

@@ -251,7 +251,13 @@ def ls() -> None:
 def rm(name: str = typer.Argument(..., help="Credentials name.")) -> None:
     """Delete stored credentials."""
     from conveyor.credentials import credentials_secret_name
+    from conveyor.errors import ObjectNotFound
 
     with client() as api:
-        api.delete_secret(credentials_secret_name(name))
+        try:
+            api.delete_secret(credentials_secret_name(name))
+        except ObjectNotFound:  # said in credentials' words, not the secret store's
+            raise ConfigError(
+                f"no credentials named {name!r}", hint="conveyor credentials ls"
+            ) from None
     console.print(f"deleted credentials {name}")
