@@ -3,8 +3,8 @@ Python's internals or a "this is a bug" hint: a malformed CONVEYOR_API_URL, one 
 an empty run id, an option the source does not take, an entrypoint that is not a flow, a flow
 name where ``runs ls -d`` wants FLOW/NAME, ``prefect deploy``'s ``-p POOL`` (``-p`` is ``--param``
 here), a CONVEYOR_HOME, ``--work-dir`` or CONVEYOR_CACHE_DIR that is a file (the worker then
-claims nothing); Prefect's state names (``Completed``) are taken; and a special file in the
-project is no log line during deploy."""
+claims nothing), ``credentials rm`` of a name not there; Prefect's state names (``Completed``)
+are taken; and a special file in the project is no log line during deploy."""
 
 from __future__ import annotations
 
