@@ -3,7 +3,8 @@ Python's internals or a "this is a bug" hint: a malformed CONVEYOR_API_URL, one 
 an empty run id, an option the source does not take, an entrypoint that is not a flow, a flow
 name where ``runs ls -d`` wants FLOW/NAME, ``prefect deploy``'s ``-p POOL`` (``-p`` is ``--param``
 here), a CONVEYOR_HOME, ``--work-dir`` or CONVEYOR_CACHE_DIR that is a file (the worker then
-claims nothing), ``credentials rm`` of a name not there; Prefect's state names (``Completed``)
+claims nothing), ``credentials rm`` of a name not there, ``server start --log-level`` of an
+unknown level; Prefect's state names (``Completed``)
 are taken; and a special file in the project is no log line during deploy."""
 
 from __future__ import annotations
@@ -206,3 +207,14 @@ def test_removing_credentials_that_are_not_there_says_so_in_credentials_words(
     assert "hint: conveyor credentials ls" in missing.stderr
     assert "credentials." not in missing.stderr  # not the secret store's own name for them
     assert ok(conveyor("credentials", "rm", "gh", env=env)) == "deleted credentials gh\n"
+
+
+def test_an_unknown_server_log_level_is_one_line_before_listening(tmp_path: Path) -> None:
+    result = conveyor(
+        "server", "start", "--port", "0", "--log-level", "verbose", env=command_env(), cwd=tmp_path
+    )
+
+    assert one_line_error(result) == "unknown --log-level 'verbose'"
+    assert "hint: use one of: critical, error, warning, info, debug, trace" in result.stderr
+    assert "listening" not in result.stdout
+    assert "bug in Conveyor" not in result.stderr
