@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from jsonschema import ValidationError as JsonSchemaError
     from pydantic import BaseModel
 
-__all__ = ["bind_parameters", "coerce_parameters", "parameter_schema", "validate_parameters"]
+__all__ = [
+    "bind_parameters",
+    "coerce_parameters",
+    "masked_parameters",
+    "parameter_schema",
+    "validate_parameters",
+]
 
 _TYPE_WORDS = {
     "integer": "a valid integer",
@@ -433,6 +439,22 @@ def _where(path: Iterable[Any]) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+def masked_parameters(schema: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` to show a person: the value of each secret parameter (``SecretStr``, by the
+    flow's ``schema``) as ``****``."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        return dict(params)
+    return {
+        key: "****"
+        if value is not None
+        and isinstance(properties.get(key), Mapping)
+        and _is_secret(properties[key])
+        else value
+        for key, value in params.items()
+    }
 
 
 def _is_secret(property_schema: Mapping[str, Any]) -> bool:

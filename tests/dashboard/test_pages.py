@@ -126,6 +126,44 @@ def test_an_enum_parameter_is_a_select_and_the_form_runs_it_as_the_cli_does(
     assert run.parameters == {"color": "blue", "accent": "red"}
 
 
+SECRET_FLOW = """
+from pydantic import SecretStr
+
+from conveyor import flow
+
+
+@flow
+def login(token: SecretStr, user: str = "ada") -> str:
+    return user
+"""
+
+
+def test_a_secret_parameter_is_shown_masked_on_the_run_page_and_by_runs_inspect(
+    site, web, api, tmp_path: Path
+) -> None:
+    # Given a run of a flow whose parameter is a SecretStr
+    folder = tmp_path / "login"
+    folder.mkdir()
+    (folder / "flows.py").write_text(SECRET_FLOW.lstrip())
+    ok(conveyor("deploy", "flows.py:login", "--name", "secret", env=site.env, cwd=folder))
+    secret = "tok-visible-nowhere-8c1f"
+    run = api.create_run("login", "secret", parameters={"token": secret, "user": "grace"})
+
+    # When its page is shown, and `conveyor runs inspect` prints it
+    page = web.get(f"/runs/{run.id}").text
+    inspected = ok(conveyor("runs", "inspect", run.id, env=site.env))
+
+    # Then the token is ****, the other parameters as they are
+    assert secret not in page
+    assert secret not in inspected
+    shown = re.search(r'<pre id="parameters">(.*?)</pre>', page, re.S)
+    assert shown is not None
+    assert "****" in shown.group(1)
+    assert "grace" in shown.group(1)
+    assert '"token": "****"' in inspected
+    assert '"user": "grace"' in inspected
+
+
 # --- runs ---------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import shutil
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -119,6 +119,17 @@ def ls(
     print_table(table)
 
 
+def _parameter_schema(api: ConveyorClient, run: Run) -> dict[str, Any]:
+    """The parameter schema of the run's deployment, to show its secret parameters as ``****``
+    (none when the deployment is gone)."""
+    from conveyor.errors import ObjectNotFound
+
+    try:
+        return api.get_deployment(run.flow_name, run.deployment_name).parameter_schema
+    except ObjectNotFound:
+        return {}
+
+
 @runs_app.command("inspect")
 def inspect(
     run_id: str = typer.Argument(..., metavar="RUN", callback=_run_id),
@@ -127,8 +138,11 @@ def inspect(
     """Show a run: state, code version, worker, timings, attempts, result or error."""
     from rich.table import Table
 
+    from conveyor._params import masked_parameters
+
     with client() as api:
         run = api.get_run(run_id)
+        schema = {} if as_json else _parameter_schema(api, run)
     if as_json:
         typer.echo(run.model_dump_json(indent=2))
         return
@@ -150,7 +164,7 @@ def inspect(
         ("source", json.dumps(run.source, sort_keys=True)),
         ("work pool", run.work_pool + (f" (labels {', '.join(run.labels)})" if run.labels else "")),
         ("worker", run.worker or "-"),
-        ("parameters", json.dumps(run.parameters, sort_keys=True)),
+        ("parameters", json.dumps(masked_parameters(schema, run.parameters), sort_keys=True)),
         ("created", _when(run.created)),
         ("scheduled", _when(run.scheduled_at)),
         ("pending", _when(run.pending_at)),

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from conveyor._params import masked_parameters
 from conveyor.errors import ObjectNotFound
 from conveyor.schemas import Run, RunState
 from conveyor.server.dashboard import queries
@@ -26,7 +27,7 @@ from conveyor.server.dashboard.fmt import url_segment
 from conveyor.server.dashboard.history import hint_for, history, timing_bar
 from conveyor.server.dashboard.pages import SECURITY_HEADERS, PageRoute, dashboard_of
 from conveyor.server.db import utcnow
-from conveyor.server.service import logs, runs
+from conveyor.server.service import deployments, logs, runs
 
 __all__ = ["LOG_PAGE", "router"]
 
@@ -119,8 +120,15 @@ def run_page(request: Request, run_id: str, log_after: int | None = Query(None, 
         after = max(row.log_seq - LOG_PAGE, 0) if tail else min(log_after or 0, row.log_seq)
         lines = logs.read_logs(session, run.id, after=after, limit=LOG_PAGE)
         failed = run.state in (RunState.FAILED, RunState.CRASHED)
+        try:  # secret parameters (SecretStr) are shown as ****, as in the run form
+            schema = deployments.find_deployment(
+                session, run.flow_name, run.deployment_name
+            ).parameter_schema
+        except ObjectNotFound:
+            schema = {}
         return {
             "run": run,
+            "parameters": masked_parameters(schema, run.parameters),
             "lines": lines,
             "log_after": after,
             "log_total": row.log_seq,
