@@ -364,7 +364,8 @@ def test_an_unreachable_store_is_unavailable_after_retries(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    "url", ["s3://bucket/flows", "gs://b/x", "gcs://b/x", "az://c/x", "abfs://c/x", "memory://b/x"]
+    "url",
+    ["s3://bucket/flows", "gs://b/x", "gcs://b/x", "az://cnt/x", "abfs://cnt/x", "memory://b/x"],
 )
 def test_blob_urls_become_blob_sources(url: str) -> None:
     assert isinstance(source_from_url(url), BlobStorage)

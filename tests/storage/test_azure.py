@@ -18,6 +18,7 @@ from conveyor.client import ConveyorClient
 from conveyor.errors import ConfigError
 from conveyor.schemas import RunState
 from conveyor.settings import Settings
+from conveyor.sources.blob.source import BlobStorage
 from e2e.conftest import command_env, conveyor, ok
 from fixtures.blob_servers import AZURITE_KEY, Azurite
 from storage.conftest import (
@@ -242,7 +243,17 @@ def test_constructor_validation() -> None:
         Azure("c", connection_string_secret="not a name")
     with pytest.raises(ConfigError, match="is not a valid Azure container name"):
         Azure("a/b")
-    storage = Azure("c", connection_string="DefaultEndpointsProtocol=http;AccountKey=abc")
+    # a name Azure refuses is refused here, before any request ("InvalidResourceName")
+    with pytest.raises(ConfigError, match="'My_Flows' is not a valid Azure container name") as e:
+        Azure("My_Flows")
+    assert "e.g. 'my-flows'" in (e.value.hint or "")
+    for refused in ("c", "a--b", "-flows", "x" * 64):
+        with pytest.raises(ConfigError, match="is not a valid Azure container name"):
+            Azure(refused)
+    with pytest.raises(ConfigError, match="'Flows' is not a valid Azure container name"):
+        BlobStorage("az://Flows/code")
+    assert Azure("$web").container == "$web"
+    storage = Azure("cnt", connection_string="DefaultEndpointsProtocol=http;AccountKey=abc")
     assert "abc" not in repr(storage.__dict__)
     assert storage.secret_name is not None
     assert storage.location_options() == {"connection_string": "${" + storage.secret_name + "}"}
@@ -250,7 +261,7 @@ def test_constructor_validation() -> None:
     assert isinstance(result, AzureResult)
     assert result.to_spec() == {
         "kind": "blob",
-        "url": "az://c/results",
+        "url": "az://cnt/results",
         "connection_string": "${" + storage.secret_name + "}",
     }
     restored = pickle.loads(pickle.dumps(result))

@@ -32,6 +32,7 @@ from typing import Any
 from conveyor._names import check_secret_name
 from conveyor.errors import ConfigError
 from conveyor.secrets import Secret, WritableSecretStore, reveal
+from conveyor.sources.blob._fs import check_container_name
 from conveyor.storage._session import Session
 from conveyor.storage.blob import BlobStorage
 
@@ -75,6 +76,7 @@ class Azure(BlobStorage):
         self.overwrite = bool(overwrite)
         kwargs.pop("local_script_path", None)
         super().__init__(container, blob_name, stored_as_script, None, **kwargs)
+        check_container_name(self.bucket)
 
     @property
     def container(self) -> str:

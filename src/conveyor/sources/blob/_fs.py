@@ -24,6 +24,7 @@ put in a message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,8 @@ class BlobUrl:
         if any(part in ("..", ".") for part in prefix.split("/")) or "//" in parts.path:
             raise ConfigError(f"blob URL {_shown(url)} has an empty, '.' or '..' path segment")
         platform = PLATFORMS.get(protocol, ("other", "", ""))[0]
+        if platform == "azure":
+            check_container_name(bucket.split("@", 1)[0])
         normal = f"{protocol}://{bucket}/{prefix}".rstrip("/")
         return cls(normal, protocol, platform, bucket, prefix)
 
@@ -130,6 +133,24 @@ class BlobUrl:
 
     def url_of(self, *names: str) -> str:
         return "/".join([self.url, *names])
+
+
+_CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]")
+_SPECIAL_CONTAINERS = frozenset({"$root", "$web", "$logs"})
+
+
+def check_container_name(name: str) -> None:
+    """Refuse a name Azure never accepts for a container (3 to 63 lowercase letters, digits and
+    single hyphens, a letter or digit at each end), before any request: Azure answers it with a
+    bare ``InvalidResourceName``."""
+    if name in _SPECIAL_CONTAINERS or _CONTAINER.fullmatch(name):
+        return
+    suggestion = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-")
+    raise ConfigError(
+        f"{name!r} is not a valid Azure container name",
+        hint="a container name is 3 to 63 lowercase letters, digits and single hyphens"
+        + (f", e.g. {suggestion!r}" if _CONTAINER.fullmatch(suggestion) else ""),
+    )
 
 
 def _shown(url: str) -> str:
