@@ -15,7 +15,15 @@ from conveyor.errors import BundleError
 from conveyor.settings import Settings
 from conveyor.sources.base import FetchContext
 from conveyor.sources.store import BundleStore
-from fixtures.blob_servers import AWS_KEY_ID, AWS_SECRET, MotoServer, moto_server
+from fixtures.blob_servers import (
+    AWS_KEY_ID,
+    AWS_SECRET,
+    AZURITE_KEY,
+    Azurite,
+    MotoServer,
+    azurite,
+    moto_server,
+)
 from sources.contract import snapshot, write_known_tree
 
 
@@ -122,3 +130,37 @@ def test_a_damaged_archive_of_the_bundles_own_size_is_named_and_the_run_says_how
     dest.mkdir()
     store.fetch(version, dest, _ctx(moto_server, settings))
     assert snapshot(dest, skip=(".conveyor",)) == snapshot(tree)
+
+
+def test_a_store_the_credentials_may_only_read_says_they_must_be_allowed_to_write(
+    azurite: Azurite, tmp_path: Path, settings: Settings
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from conveyor.errors import AuthenticationError
+
+    # Given a container and a SAS that may read and list it, not write
+    container = azurite.new_bucket()
+    sas = generate_container_sas(
+        "devstoreaccount1",
+        container,
+        account_key=AZURITE_KEY,
+        permission=ContainerSasPermissions(read=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    conn = (
+        f"BlobEndpoint=http://127.0.0.1:{azurite.port}/devstoreaccount1;SharedAccessSignature={sas}"
+    )
+    ctx = FetchContext(environ={**os.environ, "AZURE_STORAGE_CONNECTION_STRING": conn})
+    tree = write_known_tree(tmp_path / "tree")
+
+    # When a deploy pushes a bundle there, Then the refusal says what the credentials lack
+    with pytest.raises(AuthenticationError) as caught:
+        BundleStore(f"az://{container}/conveyor").push(tree, ctx)
+    assert "the credentials were missing or rejected" in str(caught.value)
+    assert caught.value.hint == (
+        "check that the credentials are correct, not expired and allowed to write there"
+    )
+    assert sas.split("sig=")[1][:12] not in f"{caught.value} {caught.value.hint}"

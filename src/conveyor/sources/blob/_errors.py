@@ -164,9 +164,15 @@ def is_transient(exc: BaseException) -> bool:
     return not isinstance(exc, ConveyorError) and _classify(exc) == "unavailable"
 
 
-def translate(exc: BaseException, *, where: str, source: str = "") -> ConveyorError:
+WRITE_HINT = "check that the credentials are correct, not expired and allowed to write there"
+
+
+def translate(
+    exc: BaseException, *, where: str, source: str = "", writing: bool = False
+) -> ConveyorError:
     """The `SourceError` for ``exc`` raised while working on ``where`` (a redacted location);
-    Conveyor's own errors pass through."""
+    Conveyor's own errors pass through. ``writing``: the operation stored an object (a
+    refusal then says the credentials must be allowed to write, not to read)."""
     if isinstance(exc, ConveyorError):
         return exc
     kind = _classify(exc)
@@ -178,7 +184,9 @@ def translate(exc: BaseException, *, where: str, source: str = "") -> ConveyorEr
         return SourceNotFound(f"{where} does not exist{why}", source=source)
     if kind == "auth":
         return AuthenticationError(
-            f"{where}: the credentials were missing or rejected{why}", source=source
+            f"{where}: the credentials were missing or rejected{why}",
+            source=source,
+            hint=WRITE_HINT if writing else None,
         )
     if kind == "unavailable":
         return SourceUnavailable(f"{where} could not be reached{why}", source=source)

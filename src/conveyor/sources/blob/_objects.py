@@ -110,7 +110,7 @@ def replace_object(fs: Any, url: BlobUrl, name: str, source: Path) -> None:
     try:
         fs.pipe_file(url.join(name), source.read_bytes())
     except Exception as exc:
-        raise translate(exc, where=url.url_of(name)) from None
+        raise translate(exc, where=url.url_of(name), writing=True) from None
 
 
 def create_object(fs: Any, url: BlobUrl, name: str, source: Path) -> bool:
@@ -129,7 +129,7 @@ def create_object(fs: Any, url: BlobUrl, name: str, source: Path) -> bool:
     except FileExistsError:
         return False
     except Exception as exc:
-        error = translate(exc, where=url.url_of(name))
+        error = translate(exc, where=url.url_of(name), writing=True)
         if (type(error).__name__ in ("Changed", "SourceError") and "exists" in str(error)) or (
             type(error).__name__ == "Changed"
         ):
@@ -154,4 +154,4 @@ def write_small(fs: Any, url: BlobUrl, name: str, text: str) -> None:
     try:
         fs.pipe_file(url.join(name), text.encode())
     except Exception as exc:
-        raise translate(exc, where=url.url_of(name)) from None
+        raise translate(exc, where=url.url_of(name), writing=True) from None

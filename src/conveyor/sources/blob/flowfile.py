@@ -127,7 +127,7 @@ def write_url(
         try:
             fs.pipe_file(url.root, data, **options)
         except Exception as exc:
-            error = translate(exc, where=url.url, source=url.url)
+            error = translate(exc, where=url.url, source=url.url, writing=True)
             kind = type(error).__name__
             if not overwrite and (
                 kind == "Changed" or (kind == "SourceError" and "exists" in str(error))
