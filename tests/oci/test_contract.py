@@ -61,3 +61,33 @@ def test_an_unreachable_registry_is_source_unavailable() -> None:
     source = ImageSource(f"127.0.0.1:{free_port()}/flows/x:v1")
     with pytest.raises(SourceUnavailable, match="cannot be reached"):
         source.resolve()
+
+
+def test_a_pinned_image_deleted_from_the_registry_says_to_deploy_again(
+    known: Path, build_image: Builder, registry: Registry, tmp_path: Path
+) -> None:
+    import httpx
+
+    from conveyor.errors import VersionNotFound
+
+    # Given an image pushed and pinned by digest, then deleted from the registry
+    built = build_image(known)
+    source = ImageSource(str(built.ref))
+    version = source.resolve()
+    repository = built.ref.repository
+    deleted = httpx.delete(f"{registry.url}/v2/{repository}/manifests/{version}")
+    assert deleted.status_code == 202, deleted.text
+
+    # When a cold worker fetches the pinned version, Then the error says what happened and
+    # what to do
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(VersionNotFound, match="is not on registry") as caught:
+        source.fetch(version, dest)
+    assert (caught.value.hint or "").startswith("the image a deployment pinned was deleted")
+    assert "deploy again" in (caught.value.hint or "")
+
+    # ...while a tag that is not there says to check the repository and tag
+    with pytest.raises(VersionNotFound) as missing:
+        ImageSource(f"{registry.host}/{repository}:no-such-tag").resolve()
+    assert (missing.value.hint or "").startswith("check the repository and tag")

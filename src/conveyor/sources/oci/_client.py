@@ -188,7 +188,16 @@ class RegistryClient:
         if code == "NAME_UNKNOWN":
             return SourceNotFound(f"repository of {what} does not exist on {where}", source=where)
         if status == 404 or code in ("MANIFEST_UNKNOWN", "BLOB_UNKNOWN"):
-            return VersionNotFound(f"{what} is not on registry {where}", source=where)
+            pinned = "@sha256:" in what or what.startswith("blob ")
+            return VersionNotFound(
+                f"{what} is not on registry {where}",
+                source=where,
+                hint="the image a deployment pinned was deleted from the registry (or cleaned "
+                "up): deploy again to push it or to pin the tag's current image"
+                if pinned
+                else "check the repository and tag (conveyor pushes an image when you deploy "
+                "with --image)",
+            )
         return SourceError(
             f"registry {where} refused {what}: {status} {code}".rstrip(), source=where
         )
