@@ -180,8 +180,13 @@ def _placeholders(value: Any) -> set[str]:
     return set()
 
 
-def check_template(template: Any) -> dict[str, Any]:
-    """A usable template, or a one-line `ConfigError` naming what is wrong."""
+_CONTAINER_TYPES = ("docker", "kubernetes")
+
+
+def check_template(template: Any, *, pool_type: str | None = None) -> dict[str, Any]:
+    """A usable template, or a one-line `ConfigError` naming what is wrong. For a container
+    ``pool_type`` (whose executor reads known ``job_configuration`` keys only) a key it does
+    not read is refused: a typo there would otherwise drop the setting without a word."""
     from jsonschema import Draft202012Validator, SchemaError
 
     if not isinstance(template, Mapping):
@@ -196,6 +201,14 @@ def check_template(template: Any) -> dict[str, Any]:
     variables = template.get("variables", _variables({}))
     if not isinstance(configuration, Mapping) or not isinstance(variables, Mapping):
         raise ConfigError("job_configuration and variables must be JSON objects")
+    if pool_type in _CONTAINER_TYPES:
+        known = _TEMPLATES[pool_type]["job_configuration"]
+        unread = sorted(set(configuration) - set(known))
+        if unread:
+            raise ConfigError(
+                f"job_configuration has keys a {pool_type} pool does not use: {', '.join(unread)}",
+                hint=f"its keys are: {', '.join(sorted(known))}",
+            )
     try:
         Draft202012Validator.check_schema(dict(variables))
     except SchemaError as exc:

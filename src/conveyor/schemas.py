@@ -220,7 +220,7 @@ class PoolCreate(_Request):
         if self.base_job_template is not None:
             from conveyor._jobs import check_template
 
-            check_template(self.base_job_template)
+            check_template(self.base_job_template, pool_type=self.type)
 
 
 class Pool(_Model):

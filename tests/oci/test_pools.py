@@ -81,6 +81,37 @@ def test_a_template_using_an_undeclared_variable_is_refused(
     assert "undeclared variables: imagee" in one_line_error(result)
 
 
+def test_a_container_template_with_a_key_the_executor_does_not_read_is_refused(
+    tmp_path: Path, settings: Settings, client: ConveyorClient
+) -> None:
+    # Given a kubernetes template whose memory limit sits under a misspelt key
+    template = default_template("kubernetes")
+    configuration = template["job_configuration"]
+    configuration["memory_limt"] = configuration.pop("memory_limit")
+    file = tmp_path / "typo.json"
+    file.write_text(json.dumps(template))
+    # When the pool is created (CLI, or the API directly)
+    result = conveyor(
+        "pool",
+        "create",
+        "k8s",
+        "--type",
+        "kubernetes",
+        "--base-job-template",
+        str(file),
+        env=command_env(),
+    )
+    # Then it is refused in one line naming the key, instead of Jobs without a memory limit
+    assert "job_configuration has keys a kubernetes pool does not use: memory_limt" in (
+        one_line_error(result)
+    )
+    with pytest.raises(ValueError, match="does not use: memory_limt"):
+        client.create_pool("k8s", type="kubernetes", base_job_template=template)
+    assert "k8s" not in {pool.name for pool in client.list_pools()}
+    # A process pool's template keeps its own keys (its variables are what the worker reads)
+    check_template({"job_configuration": {"anything": "x"}}, pool_type="process")
+
+
 def test_a_template_whose_defaults_do_not_fit_its_own_variables_is_refused(
     tmp_path: Path, settings: Settings, client: ConveyorClient
 ) -> None:

@@ -46,7 +46,7 @@ def create(
     template = None
     if base_job_template is not None:
         try:
-            template = check_template(json.loads(base_job_template.read_text()))
+            template = check_template(json.loads(base_job_template.read_text()), pool_type=type)
         except OSError as exc:
             raise ConfigError(f"cannot read {base_job_template}: {exc.strerror}") from None
         except ValueError as exc:
