@@ -230,6 +230,27 @@ def test_kubernetes_preview_is_a_job_the_client_models_accept(
         validate_kubernetes_job(manifest)
 
 
+@pytest.mark.parametrize("pool_type", ["docker", "kubernetes"])
+def test_an_env_job_variable_the_worker_sets_is_refused_not_leaked(pool_type: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        submission(
+            pool_type,
+            default_template(pool_type),
+            run_id="<run-id>",
+            source={"kind": "local"},
+            version="v1",
+            entrypoint="flows.py:hello",
+            flow_name="hello",
+            deployment_name="d",
+            job_variables={"env": {"CONVEYOR_API_KEY": SECRET_VALUE, "PLAIN": "1"}},
+            api_url="http://127.0.0.1:4200",
+        )
+    message = str(caught.value)
+    assert "job variable env.CONVEYOR_API_KEY is set by the worker" in message
+    assert SECRET_VALUE not in message
+    assert "\n" not in message
+
+
 def test_the_run_inside_a_container_fetches_verifies_and_resolves_secrets_by_name(
     tmp_path: Path, settings: Settings, client: ConveyorClient, registry: Registry
 ) -> None:

@@ -57,6 +57,23 @@ class ContainerJob:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+_SET_BY_WORKER = frozenset(
+    {
+        "CONVEYOR_API_KEY",
+        "CONVEYOR_API_URL",
+        "CONVEYOR_DEPLOYMENT_NAME",
+        "CONVEYOR_FLOW_NAME",
+        "CONVEYOR_RUN_ENTRYPOINT",
+        "CONVEYOR_RUN_ID",
+        "CONVEYOR_RUN_SOURCE",
+        "CONVEYOR_RUN_VERSION",
+        "CONVEYOR_SECRET_ENV",
+    }
+)
+"""``env`` names the container gets from the worker: a job variable there would be overwritten
+(Docker) or doubled in the Job, a plain API key written into the manifest (Kubernetes)."""
+
+
 def _is_template(value: str) -> bool:
     return any(ref.kind in ("secret", "env") for ref in template_refs(value))
 
@@ -87,6 +104,13 @@ def container_job(
         command = CONTAINER_COMMAND
     env: dict[str, str] = {}
     secret_env: dict[str, str] = {}
+    taken = sorted(set(configuration.get("env") or {}) & _SET_BY_WORKER)
+    if taken:
+        raise ConfigError(
+            f"job variable env.{taken[0]} is set by the worker for every container",
+            hint="remove it from env (the API key comes from the worker, or on Kubernetes "
+            "from the api_key_secret_name secret)",
+        )
     for key, value in (configuration.get("env") or {}).items():
         text = "" if value is None else str(value)
         (secret_env if _is_template(text) else env)[str(key)] = text
