@@ -193,6 +193,16 @@ def run_extras(env: Mapping[str, str], *, extra_packages: str | None = None) -> 
     variable) and ``env``'s ``EXTRA_PIP_PACKAGES``, with ``env``'s index settings. The worker
     builds a run's environment with it, and the deploy checks the flow with it."""
     packages = (*split_packages(extra_packages), *split_packages(env.get("EXTRA_PIP_PACKAGES")))
+    for package in packages:  # each is a line of the build's requirements file
+        if package.startswith(("-", "./", "../", "/", "~", "file:")):
+            from conveyor.errors import ConfigError
+
+            raise ConfigError(
+                f"EXTRA_PIP_PACKAGES: {package!r} is not a package; run environments are "
+                "shared between runs and come from a package index",
+                hint="name packages only (s3fs pandas==2.2); index settings go in UV_INDEX_URL, "
+                "UV_FIND_LINKS, ...",
+            )
     return EnvSpec(packages=tuple(dict.fromkeys(packages)), index=IndexSettings.from_environ(env))
 
 

@@ -291,3 +291,26 @@ def test_a_requirements_file_that_installs_from_a_path_is_refused_in_one_line(
         "shared between runs and come from a package index"
     )
     assert len(index_env.requests()) == before  # refused before uv was started
+
+
+@pytest.mark.parametrize("extra", ["./libs/mine", "-r /etc/hostname"])
+def test_extra_pip_packages_that_install_from_a_path_are_refused_in_one_line(
+    settings: Settings,
+    client: ConveyorClient,
+    index_env: PackageIndex,
+    tmp_path: Path,
+    extra: str,
+) -> None:
+    # Each token of EXTRA_PIP_PACKAGES became a line of the build's requirements file:
+    # paths and options (`-r FILE`) reached uv unchecked
+    folder = project(tmp_path / "p", module="cv_extra")
+    before = len(index_env.requests())
+    with pytest.raises(ConfigError) as caught:
+        deploy(settings, client, folder, "pathy", job_variables={"EXTRA_PIP_PACKAGES": extra})
+    first = extra.split()[0]
+    assert str(caught.value) == (
+        f"EXTRA_PIP_PACKAGES: {first!r} is not a package; run environments are "
+        "shared between runs and come from a package index"
+    )
+    assert len(index_env.requests()) == before  # refused before uv was started
+    assert client.list_deployments() == []
