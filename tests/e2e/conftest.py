@@ -210,3 +210,17 @@ def background(tmp_path: Path) -> Iterator[Any]:
     yield start
     for process in started:
         process.stop(sig=signal.SIGKILL)
+    unmount_under(tmp_path)
+
+
+def unmount_under(root: Path) -> None:
+    """Take down the mounts a SIGKILLed worker left under ``root`` (a root worker's overlay
+    workspaces are in this machine's mount namespace), deepest first, so that the test's
+    directory can be removed; a worker that is not root leaves none."""
+    top = str(root.resolve())
+    mounts = [
+        line.split()[4].replace("\\040", " ")
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    ]
+    for point in sorted((m for m in mounts if m.startswith(top + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30, check=False)
