@@ -367,6 +367,8 @@ def test_constructor_validates_without_io(
         "https://user:ghp_secret123@github.com/o/r.git",
         "https://x-access-token:ghp_secret123@github.com/o/r.git",
         "ssh://git:ghp_secret123@github.com/o/r.git",
+        "https://github.com/o/r.git?access_token=ghp_secret123",
+        "https://gitlab.com/o/r.git?private_token=ghp_secret123",
     ],
 )
 def test_url_with_a_password_is_refused_without_echoing_it(url: str) -> None:

@@ -1,8 +1,8 @@
 """Checks on what a `GitRepository` is built from, before any git runs (no I/O).
 
-URLs are stored without user info: a password is refused (it would be stored and shown), a bare
-HTTP user name is dropped (it may be a token); ``<transport>::`` remote-helper URLs and
-option-like values are refused so nothing user-given can become a git option.
+URLs are stored without user info: a password or a query string is refused (it would be stored
+and shown), a bare HTTP user name is dropped (it may be a token); ``<transport>::`` remote-helper
+URLs and option-like values are refused so nothing user-given can become a git option.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def clean_url(url: str) -> str:
             f"git URLs starting with {scheme}:// are not supported",
             hint="use https://, ssh://, git://, file:// or user@host:path",
         )
-    if parts.password is not None:
+    if parts.password is not None or (parts.query and scheme != "file"):
+        # A query (?access_token=..., ?private_token=...) is a pasted token as often as not, and
+        # git's smart HTTP appends its own path and query, so no working clone URL has one.
         raise _password_in_url()
     netloc = parts.netloc
     if "@" in netloc and scheme in {"http", "https"}:
