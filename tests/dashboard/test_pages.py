@@ -412,3 +412,39 @@ def test_cancel_a_queued_run_from_its_page(web, api, parked: Parked) -> None:
     again = web.post(f"/runs/{run.id}/cancel", data={"csrf_token": csrf_of(page.text)})
     assert again.status_code == 409
     assert "is already cancelled" in again.text
+
+
+def test_pull_steps_never_show_a_token_or_a_password_in_a_url(web, api) -> None:
+    from conveyor.schemas import DeploymentCreate
+
+    # Given a deployment whose pull steps carry a literal token and a URL with a password
+    base = api.get_deployment("greet", "dash")
+    fields = DeploymentCreate.model_fields
+    created = DeploymentCreate.model_validate(
+        {
+            **{k: v for k, v in base.model_dump().items() if k in fields},
+            "name": "steps-leak",
+            "pull_steps": [
+                {
+                    "git_clone": {
+                        "repository": "https://deployer:hunter2-pw@git.invalid/o/r.git",
+                        "access_token": "ghp_LiteralTokenValue42",
+                    }
+                },
+                {
+                    "run_shell_script": {
+                        "script": "git clone https://u:pw-in-script-7@git.invalid/x.git; echo ${T}",
+                        "password": "pw-Plain-99",
+                    }
+                },
+            ],
+        }
+    )
+    api.put_deployment(created)
+    # When its page is read, then no secret reaches the browser, but the rest of the step does
+    page = web.get("/deployments/greet/steps-leak")
+    assert page.status_code == 200
+    for secret in ("hunter2-pw", "ghp_LiteralTokenValue42", "pw-Plain-99", "pw-in-script-7"):
+        assert secret not in page.text
+    assert "git.invalid/o/r.git" in page.text
+    assert "git.invalid/x.git; echo ${T}" in page.text

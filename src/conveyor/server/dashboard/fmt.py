@@ -17,6 +17,7 @@ __all__ = [
     "ago",
     "duration",
     "pretty_json",
+    "redacted_steps",
     "short_version",
     "size",
     "source_rows",
@@ -133,6 +134,26 @@ def masked_env(variables: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+_SECRET_KEY = re.compile(r"token|password|passwd|secret|private_key|api_key|credential", re.I)
+
+
+def redacted_steps(value: Any, key: str = "") -> Any:
+    """Pull steps as shown: URLs lose user info and signed query parameters, and a value under a
+    key that names a secret (``access_token``, ``password``...) is hidden unless a template."""
+    if isinstance(value, Mapping):
+        return {k: redacted_steps(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted_steps(v, key) for v in value]
+    if not isinstance(value, str):
+        return "****" if _SECRET_KEY.search(key) and value not in (None, True, False) else value
+    if _TEMPLATE.match(value):
+        return value
+    if _SECRET_KEY.search(key):
+        return "****"
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), value)
+
+
 def hit_rate(hits: int | None, misses: int | None) -> str:
     if hits is None or misses is None or hits + misses == 0:
         return "—"
@@ -154,6 +175,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "hit_rate": hit_rate,
     "masked_env": masked_env,
     "pretty_json": pretty_json,
+    "redacted_steps": redacted_steps,
     "short_version": short_version,
     "size": size,
     "source_rows": source_rows,
