@@ -448,3 +448,12 @@ def test_pull_steps_never_show_a_token_or_a_password_in_a_url(web, api) -> None:
         assert secret not in page.text
     assert "git.invalid/o/r.git" in page.text
     assert "git.invalid/x.git; echo ${T}" in page.text
+
+
+def test_the_log_poller_answers_a_position_past_the_end_with_no_lines(web, done_run) -> None:
+    # Given a finished run, when its log fragment is asked for lines after a huge position
+    answer = web.get(f"/runs/{done_run.id}/logs", params={"after": str(10**20)})
+    # Then the answer is an empty fragment with no poller, not a server error
+    assert answer.status_code == 200
+    assert "line 0 for" not in answer.text
+    assert "hx-get" not in answer.text  # the run is final: no more polling

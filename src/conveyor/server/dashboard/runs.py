@@ -158,7 +158,8 @@ def log_fragment(request: Request, run_id: str, after: int = Query(0, ge=0)) -> 
 
     def read(session: Any) -> tuple[Run, list[Any]]:
         run = runs.get_run(session, run_id)
-        return run, logs.read_logs(session, run.id, after=after, limit=1000)
+        seen = min(after, runs.find_run(session, run.id).log_seq)  # a huge number: no overflow
+        return run, logs.read_logs(session, run.id, after=seen, limit=1000)
 
     run, lines = dashboard.context.db.read(read)
     more = len(lines) == 1000
