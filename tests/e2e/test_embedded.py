@@ -14,6 +14,7 @@ from conveyor.bundles import compute_version
 from conveyor.errors import ObjectNotFound
 from e2e.conftest import api, command_env, conveyor, ok, one_line_error, wait_for_run
 from fixtures.ports import free_port, wait_until
+from fixtures.procs import alive
 from fixtures.small_disk import SmallDisk, small_disk  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -121,14 +122,6 @@ def test_burst_worker_exits_when_the_pool_is_empty(project: Path, background) ->
             assert wait_for_run(client, run_id, timeout=1).state.value == "completed"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_a_killed_worker_takes_the_flows_own_subprocesses_with_it(
     project: Path, background, tmp_path: Path
 ) -> None:
@@ -140,11 +133,11 @@ def test_a_killed_worker_takes_the_flows_own_subprocesses_with_it(
     ok(conveyor("run", "waits-on-grandchild/k", "--param", f"marker={marker}", env=env))
     assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", timeout=60)
     grandchild = int(marker.read_text())
-    assert _alive(grandchild)
+    assert alive(grandchild)
     # When the worker is SIGKILLed mid-run
     worker.stop(sig=signal.SIGKILL)
     # Then that subprocess dies too: nothing of the run goes on beside a retry on another worker
-    assert wait_until(lambda: not _alive(grandchild), timeout=5)
+    assert wait_until(lambda: not alive(grandchild), timeout=5)
     # ...and the next worker on this machine takes down what the killed one left (its mounts)
     ok(conveyor("worker", "start", "--burst", env=env))
     assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()

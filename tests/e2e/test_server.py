@@ -27,6 +27,7 @@ from e2e.conftest import (
 )
 from fixtures.ports import wait_until
 from fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401
+from fixtures.procs import alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 
@@ -54,14 +55,6 @@ def pool(pg_server: Server) -> str:
     with api(command_env(CONVEYOR_API_URL=pg_server.url)) as client:
         client.create_pool(name)
     return name
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.postgres
@@ -146,7 +139,7 @@ def test_killed_worker_crashes_its_run_within_a_lease_and_another_worker_retries
         first.stop(sig=signal.SIGKILL)
         killed = time.monotonic()
         # Then its child dies with it, and within one lease the attempt is crashed and requeued
-        assert wait_until(lambda: not _alive(child_pid), timeout=5)
+        assert wait_until(lambda: not alive(child_pid), timeout=5)
         assert wait_until(lambda: client.get_run(run.id).attempt == 2, timeout=10)
         assert time.monotonic() - killed < 2 + 1.5
         requeued = client.get_run(run.id)

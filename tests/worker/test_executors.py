@@ -17,14 +17,7 @@ from conveyor.schemas import RunState
 from conveyor.worker.executors import Interrupt, StopReason
 from conveyor.worker.executors.local import InProcessExecutor
 from fixtures.ports import wait_until
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+from fixtures.procs import alive
 
 
 def test_completed_run_returns_its_json_result_and_streams_every_output(run_child) -> None:
@@ -182,7 +175,7 @@ def test_cancel_sends_sigkill_after_the_grace_period(run_child, tmp_path: Path) 
     assert outcome.state is RunState.CANCELLED
     assert outcome.returncode == -signal.SIGKILL
     assert time.monotonic() - started < 15
-    assert not _alive(int(marker.read_text()))
+    assert not alive(int(marker.read_text()))
 
 
 def test_processes_the_flow_left_behind_are_killed(run_child, tmp_path: Path) -> None:
@@ -192,7 +185,7 @@ def test_processes_the_flow_left_behind_are_killed(run_child, tmp_path: Path) ->
 
     assert outcome.state is RunState.COMPLETED
     pid = int(marker.read_text())
-    assert wait_until(lambda: not _alive(pid), timeout=5)
+    assert wait_until(lambda: not alive(pid), timeout=5)
 
 
 def test_lost_lease_stops_the_child_and_reports_nothing(run_child, tmp_path: Path) -> None:

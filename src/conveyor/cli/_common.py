@@ -54,28 +54,32 @@ def through_outages(
 ) -> T:
     """``request()``, asked again while the server is unavailable (restarted, or its database
     down), so that a watcher rides out an outage as the workers do: one note on stderr when the
-    server goes away, one when it answers again. The error once it has been away ``limit``
-    seconds, or once ``deadline`` (`time.monotonic`) has passed."""
+    server goes away, one when it answers again. Retried with the shared backoff
+    (`conveyor._retry`, waits up to 5 s) for ``limit`` seconds, or until ``deadline``
+    (`time.monotonic`); then the error."""
+    from conveyor._retry import RetryPolicy, call
     from conveyor.errors import ServerUnavailable
 
-    away: float | None = None
-    delay = 0.5
-    while True:
+    budget = limit if deadline is None else max(min(limit, deadline - time.monotonic()), 0.0)
+    away: list[ServerUnavailable] = []
+
+    def ask() -> T:
         try:
-            answer = request()
+            return request()
         except ServerUnavailable as exc:
-            now = time.monotonic()
-            if away is None:
-                away = now
+            if not away:
                 err_console.print(f"note: {exc.message}; waiting for it", markup=False)
-            if now - away >= limit or (deadline is not None and now >= deadline):
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            continue
-        if away is not None:
-            err_console.print("note: the server answers again", markup=False)
-        return answer
+            away.append(exc)
+            raise
+
+    answer = call(
+        ask,
+        policy=RetryPolicy(budget=budget, cap=5.0, max_attempts=1_000_000),
+        retry_if=lambda exc: isinstance(exc, ServerUnavailable),
+    )
+    if away:
+        err_console.print("note: the server answers again", markup=False)
+    return answer
 
 
 def print_table(table: Table) -> None:

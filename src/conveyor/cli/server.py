@@ -25,9 +25,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(server_app, name="server")
 
 
-_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
-
-
 @server_app.command("start")
 def start(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
@@ -37,12 +34,14 @@ def start(
     ),
 ) -> None:
     """Serve the API on HOST:PORT (database: CONVEYOR_DATABASE_URL, or SQLite in CONVEYOR_HOME)."""
+    from uvicorn.config import LOG_LEVELS
+
     from conveyor.secrets import redact_url
 
     log_level = log_level.lower()
-    if log_level not in _LOG_LEVELS:
+    if log_level not in LOG_LEVELS:
         raise ConfigError(
-            f"unknown --log-level {log_level!r}", hint=f"use one of: {', '.join(_LOG_LEVELS)}"
+            f"unknown --log-level {log_level!r}", hint=f"use one of: {', '.join(LOG_LEVELS)}"
         )
     settings = load_settings()
     sock = _listen(host, port)

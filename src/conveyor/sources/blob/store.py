@@ -27,7 +27,7 @@ from conveyor.sources.blob import _objects
 from conveyor.sources.blob._errors import budget_of, call
 from conveyor.sources.blob._fs import BlobUrl, filesystem
 
-__all__ = ["BlobStoreBackend", "blob_store_backend", "push_bundle"]
+__all__ = ["BlobStoreBackend", "blob_store_backend", "push_bundle", "pushing"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class BlobStoreBackend:
             ) from None
 
     def put(self, name: str, path: Path) -> bool:
-        with self._pushing(path):
+        with pushing(self.location, path):
             return bool(
                 call(
                     lambda: _objects.create_object(self.fs, self.location, name, path),
@@ -83,23 +83,24 @@ class BlobStoreBackend:
 
     def replace(self, name: str, path: Path) -> None:
         """Store the file as ``name`` over what is there (a damaged archive, repaired)."""
-        with self._pushing(path):
+        with pushing(self.location, path):
             call(
                 lambda: _objects.replace_object(self.fs, self.location, name, path),
                 budget=self.budget,
             )
 
-    @contextmanager
-    def _pushing(self, path: Path) -> Iterator[None]:
-        """An upload of the file at ``path``, shown to whoever watches transfers (the command
-        line's progress bar: `conveyor._transfers`), complete once it is stored."""
-        from conveyor._transfers import start
 
-        size = path.stat().st_size
-        progress = start(f"pushing to {self.location.url}", 1, size)
-        yield
-        if progress is not None:
-            progress(1, size)
+@contextmanager
+def pushing(location: BlobUrl, path: Path) -> Iterator[None]:
+    """An upload of the file at ``path`` to ``location``, shown to whoever watches transfers
+    (the command line's progress bar: `conveyor._transfers`), complete once it is stored."""
+    from conveyor._transfers import start
+
+    size = path.stat().st_size
+    progress = start(f"pushing to {location.url}", 1, size)
+    yield
+    if progress is not None:
+        progress(1, size)
 
 
 def blob_store_backend(url: str, ctx: FetchContext) -> BlobStoreBackend:
@@ -109,7 +110,6 @@ def blob_store_backend(url: str, ctx: FetchContext) -> BlobStoreBackend:
 
 def push_bundle(fs: Any, location: BlobUrl, tree: Path, *, budget: float) -> str:
     """Store ``tree``'s bundle under ``location`` unless present; returns its version."""
-    from conveyor._transfers import start
     from conveyor.bundles import build_manifest, pack
 
     manifest = build_manifest(tree)
@@ -121,10 +121,10 @@ def push_bundle(fs: Any, location: BlobUrl, tree: Path, *, budget: float) -> str
         archive = Path(tmp) / name
         pack(tree, archive, manifest=manifest)
         size = archive.stat().st_size
-        progress = start(f"pushing to {location.url}", 1, size)
-        written = call(lambda: _objects.create_object(fs, location, name, archive), budget=budget)
-        if progress is not None:
-            progress(1, size)
+        with pushing(location, archive):
+            written = call(
+                lambda: _objects.create_object(fs, location, name, archive), budget=budget
+            )
     logger.info(
         "bundle stored version=%s files=%d bytes=%d url=%s written=%s",
         manifest.version,
