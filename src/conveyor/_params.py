@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "bind_parameters",
     "coerce_parameters",
+    "is_secret",
     "masked_parameters",
     "parameter_schema",
     "validate_parameters",
@@ -329,7 +330,7 @@ def _schema_error(
         if top_level:
             return ConfigError(f"missing required parameter {name!r}", hint=_takes(properties))
         return ConfigError(f"parameter {_where(path)!r}: missing required key {name!r}")
-    shown = _show(instance, secret=_is_secret(properties.get(str(path[0]), {}) if path else {}))
+    shown = _show(instance, secret=is_secret(properties.get(str(path[0]), {}) if path else {}))
     where = _where(path)
     if error.validator == "format" and isinstance(error.cause, ValueError):
         example = _COERCED_FORMATS.get(str(rule), ("", ""))[1]
@@ -451,13 +452,13 @@ def masked_parameters(schema: Mapping[str, Any], params: Mapping[str, Any]) -> d
         key: "****"
         if value is not None
         and isinstance(properties.get(key), Mapping)
-        and _is_secret(properties[key])
+        and is_secret(properties[key])
         else value
         for key, value in params.items()
     }
 
 
-def _is_secret(property_schema: Mapping[str, Any]) -> bool:
+def is_secret(property_schema: Mapping[str, Any]) -> bool:
     """A ``SecretStr`` parameter (``format: password``): its value is never shown."""
     branches = [
         property_schema,

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor._params import is_secret
 from conveyor.errors import InvalidRequest
 
 __all__ = ["FIELD_PREFIX", "ParamField", "parameter_fields", "parse_parameters"]
@@ -74,15 +75,10 @@ def _branches(prop: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], bool]:
     return branches, len(branches) < len(options)
 
 
-def _secret(prop: Mapping[str, Any]) -> bool:
-    branches, _ = _branches(prop)
-    return any(b.get("format") == "password" or b.get("writeOnly") for b in [prop, *branches])
-
-
 def _widget(prop: Mapping[str, Any]) -> tuple[str, str, bool]:
     """(widget, type label, nullable) for a property."""
     branches, nullable = _branches(prop)
-    if _secret(prop):
+    if is_secret(prop):
         return "password", "secret string", nullable
     if len(branches) != 1:
         return "json", " | ".join(_label(b) for b in branches) or "any (JSON)", nullable
