@@ -106,11 +106,13 @@ def test_only_the_lease_holder_may_report_or_heartbeat(deploy, api):
 def test_heartbeats_keep_a_short_lease_alive(deploy, api):
     deploy()
     run = api.create_run("hello", "prod")
-    api.claim_run("default", worker="w1", lease_seconds=0.6)
+    # A lease of 1.5 s renewed every 0.5 s outlives it (2 s in all); the second of margin keeps a
+    # slow heartbeat on a busy machine from expiring it, which a 0.3 s margin did not.
+    api.claim_run("default", worker="w1", lease_seconds=1.5)
     report(api, run, RunState.RUNNING)
     for _ in range(4):
-        time.sleep(0.3)
-        api.heartbeat_run(run.id, worker="w1", lease_seconds=0.6)
+        time.sleep(0.5)
+        api.heartbeat_run(run.id, worker="w1", lease_seconds=1.5)
     assert report(api, run, RunState.COMPLETED).state is RunState.COMPLETED
 
 
