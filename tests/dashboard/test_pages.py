@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import pickle
 import re
 from pathlib import Path
@@ -145,17 +146,23 @@ def test_a_secret_parameter_is_shown_masked_on_the_run_page_and_by_runs_inspect(
     folder = tmp_path / "login"
     folder.mkdir()
     (folder / "flows.py").write_text(SECRET_FLOW.lstrip())
-    ok(conveyor("deploy", "flows.py:login", "--name", "secret", env=site.env, cwd=folder))
+    default = "tok-default-nowhere-3e9a"
+    deploy = ["deploy", "flows.py:login", "--name", "secret", "--param", f"token={default}"]
+    ok(conveyor(*deploy, env=site.env, cwd=folder))
     secret = "tok-visible-nowhere-8c1f"
     run = api.create_run("login", "secret", parameters={"token": secret, "user": "grace"})
 
-    # When its page is shown, and `conveyor runs inspect` prints it
+    # When its page and its deployment's are shown, and `conveyor runs inspect` prints it
     page = web.get(f"/runs/{run.id}").text
+    deployment_page = web.get("/deployments/login/secret").text
     inspected = ok(conveyor("runs", "inspect", run.id, env=site.env))
+    as_json = json.loads(ok(conveyor("runs", "inspect", run.id, "--json", env=site.env)))
 
     # Then the token is ****, the other parameters as they are
-    assert secret not in page
-    assert secret not in inspected
+    for shown_text in (page, deployment_page, inspected, json.dumps(as_json)):
+        assert secret not in shown_text
+        assert default not in shown_text
+    assert as_json["parameters"] == {"token": "****", "user": "grace"}
     shown = re.search(r'<pre id="parameters">(.*?)</pre>', page, re.S)
     assert shown is not None
     assert "****" in shown.group(1)

@@ -129,7 +129,9 @@ def require_pool(ctx: ServerContext, pool: str) -> None:
 def put_deployment(ctx: ServerContext, body: DeploymentCreate) -> Deployment:
     def put() -> Deployment:
         return ctx.db.write(
-            lambda s: deployments.put_deployment(s, body, now=utcnow(), settings=ctx.settings)
+            lambda s: deployments.put_deployment(
+                s, body, box=ctx.box, now=utcnow(), settings=ctx.settings
+            )
         )
 
     try:
@@ -157,7 +159,9 @@ def list_deployment_versions(
 
 def create_run(ctx: ServerContext, flow_name: str, name: str, body: RunCreate) -> Run:
     run = ctx.db.write(
-        lambda s: runs.create_run(s, flow_name, name, body, now=utcnow(), settings=ctx.settings)
+        lambda s: runs.create_run(
+            s, flow_name, name, body, box=ctx.box, now=utcnow(), settings=ctx.settings
+        )
     )
     ctx.doorbell.ring()
     return run
@@ -254,7 +258,7 @@ def reclaim(ctx: ServerContext, pool: str, body: ClaimRequest) -> Run | None:
     claim_id = body.claim_id
     if claim_id is None or ctx.db.read(lambda s: claims.claimed_by(s, claim_id)) is None:
         return None
-    return ctx.db.write(lambda s: claims.reclaim(s, pool, body, now=utcnow()))
+    return ctx.db.write(lambda s: claims.reclaim(s, pool, body, box=ctx.box, now=utcnow()))
 
 
 def claim_once(ctx: ServerContext, pool: str, body: ClaimRequest) -> Run | None:
@@ -263,7 +267,7 @@ def claim_once(ctx: ServerContext, pool: str, body: ClaimRequest) -> Run | None:
     now = utcnow()
     if not ctx.db.read(lambda s: claims.claimable(s, pool, body.labels, now=now)):
         return None
-    return ctx.db.write(lambda s: claims.claim_run(s, pool, body, now=utcnow()))
+    return ctx.db.write(lambda s: claims.claim_run(s, pool, body, box=ctx.box, now=utcnow()))
 
 
 def claim_blocking(ctx: ServerContext, pool: str, body: ClaimRequest) -> Run | None:

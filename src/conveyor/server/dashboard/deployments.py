@@ -64,7 +64,9 @@ async def trigger_run(request: Request, flow_name: str, name: str) -> Response:
         )
         body = RunCreate(parameters=parse_parameters(deployment.parameter_schema, form))
         run = dashboard.context.db.write(
-            lambda s: runs.create_run(s, flow_name, name, body, now=utcnow())
+            lambda s: runs.create_run(
+                s, flow_name, name, body, box=dashboard.context.box, now=utcnow()
+            )
         )
         dashboard.context.doorbell.ring()  # wake long-polling claims in this process
         return run.id

@@ -11,4 +11,5 @@ models of `conveyor.schemas`. Routes only translate HTTP to these calls.
 - `logs`: batched ingestion and reading by ``seq``.
 - `workers`: heartbeats and online/offline status.
 - `secrets`: the encrypted secret store.
+- `sealed`: secret parameters (``SecretStr``) encrypted at rest with the same key, and masked.
 """

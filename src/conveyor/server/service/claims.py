@@ -48,6 +48,7 @@ from conveyor.schemas import (
     RunState,
     StateUpdate,
 )
+from conveyor.server.secrets import SecretBox
 from conveyor.server.service.logs import append_system_log
 from conveyor.server.service.runs import find_run, record_attempt, run_models
 from conveyor.server.tables import RunAttemptRow, RunRow
@@ -97,8 +98,12 @@ def claimable(session: Session, pool: str, labels: list[str], *, now: datetime) 
     return [run_id for run_id, required in rows if set(required or []) <= have]
 
 
-def claim_run(session: Session, pool: str, request: ClaimRequest, *, now: datetime) -> Run | None:
-    """Move one claimable run to ``pending`` for ``request.worker``; None if there is none.
+def claim_run(
+    session: Session, pool: str, request: ClaimRequest, *, box: SecretBox, now: datetime
+) -> Run | None:
+    """Move one claimable run to ``pending`` for ``request.worker``; None if there is none. The
+    answer carries the run's secret parameters decrypted with ``box`` (the worker calls the flow
+    with them).
 
     With a ``claim_id`` that already took a run (a concurrent copy of this request committed
     first), that run is returned instead: claims with one id are serialised (SQLite has one
@@ -109,7 +114,7 @@ def claim_run(session: Session, pool: str, request: ClaimRequest, *, now: dateti
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:claim_id, 0))"),
                 {"claim_id": request.claim_id},
             )
-        again = reclaim(session, pool, request, now=now)
+        again = reclaim(session, pool, request, box=box, now=now)
         if again is not None:
             return again
     candidates = claimable(session, pool, request.labels, now=now)
@@ -147,13 +152,16 @@ def claim_run(session: Session, pool: str, request: ClaimRequest, *, now: dateti
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
             session.refresh(row)
-            return run_models(session, [row])[0]
+            return run_models(session, [row], box=box)[0]
     return None
 
 
-def reclaim(session: Session, pool: str, request: ClaimRequest, *, now: datetime) -> Run | None:
+def reclaim(
+    session: Session, pool: str, request: ClaimRequest, *, box: SecretBox, now: datetime
+) -> Run | None:
     """The run ``request.claim_id`` took, if it is still pending for this worker (its lease
-    renewed); None otherwise (no such claim, or it is over: claim anew)."""
+    renewed, its secret parameters decrypted as `claim_run` does); None otherwise (no such
+    claim, or it is over: claim anew)."""
     if request.claim_id is None:
         return None
     row = session.scalars(
@@ -169,7 +177,7 @@ def reclaim(session: Session, pool: str, request: ClaimRequest, *, now: datetime
     row.lease_expires = now + timedelta(seconds=request.lease_seconds)
     row.lease_seconds = request.lease_seconds
     session.flush()
-    return run_models(session, [row])[0]
+    return run_models(session, [row], box=box)[0]
 
 
 def claimed_by(session: Session, claim_id: str) -> str | None:

@@ -8,6 +8,9 @@ Before anything is stored, the source spec is rebuilt with its source class (as 
 rebuild it), so a spec the worker would refuse — a branch like ``-x``, a URL with a password — is
 a 422 now rather than a failed run later. A kind this server cannot import (an extra or a plugin
 installed only on workers) is left to the workers.
+
+Default values of secret parameters (``SecretStr``) are stored sealed, in the deployment and in
+its kept revisions (`conveyor.server.service.sealed`), and shown as ``****``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from conveyor._values import displayable_fields
 from conveyor.errors import ConfigError, InvalidRequest, MissingDependency, ObjectNotFound
 from conveyor.schemas import Deployment, DeploymentCreate, DeploymentVersion
 from conveyor.server.limits import check_parameters_size
+from conveyor.server.secrets import SecretBox
 from conveyor.server.service.pools import require_pool
+from conveyor.server.service.sealed import masked, seal, unseal
 from conveyor.server.tables import DeploymentRow, DeploymentVersionRow
 from conveyor.settings import Settings
 
@@ -43,9 +48,15 @@ _FIELDS = tuple(DeploymentCreate.model_fields)
 
 
 def put_deployment(
-    session: Session, body: DeploymentCreate, *, now: datetime, settings: Settings | None = None
+    session: Session,
+    body: DeploymentCreate,
+    *,
+    box: SecretBox,
+    now: datetime,
+    settings: Settings | None = None,
 ) -> Deployment:
-    """Create the deployment, or update it when anything differs from its current revision."""
+    """Create the deployment, or update it when anything differs from its current revision
+    (secret defaults compared by value, stored sealed with ``box``)."""
     check_source(body.source)
     if settings is not None:
         check_parameters_size(body.parameters, settings, what="the default parameters")
@@ -56,11 +67,16 @@ def put_deployment(
         .where(DeploymentRow.flow_name == body.flow_name, DeploymentRow.name == body.name)
         .with_for_update()
     ).first()
+    if row is not None and _unsealed_config(box, row) == config:
+        sealed = seal(box, row.parameter_schema, row.parameters)
+        if sealed != row.parameters:  # stored before secrets were sealed: seal them now
+            row.parameters = sealed
+            session.flush()
+        return deployment_model(row)
+    config["parameters"] = seal(box, body.parameter_schema, config["parameters"])
     if row is None:
         row = DeploymentRow(id=str(uuid.uuid4()), revision=1, created=now, updated=now, **config)
         session.add(row)
-    elif _config(row) == config:
-        return deployment_model(row)
     else:
         for field, value in config.items():
             setattr(row, field, value)
@@ -147,8 +163,11 @@ def list_deployment_versions(
 
 
 def deployment_model(row: DeploymentRow) -> Deployment:
-    """The API model of ``row``; a stored value that cannot be rendered is shown cleaned."""
-    config, replaced = displayable_fields(_config(row))
+    """The API model of ``row`` (secret defaults ``****``); a stored value that cannot be
+    rendered is shown cleaned."""
+    shown = _config(row)
+    shown["parameters"] = masked(row.parameter_schema, row.parameters)
+    config, replaced = displayable_fields(shown)
     if replaced:
         logger.warning("deployment shown cleaned id=%s fields=%s", row.id, ",".join(replaced))
     return Deployment(
@@ -158,3 +177,9 @@ def deployment_model(row: DeploymentRow) -> Deployment:
 
 def _config(row: DeploymentRow) -> dict[str, Any]:
     return {field: getattr(row, field) for field in _FIELDS}
+
+
+def _unsealed_config(box: SecretBox, row: DeploymentRow) -> dict[str, Any]:
+    """The current revision's `DeploymentCreate` as given (secret defaults decrypted)."""
+    where = f"deployment {row.flow_name}/{row.name}"
+    return {**_config(row), "parameters": unseal(box, row.parameters, where=where)}

@@ -4,6 +4,9 @@ A run copies what it needs from its deployment when it is created — the code `
 ``source`` spec, ``entrypoint``, ``pull_steps``, ``job_variables``, retries and timeout — so a
 later deploy never changes a queued run. Run ids are UUIDs; look-ups from people (`get_run`,
 cancel, logs) also accept a unique prefix of at least 4 characters.
+
+Secret parameters are stored sealed (`conveyor.server.service.sealed`) and shown as ``****``;
+only a worker's claim answer carries them (`run_models` with the box).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from conveyor._values import displayable_fields
 from conveyor.errors import ConveyorError, InvalidRequest, ObjectNotFound
 from conveyor.schemas import Run, RunAttempt, RunCreate, RunState
 from conveyor.server.limits import check_parameters_size
+from conveyor.server.secrets import SecretBox
 from conveyor.server.service.deployments import find_deployment
-from conveyor.server.tables import PoolRow, RunAttemptRow, RunRow
+from conveyor.server.service.sealed import masked, seal, unseal
+from conveyor.server.tables import DeploymentRow, PoolRow, RunAttemptRow, RunRow
 from conveyor.settings import Settings
 
 __all__ = [
@@ -47,15 +52,18 @@ def create_run(
     name: str,
     body: RunCreate,
     *,
+    box: SecretBox,
     now: datetime,
     settings: Settings | None = None,
 ) -> Run:
     """A new ``scheduled`` run of ``flow_name/name``; 422 when the parameters do not fit, 413
-    when they are larger than ``settings.max_parameters_bytes``."""
+    when they are larger than ``settings.max_parameters_bytes``. Secret parameters are sealed
+    with ``box`` before they are stored."""
     from conveyor._params import validate_parameters
 
     deployment = find_deployment(session, flow_name, name)
-    parameters = {**deployment.parameters, **body.parameters}
+    defaults = unseal(box, deployment.parameters, where=f"deployment {flow_name}/{name}")
+    parameters = {**defaults, **body.parameters}
     if settings is not None:
         check_parameters_size(parameters, settings)
     try:
@@ -77,7 +85,7 @@ def create_run(
         flow_name=deployment.flow_name,
         deployment_name=deployment.name,
         state=RunState.SCHEDULED.value,
-        parameters=parameters,
+        parameters=seal(box, deployment.parameter_schema, parameters),
         version=deployment.version,
         source=deployment.source,
         entrypoint=deployment.entrypoint,
@@ -100,7 +108,7 @@ def create_run(
     )
     session.add(row)
     session.flush()
-    return run_model(row, [])
+    return run_model(row, [], schema=deployment.parameter_schema)
 
 
 def _effective_job_variables(
@@ -205,8 +213,10 @@ def record_attempt(
     )
 
 
-def run_models(session: Session, rows: list[RunRow]) -> list[Run]:
-    """The API models of ``rows``, each with its attempts."""
+def run_models(session: Session, rows: list[RunRow], *, box: SecretBox | None = None) -> list[Run]:
+    """The API models of ``rows``, each with its attempts. Secret parameters are ``****``
+    (by their deployment's schema), unless ``box`` is given: then they are decrypted, for the
+    worker that runs the run and nobody else."""
     attempts: dict[str, list[RunAttempt]] = {row.id: [] for row in rows}
     if rows:
         query = (
@@ -216,15 +226,42 @@ def run_models(session: Session, rows: list[RunRow]) -> list[Run]:
         )
         for attempt in session.scalars(query):
             attempts[attempt.run_id].append(_attempt_model(attempt))
-    return [run_model(row, attempts[row.id]) for row in rows]
+    schemas = {} if box is not None else _parameter_schemas(session, rows)
+    return [
+        run_model(row, attempts[row.id], schema=schemas.get(row.deployment_id), box=box)
+        for row in rows
+    ]
 
 
-def run_model(row: RunRow, attempts: Iterable[RunAttempt]) -> Run:
-    """The API model of ``row``. A value stored before input was checked that cannot be rendered
+def _parameter_schemas(session: Session, rows: list[RunRow]) -> dict[str, dict[str, Any]]:
+    """The parameter schemas of the deployments of ``rows`` that have parameters, by id."""
+    ids = {row.deployment_id for row in rows if row.parameters}
+    if not ids:
+        return {}
+    query = select(DeploymentRow.id, DeploymentRow.parameter_schema).where(
+        DeploymentRow.id.in_(sorted(ids))
+    )
+    return {deployment_id: schema for deployment_id, schema in session.execute(query)}
+
+
+def run_model(
+    row: RunRow,
+    attempts: Iterable[RunAttempt],
+    *,
+    schema: dict[str, Any] | None,
+    box: SecretBox | None = None,
+) -> Run:
+    """The API model of ``row``: secret parameters masked by ``schema`` (envelopes always), or
+    decrypted with ``box``. A value stored before input was checked that cannot be rendered
     (a lone surrogate, nesting past the limit) is shown cleaned, never a failed listing."""
     values: dict[str, Any] = {
         field: getattr(row, field) for field in _RUN_FIELDS if field not in {"attempts", "state"}
     }
+    values["parameters"] = (
+        masked(schema, row.parameters)
+        if box is None
+        else unseal(box, row.parameters, where=f"run {row.id}")
+    )
     values, replaced = displayable_fields(values)
     if replaced:
         logger.warning("run shown cleaned run=%s fields=%s", row.id, ",".join(replaced))

@@ -1,0 +1,71 @@
+"""Secret parameters (``SecretStr``) at rest: encrypted with the server's `SecretBox`.
+
+A value of a parameter the stored schema calls secret (`conveyor._params.is_secret`) is kept as
+a tagged envelope, ``{"$conveyor_secret": "<Fernet token>"}``, in a run's parameters, a
+deployment's default parameters and its kept revisions. The same key and cipher as the secret
+store are used (one key to keep).
+
+- `seal` before storing (values that are already envelopes are kept as they are);
+- `unseal` for the worker's claim answer, the only place that carries the value;
+- `masked` for everything shown: an envelope, and a plain value of a secret parameter stored
+  before this existed, are ``****``.
+
+Rows written before sealing hold plain values: they still run (`unseal` leaves them alone) and
+are shown masked by the schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from conveyor._params import is_secret, masked_parameters
+from conveyor.server.secrets import SecretBox
+
+__all__ = ["ENVELOPE", "MASK", "is_sealed", "masked", "seal", "unseal"]
+
+ENVELOPE = "$conveyor_secret"
+MASK = "****"
+
+
+def is_sealed(value: object) -> bool:
+    """Whether ``value`` is an envelope `seal` made."""
+    return isinstance(value, Mapping) and len(value) == 1 and isinstance(value.get(ENVELOPE), str)
+
+
+def seal(box: SecretBox, schema: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with the value of each secret parameter (by ``schema``) encrypted."""
+    secret = _secret_names(schema)
+    return {
+        key: {ENVELOPE: box.encrypt(value).decode("ascii")}
+        if key in secret and isinstance(value, str)
+        else value
+        for key, value in params.items()
+    }
+
+
+def unseal(box: SecretBox, params: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """``params`` with every envelope decrypted (``where`` names the run or deployment in the
+    error when this server's key cannot decrypt one)."""
+    return {
+        key: box.decrypt(value[ENVELOPE].encode("ascii"), name=f"parameter {key!r} of {where}")
+        if is_sealed(value)
+        else value
+        for key, value in params.items()
+    }
+
+
+def masked(schema: Mapping[str, Any] | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` to show: envelopes, and non-null values of secret parameters (by ``schema``;
+    `conveyor._params.masked_parameters`), as ``****``."""
+    shown = {key: MASK if is_sealed(value) else value for key, value in params.items()}
+    return masked_parameters(schema or {}, shown)
+
+
+def _secret_names(schema: Mapping[str, Any]) -> frozenset[str]:
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        return frozenset()
+    return frozenset(
+        name for name, prop in properties.items() if isinstance(prop, Mapping) and is_secret(prop)
+    )

@@ -1,0 +1,199 @@
+"""Secret flow parameters (``SecretStr``) are encrypted at rest and shown as ``****``: only the
+worker's claim answer carries them. Both front ends, SQLite and PostgreSQL, the raw rows read
+back with SQL (and the SQLite file's bytes)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text, update
+
+from conveyor.secrets import Secret
+from conveyor.server.tables import RunRow
+from conveyor.settings import Settings
+from fixtures.frontends import FRONT_ENDS, front_end
+
+RUN_SECRET = "run-s3cr3t-Qx7pV2mZ"
+DEFAULT_SECRET = "default-s3cr3t-Lk4wR9"
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Parameters",
+    "properties": {
+        "n": {"type": "integer", "title": "n", "position": 0},
+        "token": {
+            "type": "string",
+            "format": "password",
+            "writeOnly": True,
+            "title": "token",
+            "position": 1,
+        },
+    },
+    "required": ["n", "token"],
+}
+
+
+def _deployment(**overrides: Any) -> dict[str, Any]:
+    return {
+        "flow_name": "hello",
+        "name": "prod",
+        "entrypoint": "flows.py:hello",
+        "source": {"kind": "local", "path": "/srv/flows"},
+        "version": "sha256-" + "a" * 64,
+        "parameters": {"n": 1, "token": DEFAULT_SECRET},
+        "parameter_schema": SCHEMA,
+        **overrides,
+    }
+
+
+@pytest.fixture(params=FRONT_ENDS)
+def http(request: pytest.FixtureRequest, backend: Settings) -> Iterator[httpx.Client]:
+    with front_end(request.param, backend) as client:
+        yield client
+
+
+def _ok(response: httpx.Response) -> Any:
+    assert response.status_code < 300, response.text
+    return response.json()
+
+
+def _stored(settings: Settings) -> str:
+    """Every parameter the database holds, as the database returns it (text)."""
+    engine = create_engine(settings.database_url or f"sqlite:///{settings.home / 'conveyor.db'}")
+    try:
+        with engine.connect() as conn:
+            rows = [
+                *conn.execute(text("SELECT CAST(parameters AS TEXT) FROM runs")),
+                *conn.execute(text("SELECT CAST(parameters AS TEXT) FROM deployments")),
+                *conn.execute(text("SELECT CAST(config AS TEXT) FROM deployment_versions")),
+            ]
+    finally:
+        engine.dispose()
+    return "\n".join(str(row[0]) for row in rows)
+
+
+def _sqlite_bytes(settings: Settings) -> bytes:
+    """The SQLite database file and its WAL, as on disk (empty on PostgreSQL)."""
+    if settings.database_url:
+        return b""
+    files = sorted(settings.home.glob("conveyor.db*"))
+    assert settings.home / "conveyor.db" in files
+    return b"".join(path.read_bytes() for path in files)
+
+
+def test_secret_parameters_are_sealed_at_rest_and_shown_masked(
+    http: httpx.Client, backend: Settings
+) -> None:
+    # Given a deployment whose default for a SecretStr parameter is a secret
+    deployment = _ok(http.put("/api/deployments", json=_deployment()))
+    # When a run is created with another secret value
+    created = _ok(
+        http.post("/api/deployments/hello/prod/runs", json={"parameters": {"token": RUN_SECRET}})
+    )
+    # Then no read shows either value: creation, get, list, deployment, deployments
+    assert deployment["parameters"] == {"n": 1, "token": "****"}
+    assert created["parameters"] == {"n": 1, "token": "****"}
+    assert _ok(http.get(f"/api/runs/{created['id']}"))["parameters"]["token"] == "****"
+    assert [r["parameters"]["token"] for r in _ok(http.get("/api/runs"))] == ["****"]
+    assert _ok(http.get("/api/deployments/hello/prod"))["parameters"]["token"] == "****"
+    assert [d["parameters"]["token"] for d in _ok(http.get("/api/deployments"))] == ["****"]
+    # ...and the database holds neither, only envelopes (in the run, the deployment, its revision)
+    stored = _stored(backend)
+    assert RUN_SECRET not in stored
+    assert DEFAULT_SECRET not in stored
+    assert stored.count("$conveyor_secret") == 3
+    on_disk = _sqlite_bytes(backend)
+    assert RUN_SECRET.encode() not in on_disk
+    assert DEFAULT_SECRET.encode() not in on_disk
+
+
+def test_the_claim_carries_the_value_also_on_a_reclaim_and_a_retry(http: httpx.Client) -> None:
+    # Given a run with a secret parameter, and one that takes the deployment's secret default
+    _ok(http.put("/api/deployments", json=_deployment(retries=1)))
+    first = _ok(
+        http.post("/api/deployments/hello/prod/runs", json={"parameters": {"token": RUN_SECRET}})
+    )
+    second = _ok(http.post("/api/deployments/hello/prod/runs", json={"parameters": {}}))
+    claim = {"worker": "w1", "claim_id": "first-claim"}
+    # When a worker claims them
+    claimed = _ok(http.post("/api/pools/default/claim", json=claim))
+    # Then the claim answer carries the value, and so does the same claim presented again
+    assert claimed["id"] == first["id"]
+    assert claimed["parameters"] == {"n": 1, "token": RUN_SECRET}
+    again = _ok(http.post("/api/pools/default/claim", json=claim))
+    assert (again["id"], again["parameters"]["token"]) == (first["id"], RUN_SECRET)
+    # ...and a state report's answer does not
+    failed = _ok(
+        http.post(
+            f"/api/runs/{first['id']}/state",
+            json={"worker": "w1", "state": "failed", "attempt": 1},
+        )
+    )
+    assert failed["state"] == "scheduled"  # the retry
+    assert failed["parameters"]["token"] == "****"
+    # ...and the retry's claim carries the value again; the other run gets the default
+    tokens = {}
+    for n in range(2):
+        claim = {"worker": "w1", "claim_id": f"retry-claim-{n}"}
+        run = _ok(http.post("/api/pools/default/claim", json=claim))
+        tokens[run["id"]] = run["parameters"]["token"]
+    assert tokens == {first["id"]: RUN_SECRET, second["id"]: DEFAULT_SECRET}
+
+
+def test_a_run_stored_in_clear_before_still_runs_and_is_shown_masked(
+    http: httpx.Client, backend: Settings
+) -> None:
+    # Given a run whose secret parameter was stored in clear (before values were sealed)
+    _ok(http.put("/api/deployments", json=_deployment()))
+    run = _ok(http.post("/api/deployments/hello/prod/runs", json={"parameters": {}}))
+    engine = create_engine(backend.database_url or f"sqlite:///{backend.home / 'conveyor.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(RunRow)
+                .where(RunRow.id == run["id"])
+                .values(parameters={"n": 2, "token": "legacy-plain"})
+            )
+    finally:
+        engine.dispose()
+    # When it is read and claimed
+    shown = _ok(http.get(f"/api/runs/{run['id']}"))
+    claimed = _ok(http.post("/api/pools/default/claim", json={"worker": "w1"}))
+    # Then people see it masked, and the worker gets the value as stored
+    assert shown["parameters"] == {"n": 2, "token": "****"}
+    assert claimed["parameters"] == {"n": 2, "token": "legacy-plain"}
+
+
+def test_putting_the_same_deployment_again_makes_no_revision(http: httpx.Client) -> None:
+    # Given a deployment with a secret default (sealed: its ciphertext differs on every seal)
+    first = _ok(http.put("/api/deployments", json=_deployment()))
+    # When the same deployment is put again, and then with another secret default
+    same = _ok(http.put("/api/deployments", json=_deployment()))
+    changed = _ok(
+        http.put("/api/deployments", json=_deployment(parameters={"n": 1, "token": "other"}))
+    )
+    # Then only the changed value makes a revision
+    assert (first["revision"], same["revision"], changed["revision"]) == (1, 1, 2)
+
+
+def test_a_key_that_cannot_decrypt_is_a_one_line_error(backend: Settings) -> None:
+    # Given a run sealed with the server's key
+    with front_end("local", backend) as http:
+        _ok(http.put("/api/deployments", json=_deployment()))
+        _ok(http.post("/api/deployments/hello/prod/runs", json={"parameters": {}}))
+    # When the server's key is another one and a worker claims
+    other = dataclasses.replace(backend, secret_key=Secret("another-key-of-enough-length-01234"))
+    with front_end("local", other) as http:
+        answer = http.post("/api/pools/default/claim", json={"worker": "w1"})
+        runs = _ok(http.get("/api/runs"))
+    # Then the claim fails with a one-line error naming what and how, and the run stays queued
+    assert answer.status_code >= 400
+    detail = answer.json()["detail"]
+    assert "cannot be decrypted with this server's key" in detail
+    assert "token" in detail
+    assert "CONVEYOR_SECRET_KEY" in answer.json()["hint"]
+    assert [r["state"] for r in runs] == ["scheduled"]
