@@ -26,7 +26,7 @@ from conveyor.errors import ApiError, ConveyorError
 from conveyor.server.context import ServerContext
 from conveyor.server.db import Database
 from conveyor.server.errors import error_body, error_response, validation_message
-from conveyor.server.middleware import BodyLimitMiddleware
+from conveyor.server.middleware import BodyLimitMiddleware, UnexpectedErrorMiddleware
 from conveyor.server.migrate import ensure_schema
 from conveyor.server.secrets import SecretBox
 from conveyor.settings import Settings
@@ -95,6 +95,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.reveal())
+    app.add_middleware(UnexpectedErrorMiddleware)  # outermost: see its docstring
     return app
 
 

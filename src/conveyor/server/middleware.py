@@ -1,4 +1,11 @@
-"""ASGI middleware of the HTTP front end: the request body limit.
+"""ASGI middleware of the HTTP front end: the request body limit, and unexpected errors.
+
+`UnexpectedErrorMiddleware`: an exception no handler knows (a bug) is logged with its traceback
+and answered with a one-line 500, and the connection stays usable. Without it Starlette's
+``ServerErrorMiddleware`` sends its 500 and re-raises, and uvicorn then closes the transport
+(the response had started): a request the client had already sent on that keep-alive connection
+was reset. An exception after the response started still goes up (that response is cut short,
+so the connection must close).
 
 `BodyLimitMiddleware`: a request whose ``Content-Length`` is over ``max_request_bytes`` is refused
 before a byte of it is read; a body without a length (chunked) is read up to the limit and refused
@@ -9,13 +16,21 @@ limit (``max_bundle_bytes``) and pass through.
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+import logging
+
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor._values import format_size
+from conveyor.server.errors import error_body
 from conveyor.server.limits import BODY_HINT, TOO_LARGE
 
-__all__ = ["BodyLimitMiddleware"]
+__all__ = ["BodyLimitMiddleware", "UnexpectedErrorMiddleware"]
+
+logger = logging.getLogger(__name__)
+
+UNEXPECTED = "internal server error"
+UNEXPECTED_HINT = "this is a bug in the server; its log has the traceback"
 
 _STREAMED = ("/api/bundles/",)
 
@@ -87,3 +102,38 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+class UnexpectedErrorMiddleware:
+    """A one-line 500 for an exception nothing else handled, on a connection that stays open."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:
+                raise
+            logger.exception(
+                "request failed unexpectedly method=%s path=%s", scope["method"], scope["path"]
+            )
+            await _unexpected(scope)(scope, receive, send)
+
+
+def _unexpected(scope: Scope) -> Response:
+    if scope["path"].startswith("/api"):
+        return JSONResponse(error_body(UNEXPECTED, UNEXPECTED_HINT), status_code=500)
+    return PlainTextResponse(f"{UNEXPECTED} ({UNEXPECTED_HINT})", status_code=500)

@@ -6,7 +6,8 @@
 - `PageRoute`: the route class of every page. Before the endpoint runs it sends a visitor who is
   not signed in to ``/login?next=...`` (a 401 with ``HX-Redirect`` for htmx requests), and refuses
   a POST without a valid CSRF token (403). A `ConveyorError` from the endpoint becomes an error
-  page with its one-line message and hint (its HTTP status for API errors, 500 otherwise).
+  page with its one-line message and hint (its HTTP status for API errors, 500 otherwise); any
+  other exception (a bug) is logged and becomes a 500 page too.
 - `Dashboard.render`: a template to an `HTMLResponse` with the security headers (a strict
   Content-Security-Policy: scripts and styles only from ``/static``, no inline script) and the
   visitor's CSRF cookie.
@@ -32,6 +33,7 @@ from conveyor.server.context import ServerContext
 from conveyor.server.dashboard import fmt
 from conveyor.server.dashboard.auth import CSRF_FIELD, Guard
 from conveyor.server.db import utcnow
+from conveyor.server.middleware import UNEXPECTED, UNEXPECTED_HINT
 
 __all__ = ["SECURITY_HEADERS", "Dashboard", "PageRoute", "PublicPageRoute", "dashboard_of"]
 
@@ -136,6 +138,9 @@ class PageRoute(APIRoute):
                 return dashboard.error(request, 500, exc.message, exc.hint)
             except RequestValidationError as exc:
                 return dashboard.error(request, 400, _validation_message(exc), None)
+            except Exception:  # a bug: its page, on a connection that stays open
+                logger.exception("dashboard page failed unexpectedly path=%s", request.url.path)
+                return dashboard.error(request, 500, UNEXPECTED, UNEXPECTED_HINT)
 
         return handle
 
