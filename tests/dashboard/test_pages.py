@@ -9,6 +9,7 @@ import io
 import json
 import pickle
 import re
+import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
@@ -392,6 +393,30 @@ def test_secrets_create_replace_delete_and_values_never_come_back(web, api, site
     assert web.post("/secrets/PLAIN/delete", data={"csrf_token": token}).status_code == 303
     assert api.get_secret("PLAIN") is None
     assert ">PLAIN<" not in web.get("/secrets").text
+
+
+def test_pool_links_are_url_encoded(web, site) -> None:
+    # Given a pool whose name holds a space, '#' and '?' (stored before names were checked),
+    # a deployment in it and a worker of it
+    pool = "odd pool #1?x=y"
+    ok(conveyor("deploy", "flows.py:greet", "--name", "oddpool", env=site.env, cwd=site.project))
+    with sqlite3.connect(site.home / ".conveyor" / "conveyor.db", timeout=30) as db:
+        db.execute(
+            "INSERT INTO pools (name, type, description, created) VALUES (?, 'process', '', ?)",
+            (pool, "2026-01-01 00:00:00.000000"),
+        )
+        db.execute("UPDATE deployments SET work_pool = ? WHERE name = 'oddpool'", (pool,))
+    # When the pages link to it
+    encoded = quote(pool, safe="")
+    deployment = web.get("/deployments/greet/oddpool").text
+    deployments = web.get("/deployments").text
+    pools = web.get("/pools").text
+    # Then each link is the encoded name, and the anchor on the pools page is the same text
+    assert f'href="/pools#pool-{encoded}"' in deployment
+    assert f'href="/pools#pool-{encoded}"' in deployments
+    assert f'id="pool-{encoded}"' in pools
+    assert "#pool-odd pool" not in deployment + deployments
+    assert 'id="pool-odd pool' not in pools
 
 
 # --- untrusted text -----------------------------------------------------------------------------
