@@ -395,6 +395,21 @@ def test_secrets_create_replace_delete_and_values_never_come_back(web, api, site
     assert ">PLAIN<" not in web.get("/secrets").text
 
 
+def test_the_saved_message_names_only_a_stored_secret(web, api) -> None:
+    # Given a stored secret
+    api.set_secret("SAVED_ONE", "v")
+    # When the page is asked to confirm it, and then something that is not a stored secret
+    confirmed = web.get("/secrets?saved=SAVED_ONE").text
+    made_up = web.get("/secrets", params={"saved": "your password expired: call 555-0100"}).text
+    missing = web.get("/secrets?saved=NOT_STORED").text
+    # Then only the stored secret's name is confirmed; a made-up text is not shown at all
+    assert '<p class="ok" id="saved">Stored SAVED_ONE.</p>' in confirmed
+    for page in (made_up, missing):
+        assert 'id="saved"' not in page
+    assert "555-0100" not in made_up
+    assert "NOT_STORED" not in missing
+
+
 def test_pool_links_are_url_encoded(web, site) -> None:
     # Given a pool whose name holds a space, '#' and '?' (stored before names were checked),
     # a deployment in it and a worker of it

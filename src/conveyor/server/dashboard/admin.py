@@ -5,6 +5,7 @@ name and kind; create, replace, delete; values go in and never come back out).""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -92,18 +93,24 @@ def _secret_rows(request: Request) -> list[dict[str, Any]]:
     return context.db.read(read)
 
 
-def _secrets_page(request: Request, *, status: int = 200, **values: Any) -> Response:
+def _secrets_page(
+    request: Request, *, status: int = 200, saved: str | None = None, **values: Any
+) -> Response:
+    """The secrets page; ``saved`` is confirmed only when it names a stored secret (it comes
+    from the query string, which anyone can write into a link)."""
     values.setdefault("error", None)
     values.setdefault("hint", None)
     values.setdefault("chosen", "secret")
     values.setdefault("kept", {})
-    values.setdefault("saved", None)
+    rows = _secret_rows(request)
+    stored = {row["info"].name for row in rows}
     return dashboard_of(request).render(
         request,
         "secrets.html",
         status=status,
-        rows=_secret_rows(request),
+        rows=rows,
         kinds=list(KINDS.values()),
+        saved=saved if saved in stored else None,
         **values,
     )
 
@@ -141,7 +148,9 @@ async def secret_put(request: Request) -> Response:
         problem = exc
     else:
         return RedirectResponse(
-            f"/secrets?saved={stored}", status_code=303, headers={**SECURITY_HEADERS}
+            "/secrets?" + urlencode({"saved": stored}),
+            status_code=303,
+            headers={**SECURITY_HEADERS},
         )
     return await run_in_threadpool(
         lambda: _secrets_page(
