@@ -50,6 +50,8 @@ from conveyor.schemas import (
     RunCreate,
     RunHeartbeat,
     RunHeartbeatReply,
+    RunParameters,
+    RunParametersRequest,
     RunState,
     RunWatch,
     SecretInfo,
@@ -267,6 +269,13 @@ class ConveyorClient:
         return RunHeartbeatReply.model_validate(
             self._request("POST", path, body=body, idempotent=True).json()
         )
+
+    def run_parameters(self, run_id: str, *, worker: str, attempt: int) -> dict[str, Any]:
+        """The parameters of the run ``worker`` holds, secret values included (409 otherwise)."""
+        body = RunParametersRequest(worker=worker, attempt=attempt)
+        path = f"/api/runs/{_q(run_id)}/parameters"
+        response = self._request("POST", path, body=body, idempotent=True)
+        return RunParameters.model_validate(response.json()).parameters
 
     def set_run_state(self, run_id: str, update: StateUpdate) -> Run:
         """Report a state; repeated when the reply is lost if ``update.attempt`` is set."""

@@ -2,7 +2,9 @@
 
 Pydantic lives here, at the edge; inside the worker and the sources, frozen dataclasses.
 No model ever carries a secret value, except `SecretValue`, which only the worker's secret
-look-up endpoint returns.
+look-up endpoint returns, and the values of a run's secret parameters (``SecretStr``), which
+only the claim answer and `RunParameters` (for the run's holder) carry: everywhere else they
+are ``****``.
 
 Endpoints (all JSON, under ``/api``; ``X-API-Key`` header when the server has a key):
 
@@ -22,6 +24,7 @@ Endpoints (all JSON, under ``/api``; ``X-API-Key`` header when the server has a 
 | POST /api/pools/{pool}/claim | ClaimRequest → Run or 204 (long-poll up to wait_seconds) |
 | POST /api/runs/{id}/heartbeat | RunHeartbeat → RunHeartbeatReply (lease extended) |
 | POST /api/runs/{id}/state | StateUpdate → Run (409 if the worker lost the lease) |
+| POST /api/runs/{id}/parameters | RunParametersRequest → RunParameters (its holder; else 409) |
 | POST /api/runs/{id}/logs?attempt=&batch= | list[LogRecord] → 204 (a batch stored once) |
 | GET  /api/runs/{id}/logs?after=&limit= | → list[LogLine] |
 | GET  /api/runs/{id}/watch?after=&state=&wait= | → RunWatch, once there is news (long-poll) |
@@ -87,6 +90,8 @@ __all__ = [
     "RunCreate",
     "RunHeartbeat",
     "RunHeartbeatReply",
+    "RunParameters",
+    "RunParametersRequest",
     "RunState",
     "RunWatch",
     "SecretInfo",
@@ -391,6 +396,23 @@ class RunHeartbeat(_Request):
 class RunHeartbeatReply(_Model):
     lease_expires: datetime
     cancel_requested: bool
+
+
+class RunParametersRequest(_Request):
+    """The holder of a run's ``attempt`` asks for its parameters with their secret values (the
+    container of a docker or kubernetes pool, which gets the run by id, not by a claim)."""
+
+    worker: str
+    attempt: int = Field(ge=1)
+
+    def _check(self) -> None:
+        _names.check_worker_name(self.worker)
+
+
+class RunParameters(_Model):
+    """A run's parameters as its flow is called with them (secret values included)."""
+
+    parameters: dict[str, Any]
 
 
 class StateUpdate(_Request):

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from e2e.conftest import command_env, conveyor, ok
+from conveyor.worker.executors.container import OUTCOME_PREFIX
+from e2e.conftest import api, command_env, conveyor, ok
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +109,43 @@ def test_a_run_stored_before_values_were_sealed_still_runs(tmp_path: Path) -> No
     inspected = ok(conveyor("runs", "inspect", run_id, env=env))
     assert '"token": "****"' in inspected
     assert "legacy-plain-value" not in inspected
+
+
+def test_a_container_run_gets_the_value_as_its_holder(tmp_path: Path) -> None:
+    # Given a run with a secret parameter, claimed by a container pool's worker
+    env = command_env()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "flows.py").write_text(FLOW.lstrip())
+    out = tmp_path / "container-out"
+    ok(conveyor("deploy", "flows.py:login", "--name", "s", env=env, cwd=project))
+    args = ["run", "login/s", "-p", f"token={RUN_SECRET}", "-p", f"out={out}"]
+    run_id = ok(conveyor(*args, env=env)).strip()
+    with api(env) as client:
+        claimed = client.claim_run("default", worker="docker-worker")
+        deployment = client.get_deployment("login", "s")
+    assert claimed is not None
+    assert claimed.id == run_id
+    # When the container's command runs with the environment a docker pool gives it (as a
+    # process: no container engine here), the run's parameters masked in the run itself
+    inside = {
+        **env,
+        "CONVEYOR_RUN_ID": run_id,
+        "CONVEYOR_RUN_SOURCE": json.dumps(deployment.source),
+        "CONVEYOR_RUN_VERSION": deployment.version,
+        "CONVEYOR_RUN_ENTRYPOINT": deployment.entrypoint,
+        "CONVEYOR_CACHE_DIR": str(tmp_path / "container-cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor.worker.container"],
+        env=inside,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Then the flow got the real value, which the container printed nowhere
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout.strip().splitlines()[-1].removeprefix(OUTCOME_PREFIX))
+    assert outcome["state"] == "completed", outcome
+    assert out.read_text() == RUN_SECRET
+    assert RUN_SECRET not in done.stdout + done.stderr

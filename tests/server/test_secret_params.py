@@ -197,3 +197,32 @@ def test_a_key_that_cannot_decrypt_is_a_one_line_error(backend: Settings) -> Non
     assert "token" in detail
     assert "CONVEYOR_SECRET_KEY" in answer.json()["hint"]
     assert [r["state"] for r in runs] == ["scheduled"]
+
+
+def test_only_the_holder_of_the_attempt_gets_the_parameters(http: httpx.Client) -> None:
+    # Given a run with a secret parameter, claimed by w1
+    _ok(http.put("/api/deployments", json=_deployment()))
+    run = _ok(
+        http.post("/api/deployments/hello/prod/runs", json={"parameters": {"token": RUN_SECRET}})
+    )
+    path = f"/api/runs/{run['id']}/parameters"
+    before = http.post(path, json={"worker": "w1", "attempt": 1})
+    _ok(http.post("/api/pools/default/claim", json={"worker": "w1"}))
+    # When its holder asks for its parameters, and others do
+    held = _ok(http.post(path, json={"worker": "w1", "attempt": 1}))
+    other = http.post(path, json={"worker": "w2", "attempt": 1})
+    stale = http.post(path, json={"worker": "w1", "attempt": 2})
+    for state in ("running", "completed"):
+        _ok(http.post(f"/api/runs/{run['id']}/state", json={"worker": "w1", "state": state}))
+    after = http.post(path, json={"worker": "w1", "attempt": 1})
+    # Then only the holder of the current attempt gets the value; the rest a one-line 409
+    assert held == {"parameters": {"n": 1, "token": RUN_SECRET}}
+    for refused, says in (
+        (before, "not claimed"),
+        (other, "held by 'w1'"),
+        (stale, "which is at attempt 1"),
+        (after, "it is completed"),
+    ):
+        assert refused.status_code == 409, refused.text
+        assert says in refused.json()["detail"]
+        assert RUN_SECRET not in refused.text

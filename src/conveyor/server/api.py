@@ -39,6 +39,8 @@ from conveyor.schemas import (
     RunCreate,
     RunHeartbeat,
     RunHeartbeatReply,
+    RunParameters,
+    RunParametersRequest,
     RunState,
     RunWatch,
     SecretInfo,
@@ -89,6 +91,7 @@ __all__ = [
     "read_logs",
     "reclaim",
     "require_pool",
+    "run_parameters",
     "set_run_state",
     "watch_run",
     "worker_heartbeat",
@@ -293,6 +296,10 @@ def claim_blocking(ctx: ServerContext, pool: str, body: ClaimRequest) -> Run | N
 def heartbeat_run(ctx: ServerContext, run_id: str, body: RunHeartbeat) -> RunHeartbeatReply:
     ctx.sweep()
     return ctx.db.write(lambda s: claims.heartbeat_run(s, run_id, body, now=utcnow()))
+
+
+def run_parameters(ctx: ServerContext, run_id: str, body: RunParametersRequest) -> RunParameters:
+    return ctx.db.read(lambda s: claims.held_parameters(s, run_id, body, box=ctx.box))
 
 
 def set_run_state(ctx: ServerContext, run_id: str, body: StateUpdate) -> Run:

@@ -35,6 +35,7 @@ from conveyor.schemas import (
     PoolCreate,
     RunCreate,
     RunHeartbeat,
+    RunParametersRequest,
     RunState,
     SecretPut,
     StateUpdate,
@@ -224,6 +225,11 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/api/runs/{run_id}/heartbeat",
         lambda r: api.heartbeat_run(r.ctx, r.params["run_id"], r.json(RunHeartbeat)),
+    ),
+    Route(
+        "POST",
+        "/api/runs/{run_id}/parameters",
+        lambda r: api.run_parameters(r.ctx, r.params["run_id"], r.json(RunParametersRequest)),
     ),
     Route(
         "POST",

@@ -1,11 +1,12 @@
 """``python -m conveyor.worker.container``: one run, inside the container a pool started.
 
 It reads what the executor put in the environment (see `conveyor.worker.executors.container`),
-fetches the run's pinned code into its own code cache (verified, as every fetch), resolves the
-secret templates of ``CONVEYOR_SECRET_ENV`` (the environment first, then the server's secret
-store), runs the flow in a child process as a process worker would, sends the flow's logs to the
-server, and prints one ``CONVEYOR_OUTCOME {json}`` line for the executor outside, which reports
-the run's state (it holds the lease).
+gets the run and, as its holder, its parameters with their secret values (``SecretStr``
+parameters are ``****`` in the run itself), fetches the run's pinned code into its own code
+cache (verified, as every fetch), resolves the secret templates of ``CONVEYOR_SECRET_ENV`` (the
+environment first, then the server's secret store), runs the flow in a child process as a
+process worker would, sends the flow's logs to the server, and prints one ``CONVEYOR_OUTCOME
+{json}`` line for the executor outside, which reports the run's state (it holds the lease).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def main() -> int:
     run_id = env["CONVEYOR_RUN_ID"]
     with connect(settings) as client:
         run = client.get_run(run_id)
+        parameters = dict(run.parameters)  # secret values are **** here: ask as the holder
+        if run.worker is not None:
+            parameters = client.run_parameters(run_id, worker=run.worker, attempt=run.attempt)
         secret_env = json.loads(env.get("CONVEYOR_SECRET_ENV") or "{}")
         resolved = resolve_templates(secret_env, store=client, environ=env)
         run_env: dict[str, str | Secret] = {
@@ -56,7 +60,7 @@ def main() -> int:
             run_id=run_id,
             attempt=run.attempt,
             entrypoint=env.get("CONVEYOR_RUN_ENTRYPOINT") or run.entrypoint,
-            parameters=dict(run.parameters),
+            parameters=parameters,
             source=json.loads(env["CONVEYOR_RUN_SOURCE"]),
             version=env["CONVEYOR_RUN_VERSION"],
             pull_steps=tuple(dict(step) for step in run.pull_steps),

@@ -1,4 +1,5 @@
-"""What workers call: claim (long-poll), run heartbeats, state reports."""
+"""What workers call: claim (long-poll), run heartbeats, state reports, a held run's
+parameters."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from conveyor.schemas import ClaimRequest, Run, RunHeartbeat, RunHeartbeatReply, StateUpdate
+from conveyor.schemas import (
+    ClaimRequest,
+    Run,
+    RunHeartbeat,
+    RunHeartbeatReply,
+    RunParameters,
+    RunParametersRequest,
+    StateUpdate,
+)
 from conveyor.server import api
 from conveyor.server.routes import Ctx
 
@@ -47,6 +56,11 @@ async def claim_run(pool: str, body: ClaimRequest, request: Request, ctx: Ctx) -
 @router.post("/runs/{run_id}/heartbeat")
 def heartbeat_run(run_id: str, body: RunHeartbeat, ctx: Ctx) -> RunHeartbeatReply:
     return api.heartbeat_run(ctx, run_id, body)
+
+
+@router.post("/runs/{run_id}/parameters")
+def run_parameters(run_id: str, body: RunParametersRequest, ctx: Ctx) -> RunParameters:
+    return api.run_parameters(ctx, run_id, body)
 
 
 @router.post("/runs/{run_id}/state")

@@ -45,12 +45,15 @@ from conveyor.schemas import (
     Run,
     RunHeartbeat,
     RunHeartbeatReply,
+    RunParameters,
+    RunParametersRequest,
     RunState,
     StateUpdate,
 )
 from conveyor.server.secrets import SecretBox
 from conveyor.server.service.logs import append_system_log
 from conveyor.server.service.runs import find_run, record_attempt, run_models
+from conveyor.server.service.sealed import unseal
 from conveyor.server.tables import RunAttemptRow, RunRow
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "expire_leases",
     "has_expired_leases",
     "heartbeat_run",
+    "held_parameters",
     "reclaim",
     "set_run_state",
 ]
@@ -200,6 +204,18 @@ def heartbeat_run(
     row.lease_expires = now + timedelta(seconds=beat.lease_seconds)
     row.lease_seconds = beat.lease_seconds
     return RunHeartbeatReply(lease_expires=row.lease_expires, cancel_requested=row.cancel_requested)
+
+
+def held_parameters(
+    session: Session, run_id: str, request: RunParametersRequest, *, box: SecretBox
+) -> RunParameters:
+    """The run's parameters with secret values decrypted, for the worker holding
+    ``request.attempt`` (409 for anyone else, another attempt or a run no longer held)."""
+    row = find_run(session, run_id)
+    if request.attempt != row.attempt:
+        raise _attempt_over(row, request.worker, request.attempt)
+    _check_holder(row, request.worker)
+    return RunParameters(parameters=unseal(box, row.parameters, where=f"run {row.id}"))
 
 
 def set_run_state(session: Session, run_id: str, report: StateUpdate, *, now: datetime) -> Run:
