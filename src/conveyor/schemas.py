@@ -321,6 +321,9 @@ class Run(_Model):
     deployment_name: str
     state: RunState
     parameters: dict[str, Any]
+    secret_parameters: list[str] = Field(default_factory=list)
+    """The parameters whose values are secret (``SecretStr``): ``****`` in ``parameters`` except
+    in a claim's answer; the worker masks their values in the run's logs."""
     version: str
     """The code version the run uses (pinned at creation; set at fetch when following a ref)."""
     source: dict[str, Any]

@@ -31,6 +31,7 @@ from conveyor import flow
 def login(out: str, token: SecretStr, user: str = "ada") -> str:
     assert isinstance(token, SecretStr), type(token)
     Path(out).write_text(token.get_secret_value())
+    print(f"the token is {token.get_secret_value()}")
     return user
 """
 
@@ -74,7 +75,10 @@ def test_a_secret_parameter_reaches_the_flow_and_is_stored_and_shown_only_masked
     deployment = ok(conveyor("deployments", "inspect", "login/s", "--json", env=env))
     table = ok(conveyor("deployments", "inspect", "login/s", env=env))
     assert json.loads(deployment)["parameters"]["token"] == "****"
-    for text in (listed, deployment, table, worker.stdout + worker.stderr):
+    # ...and a flow printing the value ships **** to the run's logs
+    logs = [ok(conveyor("runs", "logs", run_id, env=env)) for run_id in (own, default)]
+    assert all("the token is ****" in text for text in logs), logs
+    for text in (listed, deployment, table, worker.stdout + worker.stderr, *logs):
         assert RUN_SECRET not in text
         assert DEFAULT_SECRET not in text
     # ...and neither value is anywhere in the database file or its WAL
@@ -109,6 +113,9 @@ def test_a_run_stored_before_values_were_sealed_still_runs(tmp_path: Path) -> No
     inspected = ok(conveyor("runs", "inspect", run_id, env=env))
     assert '"token": "****"' in inspected
     assert "legacy-plain-value" not in inspected
+    logs = ok(conveyor("runs", "logs", run_id, env=env))
+    assert "the token is ****" in logs
+    assert "legacy-plain-value" not in logs
 
 
 def test_a_container_run_gets_the_value_as_its_holder(tmp_path: Path) -> None:
@@ -149,3 +156,7 @@ def test_a_container_run_gets_the_value_as_its_holder(tmp_path: Path) -> None:
     assert outcome["state"] == "completed", outcome
     assert out.read_text() == RUN_SECRET
     assert RUN_SECRET not in done.stdout + done.stderr
+    # ...and its print of the value reached the run's logs as ****
+    logs = ok(conveyor("runs", "logs", run_id, env=env))
+    assert "the token is ****" in logs
+    assert RUN_SECRET not in logs

@@ -124,6 +124,7 @@ def test_the_claim_carries_the_value_also_on_a_reclaim_and_a_retry(http: httpx.C
     # Then the claim answer carries the value, and so does the same claim presented again
     assert claimed["id"] == first["id"]
     assert claimed["parameters"] == {"n": 1, "token": RUN_SECRET}
+    assert claimed["secret_parameters"] == ["token"]  # the worker masks it in the logs
     again = _ok(http.post("/api/pools/default/claim", json=claim))
     assert (again["id"], again["parameters"]["token"]) == (first["id"], RUN_SECRET)
     # ...and a state report's answer does not
@@ -166,6 +167,7 @@ def test_a_run_stored_in_clear_before_still_runs_and_is_shown_masked(
     # Then people see it masked, and the worker gets the value as stored
     assert shown["parameters"] == {"n": 2, "token": "****"}
     assert claimed["parameters"] == {"n": 2, "token": "legacy-plain"}
+    assert shown["secret_parameters"] == claimed["secret_parameters"] == ["token"]
 
 
 def test_putting_the_same_deployment_again_makes_no_revision(http: httpx.Client) -> None:

@@ -73,6 +73,10 @@ def main() -> int:
             cache=cache, work_dir=worker_dir(settings.home / "work"), secrets=client, spares=False
         )
         logs = RunLogs(client, run_id).start()
+        for name in run.secret_parameters:  # a flow printing its SecretStr's value ships ****
+            value = parameters.get(name)
+            if isinstance(value, str):
+                logs.hide(value)
         report: dict[str, Any]
         try:
             with executor.run(

@@ -225,6 +225,10 @@ class RunHandler:
         interrupt: Interrupt,
         timings: dict[str, float],
     ) -> StateUpdate | None:
+        for name in run.secret_parameters:  # a flow printing its SecretStr's value ships ****
+            value = run.parameters.get(name)
+            if isinstance(value, str):
+                logs.hide(value)
         version = run.version
         if run.follow_ref:
             from conveyor.sources import source_from_spec

@@ -26,7 +26,7 @@ from conveyor.schemas import Run, RunAttempt, RunCreate, RunState
 from conveyor.server.limits import check_parameters_size
 from conveyor.server.secrets import SecretBox
 from conveyor.server.service.deployments import find_deployment
-from conveyor.server.service.sealed import masked, seal, unseal
+from conveyor.server.service.sealed import masked, seal, secret_keys, unseal
 from conveyor.server.tables import DeploymentRow, PoolRow, RunAttemptRow, RunRow
 from conveyor.settings import Settings
 
@@ -226,7 +226,7 @@ def run_models(session: Session, rows: list[RunRow], *, box: SecretBox | None = 
         )
         for attempt in session.scalars(query):
             attempts[attempt.run_id].append(_attempt_model(attempt))
-    schemas = {} if box is not None else _parameter_schemas(session, rows)
+    schemas = _parameter_schemas(session, rows)
     return [
         run_model(row, attempts[row.id], schema=schemas.get(row.deployment_id), box=box)
         for row in rows
@@ -251,12 +251,14 @@ def run_model(
     schema: dict[str, Any] | None,
     box: SecretBox | None = None,
 ) -> Run:
-    """The API model of ``row``: secret parameters masked by ``schema`` (envelopes always), or
-    decrypted with ``box``. A value stored before input was checked that cannot be rendered
-    (a lone surrogate, nesting past the limit) is shown cleaned, never a failed listing."""
+    """The API model of ``row``: secret parameters (by ``schema``, and envelopes) masked, or
+    decrypted with ``box``, and named in ``secret_parameters``. A value stored before input was
+    checked that cannot be rendered (a lone surrogate, nesting past the limit) is shown cleaned,
+    never a failed listing."""
     values: dict[str, Any] = {
-        field: getattr(row, field) for field in _RUN_FIELDS if field not in {"attempts", "state"}
+        field: getattr(row, field) for field in _RUN_FIELDS if field not in _NOT_COLUMNS
     }
+    values["secret_parameters"] = secret_keys(schema, row.parameters)
     values["parameters"] = (
         masked(schema, row.parameters)
         if box is None
@@ -283,3 +285,4 @@ def _attempt_model(row: RunAttemptRow) -> RunAttempt:
 
 
 _RUN_FIELDS = tuple(Run.model_fields)
+_NOT_COLUMNS = frozenset({"attempts", "state", "secret_parameters"})

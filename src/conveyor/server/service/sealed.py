@@ -22,7 +22,7 @@ from typing import Any
 from conveyor._params import is_secret, masked_parameters
 from conveyor.server.secrets import SecretBox
 
-__all__ = ["ENVELOPE", "MASK", "is_sealed", "masked", "seal", "unseal"]
+__all__ = ["ENVELOPE", "MASK", "is_sealed", "masked", "seal", "secret_keys", "unseal"]
 
 ENVELOPE = "$conveyor_secret"
 MASK = "****"
@@ -60,6 +60,17 @@ def masked(schema: Mapping[str, Any] | None, params: Mapping[str, Any]) -> dict[
     `conveyor._params.masked_parameters`), as ``****``."""
     shown = {key: MASK if is_sealed(value) else value for key, value in params.items()}
     return masked_parameters(schema or {}, shown)
+
+
+def secret_keys(schema: Mapping[str, Any] | None, params: Mapping[str, Any]) -> list[str]:
+    """The keys of ``params`` whose values are secret: envelopes, and non-null values of
+    parameters ``schema`` calls secret; sorted."""
+    secret = _secret_names(schema or {})
+    return sorted(
+        key
+        for key, value in params.items()
+        if is_sealed(value) or (key in secret and value is not None)
+    )
 
 
 def _secret_names(schema: Mapping[str, Any]) -> frozenset[str]:
