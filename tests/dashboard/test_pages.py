@@ -172,6 +172,31 @@ def test_a_secret_parameter_is_shown_masked_on_the_run_page_and_by_runs_inspect(
     assert '"user": "grace"' in inspected
 
 
+def test_the_run_form_left_empty_for_a_secret_uses_the_deployments_default(
+    site, web, api, tmp_path: Path
+) -> None:
+    # Given a deployment (on a pool no worker takes) with a default for its required SecretStr
+    folder = tmp_path / "login-default"
+    folder.mkdir()
+    (folder / "flows.py").write_text(SECRET_FLOW.lstrip())
+    api.create_pool("form-secrets")
+    default = "tok-form-default-5d2b"
+    deploy = ["deploy", "flows.py:login", "--name", "formdefault", "--pool", "form-secrets"]
+    ok(conveyor(*deploy, "--param", f"token={default}", env=site.env, cwd=folder))
+    # When its run form is submitted with the (never pre-filled) secret box left empty
+    page = web.get("/deployments/login/formdefault").text
+    answer = web.post(
+        "/deployments/login/formdefault/runs",
+        data={"csrf_token": csrf_of(page), "param.token": "", "param.user": "grace"},
+    )
+    # Then the run gets the deployment's secret default, not an empty value
+    assert answer.status_code == 303, answer.text
+    (run,) = api.list_runs(deployment="login/formdefault")
+    claimed = api.claim_run("form-secrets", worker="form-checker", labels=run.labels)
+    assert claimed is not None
+    assert claimed.parameters == {"token": default, "user": "grace"}
+
+
 # --- runs ---------------------------------------------------------------------------------------
 
 

@@ -100,16 +100,17 @@ def test_a_submitted_run_form_becomes_typed_parameters() -> None:
         "param.flag": "true",
         "param.tags": '["x", "y"]',
     }
-    assert parse_parameters(schema, form) == {
+    assert parse_parameters(schema, form, {}) == {
         "name": "Ada",
         "count": 12,
         "flag": True,
         "tags": ["x", "y"],
     }
     # a number that does not parse is passed on for validation to name it
-    assert parse_parameters(schema, {"param.name": "", "param.count": "many"})["count"] == "many"
+    unparsed = parse_parameters(schema, {"param.name": "", "param.count": "many"}, {})
+    assert unparsed["count"] == "many"
     with pytest.raises(InvalidRequest, match="parameter 'tags' is not valid JSON"):
-        parse_parameters(schema, {"param.name": "x", "param.tags": "[1,"})
+        parse_parameters(schema, {"param.name": "x", "param.tags": "[1,"}, {})
 
 
 def test_secret_parameters_are_never_filled_in() -> None:

@@ -62,7 +62,8 @@ async def trigger_run(request: Request, flow_name: str, name: str) -> Response:
         deployment = dashboard.context.db.read(
             lambda s: deployments.get_deployment(s, flow_name, name)
         )
-        body = RunCreate(parameters=parse_parameters(deployment.parameter_schema, form))
+        parameters = parse_parameters(deployment.parameter_schema, form, deployment.parameters)
+        body = RunCreate(parameters=parameters)
         run = dashboard.context.db.write(
             lambda s: runs.create_run(
                 s, flow_name, name, body, box=dashboard.context.box, now=utcnow()

@@ -166,8 +166,12 @@ def parameter_fields(
     return fields
 
 
-def parse_parameters(schema: Mapping[str, Any], form: Mapping[str, str]) -> dict[str, Any]:
-    """The parameters a submitted run form asks for (validated afterwards by `create_run`)."""
+def parse_parameters(
+    schema: Mapping[str, Any], form: Mapping[str, str], defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The parameters a submitted run form asks for (validated afterwards by `create_run`). A
+    secret's box is never filled in, so left empty it means the deployment's default (in
+    ``defaults``), even for a required parameter."""
     params: dict[str, Any] = {}
     for f in parameter_fields(schema, {}):
         key = f.input_name
@@ -175,7 +179,8 @@ def parse_parameters(schema: Mapping[str, Any], form: Mapping[str, str]) -> dict
             params[f.name] = key in form
             continue
         text = form.get(key, "")
-        if text == "" and not (f.required and f.widget in ("text", "password")):
+        kept_default = f.widget == "password" and f.name in defaults
+        if text == "" and (kept_default or not (f.required and f.widget in ("text", "password"))):
             continue  # the deployment's default applies
         if f.widget in ("text", "password"):
             params[f.name] = text
