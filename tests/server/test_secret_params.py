@@ -182,23 +182,45 @@ def test_putting_the_same_deployment_again_makes_no_revision(http: httpx.Client)
     assert (first["revision"], same["revision"], changed["revision"]) == (1, 1, 2)
 
 
-def test_a_key_that_cannot_decrypt_is_a_one_line_error(backend: Settings) -> None:
+def test_a_run_sealed_under_another_key_fails_with_why_and_does_not_block_its_pool(
+    backend: Settings,
+) -> None:
     # Given a run sealed with the server's key
     with front_end("local", backend) as http:
         _ok(http.put("/api/deployments", json=_deployment()))
-        _ok(http.post("/api/deployments/hello/prod/runs", json={"parameters": {}}))
-    # When the server's key is another one and a worker claims
+        old = _ok(http.post("/api/deployments/hello/prod/runs", json={"parameters": {}}))
+    # When the server has another key: a run that needs the deployment's default, one that
+    # gives its own value, and a worker claiming
     other = dataclasses.replace(backend, secret_key=Secret("another-key-of-enough-length-01234"))
     with front_end("local", other) as http:
-        answer = http.post("/api/pools/default/claim", json={"worker": "w1"})
-        runs = _ok(http.get("/api/runs"))
-    # Then the claim fails with a one-line error naming what and how, and the run stays queued
-    assert answer.status_code >= 400
-    detail = answer.json()["detail"]
-    assert "cannot be decrypted with this server's key" in detail
-    assert "token" in detail
-    assert "CONVEYOR_SECRET_KEY" in answer.json()["hint"]
-    assert [r["state"] for r in runs] == ["scheduled"]
+        refused = http.post("/api/deployments/hello/prod/runs", json={"parameters": {}})
+        own = _ok(
+            http.post(
+                "/api/deployments/hello/prod/runs", json={"parameters": {"token": RUN_SECRET}}
+            )
+        )
+        claimed = None
+        for attempt in range(3):  # PostgreSQL takes one candidate per claim
+            answer = http.post("/api/pools/default/claim", json={"worker": "w1"})
+            if answer.status_code == 200:
+                claimed = answer.json()
+                break
+            assert answer.status_code == 204, (attempt, answer.text)
+        failed = _ok(http.get(f"/api/runs/{old['id']}"))
+        logs = _ok(http.get(f"/api/runs/{old['id']}/logs"))
+    # Then the run needing the default is refused in one line naming the parameter and the key
+    assert refused.status_code == 500
+    assert refused.json()["detail"] == (
+        "secret parameter 'token' of deployment hello/prod cannot be decrypted with this "
+        "server's key"
+    )
+    assert "CONVEYOR_SECRET_KEY" in refused.json()["hint"]
+    # ...the old run failed at its claim, saying why, and the next run of the pool was claimed
+    assert failed["state"] == "failed"
+    assert f"secret parameter 'token' of run {old['id']} cannot be decrypted" in failed["error"]
+    assert any("cannot be decrypted" in line["message"] for line in logs)
+    assert claimed is not None
+    assert (claimed["id"], claimed["parameters"]["token"]) == (own["id"], RUN_SECRET)
 
 
 def test_only_the_holder_of_the_attempt_gets_the_parameters(http: httpx.Client) -> None:

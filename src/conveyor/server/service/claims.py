@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, text, true, update
 from sqlalchemy.orm import Session
 
-from conveyor.errors import InvalidRequest
+from conveyor.errors import ConfigError, InvalidRequest
 from conveyor.schemas import (
     DEFAULT_LEASE_SECONDS,
     ClaimRequest,
@@ -156,8 +156,25 @@ def claim_run(
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
             session.refresh(row)
-            return run_models(session, [row], box=box)[0]
+            try:
+                return run_models(session, [row], box=box)[0]
+            except ConfigError as exc:  # sealed under another key
+                _fail_unreadable(session, row, exc, now=now)
     return None
+
+
+def _fail_unreadable(session: Session, row: RunRow, exc: ConfigError, *, now: datetime) -> None:
+    """Fail a just-claimed run whose secret parameters this server cannot decrypt, saying why
+    (instead of failing every claim of its pool); it is not retried: no attempt could run."""
+    error = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+    record_attempt(session, row, RunState.FAILED, now=now, error=error)
+    row.state = RunState.FAILED.value
+    row.error = error
+    row.ended_at = now
+    row.lease_expires = None
+    message = f"attempt {row.attempt} failed: {error}"
+    append_system_log(session, row, message, level="ERROR", now=now)
+    session.flush()
 
 
 def reclaim(

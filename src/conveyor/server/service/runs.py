@@ -62,7 +62,8 @@ def create_run(
     from conveyor._params import validate_parameters
 
     deployment = find_deployment(session, flow_name, name)
-    defaults = unseal(box, deployment.parameters, where=f"deployment {flow_name}/{name}")
+    defaults = {k: v for k, v in deployment.parameters.items() if k not in body.parameters}
+    defaults = unseal(box, defaults, where=f"deployment {flow_name}/{name}")
     parameters = {**defaults, **body.parameters}
     if settings is not None:
         check_parameters_size(parameters, settings)

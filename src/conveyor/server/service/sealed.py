@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from conveyor._params import is_secret, masked_parameters
+from conveyor.errors import ConfigError
 from conveyor.server.secrets import SecretBox
 
 __all__ = ["ENVELOPE", "MASK", "is_sealed", "masked", "seal", "secret_keys", "unseal"]
@@ -45,14 +46,23 @@ def seal(box: SecretBox, schema: Mapping[str, Any], params: Mapping[str, Any]) -
 
 
 def unseal(box: SecretBox, params: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-    """``params`` with every envelope decrypted (``where`` names the run or deployment in the
-    error when this server's key cannot decrypt one)."""
+    """``params`` with every envelope decrypted; a `ConfigError` naming the parameter and
+    ``where`` (the run or deployment) when this server's key cannot decrypt one."""
     return {
-        key: box.decrypt(value[ENVELOPE].encode("ascii"), name=f"parameter {key!r} of {where}")
-        if is_sealed(value)
-        else value
+        key: _decrypt(box, value[ENVELOPE], key=key, where=where) if is_sealed(value) else value
         for key, value in params.items()
     }
+
+
+def _decrypt(box: SecretBox, token: str, *, key: str, where: str) -> str:
+    try:
+        return box.decrypt(token.encode("ascii"), name=key)
+    except ConfigError:
+        raise ConfigError(
+            f"secret parameter {key!r} of {where} cannot be decrypted with this server's key",
+            hint="start the server with the CONVEYOR_SECRET_KEY (or secret.key) it had when "
+            "the value was stored, or give the value again",
+        ) from None
 
 
 def masked(schema: Mapping[str, Any] | None, params: Mapping[str, Any]) -> dict[str, Any]:
