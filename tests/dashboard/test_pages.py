@@ -84,6 +84,27 @@ def test_the_run_form_refuses_what_the_api_refuses_with_the_same_message(web, ap
     assert 'name="param.lines" value="many"' in answer.text  # the form comes back as typed
 
 
+def test_the_run_form_keeps_the_apis_parameter_size_limit(site, web, api, tmp_path: Path) -> None:
+    # Given a flow of two text parameters, and a form filling each with 600 kB: each field is
+    # under the form parser's 1 MB, together they are past the run's 1 MiB parameter limit
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    (folder / "flows.py").write_text(
+        "from conveyor import flow\n\n\n@flow\ndef pair(a: str, b: str) -> int:\n"
+        "    return len(a) + len(b)\n"
+    )
+    ok(conveyor("deploy", "flows.py:pair", "--name", "big", env=site.env, cwd=folder))
+    page = web.get("/deployments/pair/big")
+    answer = web.post(
+        "/deployments/pair/big/runs",
+        data={"csrf_token": csrf_of(page.text), "param.a": "x" * 600_000, "param.b": "y" * 600_000},
+    )
+    # Then the form says so, as the API would, and no run was created
+    assert answer.status_code == 413
+    assert esc("the run's parameters are") in answer.text and "accepts at most" in answer.text
+    assert api.list_runs(deployment="pair/big") == []
+
+
 ENUM_FLOW = """
 from enum import Enum
 

@@ -1,6 +1,7 @@
 """``/deployments``: the list, one deployment (source, pinned version, revisions, parameters,
-labels, pool, recent runs) and its run form, which creates a run through the same `create_run`
-(same validation) as the API and the CLI."""
+labels, pool, recent runs) and its run form, which creates a run through the API's own
+`conveyor.server.api.create_run` (same validation and size limit, same wake-up of waiting claims)
+as the HTTP API and the CLI."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from starlette.responses import RedirectResponse, Response
 
 from conveyor.errors import InvalidRequest
 from conveyor.schemas import RunCreate
+from conveyor.server import api
 from conveyor.server.dashboard import queries
 from conveyor.server.dashboard.fmt import url_segment
 from conveyor.server.dashboard.forms import parameter_fields, parse_parameters
 from conveyor.server.dashboard.pages import SECURITY_HEADERS, PageRoute, dashboard_of
-from conveyor.server.db import utcnow
-from conveyor.server.service import deployments, runs
+from conveyor.server.service import deployments
 
 __all__ = ["router"]
 
@@ -63,19 +64,13 @@ async def trigger_run(request: Request, flow_name: str, name: str) -> Response:
             lambda s: deployments.get_deployment(s, flow_name, name)
         )
         parameters = parse_parameters(deployment.parameter_schema, form, deployment.parameters)
-        body = RunCreate(parameters=parameters)
-        run = dashboard.context.db.write(
-            lambda s: runs.create_run(
-                s, flow_name, name, body, box=dashboard.context.box, now=utcnow()
-            )
-        )
-        dashboard.context.doorbell.ring()  # wake long-polling claims in this process
+        run = api.create_run(dashboard.context, flow_name, name, RunCreate(parameters=parameters))
         return run.id
 
     try:
         run_id = await run_in_threadpool(create)
     except InvalidRequest as exc:
-        if exc.status_code != 422:
+        if exc.status_code not in (413, 422):  # the form's own values: shown with the form
             raise
         values = await run_in_threadpool(_page_values, request, flow_name, name)
         fields = parameter_fields(
@@ -84,7 +79,7 @@ async def trigger_run(request: Request, flow_name: str, name: str) -> Response:
         return dashboard.render(
             request,
             "deployment.html",
-            status=422,
+            status=exc.status_code,
             fields=fields,
             form_error=exc.message,
             form_hint=exc.hint,
