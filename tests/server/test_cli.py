@@ -145,6 +145,44 @@ def test_runs_logs_and_follow_until_the_run_ends(capsys, deploy, api):
     assert 0.5 < time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize(
+    ("final", "code"),
+    [
+        (RunState.COMPLETED, 0),
+        (RunState.FAILED, 1),
+        (RunState.CRASHED, 1),
+        (RunState.CANCELLED, 1),
+    ],
+)
+def test_runs_logs_follow_exits_as_run_watch_does(capsys, deploy, api, final, code):
+    # Given a running run
+    deploy()
+    run = api.create_run("hello", "prod")
+    api.claim_run("default", worker="w1")
+    api.set_run_state(run.id, StateUpdate(worker="w1", state=RunState.RUNNING))
+
+    # When it ends in ``final`` while `runs logs --follow` follows it
+    def finish() -> None:
+        time.sleep(0.3)
+        api.write_logs(run.id, [LogRecord(timestamp=datetime.now(UTC), message="last words")])
+        if final is RunState.CANCELLED:
+            api.cancel_run(run.id)
+            api.set_run_state(run.id, StateUpdate(worker="w1", state=final))
+        else:
+            api.set_run_state(run.id, StateUpdate(worker="w1", state=final, error="boom"))
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    got, out, err = run_cli(capsys, "runs", "logs", run.id, "--follow")
+    thread.join()
+    # Then it exits 0 only for a completed run, as `conveyor run --watch` does
+    assert api.get_run(run.id).state is final
+    assert "last words" in out
+    assert got == code, err
+    # ...and printing the logs of the final run without --follow still exits 0
+    assert run_cli(capsys, "runs", "logs", run.id)[0] == 0
+
+
 def test_secret_set_reads_stdin_and_never_prints_the_value(capsys, monkeypatch, api):
     monkeypatch.setattr("sys.stdin", io.StringIO("s3cr3t-value\n"))
     code, out, err = run_cli(capsys, "secret", "set", "API_TOKEN")

@@ -14,12 +14,14 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from conveyor.client import ConveyorClient
+    from conveyor.schemas import RunState
 
 __all__ = [
     "OUTAGE_SECONDS",
     "client",
     "console",
     "err_console",
+    "exit_code",
     "load_settings",
     "print_table",
     "through_outages",
@@ -47,6 +49,12 @@ def client(settings: Settings | None = None) -> ConveyorClient:
     from conveyor.connect import connect
 
     return connect(settings or load_settings())
+
+
+def exit_code(state: RunState) -> int:
+    """What a watcher (`run --watch`, `runs logs --follow`) exits with once its run is final: 0
+    when it completed, 1 when it failed, crashed or was cancelled (as Prefect's `--watch`)."""
+    return 0 if state.value == "completed" else 1
 
 
 def through_outages(

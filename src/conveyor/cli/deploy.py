@@ -31,7 +31,13 @@ import typer
 from rich.text import Text
 
 from conveyor._values import parse_params
-from conveyor.cli._common import console, err_console, load_settings, through_outages
+from conveyor.cli._common import (
+    console,
+    err_console,
+    exit_code,
+    load_settings,
+    through_outages,
+)
 from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -329,8 +335,7 @@ def run(
             return
         final = watch_run(client, created.id, timeout=timeout)
     _print_final(final)
-    if final.state.value != "completed":
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(final.state))
 
 
 def watch_run(client: ConveyorClient, run_id: str, *, timeout: float | None = None) -> Run:

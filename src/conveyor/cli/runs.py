@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from conveyor.cli._common import client, console, load_settings, print_table, through_outages
+from conveyor.cli._common import (
+    client,
+    console,
+    exit_code,
+    load_settings,
+    print_table,
+    through_outages,
+)
 from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -218,22 +225,27 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
     after: int = typer.Option(0, "--after", min=0, help="Only lines after this seq."),
 ) -> None:
-    """Print a run's logs (with --follow, until the run reaches a final state)."""
+    """Print a run's logs (with --follow, until the run reaches a final state; then exit 1
+    unless it completed, as `conveyor run --watch` does)."""
     with client() as api:
         run = api.get_run(run_id)
         try:
-            _print_logs(api, run.id, after=after, follow=follow)
+            final = _print_logs(api, run.id, after=after, follow=follow)
         except KeyboardInterrupt:
             return
+    if final is not None:
+        raise typer.Exit(exit_code(final))
 
 
-def _print_logs(api: ConveyorClient, run_id: str, *, after: int, follow: bool) -> None:
+def _print_logs(api: ConveyorClient, run_id: str, *, after: int, follow: bool) -> RunState | None:
+    """Print the lines after ``after``; with ``follow``, until the run is final, and return its
+    final state."""
     if not follow:
         while lines := api.read_logs(run_id, after=after):
             for line in lines:
                 print_log_line(line)
                 after = line.seq
-        return
+        return None
     state: RunState | None = None
     while True:  # each request waits on the server for news: new lines, or another state
         wait = 0.0 if state is not None and state.is_final else 10.0  # final: drain, no wait
@@ -243,7 +255,7 @@ def _print_logs(api: ConveyorClient, run_id: str, *, after: int, follow: bool) -
             after = line.seq
         state = news.run.state
         if state.is_final and not news.logs:
-            return
+            return state
 
 
 @runs_app.command("cancel")
