@@ -22,8 +22,10 @@ are out.
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from conveyor.errors import ConfigError
 
@@ -38,6 +40,7 @@ __all__ = [
     "check_secret_name",
     "check_version",
     "check_worker_name",
+    "closest_name",
     "is_version",
 ]
 
@@ -129,6 +132,13 @@ def check_version(value: object) -> str:
         )
     assert isinstance(value, str)
     return value
+
+
+def closest_name(value: str, names: Iterable[str]) -> str | None:
+    """The one of ``names`` a mistyped ``value`` most likely meant (difflib's closest match, for
+    a "did you mean" hint), or None when none is close."""
+    close = difflib.get_close_matches(value, list(names), n=1)
+    return close[0] if close else None
 
 
 def _name_problem(value: str) -> str:

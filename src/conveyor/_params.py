@@ -18,7 +18,6 @@ pydantic and jsonschema are imported on first use, never at import time.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import json
@@ -26,6 +25,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from conveyor._names import closest_name
 from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -318,8 +318,8 @@ def _schema_error(
         unknown = sorted(k for k in instance if k not in allowed)
         name = unknown[0] if unknown else "?"
         if top_level:
-            close = difflib.get_close_matches(name, list(properties), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else _takes(properties)
+            close = closest_name(name, properties)
+            hint = f"did you mean {close!r}?" if close else _takes(properties)
             return ConfigError(f"unknown parameter {name!r}", hint=hint)
         return ConfigError(
             f"parameter {_where(path)!r}: unknown key {name!r}", hint=_takes(properties)
@@ -515,9 +515,9 @@ def _pydantic_error(exc: Any, fields: Mapping[str, Any]) -> ConfigError:
     if first["type"] == "missing" and len(location) == 1:
         return ConfigError(f"missing required parameter {where!r}", hint=takes)
     if first["type"] == "extra_forbidden" and len(location) == 1:
-        close = difflib.get_close_matches(where, list(fields), n=1)
+        close = closest_name(where, fields)
         return ConfigError(
-            f"unknown parameter {where!r}", hint=f"did you mean {close[0]!r}?" if close else takes
+            f"unknown parameter {where!r}", hint=f"did you mean {close!r}?" if close else takes
         )
     shown = _show(first.get("input"), secret=False)
     return ConfigError(f"parameter {where!r}: {_not_converted(shown, first['msg'])}", hint=takes)

@@ -363,6 +363,9 @@ class ConveyorClient:
     def list_secrets(self) -> list[SecretInfo]:
         return [SecretInfo.model_validate(s) for s in self._request("GET", "/api/secrets").json()]
 
+    def secret_names(self) -> list[str]:
+        return [s.name for s in self.list_secrets()]
+
     def delete_secret(self, name: str) -> None:
         self._request("DELETE", f"/api/secrets/{_q(name)}")
 

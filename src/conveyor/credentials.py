@@ -23,9 +23,10 @@ from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any, ClassVar, Self
 
+from conveyor._names import closest_name
 from conveyor._registry import Entry, Registry
-from conveyor.errors import ConfigError
-from conveyor.secrets import Secret, SecretStore, WritableSecretStore, reveal
+from conveyor.errors import ConfigError, ConveyorError
+from conveyor.secrets import ListableSecretStore, Secret, SecretStore, WritableSecretStore, reveal
 
 __all__ = [
     "CREDENTIALS_PREFIX",
@@ -33,6 +34,7 @@ __all__ = [
     "Credentials",
     "as_secret",
     "credentials_secret_name",
+    "did_you_mean",
     "load_saved",
 ]
 
@@ -68,6 +70,27 @@ def credentials_secret_name(name: str) -> str:
             hint="use letters, digits, '.', '_' and '-' (e.g. github-ci)",
         )
     return CREDENTIALS_PREFIX + name
+
+
+def did_you_mean(
+    name: str, store: SecretStore | None, *, saved: bool = True, secrets: bool = False
+) -> str | None:
+    """``"did you mean 'gh-ci'?"`` for credentials ``name`` that are not in ``store``: the
+    closest name of saved credentials (``saved``) or plain secrets (``secrets``), or None when
+    none is close or the store cannot list its names."""
+    if not isinstance(store, ListableSecretStore) or not (saved or secrets):
+        return None
+    try:
+        stored = store.secret_names()
+    except ConveyorError:  # only a hint: the error it goes with says what was not found
+        return None
+    names = [
+        s[len(CREDENTIALS_PREFIX) :] if s.startswith(CREDENTIALS_PREFIX) else s
+        for s in stored
+        if (saved if s.startswith(CREDENTIALS_PREFIX) else secrets)
+    ]
+    close = closest_name(name, names)
+    return f"did you mean {close!r}?" if close else None
 
 
 def as_secret(value: Secret | str | None, what: str) -> Secret | None:
@@ -138,11 +161,12 @@ class Credentials:
         """The credentials saved as ``name`` (of this kind, or any kind on the base class)."""
         with _store(store) as source:
             found = load_saved(name, source)
-        if found is None:
-            raise ConfigError(
-                f"no credentials named {name!r}",
-                hint=f"create them with `conveyor credentials create <kind> {name}`",
-            )
+            if found is None:
+                raise ConfigError(
+                    f"no credentials named {name!r}",
+                    hint=did_you_mean(name, source)
+                    or f"create them with `conveyor credentials create <kind> {name}`",
+                )
         if not isinstance(found, cls):
             raise ConfigError(f"credentials {name!r} are {found.type} credentials, not {cls.type}")
         return found

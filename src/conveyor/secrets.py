@@ -22,6 +22,7 @@ from conveyor.errors import ConfigError
 
 __all__ = [
     "REDACTED",
+    "ListableSecretStore",
     "Secret",
     "SecretStore",
     "TemplateRef",
@@ -165,6 +166,16 @@ class SecretStore(Protocol):
 
     def get_secret(self, name: str) -> str | None:
         """The value of secret ``name``, or None if there is none."""
+        ...
+
+
+@runtime_checkable
+class ListableSecretStore(SecretStore, Protocol):
+    """A secret store that can also name what it holds (`ConveyorClient`): for the "did you
+    mean" of a mistyped name."""
+
+    def secret_names(self) -> list[str]:
+        """The names of every secret stored (never their values)."""
         ...
 
 

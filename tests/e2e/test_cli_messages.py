@@ -206,6 +206,9 @@ def test_removing_credentials_that_are_not_there_says_so_in_credentials_words(
     assert one_line_error(missing) == "no credentials named 'nope'"
     assert "hint: conveyor credentials ls" in missing.stderr
     assert "credentials." not in missing.stderr  # not the secret store's own name for them
+    mistyped = conveyor("credentials", "rm", "ghh", env=env, cwd=tmp_path)
+    assert one_line_error(mistyped) == "no credentials named 'ghh'"
+    assert "hint: did you mean 'gh'?" in mistyped.stderr
     assert ok(conveyor("credentials", "rm", "gh", env=env)) == "deleted credentials gh\n"
 
 

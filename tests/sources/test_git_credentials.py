@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conveyor.cli import app
+from conveyor.cli import app, main
 from conveyor.client import ConveyorClient
 from conveyor.connect import connect
 from conveyor.errors import ConfigError
@@ -228,6 +228,102 @@ def test_load_credentials_by_name_typed_then_plain_secret_then_environment(
     assert isinstance(block, GitHubCredentials)
     with pytest.raises(ConfigError, match="no credentials or secret named 'missing'"):
         load_credentials("missing", store=api, environ=env)
+
+
+@pytest.mark.parametrize(
+    ("ref", "hint"),
+    [
+        ("github-cl", "did you mean 'github-ci'?"),  # saved credentials
+        ("DEPLOY_TOKN", "did you mean 'DEPLOY_TOKEN'?"),  # a plain secret
+        ("{{ prefect.blocks.github-credentials.githb-ci }}", "did you mean 'github-ci'?"),
+        ("${DEPLOY_TOKN}", "did you mean 'DEPLOY_TOKEN'?"),
+        ("{{ prefect.blocks.github-credentials.DEPLOY_TOKN }}", None),  # blocks: not secrets
+        ("{{ $DEPLOY_TOKN }}", None),  # only the environment is looked in
+        ("unrelated", None),
+    ],
+)
+def test_a_mistyped_credentials_name_gets_a_did_you_mean(
+    api: ConveyorClient, ref: str, hint: str | None
+) -> None:
+    # Given saved credentials and a plain secret
+    GitHubCredentials(TOKEN).save("github-ci", store=api)
+    api.set_secret("DEPLOY_TOKEN", TOKEN)
+
+    # When a name one typo away from one of them is looked up
+    with pytest.raises(ConfigError, match="no credentials or secret named") as missing:
+        load_credentials(ref, store=api, environ={})
+
+    # Then the hint names the closest one (of the kind the reference can name), else how to
+    # create them
+    assert missing.value.hint == (hint or missing.value.hint)
+    if hint is None:
+        assert "did you mean" not in (missing.value.hint or "")
+        assert "conveyor credentials create" in (missing.value.hint or "")
+    assert TOKEN not in str(missing.value) + (missing.value.hint or "")
+
+
+def test_every_credentials_lookup_by_name_suggests_the_closest_saved_one(
+    api: ConveyorClient,
+) -> None:
+    from conveyor.credentials import Credentials
+    from conveyor.sources.blob._fs import load_blob_credentials
+    from conveyor.sources.blob.credentials import AwsCredentials
+    from conveyor.sources.oci.credentials import DockerRegistryCredentials, registry_login
+
+    # Given saved git, blob and registry credentials
+    GitHubCredentials(TOKEN).save("github-ci", store=api)
+    AwsCredentials(aws_access_key_id="AKIAEXAMPLE", aws_secret_access_key=TOKEN).save(
+        "aws-prod", store=api
+    )
+    DockerRegistryCredentials(username="ci", password=TOKEN, registry_url="reg.example").save(
+        "registry-ci", store=api
+    )
+
+    # When each kind is loaded by a mistyped name, then the hint names the saved one
+    lookups = {
+        "Credentials.load": lambda: Credentials.load("githb-ci", store=api),
+        "blob": lambda: load_blob_credentials("aws-prd", "s3", FetchContext(secrets=api)),
+        "registry": lambda: registry_login(
+            "reg.example", credentials="registry-cl", store=api, environ={}
+        ),
+    }
+    hints = {}
+    for what, lookup in lookups.items():
+        with pytest.raises(ConfigError, match="no credentials named") as missing:
+            lookup()
+        hints[what] = missing.value.hint
+    assert hints == {
+        "Credentials.load": "did you mean 'github-ci'?",
+        "blob": "did you mean 'aws-prod'?",
+        "registry": "did you mean 'registry-ci'?",
+    }
+
+
+def test_deploy_with_a_mistyped_credentials_name_says_which_was_meant(
+    api: ConveyorClient,
+    repos: Repos,
+    git_http: GitHttpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a private repository and the credentials for it saved as github-ci
+    repo = repos.make("typo")
+    repo.commit({"flows.py": "from conveyor import flow\n\n@flow\ndef main():\n    return 1\n"})
+    repo.configure(basic=[f"x-access-token:{TOKEN}"])
+    GitHubCredentials(TOKEN).save("github-ci", store=api)
+
+    # When it is deployed with --credentials github-cl
+    code = main(
+        ["deploy", "flows.py:main", "--name", "typo", "--source", git_http.url(repo),
+         "--credentials", "github-cl"]
+    )  # fmt: skip
+
+    # Then the deploy fails in two lines: what was not found, and what was meant
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: no credentials or secret named 'github-cl'",
+        "hint: did you mean 'github-ci'?",
+    ]
+    assert api.list_deployments() == []
 
 
 @pytest.mark.parametrize(

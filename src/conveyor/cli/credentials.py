@@ -250,7 +250,7 @@ def ls() -> None:
 @credentials_app.command("rm")
 def rm(name: str = typer.Argument(..., help="Credentials name.")) -> None:
     """Delete stored credentials."""
-    from conveyor.credentials import credentials_secret_name
+    from conveyor.credentials import credentials_secret_name, did_you_mean
     from conveyor.errors import ObjectNotFound
 
     with client() as api:
@@ -258,6 +258,7 @@ def rm(name: str = typer.Argument(..., help="Credentials name.")) -> None:
             api.delete_secret(credentials_secret_name(name))
         except ObjectNotFound:  # said in credentials' words, not the secret store's
             raise ConfigError(
-                f"no credentials named {name!r}", hint="conveyor credentials ls"
+                f"no credentials named {name!r}",
+                hint=did_you_mean(name, api) or "conveyor credentials ls",
             ) from None
     console.print(f"deleted credentials {name}")

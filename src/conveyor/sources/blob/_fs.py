@@ -236,7 +236,7 @@ def load_blob_credentials(
     credentials: str | BlobCredentials | None, platform: str, ctx: FetchContext
 ) -> BlobCredentials | None:
     """The credentials a source names (a saved name or template), loaded; or the object."""
-    from conveyor.credentials import load_saved
+    from conveyor.credentials import did_you_mean, load_saved
     from conveyor.sources.blob.credentials import BlobCredentials
 
     if credentials is None or isinstance(credentials, BlobCredentials):
@@ -253,7 +253,8 @@ def load_blob_credentials(
         if saved is None:
             raise ConfigError(
                 f"no credentials named {name!r}",
-                hint=f"create them with `conveyor credentials create aws|gcp|azure {name}`",
+                hint=did_you_mean(name, ctx.secrets)
+                or f"create them with `conveyor credentials create aws|gcp|azure {name}`",
             )
         if not isinstance(saved, BlobCredentials):
             raise ConfigError(f"credentials {name!r} are {saved.type} credentials, not blob ones")

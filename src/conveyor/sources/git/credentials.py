@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, overload
 
-from conveyor.credentials import Credentials, as_secret, load_saved
+from conveyor.credentials import Credentials, as_secret, did_you_mean, load_saved
 from conveyor.errors import ConfigError
 from conveyor.secrets import (
     Secret,
@@ -392,7 +392,13 @@ def _load(
     where = "" if store is not None else " (no secret store was given to look in)"
     raise ConfigError(
         f"no credentials or secret named {name!r}{where}",
-        hint=f"create them with `conveyor credentials create <provider> {name}` "
+        hint=did_you_mean(
+            name,
+            store,
+            saved=template is None or template.kind == "block",
+            secrets=template is None or template.kind == "secret",
+        )
+        or f"create them with `conveyor credentials create <provider> {name}` "
         f"or `conveyor secret set {name}`",
     )
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from conveyor.credentials import Credentials, as_secret, load_saved
+from conveyor.credentials import Credentials, as_secret, did_you_mean, load_saved
 from conveyor.errors import ConfigError
 from conveyor.secrets import Secret, SecretStore
 
@@ -134,7 +134,8 @@ def _load(name: str, store: SecretStore | None) -> DockerRegistryCredentials:
     if saved is None:
         raise ConfigError(
             f"no credentials named {name!r}",
-            hint=f"create them with `conveyor credentials create docker {name} --username U "
+            hint=did_you_mean(name, store)
+            or f"create them with `conveyor credentials create docker {name} --username U "
             "--registry HOST` (the password on stdin)",
         )
     if not isinstance(saved, DockerRegistryCredentials):
