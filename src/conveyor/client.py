@@ -341,10 +341,18 @@ class ConveyorClient:
         limit: int = 1,
         running: int = 0,
         cache: Mapping[str, int] | None = None,
+        stopping: bool = False,
     ) -> Worker:
-        """``cache``: the code cache figures of `WorkerHeartbeat` (``cache_bytes``, ...)."""
+        """``cache``: the code cache figures of `WorkerHeartbeat` (``cache_bytes``, ...);
+        ``stopping``: the worker's last beat (it is shown offline from now on)."""
         body = WorkerHeartbeat(
-            name=name, pool=pool, labels=labels or [], limit=limit, running=running, **(cache or {})
+            name=name,
+            pool=pool,
+            labels=labels or [],
+            limit=limit,
+            running=running,
+            stopping=stopping,
+            **(cache or {}),
         )
         response = self._request("POST", "/api/workers/heartbeat", body=body, idempotent=True)
         return Worker.model_validate(response.json())

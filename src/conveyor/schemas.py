@@ -62,7 +62,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from conveyor import _names
@@ -499,11 +507,23 @@ class WorkerHeartbeat(_Request):
     cache_entries: int | None = Field(None, ge=0)
     cache_hits: int | None = Field(None, ge=0)
     cache_misses: int | None = Field(None, ge=0)
+    stopping: bool = False
+    """The worker's last beat: it has stopped (burst done, Ctrl-C), so it is offline at once
+    rather than when its heartbeats age out."""
 
     def _check(self) -> None:
         _names.check_worker_name(self.name)
         _names.check_pool_name(self.pool)
         _each(_names.check_label, self.labels)
+
+    @model_serializer(mode="wrap")
+    def _without_default_stopping(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Sent only when true: a server from before it refuses a field it does not know, and
+        a beat that does not stop is then the beat it always was."""
+        data = handler(self)
+        if not self.stopping and isinstance(data, dict):
+            data.pop("stopping", None)
+        return data
 
 
 class Worker(_Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import signal
@@ -120,6 +121,28 @@ def test_burst_worker_exits_when_the_pool_is_empty(project: Path, background) ->
     with api(env) as client:
         for run_id in run_ids:
             assert wait_for_run(client, run_id, timeout=1).state.value == "completed"
+
+
+def test_a_worker_that_stops_is_offline_at_once_in_workers_ls(project: Path, background) -> None:
+    # Given a queued run, and a burst worker that ran it and exited
+    env = command_env()
+    ok(conveyor("deploy", "flows.py:hello", "--name", "e2e", env=env, cwd=project))
+    ok(conveyor("run", "hello/e2e", env=env))
+    burst = background("worker", "start", "--burst", "--name", "burst", env=env, name="burst")
+    assert burst.wait(60) == 0
+    # ...and a long-running worker, online, then stopped with Ctrl-C
+    idle = background("worker", "start", "--name", "idle", env=env, name="idle")
+
+    def statuses() -> dict[str, str]:
+        listed = json.loads(ok(conveyor("workers", "ls", "--json", env=env)))
+        return {worker["name"]: worker["status"] for worker in listed}
+
+    assert wait_until(lambda: statuses().get("idle") == "online", timeout=60), idle.output()
+    assert idle.stop(sig=signal.SIGINT) == 0
+    # Then `workers ls` shows both offline now, not when their heartbeats age out (30 s)
+    assert statuses() == {"burst": "offline", "idle": "offline"}
+    table = ok(conveyor("workers", "ls", env=env))
+    assert "online" not in table
 
 
 def test_a_killed_worker_takes_the_flows_own_subprocesses_with_it(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -68,6 +69,31 @@ def test_workers_go_offline_without_heartbeats(api, monkeypatch):
     api.worker_heartbeat("w1", pool="default")
     monkeypatch.setattr(workers, "ONLINE_WINDOW", timedelta(0))
     assert [w.status for w in api.list_workers()] == ["offline"]
+
+
+def test_a_worker_whose_last_beat_says_it_stopped_is_offline_at_once(api):
+    # Given an online worker
+    api.worker_heartbeat("w1", pool="default", running=1)
+    assert [w.status for w in api.list_workers()] == ["online"]
+    # When its last beat says it is stopping
+    last = api.worker_heartbeat("w1", pool="default", stopping=True)
+    # Then it is offline at once (its heartbeat is recent), and online again when it beats again
+    assert (last.status, [w.status for w in api.list_workers()]) == ("offline", ["offline"])
+    assert api.worker_heartbeat("w1", pool="default").status == "online"
+
+
+def test_a_heartbeat_has_the_shape_it_had_before_unless_it_stops():
+    from conveyor.schemas import WorkerHeartbeat
+
+    # A beat that does not stop sends exactly the fields it always did (a server from before
+    # `stopping` refuses a field it does not know), and one without the field means not stopping
+    before = {"name", "pool", "labels", "limit", "running", "cache_bytes", "cache_entries"}
+    before |= {"cache_hits", "cache_misses"}
+    beat = WorkerHeartbeat(name="w1", pool="default")
+    assert set(json.loads(beat.model_dump_json())) == before
+    stopping = WorkerHeartbeat(name="w1", pool="default", stopping=True)
+    assert json.loads(stopping.model_dump_json())["stopping"] is True
+    assert WorkerHeartbeat.model_validate_json('{"name": "w1", "pool": "default"}') == beat
 
 
 def test_heartbeat_for_unknown_pool_is_not_found(api):

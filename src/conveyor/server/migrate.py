@@ -31,7 +31,7 @@ __all__ = ["HEAD", "alembic_config", "current_revision", "ensure_schema"]
 
 logger = logging.getLogger(__name__)
 
-HEAD = "0005"
+HEAD = "0006"
 """The newest revision in ``migrations/versions`` (a test checks it against Alembic's head)."""
 
 _ADVISORY_KEY = 0x636F6E76  # "conv"

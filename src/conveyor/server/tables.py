@@ -253,6 +253,8 @@ class WorkerRow(Base):
     cache_entries: Mapped[int | None]
     cache_hits: Mapped[int | None] = mapped_column(BigInteger)
     cache_misses: Mapped[int | None] = mapped_column(BigInteger)
+    stopped: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Its last beat said it stopped: offline whatever the beat's age."""
 
 
 class SecretRow(Base):

@@ -10,6 +10,7 @@ while not stopping:
     if no run: in burst mode, stop once nothing is running
     else: execute it on a thread (`RunHandler.handle`: fetch, child process, report)
 drain: let running runs finish (up to shutdown_timeout), then stop them
+last heartbeat, saying the worker stops (`conveyor workers ls`: offline at once)
 ```
 
 SIGTERM/SIGINT stop the claiming; a second signal stops the running runs too. A server that goes
@@ -228,7 +229,7 @@ class Worker:
                     self._stopping.wait(MIN_EMPTY_CLAIM_SECONDS)  # a server that does not long-poll
         finally:  # also when a wrong key or an unknown pool ends the loop
             self._drain()
-        self._heartbeat_if_due(force=True)
+        self._heartbeat_if_due(force=True, stopping=True)  # `workers ls`: offline at once
         logger.info("worker stopped name=%s runs=%d", self.name, self.started)
         return 0
 
@@ -346,7 +347,7 @@ class Worker:
             due = min(due, self._last_beat + CHANGE_BEAT_SECONDS)
         return due - time.monotonic()
 
-    def _heartbeat_if_due(self, *, force: bool = False) -> None:
+    def _heartbeat_if_due(self, *, force: bool = False, stopping: bool = False) -> None:
         now = time.monotonic()
         periodic = force or now >= self._next_heartbeat
         if not periodic and self._until_heartbeat() > 0:
@@ -363,6 +364,7 @@ class Worker:
                 limit=self.limit,
                 running=running,
                 cache=_cache_figures(self.handler.cache) if periodic else None,
+                stopping=stopping,
             )
         except Unauthorized:
             raise

@@ -1,4 +1,5 @@
-"""Workers: heartbeats, and ``online`` / ``offline`` by the age of the last one."""
+"""Workers: heartbeats, and ``online`` / ``offline`` by the age of the last one (``offline`` at
+once after a beat that says the worker stopped)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def worker_heartbeat(session: Session, beat: WorkerHeartbeat, *, now: datetime) 
     row.limit = beat.limit
     row.running = beat.running
     row.last_heartbeat = now
+    row.stopped = beat.stopping
     if beat.cache_bytes is not None:  # older workers do not send cache figures
         row.cache_bytes, row.cache_entries = beat.cache_bytes, beat.cache_entries
         row.cache_hits, row.cache_misses = beat.cache_hits, beat.cache_misses
@@ -46,7 +48,7 @@ def list_workers(session: Session, *, now: datetime, pool: str | None = None) ->
 
 
 def _model(row: WorkerRow, *, now: datetime) -> Worker:
-    online = now - row.last_heartbeat < ONLINE_WINDOW
+    online = not row.stopped and now - row.last_heartbeat < ONLINE_WINDOW
     return Worker(
         name=row.name,
         pool=row.pool,
