@@ -72,6 +72,44 @@ def test_redeploying_unchanged_code_writes_nothing_new(settings, client, project
     assert stored_bundles(settings) == before
 
 
+@pytest.mark.parametrize(
+    ("own", "made"),
+    [
+        ({"CONVEYOR_BUNDLE_STORE": "./store"}, ["store"]),  # relative: to the project root
+        ({"CONVEYOR_HOME": "conveyor-home"}, ["conveyor-home"]),  # its store, cache, database
+        (
+            {"CONVEYOR_CACHE_DIR": "cache", "CONVEYOR_BUNDLE_STORE": "file://{project}/bundles"},
+            ["bundles", "cache"],
+        ),
+    ],
+    ids=["store", "home", "cache-and-file-url"],
+)
+def test_conveyors_own_folders_inside_the_project_are_not_snapshotted(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys, own: dict[str, str], made: list[str]
+) -> None:
+    from conveyor.bundles import compute_version
+    from conveyor.cli import main
+
+    # Given Conveyor's bundle store, home or cache set to folders inside the project folder
+    expected = compute_version(project)
+    monkeypatch.chdir(project)
+    for key, value in own.items():
+        monkeypatch.setenv(key, value.format(project=project))
+
+    # When the project is deployed, run from there, then deployed again
+    versions = []
+    for _ in range(2):
+        assert main(["deploy", "flows.py:hello", "--name", "here"]) == 0, capsys.readouterr()
+        with connect(Settings.from_env()) as api:
+            deployment = api.get_deployment("hello", "here")
+        versions.append((deployment.version, deployment.revision))
+
+    # Then both deploys are the project's own version: the store, home or cache the first one
+    # filled is in neither bundle
+    assert all(any((project / name).iterdir()) for name in made)
+    assert versions == [(expected, 1), (expected, 1)]
+
+
 def test_changed_code_is_a_new_version_and_revision(settings, client, project) -> None:
     first = from_source(project, "flows.py:hello").deploy("n", settings=settings, client=client)
     (project / "helpers.py").write_text("def shout(text):\n    return text\n")

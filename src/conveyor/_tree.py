@@ -8,6 +8,9 @@ What a bundle leaves out:
 - by default: directories named ``__pycache__``, ``.venv``, ``venv``, ``.mypy_cache``,
   ``.pytest_cache``, ``.ruff_cache``, ``.tox``, ``.nox`` and ``node_modules``; files ending in
   ``.pyc`` / ``.pyo``. A ``!pattern`` line in ``.gitignore``/``.conveyorignore`` re-includes them;
+- the directories given as ``exclude`` that are inside the tree: a deploy gives Conveyor's own
+  (`conveyor.sources.local.own_dirs`: ``CONVEYOR_HOME``, the code cache, a local bundle store),
+  so a store kept in the project folder is not snapshotted into the next bundle;
 - whatever the ``.gitignore`` and ``.conveyorignore`` files of the tree exclude, with git's rules
   (`pathspec.GitIgnoreSpec`): a file applies to its own directory and below, a deeper file wins
   over a higher one, and within a directory ``.conveyorignore`` is read after ``.gitignore`` (so
@@ -25,7 +28,7 @@ import logging
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -192,6 +195,7 @@ def _walk(
     rules: list[tuple[str, GitIgnoreSpec]],
     cache: StatCache | None,
     known: Known | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> Iterator[ManifestEntry]:
     directory = os.path.join(root, prefix) if prefix else root
     try:
@@ -216,10 +220,10 @@ def _walk(
             if not _excluded(rel, name, False, rules):
                 yield _link_entry(child.path, rel, root_real)
         elif child.is_dir(follow_symlinks=False):
-            if os.path.exists(os.path.join(child.path, "pyvenv.cfg")):
+            if rel in skip or os.path.exists(os.path.join(child.path, "pyvenv.cfg")):
                 continue
             if not _excluded(rel, name, True, rules):
-                yield from _walk(root, rel + "/", root_real, rules, cache, known)
+                yield from _walk(root, rel + "/", root_real, rules, cache, known, skip)
         elif child.is_file(follow_symlinks=False):
             if name in IGNORE_FILES or not _excluded(rel, name, False, rules):
                 yield _file_entry(child.path, rel, child, cache, known)
@@ -227,14 +231,29 @@ def _walk(
             logger.debug("skipping special file path=%s", rel)
 
 
+def _inside(root_real: str, dirs: Iterable[Path]) -> frozenset[str]:
+    """The paths, relative to the tree, of those of ``dirs`` that are strictly inside it."""
+    found = set()
+    for directory in dirs:
+        real = os.path.realpath(directory)
+        if real.startswith(root_real.rstrip(os.sep) + os.sep):
+            found.add(os.path.relpath(real, root_real).replace(os.sep, "/"))
+    return frozenset(found)
+
+
 def _manifest_or_problem(
-    root: Path, cache: StatCache | None = None, known: Known | None = None
+    root: Path,
+    cache: StatCache | None = None,
+    known: Known | None = None,
+    exclude: Iterable[Path] = (),
 ) -> Manifest:
     top = os.fspath(root)
     if not os.path.isdir(top):
         raise _TreeProblem(".", f"{root} is not a directory")
+    root_real = os.path.realpath(top)
+    skip = _inside(root_real, exclude)
     try:
-        manifest = Manifest(tuple(_walk(top, "", os.path.realpath(top), [], cache, known)))
+        manifest = Manifest(tuple(_walk(top, "", root_real, [], cache, known, skip)))
     except RecursionError:
         raise _TreeProblem(".", f"{root} is nested too deeply to bundle") from None
     if cache is not None:
@@ -242,8 +261,11 @@ def _manifest_or_problem(
     return manifest
 
 
-def build_manifest(root: Path, *, stat_cache: StatCache | None = None) -> Manifest:
-    """The manifest of the tree at ``root`` (see the module docstring for what is left out).
+def build_manifest(
+    root: Path, *, stat_cache: StatCache | None = None, exclude: Iterable[Path] = ()
+) -> Manifest:
+    """The manifest of the tree at ``root`` (see the module docstring for what is left out;
+    ``exclude``: directories left out too when they are inside the tree).
 
     With a ``stat_cache`` (`conveyor._statcache`), files whose stat is unchanged since they were
     last hashed are not read; the manifest is the same.
@@ -252,14 +274,17 @@ def build_manifest(root: Path, *, stat_cache: StatCache | None = None) -> Manife
     file, a name that is not UTF-8, or ``root`` not being a directory.
     """
     try:
-        return _manifest_or_problem(Path(root), stat_cache)
+        return _manifest_or_problem(Path(root), stat_cache, exclude=exclude)
     except _TreeProblem as problem:
         raise BundleError(problem.message, hint=problem.hint) from None
 
 
-def compute_version(root: Path, *, stat_cache: StatCache | None = None) -> str:
-    """The bundle version (``sha256-<hex>``) of the tree at ``root``."""
-    return build_manifest(root, stat_cache=stat_cache).version
+def compute_version(
+    root: Path, *, stat_cache: StatCache | None = None, exclude: Iterable[Path] = ()
+) -> str:
+    """The bundle version (``sha256-<hex>``) of the tree at ``root`` (``exclude``: as
+    `build_manifest`)."""
+    return build_manifest(root, stat_cache=stat_cache, exclude=exclude).version
 
 
 def _stored_manifest(root: Path, version: str) -> Manifest | None:

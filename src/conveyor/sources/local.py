@@ -6,7 +6,8 @@ cache directory (`conveyor._statcache`), so re-versioning an unchanged folder re
 A folder changes in place, so it is not versioned by itself (``supports_versioning = False``):
 deploy snapshots it into the bundle store and the deployment points at the snapshot. `fetch`
 still works while the folder holds the asked version (a quick local run, a test), and says to
-redeploy once it does not.
+redeploy once it does not. Conveyor's own directories (`own_dirs`) are left out of the folder's
+bundle when they are inside it: a bundle store or ``CONVEYOR_HOME`` kept in the project folder.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from conveyor.sources.base import FetchContext, Source
 if TYPE_CHECKING:
     from conveyor._statcache import StatCache
 
-__all__ = ["LocalSource", "stat_cache_for"]
+__all__ = ["LocalSource", "own_dirs", "stat_cache_for"]
 
 
 def stat_cache_for(folder: Path, ctx: FetchContext | None) -> StatCache | None:
@@ -32,6 +33,20 @@ def stat_cache_for(folder: Path, ctx: FetchContext | None) -> StatCache | None:
     from conveyor._statcache import StatCache
 
     return StatCache.for_folder(ctx.settings.cache_dir, folder)
+
+
+def own_dirs(ctx: FetchContext | None) -> tuple[Path, ...]:
+    """Conveyor's own directories on this machine, which no bundle of a folder holding them
+    includes: ``CONVEYOR_HOME``, the code cache and a local bundle store (none without
+    settings)."""
+    if ctx is None or ctx.settings is None:
+        return ()
+    from conveyor.sources.store import BundleStore
+
+    settings = ctx.settings
+    store = BundleStore(settings.effective_bundle_store)
+    local_store = (Path(store.url),) if store.url is not None and store.is_machine_local else ()
+    return (settings.home, settings.cache_dir, *local_store)
 
 
 class LocalSource(Source):
@@ -60,7 +75,9 @@ class LocalSource(Source):
         from conveyor.bundles import compute_version
 
         folder = self.materialised()
-        return compute_version(folder, stat_cache=stat_cache_for(folder, ctx))
+        return compute_version(
+            folder, stat_cache=stat_cache_for(folder, ctx), exclude=own_dirs(ctx)
+        )
 
     def fetch(self, version: str, dest: Path, ctx: FetchContext | None = None) -> None:
         from conveyor.bundles import build_manifest, is_bundle_version, lay_out_tree
@@ -71,7 +88,7 @@ class LocalSource(Source):
                 source=self.describe(),
                 hint="a local folder's version looks like sha256-<64 hex digits>",
             )
-        manifest = build_manifest(self.materialised())
+        manifest = build_manifest(self.materialised(), exclude=own_dirs(ctx))
         if manifest.version != version:
             raise VersionNotFound(
                 f"folder {self.path} is no longer version {version[:19]} (it changed)",

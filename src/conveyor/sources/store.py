@@ -279,9 +279,11 @@ class BundleStore(PushableSource):
         (with settings in ``ctx``, an unchanged tree is not even read: `conveyor._statcache`;
         a pack re-reads every file it writes and checks it against the manifest)."""
         from conveyor.bundles import build_manifest, pack
-        from conveyor.sources.local import stat_cache_for
+        from conveyor.sources.local import own_dirs, stat_cache_for
 
-        manifest = build_manifest(Path(tree), stat_cache=stat_cache_for(Path(tree), ctx))
+        manifest = build_manifest(
+            Path(tree), stat_cache=stat_cache_for(Path(tree), ctx), exclude=own_dirs(ctx)
+        )
         version = manifest.version
         backend = self.backend(ctx)
         name = self.object_name(version)
