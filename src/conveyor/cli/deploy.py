@@ -2,6 +2,7 @@
 
 ```
 conveyor deploy flows.py:hello --name nightly [--source DIR|URL] [--pool POOL] [--param k=v ...]
+conveyor deploy flows.py:hello --name nightly --image REGISTRY/NAME:TAG [--base-image IMAGE]
 conveyor deploy [--name NAME | --all] # the deployments of ./conveyor.yaml (all, or one)
 conveyor deploy --prefect-yaml prefect.yaml [--name NAME]
 conveyor run hello/nightly [--param k=v ...] [--watch]
@@ -42,6 +43,7 @@ from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
     from conveyor.client import ConveyorClient
+    from conveyor.docker import DockerImage
     from conveyor.project import ProjectDeployment
     from conveyor.schemas import LogLine, Run
     from conveyor.sources.base import Source
@@ -106,6 +108,12 @@ def deploy(
     image: str | None = typer.Option(
         None, "--image", help="Bake the code into this image (registry/name:tag) and pin it."
     ),
+    base_image: str | None = typer.Option(
+        None,
+        "--base-image",
+        help="With --image: the image the generated Dockerfile builds FROM "
+        "(default: python:X.Y-slim of this interpreter).",
+    ),
     no_push: bool = typer.Option(
         False, "--no-push", help="With --image: keep the image on this machine."
     ),
@@ -139,6 +147,12 @@ def deploy(
                 hint=f"-p is --param (e.g. -p n=3); for the work pool write --pool {item}",
             )
     parameters = parse_params(param)
+    if base_image is not None and image is None:
+        raise ConfigError(
+            "--base-image is the base of an image build, and there is none",
+            hint="add --image REGISTRY/NAME:TAG (the image to bake the code into)",
+        )
+    baked = _docker_image(image, base_image)
     file: Any = prefect_yaml if prefect_yaml is not None else find_project(".")
     if file is not None and Path(file).name != "prefect.yaml" and Path("prefect.yaml").is_file():
         _note(
@@ -202,7 +216,7 @@ def deploy(
                     flow_entrypoint,
                     planned,
                     folder=folder or Path(source or "."),
-                    image=image,
+                    image=baked,
                     build_steps=project.build_steps(entry) if project is not None else [],
                 )
                 continue
@@ -233,7 +247,7 @@ def deploy(
                 **keywords,
                 settings=settings,
                 notify=_note,
-                image=image,
+                image=baked,
                 push=not no_push,
             )
             console.print(
@@ -274,13 +288,23 @@ def _deploy_time_outputs(
     return done[key]
 
 
+def _docker_image(image: str | None, base_image: str | None) -> str | DockerImage | None:
+    """What ``--image`` (and ``--base-image``) ask deploy to bake: the image's name, or a
+    `DockerImage` when it has a base of its own."""
+    if image is None or base_image is None:
+        return image
+    from conveyor.docker import DockerImage
+
+    return DockerImage(image, base_image=base_image)
+
+
 def _print_plan(
     name: str,
     entrypoint: str,
     code: Source,
     *,
     folder: Path,
-    image: str | None,
+    image: str | DockerImage | None,
     build_steps: list[dict[str, Any]],
 ) -> None:
     """``--dry-run``: what would be deployed from ``code`` (the source a deploy would use), and
@@ -289,7 +313,7 @@ def _print_plan(
     from conveyor.steps import parse_step
 
     console.print(f"# deployment {name} ({entrypoint}) from {code.describe()}", markup=False)
-    docker_image: DockerImage | None = DockerImage(image) if image else None
+    docker_image = DockerImage(image) if isinstance(image, str) else image
     for step in build_steps:
         step_name, arguments, _ = parse_step(step)
         if step_name == "build_docker_image":
