@@ -19,6 +19,12 @@ Every pool type has a default template (`default_template`): ``process`` (the sc
 ``env``, ``command``, ``image_pull_policy``, resources, ``namespace``,
 ``service_account_name``, ``labels``, ``registry_credentials``). A pool stores its own template
 when it was created with one; otherwise it uses its type's default.
+
+A process worker does not render ``job_configuration``: it applies the run's job variables (the
+pool's defaults under the deployment's own, `conveyor._jobvars`), and of those only the ones it
+reads (`PROCESS_READS`). `process_job` is what it applies for a run, and `process_unapplied` the
+keys of a pool's template or a deployment's job variables it would leave unused (``conveyor pool
+preview`` prints the one and notes the other).
 """
 
 from __future__ import annotations
@@ -27,11 +33,29 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor._jobvars import PROCESS_JOB_VARIABLES
+from conveyor._jobvars import (
+    PROCESS_JOB_VARIABLES,
+    effective_job_variables,
+    merge_job_variables,
+    process_options,
+    schema_defaults,
+)
 from conveyor.errors import ConfigError
-from conveyor.secrets import resolve_templates, template_refs
+from conveyor.secrets import resolve_templates, template_ref, template_refs
 
-__all__ = ["check_job_variables", "check_template", "default_template", "render"]
+__all__ = [
+    "PROCESS_READS",
+    "check_job_variables",
+    "check_template",
+    "default_template",
+    "process_job",
+    "process_unapplied",
+    "render",
+]
+
+PROCESS_READS = (*sorted(PROCESS_JOB_VARIABLES["properties"]), "result_storage")
+"""The job variables a process worker applies (``labels`` through the server, which gives the
+run only to a worker that has them; ``result_storage`` where its pickled result goes)."""
 
 _STR_OR_NULL = {"type": ["string", "null"], "default": None}
 _ENV = {
@@ -265,3 +289,32 @@ def render(template: Mapping[str, Any], job_variables: Mapping[str, Any]) -> dic
     rendered = resolve_templates(dict(configuration), outputs=values, kinds={"output"})
     assert isinstance(rendered, dict)
     return rendered
+
+
+def process_job(template: Mapping[str, Any], job_variables: Mapping[str, Any]) -> dict[str, Any]:
+    """What a process worker applies for a run of a deployment with ``job_variables`` in a pool
+    with ``template``: the variables it reads, as the run gets them (``result_storage`` only when
+    set); a value it would refuse is the run's one-line `ConfigError`."""
+    effective = effective_job_variables(template, job_variables)
+    process_options(effective)
+    values = merge_job_variables(schema_defaults(PROCESS_JOB_VARIABLES), effective)
+    return {key: values[key] for key in PROCESS_READS if key in values}
+
+
+def process_unapplied(
+    template: Mapping[str, Any], job_variables: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """What a process worker leaves unused: the keys of the template's ``job_configuration``
+    (which it does not render) that are not a bare ``{{ variable }}`` of one it reads, and the
+    run's job variables it does not read."""
+    configuration = template.get("job_configuration") or {}
+    written = sorted(key for key, value in configuration.items() if not _applied(key, value))
+    effective = effective_job_variables(template, job_variables)
+    return written, sorted(set(effective) - set(PROCESS_READS))
+
+
+def _applied(key: str, value: Any) -> bool:
+    """Whether ``key: value`` of a process pool's ``job_configuration`` is what the worker does:
+    a key it reads, holding nothing but that variable's placeholder."""
+    ref = template_ref(value) if isinstance(value, str) else None
+    return key in PROCESS_READS and ref is not None and ref.kind == "output" and ref.name == key

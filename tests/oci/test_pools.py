@@ -189,6 +189,81 @@ def _image_deployment(
     )
 
 
+def test_process_preview_shows_only_what_the_process_worker_applies(
+    tmp_path: Path, settings: Settings, client: ConveyorClient
+) -> None:
+    # Given a process pool whose own template writes keys a process worker does not read (an
+    # image, a `name` variable) and a hard-coded stream_output, and a deployment in it with job
+    # variables of its own
+    template = {
+        "job_configuration": {
+            "command": "{{ command }}",
+            "env": "{{ env }}",
+            "stream_output": False,
+            "name": "{{ name }}",
+            "image": "python:3.12",
+        },
+        "variables": {
+            "type": "object",
+            "properties": {
+                "command": {"type": ["string", "null"], "default": None},
+                "env": {"type": "object", "default": {"FROM_POOL": "1"}},
+                "name": {"type": ["string", "null"], "default": "job"},
+                "stream_output": {"type": "boolean", "default": True},
+            },
+        },
+    }
+    file = tmp_path / "process.json"
+    file.write_text(json.dumps(template))
+    env = command_env()
+    ok(conveyor("pool", "create", "proc", "--type", "process", "--base-job-template", str(file),
+                env=env))  # fmt: skip
+    from_source(write_project(tmp_path / "project"), "flows.py:hello").deploy(
+        "pooled",
+        settings=settings,
+        client=client,
+        work_pool="proc",
+        job_variables={"env": {"OWN": "2"}, "working_dir": "sub"},
+    )
+
+    # When the pool previews a run of it
+    previewed = conveyor("pool", "preview", "proc", "hello/pooled", env=env)
+
+    # Then it prints the job variables the worker applies, as a run gets them (env merged, the
+    # variable's stream_output), and nothing it ignores; the ignored keys are named on stderr
+    assert previewed.returncode == 0, previewed.stderr
+    shown = json.loads(previewed.stdout)
+    assert shown == {
+        "type": "process",
+        "job_configuration": {
+            "EXTRA_PIP_PACKAGES": None,
+            "command": None,
+            "env": {"FROM_POOL": "1", "OWN": "2"},
+            "labels": [],
+            "stream_output": True,
+            "working_dir": "sub",
+        },
+    }
+    applied = shown["job_configuration"]
+    run = client.create_run("hello", "pooled")  # its job variables are what its worker reads
+    assert {"env", "stream_output", "working_dir"} <= set(run.job_variables)
+    assert {k: v for k, v in run.job_variables.items() if k in applied} == {
+        k: v for k, v in applied.items() if k in run.job_variables
+    }
+    assert previewed.stderr.splitlines() == [
+        "note: a process worker applies the job variables above and does not render pool "
+        "proc's job_configuration: its image, name, stream_output do nothing as written there",
+        "note: job variables a process worker does not read: name",
+    ]
+    # ...and the default process pool's preview says nothing more
+    from_source(write_project(tmp_path / "plain"), "flows.py:hello").deploy(
+        "plain", settings=settings, client=client
+    )
+    plain = conveyor("pool", "preview", "default", "hello/plain", env=env)
+    assert (plain.returncode, plain.stderr) == (0, "")
+    assert json.loads(plain.stdout)["job_configuration"]["env"] == {}
+
+
 def test_docker_preview_prints_the_container_request_with_secret_names_only(
     tmp_path: Path, settings: Settings, client: ConveyorClient, registry: Registry
 ) -> None:

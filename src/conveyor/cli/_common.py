@@ -23,6 +23,7 @@ __all__ = [
     "err_console",
     "exit_code",
     "load_settings",
+    "note",
     "print_table",
     "through_outages",
 ]
@@ -37,6 +38,12 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Wide enough to measure any table's natural width; never a width anything is printed at.
 _MEASURE_WIDTH = 100_000
+
+
+def note(message: str) -> None:
+    """``note: MESSAGE`` on stderr, as written (no markup): what a command tells beside its
+    output."""
+    err_console.print(f"note: {message}", highlight=False, markup=False)
 
 
 def load_settings() -> Settings:

@@ -37,6 +37,7 @@ from conveyor.cli._common import (
     err_console,
     exit_code,
     load_settings,
+    note,
     through_outages,
 )
 from conveyor.errors import ConfigError
@@ -155,7 +156,7 @@ def deploy(
     baked = _docker_image(image, base_image)
     file: Any = prefect_yaml if prefect_yaml is not None else find_project(".")
     if file is not None and Path(file).name != "prefect.yaml" and Path("prefect.yaml").is_file():
-        _note(
+        note(
             f"reading {file}; prefect.yaml beside it is not read "
             "(conveyor deploy --prefect-yaml prefect.yaml deploys from it)"
         )
@@ -165,8 +166,8 @@ def deploy(
     project = (
         load_project(file, prefect=prefect_yaml is not None or None, only=only) if file else None
     )
-    for note in project.notes if project is not None else ():
-        _note(note)
+    for said in project.notes if project is not None else ():
+        note(said)
     if entrypoint is None:
         if project is None:
             raise ConfigError(
@@ -246,7 +247,7 @@ def deploy(
                 deployment_name,
                 **keywords,
                 settings=settings,
-                notify=_note,
+                notify=note,
                 image=baked,
                 push=not no_push,
             )
@@ -333,10 +334,6 @@ def _print_plan(
         return
     console.print(f"# image {docker_image.ref}", markup=False)
     console.print(docker_image.dockerfile_text(folder), markup=False, highlight=False, end="")
-
-
-def _note(message: str) -> None:
-    err_console.print(f"note: {message}", highlight=False, markup=False)
 
 
 def run(

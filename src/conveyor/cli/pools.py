@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from conveyor._names import check_pool_name
-from conveyor.cli._common import client, console, print_table
+from conveyor.cli._common import client, console, note, print_table
 
 __all__ = ["register"]
 
@@ -81,7 +81,10 @@ def preview(
     deployment: str = typer.Argument(..., help="FLOW/DEPLOYMENT"),
 ) -> None:
     """Print exactly what the pool's worker would submit for a run of DEPLOYMENT (a Docker
-    container request, a Kubernetes Job, a process job), secrets as names only."""
+    container request, a Kubernetes Job, a process job), secrets as names only. A process
+    worker applies the run's job variables (not a rendered job_configuration): what it reads is
+    printed, and the keys it would leave unused are named on stderr."""
+    from conveyor._jobs import process_unapplied
     from conveyor.cli._common import load_settings
     from conveyor.cli.deploy import split_deployment
     from conveyor.errors import ConfigError
@@ -107,3 +110,12 @@ def preview(
         api_url=settings.api_url,
     )
     typer.echo(json.dumps(submitted, indent=2, sort_keys=True))
+    if found.type == "process":
+        written, unread = process_unapplied(found.base_job_template, target.job_variables)
+        if written:
+            note(
+                f"a process worker applies the job variables above and does not render pool "
+                f"{pool}'s job_configuration: its {', '.join(written)} do nothing as written there"
+            )
+        if unread:
+            note(f"job variables a process worker does not read: {', '.join(unread)}")

@@ -18,14 +18,10 @@ from pathlib import Path
 
 import typer
 
-from conveyor.cli._common import client, console, err_console, load_settings
+from conveyor.cli._common import client, console, load_settings, note
 from conveyor.errors import ConfigError
 
 __all__ = ["register"]
-
-
-def _note(message: str) -> None:
-    err_console.print(f"note: {message}", highlight=False, markup=False)
 
 
 def register_command(
@@ -61,7 +57,7 @@ def register_command(
                 work_pool=pool,
                 settings=settings,
                 client=api,
-                notify=_note,
+                notify=note,
                 namespace=namespace,
             ):
                 count += 1

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor._jobs import default_template, render
+from conveyor._jobs import default_template, process_job, render
 from conveyor.errors import ConfigError, MissingDependency
 from conveyor.schemas import RunState
 from conveyor.worker.executors.base import Executor, Interrupt, Outcome, RunSpec, Started
@@ -70,9 +70,9 @@ def submission(
     api_key: str | None = None,
 ) -> dict[str, Any]:
     """What a pool of ``pool_type`` submits for this run (the API key redacted unless given)."""
+    if pool_type == "process":  # it applies job variables, and renders nothing
+        return {"type": "process", "job_configuration": process_job(template, job_variables)}
     configuration = render(template, job_variables)
-    if pool_type == "process":
-        return {"type": "process", "job_configuration": configuration}
     job = container_job(
         configuration,
         run_id=run_id,
