@@ -418,6 +418,147 @@ def test_docker_executor_runs_a_container_with_an_engine(
         assert outcome.result == 42
 
 
+class _FakeContainer:
+    """A container of `_FakeDocker`: exited at once, its logs an outcome line and one more."""
+
+    id = "c0ffee" + "0" * 58
+    status = "exited"
+    attrs = {"State": {"ExitCode": 0}}
+
+    def __init__(self) -> None:
+        self.removed: list[bool] = []
+
+    def reload(self) -> None:
+        pass
+
+    def stop(self, timeout: int) -> None:
+        pass
+
+    def logs(self, stream: bool) -> bytes:
+        outcome = OUTCOME_PREFIX + json.dumps({"state": "completed", "result": 7})
+        return f"hello from the container\n{outcome}\n".encode()
+
+    def remove(self, force: bool) -> None:
+        self.removed.append(force)
+
+
+class _FakeDocker:
+    """Stands in for ``docker.from_env()``'s client: the image is present, every
+    ``containers.run`` is recorded."""
+
+    def __init__(self) -> None:
+        self.containers, self.images = self, self
+        self.runs: list[dict[str, object]] = []
+        self.container = _FakeContainer()
+
+    def get(self, image: str) -> object:  # images.get: present, nothing is pulled
+        return object()
+
+    def run(self, **kwargs: object) -> _FakeContainer:  # containers.run
+        self.runs.append(kwargs)
+        return self.container
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("auto_remove", "kept"), [(None, False), (True, False), (False, True)])
+def test_docker_auto_remove_false_keeps_the_container_and_names_it(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    auto_remove: bool | None,
+    kept: bool,
+) -> None:
+    import logging
+
+    from conveyor.worker.executors import Interrupt, RunSpec
+    from conveyor.worker.executors.containers import DockerExecutor
+    from conveyor.worker.logs import RunLogs
+    from worker.conftest import LogSink
+
+    # Given a docker pool's run (second attempt) with auto_remove as the job variables say,
+    # and the Docker SDK's client replaced (no engine here)
+    fake = _FakeDocker()
+    monkeypatch.setattr("docker.from_env", lambda **_kw: fake)
+    variables: dict[str, object] = {"image": "reg.example/flows:1"}
+    if auto_remove is not None:
+        variables["auto_remove"] = auto_remove
+    spec = RunSpec(
+        run_id="0123456789abcdef-run",
+        entrypoint="flows.py:hello",
+        source={"kind": "oci", "image": "reg.example/flows:1"},
+        version="sha256:" + "0" * 64,
+        attempt=2,
+        job_variables=variables,
+    )
+    sink = LogSink()
+    logs = RunLogs(sink, spec.run_id).start()
+    # When the executor runs it
+    executor = DockerExecutor(settings=settings)
+    with caplog.at_level(logging.INFO, logger="conveyor.worker.executors.containers"):
+        with executor.run(spec, logs=logs, interrupt=Interrupt(), started=lambda _t: True) as out:
+            logs.close()
+    # Then the run completed from the container's outcome line
+    assert (out.state, out.result) == (RunState.COMPLETED, 7)
+    [request] = fake.runs
+    assert request["name"] == "conveyor-0123456789ab-2"  # a kept first attempt keeps its name
+    assert "auto_remove" not in request  # the SDK's would remove it before its logs are read
+    container = fake.container.id
+    if kept:
+        # ...and the container is kept, its id in the worker's log and in the run's logs
+        assert fake.container.removed == []
+        assert f"container={container}" in caplog.text
+        assert f"container {container} kept (auto_remove: false)" in sink.text()
+    else:
+        assert fake.container.removed == [True]
+        assert container not in caplog.text + sink.text()
+    assert "hello from the container" in sink.messages("container")
+
+
+@pytest.mark.engine
+def test_docker_executor_keeps_the_container_with_auto_remove_false_with_an_engine(
+    settings: Settings,
+) -> None:
+    if not _engine():
+        pytest.skip(
+            "no container engine reachable (DOCKER_HOST or /var/run/docker.sock): "
+            "this machine cannot run containers"
+        )
+    import docker
+
+    from conveyor.worker.executors import Interrupt, RunSpec
+    from conveyor.worker.executors.containers import DockerExecutor
+    from conveyor.worker.logs import RunLogs
+    from worker.conftest import LogSink
+
+    image = os.environ.get("CONVEYOR_TEST_PYTHON_IMAGE", "python:3.11-slim")
+    line = OUTCOME_PREFIX + json.dumps({"state": "completed", "result": 1})
+    spec = RunSpec(
+        run_id="engine-kept",
+        entrypoint="flows.py:hello",
+        source={"kind": "oci", "image": image},
+        version="sha256:" + "0" * 64,
+        job_variables={
+            "image": image,
+            "command": ["python", "-c", f"print({line!r})"],
+            "auto_remove": False,
+        },
+    )
+    logs = RunLogs(LogSink(), spec.run_id).start()
+    executor = DockerExecutor(settings=settings)
+    with executor.run(spec, logs=logs, interrupt=Interrupt(), started=lambda _t: True) as outcome:
+        logs.close()
+    assert outcome.state is RunState.COMPLETED
+    engine = docker.from_env()
+    try:
+        kept = engine.containers.get("conveyor-engine-kept")
+        assert kept.status == "exited"
+        kept.remove(force=True)
+    finally:
+        engine.close()
+
+
 @pytest.mark.engine
 def test_engine_build_push_and_fetch(tmp_path: Path, registry: Registry) -> None:
     if not _engine():

@@ -55,6 +55,7 @@ class ContainerJob:
     secret_env: dict[str, str]
     labels: dict[str, str]
     config: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
 
 
 _SET_BY_WORKER = frozenset(
@@ -88,8 +89,10 @@ def container_job(
     flow_name: str,
     deployment_name: str,
     api_url: str | None,
+    attempt: int = 1,
 ) -> ContainerJob:
-    """The job for one run from a rendered job configuration (`conveyor._jobs.render`)."""
+    """The job for one run (its ``attempt``) from a rendered job configuration
+    (`conveyor._jobs.render`)."""
     image = configuration.get("image")
     if not isinstance(image, str) or not image:
         raise ConfigError("the job has no image", hint="set the image job variable")
@@ -132,11 +135,17 @@ def container_job(
     user_labels = configuration.get("labels") or []
     if user_labels:
         labels["conveyor.labels"] = ",".join(str(x) for x in user_labels)
-    return ContainerJob(run_id, image, command, env, secret_env, labels, dict(configuration))
+    return ContainerJob(
+        run_id, image, command, env, secret_env, labels, dict(configuration), attempt=attempt
+    )
 
 
 def docker_request(job: ContainerJob, *, api_key: str | None) -> dict[str, Any]:
-    """Keyword arguments of ``docker.containers.run`` (the API key as ``****`` unless given)."""
+    """Keyword arguments of ``docker.containers.run`` (the API key as ``****`` unless given).
+
+    The container is named after the run, and after its attempt from the second on: a container
+    kept by ``auto_remove: false`` does not take the name a retry needs. (``auto_remove`` is not
+    the SDK's: the executor removes the container itself once it has read its logs.)"""
     config = job.config
     env = dict(job.env)
     env["CONVEYOR_API_KEY"] = api_key if api_key is not None else REDACTED
@@ -146,7 +155,7 @@ def docker_request(job: ContainerJob, *, api_key: str | None) -> dict[str, Any]:
         "environment": env,
         "labels": dict(job.labels),
         "detach": True,
-        "name": f"conveyor-{job.run_id[:12]}",
+        "name": f"conveyor-{job.run_id[:12]}" + (f"-{job.attempt}" if job.attempt > 1 else ""),
     }
     if config.get("mem_limit"):
         request["mem_limit"] = config["mem_limit"]

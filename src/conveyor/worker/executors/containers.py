@@ -22,6 +22,7 @@ only to fail them (and use up their retries).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from conveyor.secrets import SecretStore
     from conveyor.settings import Settings
     from conveyor.worker.executors.isolation import RunAs
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DockerExecutor", "KubernetesExecutor", "submission"]
 
@@ -132,6 +135,7 @@ class _ContainerExecutor(Executor):
             flow_name=str(spec.env.get("CONVEYOR_FLOW_NAME", "")),
             deployment_name=str(spec.env.get("CONVEYOR_DEPLOYMENT_NAME", "")),
             api_url=self.settings.api_url,
+            attempt=spec.attempt,
         )
 
     def _api_key(self) -> str | None:
@@ -214,8 +218,7 @@ class DockerExecutor(_ContainerExecutor):
                         logs.emit(raw, stream="container")
                 code = container.attrs.get("State", {}).get("ExitCode")
             finally:
-                with contextlib.suppress(Exception):
-                    container.remove(force=True)
+                _remove_unless_kept(container, job, logs)
             yield _outcome(lines, spawned, code)
         finally:
             client.close()
@@ -243,6 +246,21 @@ class DockerExecutor(_ContainerExecutor):
             if login is not None:
                 auth = {"username": login.username, "password": reveal(login.password)}
         client.images.pull(job.image, auth_config=auth)
+
+
+def _remove_unless_kept(container: Any, job: ContainerJob, logs: RunLogs) -> None:
+    """Remove the run's container, unless the job says ``auto_remove: false``: then it stays
+    (stopped) for inspection, and the worker and the run's logs name it."""
+    if job.config.get("auto_remove") is not False:
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+        return
+    logger.info("container kept run=%s container=%s (auto_remove: false)", job.run_id, container.id)
+    logs.emit(
+        f"container {container.id} kept (auto_remove: false); `docker rm {container.id}` "
+        "removes it",
+        stream="worker",
+    )
 
 
 class KubernetesExecutor(_ContainerExecutor):
