@@ -264,6 +264,43 @@ def test_process_preview_shows_only_what_the_process_worker_applies(
     assert json.loads(plain.stdout)["job_configuration"]["env"] == {}
 
 
+@pytest.mark.parametrize("pool_type", ["docker", "kubernetes"])
+def test_container_preview_merges_the_pools_env_as_the_run_gets_it(
+    tmp_path: Path, settings: Settings, client: ConveyorClient, pool_type: str
+) -> None:
+    # Given a container pool whose template gives every run an env variable, and a deployment
+    # in it (the image only as the runtime) with an env variable of its own
+    template = default_template(pool_type)
+    template["variables"]["properties"]["env"]["default"] = {"FROM_POOL": "1"}
+    client.create_pool("envpool", type=pool_type, base_job_template=template)
+    from_source(write_project(tmp_path / "project"), "flows.py:hello").deploy(
+        "merged",
+        settings=settings,
+        client=client,
+        work_pool="envpool",
+        image="reg.example/flows/runtime:1",
+        build=False,
+        job_variables={"env": {"OWN": "2"}},
+    )
+
+    # When the pool previews a run of it
+    out = ok(conveyor("pool", "preview", "envpool", "hello/merged", env=command_env()))
+
+    # Then the container gets both variables, as a run's job variables have them (env merged
+    # key by key), not only the deployment's
+    assert client.create_run("hello", "merged").job_variables["env"] == {
+        "FROM_POOL": "1",
+        "OWN": "2",
+    }
+    submitted = json.loads(out)
+    if pool_type == "docker":
+        env = submitted["environment"]
+    else:
+        [container] = submitted["spec"]["template"]["spec"]["containers"]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+    assert (env["FROM_POOL"], env["OWN"]) == ("1", "2")
+
+
 def test_docker_preview_prints_the_container_request_with_secret_names_only(
     tmp_path: Path, settings: Settings, client: ConveyorClient, registry: Registry
 ) -> None:

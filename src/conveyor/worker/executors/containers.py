@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._jobs import default_template, process_job, render
+from conveyor._jobvars import effective_job_variables
 from conveyor.errors import ConfigError, MissingDependency
 from conveyor.schemas import RunState
 from conveyor.worker.executors.base import Executor, Interrupt, Outcome, RunSpec, Started
@@ -72,10 +73,12 @@ def submission(
     api_url: str | None,
     api_key: str | None = None,
 ) -> dict[str, Any]:
-    """What a pool of ``pool_type`` submits for this run (the API key redacted unless given)."""
+    """What a pool of ``pool_type`` submits for a run of a deployment with ``job_variables``
+    (its own: the run gets them over the pool's defaults, ``env`` merged key by key), the API
+    key redacted unless given."""
     if pool_type == "process":  # it applies job variables, and renders nothing
         return {"type": "process", "job_configuration": process_job(template, job_variables)}
-    configuration = render(template, job_variables)
+    configuration = render(template, effective_job_variables(template, job_variables))
     job = container_job(
         configuration,
         run_id=run_id,
