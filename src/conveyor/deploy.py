@@ -216,6 +216,7 @@ class _Deploy:
 
         _check_name(name)
         check_steps(pull_steps, section="pull")
+        follow_ref = self.source.follows_ref(follow_ref)
         if follow_ref and self.image is not None and self.build:
             raise ConfigError(
                 "follow_ref cannot be used with an image build: the image pins one version",

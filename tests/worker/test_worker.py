@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (fixtures imported from fixtures.git_server are parameters here)
 """The worker loop against the real app (embedded, in this process): claim, execute, report."""
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from conveyor.cache import CodeCache
 from conveyor.client import ConveyorClient
 from conveyor.connect import connect
 from conveyor.deploy import from_source
-from conveyor.errors import InvalidRequest, ServerUnavailable
+from conveyor.errors import ConfigError, InvalidRequest, ServerUnavailable
 from conveyor.run_results import load_result
 from conveyor.schemas import Deployment, DeploymentCreate, Run, RunState
 from conveyor.settings import Settings
 from conveyor.sources import source_from_spec
+from conveyor.sources.git import GitRepository
+from conveyor.steps import source_from_pull_steps
 from conveyor.worker.loop import Worker
 from conveyor.worker.options import WorkerOptions
+from fixtures.git_server import Repos, git_repos_root, repos  # noqa: F401
 from fixtures.ports import wait_until
 
 
@@ -271,6 +275,53 @@ def test_follow_ref_runs_the_version_the_source_has_at_run_time(
     assert done.result == "hello Cy!"
     assert done.version != deployment.version
     assert done.version.startswith("sha256-")
+
+
+MARKED_FLOW = "from conveyor import flow\n\n@flow\ndef marked() -> str:\n    return {!r}\n"
+
+
+@pytest.mark.parametrize("how", ["GitRepository(follow_ref=True)", "git_clone follow_ref: true"])
+def test_a_git_source_that_follows_its_branch_runs_the_branch_as_it_is_at_run_time(
+    settings, client, repos: Repos, how: str
+) -> None:
+    # Given a repository deployed with follow_ref asked for by the source itself (the README's
+    # GitRepository option, or a git_clone step's), not by deploy's keyword
+    repo = repos.make("follows")
+    repo.commit({"flows.py": MARKED_FLOW.format("A")})
+    if how.startswith("GitRepository"):
+        source = GitRepository(repo.file_url, branch="main", follow_ref=True)
+    else:
+        step = {"git_clone": {"repository": repo.file_url, "branch": "main", "follow_ref": True}}
+        source = source_from_pull_steps([step])
+    deployment = from_source(source, "flows.py:marked").deploy(
+        "follows", settings=settings, client=client
+    )
+
+    # When the branch moves on and a run starts
+    moved = repo.commit({"flows.py": MARKED_FLOW.format("B")})
+    run = start(client, deployment)
+    make_worker(settings, client).work(burst=True)
+
+    # Then the deployment follows its ref, and the run ran (and recorded) the branch's new commit
+    assert deployment.follow_ref is True
+    done = client.get_run(run.id)
+    assert done.state is RunState.COMPLETED, done.error
+    assert done.result == "B"
+    assert done.version == moved
+
+
+def test_follow_ref_with_a_commit_sha_is_refused_at_deploy(settings, client, repos: Repos) -> None:
+    repo = repos.make("pinned")
+    sha = repo.commit({"flows.py": MARKED_FLOW.format("A")})
+    deployable = from_source(GitRepository(repo.file_url, commit_sha=sha[:8]), "flows.py:marked")
+
+    with pytest.raises(ConfigError, match="a commit_sha never moves") as refused:
+        deployable.deploy("pinned", settings=settings, client=client, follow_ref=True)
+
+    assert refused.value.hint == (
+        "deploy with a branch (--branch) to follow it, or without follow_ref"
+    )
+    assert client.list_deployments() == []
 
 
 def test_stop_lets_the_running_run_finish(settings, client, deploy, tmp_path) -> None:

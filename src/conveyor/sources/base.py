@@ -171,6 +171,12 @@ class Source(ABC):
         """
         return self.to_spec()
 
+    def follows_ref(self, asked: bool) -> bool:
+        """Whether each run of a deployment of this source resolves its ref again: ``asked`` (the
+        deploy's ``follow_ref``), or the source's own option (`GitRepository` ``follow_ref=``).
+        A source whose ref cannot move refuses ``asked`` (`ConfigError`)."""
+        return asked
+
     def describe(self) -> str:
         """A one-line, redacted description for logs and the CLI."""
         return f"{self.kind}:{json.dumps(self.identity(), sort_keys=True)}"

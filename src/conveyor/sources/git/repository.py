@@ -263,6 +263,15 @@ class GitRepository(Source):
 
         return PartialCheckout(self, self._check_version(version), dest, scratch=scratch)
 
+    def follows_ref(self, asked: bool) -> bool:
+        """``follow_ref=True`` here or at deploy; refused for a commit_sha (it never moves)."""
+        if asked and self.commit_sha:
+            raise ConfigError(
+                "follow_ref needs a branch or tag: a commit_sha never moves",
+                hint="deploy with a branch (--branch) to follow it, or without follow_ref",
+            )
+        return asked or self.follow_ref
+
     def describe_url(self) -> str:
         """The repository URL, safe to show (it never holds credentials)."""
         return self.url
