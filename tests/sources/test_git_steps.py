@@ -12,10 +12,12 @@ from conveyor._fs import copy_writable
 from conveyor.cache import CodeCache
 from conveyor.errors import ConfigError
 from conveyor.project import deploy_options, load_project
+from conveyor.secrets import Secret
+from conveyor.sources import source_from_spec
 from conveyor.sources.base import FetchContext
 from conveyor.sources.git import GitRepository
 from conveyor.steps import StepContext, parse_step, run_steps, source_from_pull_steps
-from conveyor.steps.builtin import git_clone_step
+from conveyor.steps.builtin import git_clone_source, git_clone_step
 from fixtures.git_server import GitHttpServer, Repos, git_http, git_repos_root, repos
 
 TOKEN = "ghp_STEPS_token_8841"
@@ -92,7 +94,12 @@ def test_template_token_is_a_step_access_token_and_names_are_credentials() -> No
     [
         ({"access_token": TOKEN}, "never the token itself"),
         ({"access_token": "${A}", "credentials": "b"}, "not both"),
-        ({"credentials": {"token": TOKEN}}, "must name saved credentials"),
+        ({"credentials": {"token": TOKEN}}, "never the token itself"),
+        ({"credentials": {"username": "ada", "access_token": TOKEN}}, "never the token itself"),
+        ({"credentials": {"username": "ada"}}, "one access_token is needed"),
+        ({"credentials": {"access_token": "${A}", "user": "ada"}}, "unknown key 'user'"),
+        ({"credentials": {"access_token": "${A}", "username": "a:b"}}, "not a valid git user"),
+        ({"credentials": ["gh"]}, "must name saved credentials"),
         ({"bogus": 1}, "unexpected keyword"),
     ],
 )
@@ -112,6 +119,61 @@ def test_credentials_placeholders_name_saved_credentials(written: str) -> None:
     source = source_from_pull_steps([step])
     assert isinstance(source, GitRepository)
     assert source.credentials == "gh"
+
+
+@pytest.mark.parametrize(
+    ("credentials", "accepted", "stored"),
+    [
+        (
+            {"access_token": "{{ prefect.blocks.secret.repo-token }}"},
+            f"x-access-token:{TOKEN}",
+            "{{ prefect.blocks.secret.repo-token }}",
+        ),
+        (
+            {"username": "ada", "access_token": "{{ prefect.blocks.secret.repo-token }}"},
+            f"ada:{TOKEN}",
+            "ada:{{ prefect.blocks.secret.repo-token }}",
+        ),
+    ],
+)
+def test_prefects_credentials_mapping_with_a_secret_placeholder_authenticates(
+    credentials: dict[str, str],
+    accepted: str,
+    stored: str,
+    repos: Repos,
+    git_http: GitHttpServer,
+    tmp_path: Path,
+) -> None:
+    # Given a private repository and the git_clone step Prefect's to_pull_step writes (a mapping
+    # whose access_token is a secret placeholder, with or without a username)
+    repo = repos.make("prefect-dict")
+    sha = repo.commit({"flows/etl.py": "X = 1\n"})
+    repo.configure(basic=[accepted])
+    step = {
+        "prefect.deployments.steps.git_clone": {
+            "repository": git_http.url(repo),
+            "credentials": credentials,
+        }
+    }
+
+    # When it is deployed (the step names the source, stored as its spec), and a worker with the
+    # secret resolves and fetches it, and checks the step's arguments as it resolved them
+    source = source_from_pull_steps([step])
+    assert source is not None
+    spec = json.loads(json.dumps(source.to_spec()))
+    worker = source_from_spec(spec)
+    ctx = FetchContext(scratch=tmp_path / "scratch", environ={"repo-token": TOKEN})
+    version = worker.resolve(ctx)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    worker.fetch(version, dest, ctx)
+    resolved = {**credentials, "access_token": Secret(TOKEN, name="repo-token")}
+    git_clone_source(repository=git_http.url(repo), credentials=resolved)
+
+    # Then the deployment stores only the placeholder, and the code came with those credentials
+    assert spec["credentials"] == stored
+    assert version == sha
+    assert (dest / "flows/etl.py").read_text() == "X = 1\n"
 
 
 def test_pull_steps_name_at_most_one_source() -> None:

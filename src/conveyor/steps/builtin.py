@@ -31,6 +31,7 @@ from typing import Any
 from conveyor.errors import CommandError, ConfigError
 from conveyor.secrets import Secret, reveal, template_ref, template_refs
 from conveyor.sources.git import GitRepository, TokenCredentials
+from conveyor.sources.git.credentials import check_username
 from conveyor.steps import StepContext
 
 __all__ = [
@@ -48,6 +49,8 @@ SCRIPT_TIMEOUT_SECONDS = 3600.0
 def _credentials(access_token: Any, credentials: Any) -> str | TokenCredentials | None:
     if access_token is not None and credentials is not None:
         raise ConfigError("git_clone takes access_token or credentials, not both")
+    if isinstance(credentials, Mapping):
+        return _credentials_dict(credentials)
     if isinstance(access_token, Secret):  # a template resolved at run time: memory only
         return TokenCredentials(token=access_token)
     if access_token is not None:
@@ -73,6 +76,36 @@ def _credentials(access_token: Any, credentials: Any) -> str | TokenCredentials 
     if ref is not None and ref.kind == "block":
         return ref.name  # {{ prefect.blocks.github-credentials.NAME }}: saved credentials NAME
     return credentials.strip()
+
+
+_TOKEN_KEYS = ("access_token", "token", "password")
+
+
+def _credentials_dict(credentials: Mapping[Any, Any]) -> str | TokenCredentials:
+    """Prefect's ``credentials: {access_token: "{{ prefect.blocks.secret.NAME }}"}`` (what its
+    ``GitRepository.to_pull_step`` writes), with an optional ``username``: the token follows the
+    ``access_token`` rules (a template, never the token); ``username: U`` makes ``U:<token>``."""
+    unknown = sorted(str(k) for k in credentials if k not in ("username", *_TOKEN_KEYS))
+    tokens = [credentials[k] for k in _TOKEN_KEYS if credentials.get(k) is not None]
+    if unknown or len(tokens) != 1:
+        what = f"unknown key {unknown[0]!r}" if unknown else "one access_token is needed"
+        raise ConfigError(
+            f"git_clone credentials: {what}",
+            hint='write credentials: {access_token: "${TOKEN}", username: USER} (username '
+            "optional), or name saved credentials: credentials: gh",
+        )
+    token = _credentials(tokens[0], None)
+    assert token is not None
+    username = credentials.get("username")
+    if username is None:
+        return token
+    if not isinstance(username, str | Secret):
+        raise ConfigError(f"git_clone credentials: username {username!r} is not a user name")
+    if isinstance(username, str) and not template_refs(username):
+        check_username(username)  # a template is resolved (and checked) by the worker
+    if isinstance(token, TokenCredentials):  # on the worker: the templates are resolved
+        return TokenCredentials(token=Secret(f"{reveal(username)}:{reveal(token.token)}"))
+    return f"{username}:{token}"  # user:${TOKEN}, as load_credentials reads it
 
 
 def git_clone_source(

@@ -59,6 +59,7 @@ __all__ = [
     "SSHCredentials",
     "TokenCredentials",
     "ambient_credentials",
+    "check_username",
     "load_credentials",
     "provider_fits",
 ]
@@ -82,7 +83,8 @@ def provider_fits(credentials_provider: str | None, provider: str | None) -> boo
     return credentials_provider == "bitbucket" and provider == "bitbucket-server"
 
 
-def _check_username(username: str | None, what: str = "username") -> None:
+def check_username(username: str | None, what: str = "username") -> None:
+    """Refuse a user name git could not send (blanks, ``:``, ``/``, empty, over 200 chars)."""
     if username is not None and not _USERNAME.match(username):
         raise ConfigError(f"{what} {username!r} is not a valid git user name")
 
@@ -152,7 +154,7 @@ class GitLabCredentials(GitCredentials):
 
     def __post_init__(self) -> None:
         _post_init(self, "token")
-        _check_username(self.username)
+        check_username(self.username)
         if not self.token:
             raise ConfigError("GitLabCredentials need a token")
 
@@ -179,7 +181,7 @@ class BitBucketCredentials(GitCredentials):
 
     def __post_init__(self) -> None:
         _post_init(self, "token", "password")
-        _check_username(self.username)
+        check_username(self.username)
         if not self.token and not self.password:
             raise ConfigError("BitBucketCredentials need a token or a password")
         if self.token and self.password:
@@ -217,7 +219,7 @@ class CodeCommitCredentials(GitCredentials):
         _post_init(self, "aws_secret_access_key", "aws_session_token")
         if not self.aws_access_key_id or not self.aws_secret_access_key:
             raise ConfigError("CodeCommitCredentials need an access key id and a secret key")
-        _check_username(self.aws_access_key_id, "aws_access_key_id")
+        check_username(self.aws_access_key_id, "aws_access_key_id")
 
     def repository_url(self, repository: str) -> str:
         """The HTTPS clone URL of ``repository`` in this credentials' region."""
@@ -261,7 +263,7 @@ class TokenCredentials(GitCredentials):
 
     def __post_init__(self) -> None:
         _post_init(self, "token")
-        _check_username(self.username)
+        check_username(self.username)
         if not self.token:
             raise ConfigError("the token is empty")
 
