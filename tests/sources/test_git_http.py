@@ -242,7 +242,70 @@ def test_no_credentials_on_a_private_repository_is_an_authentication_error(
     repo.commit({"a.py": "A\n"})
     with pytest.raises(AuthenticationError) as caught:
         GitRepository(git_http.url(repo)).resolve()
-    assert caught.value.hint
+    assert str(caught.value) == (
+        f"git authentication failed: listing refs of {git_http.url(repo)}: "
+        "no credentials were given"
+    )
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith("pass credentials=NAME")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_token_is_one_line_naming_repository_credentials_and_user(
+    status: int, repos: Repos, git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    # Given a private repository whose server refuses the token sent (401 as for a wrong
+    # token, 403 as for a revoked or under-scoped one)
+    repo = repos.make("refused")
+    sha = repo.commit({"a.py": "A\n"})
+    repo.configure(basic=[f"x-access-token:{TOKEN}"], refuse=status)
+    url = git_http.url(repo)
+    source = GitRepository(url, credentials=GitHubCredentials("revoked-token-77", name="gh"))
+
+    # When deploy resolves the branch, and a worker fetches the commit
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError) as at_deploy:
+        source.resolve()
+    with pytest.raises(AuthenticationError) as at_run:
+        _fetch(source, sha, tmp_path)
+
+    # Then each says which repository, which credentials and which user, without the token,
+    # at once (no prompt, no retry)
+    assert str(at_deploy.value) == (
+        f"git authentication failed: listing refs of {url} with credentials 'gh' "
+        "(user x-access-token)"
+    )
+    assert str(at_run.value).startswith("git authentication failed: ")
+    assert str(at_run.value).endswith(f"{url} with credentials 'gh' (user x-access-token)")
+    assert at_run.value.hint == AuthenticationError.default_hint
+    for caught in (at_deploy.value, at_run.value):
+        assert "revoked-token-77" not in f"{caught} {caught.hint}"
+    assert time.monotonic() - started < 30
+    assert {r[3] for r in git_http.requests(repo)} == {status}
+
+
+def test_a_plain_token_refused_as_githubs_user_says_how_to_name_the_provider(
+    repos: Repos, git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    # Given a Bitbucket Cloud-style repository (x-token-auth) and the token as a plain secret,
+    # as a Prefect user brings it (access_token: "{{ prefect.blocks.secret.bb-token }}")
+    repo = repos.make("bitbucket-plain")
+    sha = repo.commit({"a.py": "A\n"})
+    repo.configure(basic=[f"x-token-auth:{TOKEN}"])
+    ctx = FetchContext(environ={"bb-token": TOKEN})
+    written = "{{ prefect.blocks.secret.bb-token }}"
+
+    # When it is resolved without a provider, then with provider="bitbucket"
+    with pytest.raises(AuthenticationError) as refused:
+        GitRepository(git_http.url(repo), credentials=written).resolve(ctx)
+    named = GitRepository(git_http.url(repo), credentials=written, provider="bitbucket")
+
+    # Then the refusal says the token went as GitHub's user and how to say Bitbucket; that works
+    assert str(refused.value).endswith(f"with credentials '{written}' (user x-access-token)")
+    assert refused.value.hint is not None
+    assert "pass provider='gitlab' / 'bitbucket'" in refused.value.hint
+    assert TOKEN not in f"{refused.value} {refused.value.hint}"
+    assert named.resolve(ctx) == sha
 
 
 # -- partial clone and its fallbacks -------------------------------------------------------------

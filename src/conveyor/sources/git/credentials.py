@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, overload
 
 from conveyor.credentials import Credentials, as_secret, did_you_mean, load_saved
-from conveyor.errors import ConfigError
+from conveyor.errors import AuthenticationError, ConfigError
 from conveyor.secrets import (
     Secret,
     SecretStore,
@@ -47,7 +47,7 @@ from conveyor.secrets import (
     template_ref,
     template_refs,
 )
-from conveyor.sources.git._auth import GitAuth, HttpAuth, SshAuth
+from conveyor.sources.git._auth import GitAuth, HttpAuth, SshAuth, is_ssh_url
 
 __all__ = [
     "PROVIDERS",
@@ -62,6 +62,7 @@ __all__ = [
     "check_username",
     "load_credentials",
     "provider_fits",
+    "rejected",
 ]
 
 PROVIDERS = ("github", "gitlab", "bitbucket", "bitbucket-server", "codecommit", "generic")
@@ -314,6 +315,34 @@ class SSHCredentials(GitCredentials):
         return SshAuth(
             Secret(reveal(self.private_key)), self.known_hosts, self.accept_new_host_keys
         )
+
+
+def rejected(
+    exc: AuthenticationError, creds: GitCredentials | None, auth: GitAuth | None
+) -> AuthenticationError:
+    """``exc`` (the server refused) saying which credentials were sent and as which user (only
+    a provider's fixed user name: another may come from a secret), and what to check."""
+    if is_ssh_url(exc.source) or isinstance(auth, SshAuth):
+        return exc  # SSH keys and host keys have their own messages
+    if creds is None:
+        return AuthenticationError(
+            f"{exc.message}: no credentials were given",
+            source=exc.source,
+            hint="pass credentials=NAME (`conveyor credentials create github|gitlab|bitbucket "
+            "NAME`, or `--credentials NAME` with `conveyor deploy`)",
+        )
+    what = f"credentials {creds.name!r}" if creds.name else f"the {creds.type} credentials"
+    user = auth.username if isinstance(auth, HttpAuth) else None
+    if isinstance(user, str) and user in _USER_FOR_TOKEN.values():
+        what += f" (user {user})"
+    hint = AuthenticationError.default_hint
+    if isinstance(creds, TokenCredentials) and user == _USER_FOR_TOKEN["generic"]:
+        hint = (
+            f"{hint}; a plain token goes as user {user} (GitHub's convention): for GitLab or "
+            "Bitbucket pass provider='gitlab' / 'bitbucket', or save typed credentials with "
+            "`conveyor credentials create gitlab|bitbucket NAME`"
+        )
+    return AuthenticationError(f"{exc.message} with {what}", source=exc.source, hint=hint)
 
 
 @overload

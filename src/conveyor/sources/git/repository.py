@@ -29,13 +29,19 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from conveyor._retry import RetryPolicy
-from conveyor.errors import ConfigError, IntegrityError, SourceError, VersionNotFound
+from conveyor.errors import (
+    AuthenticationError,
+    ConfigError,
+    IntegrityError,
+    SourceError,
+    VersionNotFound,
+)
 from conveyor.sources.base import FetchContext, Source, context
 from conveyor.sources.git._auth import AuthSession, GitAuth
 from conveyor.sources.git._checkout import (
@@ -66,6 +72,7 @@ from conveyor.sources.git.credentials import (
     ambient_credentials,
     load_credentials,
     provider_fits,
+    rejected,
 )
 
 if TYPE_CHECKING:
@@ -204,7 +211,9 @@ class GitRepository(Source):
 
     # -- credentials -------------------------------------------------------------------------------
 
-    def _auth_for(self, url: str, ctx: FetchContext) -> GitAuth | None:
+    def _auth_for(
+        self, url: str, ctx: FetchContext, used: list[tuple[GitCredentials, GitAuth]]
+    ) -> GitAuth | None:
         if self.credentials is None:
             return None
         creds = self.credentials
@@ -223,14 +232,35 @@ class GitRepository(Source):
             creds = found
         if not provider_fits(creds.provider, self.provider):
             raise ConfigError(f"{creds.type} credentials do not fit provider {self.provider!r}")
-        return creds.git_auth(url, provider=self.provider)
+        auth = creds.git_auth(url, provider=self.provider)
+        used.append((creds, auth))
+        return auth
 
-    def _session(self, ctx: FetchContext, url: str | None = None) -> AuthSession:
+    @contextmanager
+    def _session(self, ctx: FetchContext, url: str | None = None) -> Iterator[AuthSession]:
+        """The credentials for ``url`` (this repository's when None; none for another host). A
+        refusal says which credentials were sent (`rejected`)."""
         target = url or self.url
         retry = RetryPolicy.from_settings(ctx.settings)
-        if url is not None and not same_host(url, self.url):
-            return AuthSession(target, lambda: None, retry=retry)
-        return AuthSession(target, lambda: self._auth_for(target, ctx), retry=retry)
+        used: list[tuple[GitCredentials, GitAuth]] = []
+        anonymous = url is not None and not same_host(url, self.url)
+        load = (lambda: None) if anonymous else (lambda: self._auth_for(target, ctx, used))
+        with AuthSession(target, load, retry=retry) as auth:
+            try:
+                yield auth
+            except AuthenticationError as exc:
+                if self.credentials is None or used:
+                    creds, sent = used[0] if used else (None, None)
+                    raise rejected(exc, creds, sent) from None
+                why = "not sent to another host" if anonymous else "optional and not found"
+                raise AuthenticationError(
+                    f"{exc.message}: credentials {self.credentials_name!r} are {why}",
+                    source=exc.source,
+                    hint="credentials go only to the repository's own host: host a private "
+                    "submodule there"
+                    if anonymous
+                    else exc.hint,
+                ) from None
 
     # -- deploy time -------------------------------------------------------------------------------
 
