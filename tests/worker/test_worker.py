@@ -26,7 +26,7 @@ from conveyor.sources.git import GitRepository
 from conveyor.steps import source_from_pull_steps
 from conveyor.worker.loop import Worker
 from conveyor.worker.options import WorkerOptions
-from fixtures.git_server import Repos, git_repos_root, repos  # noqa: F401
+from fixtures.git_server import Repos, git_repos_root, repos, run_git  # noqa: F401
 from fixtures.ports import wait_until
 
 
@@ -308,6 +308,38 @@ def test_a_git_source_that_follows_its_branch_runs_the_branch_as_it_is_at_run_ti
     assert done.state is RunState.COMPLETED, done.error
     assert done.result == "B"
     assert done.version == moved
+
+
+def test_a_run_following_a_deleted_branch_fails_in_one_line_and_runs_nothing(
+    settings, client, repos: Repos
+) -> None:
+    # Given a deployment that follows branch "feature"
+    repo = repos.make("deleted")
+    repo.commit({"flows.py": MARKED_FLOW.format("A")}, branch="feature")
+    source = GitRepository(repo.file_url, branch="feature", follow_ref=True)
+    deployment = from_source(source, "flows.py:marked").deploy(
+        "deleted", settings=settings, client=client
+    )
+
+    # When the branch is deleted and a run starts
+    run_git("push", "-q", repo.bare, ":refs/heads/feature", cwd=repo.work)
+    run = start(client, deployment)
+    make_worker(settings, client).work(burst=True)
+
+    # Then the run failed naming the ref, the repository and why, and the flow never started
+    # (the deployed commit is not run in its place)
+    done = client.get_run(run.id)
+    assert done.state is RunState.FAILED
+    assert done.error == (
+        f"no branch or tag 'feature' in {repo.file_url} (the deployment follows it)"
+    )
+    assert done.result is None
+    assert "start" not in done.timings
+    messages = [line.message for line in client.read_logs(run.id)]
+    assert (
+        "hint: restore the branch or tag, or redeploy with the one to follow now; the deployed "
+        "version is not run in its place"
+    ) in messages
 
 
 def test_follow_ref_with_a_commit_sha_is_refused_at_deploy(settings, client, repos: Repos) -> None:

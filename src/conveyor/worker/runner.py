@@ -42,6 +42,7 @@ from conveyor.errors import (
     InvalidRequest,
     ObjectNotFound,
     ServerUnavailable,
+    VersionNotFound,
 )
 from conveyor.schemas import DEFAULT_LEASE_SECONDS, Run, RunState, StateUpdate
 from conveyor.secrets import Secret, resolve_templates
@@ -234,7 +235,15 @@ class RunHandler:
             from conveyor.sources import source_from_spec
 
             source = source_from_spec(run.source)
-            version = source.resolve(self.cache.context)
+            try:
+                version = source.resolve(self.cache.context)
+            except VersionNotFound as exc:  # deleted or renamed: the pinned version is no stand-in
+                raise VersionNotFound(
+                    f"{exc.message} (the deployment follows it)",
+                    source=exc.source,
+                    hint="restore the branch or tag, or redeploy with the one to follow now; "
+                    "the deployed version is not run in its place",
+                ) from None
             logs.emit(f"following the ref: {source.describe()} is at {version}", stream="worker")
         spec = RunSpec(
             run_id=run.id,
