@@ -78,8 +78,18 @@ def test_resolve_branch_tag_head_and_short_sha(repos: Repos) -> None:
     assert GitRepository(repo.file_url, branch="refs/heads/dev").resolve() == dev
     assert GitRepository(repo.file_url, commit_sha=first[:8]).resolve() == first
     assert GitRepository(repo.file_url, commit_sha=first.upper()).resolve() == first
-    with pytest.raises(VersionNotFound, match="no branch or tag 'nope'"):
+    with pytest.raises(VersionNotFound, match="no branch or tag 'nope'") as missing:
         GitRepository(repo.file_url, branch="nope").resolve()
+    assert (
+        missing.value.hint
+        == f"check the name against `git ls-remote --heads --tags {repo.file_url}`"
+    )
+    # a commit written as the branch (Prefect's git_clone has branch and commit_sha) says so
+    with pytest.raises(VersionNotFound, match=f"no branch or tag '{first[:10]}'") as commit:
+        GitRepository(repo.file_url, branch=first[:10]).resolve()
+    assert commit.value.hint == (
+        f"to pin a commit, pass commit_sha='{first[:10]}' (--commit-sha) instead of branch"
+    )
 
 
 def test_short_sha_not_at_a_branch_tip_is_resolved_by_fetching_history(repos: Repos) -> None:

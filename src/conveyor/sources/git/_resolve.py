@@ -8,6 +8,7 @@ no blobs: ``--filter=tree:0``) are fetched into a throwaway repository to find i
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +19,8 @@ from conveyor.sources.git._cmd import OFFLINE, GitFailed, git, raise_for
 from conveyor.sources.git._mirror import Mirror
 
 __all__ = ["ls_remote", "ref_candidates", "resolve_ref", "resolve_short"]
+
+_HEX = re.compile(r"[0-9a-fA-F]{7,64}")
 
 
 def ref_candidates(branch: str) -> list[str]:
@@ -60,7 +63,17 @@ def resolve_ref(url: str, branch: str | None, auth: AuthSession) -> str:
     for ref in order:
         if ref in refs:
             return refs[ref]
-    raise VersionNotFound(f"no branch or tag {branch!r} in {url}", source=url)
+    if _HEX.fullmatch(branch):  # a commit passed as the branch (Prefect's git_clone has both)
+        raise VersionNotFound(
+            f"no branch or tag {branch!r} in {url}",
+            source=url,
+            hint=f"to pin a commit, pass commit_sha={branch!r} (--commit-sha) instead of branch",
+        )
+    raise VersionNotFound(
+        f"no branch or tag {branch!r} in {url}",
+        source=url,
+        hint=f"check the name against `git ls-remote --heads --tags {url}`",
+    )
 
 
 def resolve_short(url: str, prefix: str, auth: AuthSession) -> str:
