@@ -308,6 +308,41 @@ def test_a_plain_token_refused_as_githubs_user_says_how_to_name_the_provider(
     assert named.resolve(ctx) == sha
 
 
+def test_a_private_submodule_on_another_host_says_credentials_are_not_sent_there(
+    repos: Repos, git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    # Given a private superproject whose submodule names the same server by another host name
+    # (localhost, not 127.0.0.1): for the credentials, another host
+    lib = repos.make("lib")
+    lib.commit({"lib.py": "L = 1\n"})
+    lib.configure(basic=[f"x-access-token:{TOKEN}"])
+    app = repos.make("app")
+    app.commit({"main.py": "M = 1\n"})
+    elsewhere = f"http://localhost:{git_http.port}/{lib.bare.name}"
+    run_git("submodule", "add", "-q", lib.file_url, "libs/lib", cwd=app.work)
+    run_git("config", "-f", ".gitmodules", "submodule.libs/lib.url", elsewhere, cwd=app.work)
+    sha = app.commit({}, message="add lib")
+    app.configure(basic=[f"x-access-token:{TOKEN}"])
+    source = GitRepository(
+        git_http.url(app),
+        credentials=GitHubCredentials(TOKEN, name="gh"),
+        include_submodules=True,
+    )
+
+    # When its commit is fetched
+    with pytest.raises(AuthenticationError) as refused:
+        _fetch(source, sha, tmp_path)
+
+    # Then the superproject came with the credentials, the submodule was asked without them,
+    # and the error says so and how to fix it
+    assert str(refused.value).startswith("git authentication failed: ")
+    assert str(refused.value).endswith(
+        f"{elsewhere}: credentials 'gh' are sent only to the repository's host"
+    )
+    assert refused.value.hint is not None
+    assert "a relative URL such as ../lib.git" in refused.value.hint
+
+
 # -- partial clone and its fallbacks -------------------------------------------------------------
 
 

@@ -252,12 +252,12 @@ class GitRepository(Source):
                 if self.credentials is None or used:
                     creds, sent = used[0] if used else (None, None)
                     raise rejected(exc, creds, sent) from None
-                why = "not sent to another host" if anonymous else "optional and not found"
+                why = "sent only to the repository's host" if anonymous else "optional, not found"
                 raise AuthenticationError(
                     f"{exc.message}: credentials {self.credentials_name!r} are {why}",
                     source=exc.source,
-                    hint="credentials go only to the repository's own host: host a private "
-                    "submodule there"
+                    hint="point the submodule at the repository's host and transport (a relative "
+                    "URL such as ../lib.git in .gitmodules), or make it public"
                     if anonymous
                     else exc.hint,
                 ) from None
