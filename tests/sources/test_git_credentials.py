@@ -31,6 +31,7 @@ from conveyor.sources.git.credentials import (
     TokenCredentials,
     load_credentials,
 )
+from conveyor.steps import source_from_pull_steps
 from fixtures.git_server import GitHttpServer, Repos, git_http, git_repos_root, repos
 
 TOKEN = "ghp_RECOGNISABLE_credentials_5511"
@@ -186,6 +187,39 @@ def test_prefects_dict_of_credentials_is_refused_without_showing_the_token() -> 
     assert refused.value.hint is not None
     assert 'GitHubCredentials(token=...).save("gh")' in refused.value.hint
     assert TOKEN not in str(refused.value) + refused.value.hint
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+        "github_pat_11ABCDEFG0abcdefghijklmn_opqrstuvwxyz",
+        "glpat-xXxXxXxXxXxXxXxXxXxX",
+        "ATBB4aZmZXQfakefakefakefake8A7E3D71",
+    ],
+)
+def test_a_token_passed_as_the_credentials_name_is_refused_without_echoing_it(
+    token: str,
+) -> None:
+    # Given a token where the name of saved credentials goes (in Python, or a git_clone step)
+    for attempt in (
+        lambda: GitRepository("https://github.com/o/r.git", credentials=token),
+        lambda: source_from_pull_steps(
+            [{"git_clone": {"repository": "https://github.com/o/r.git", "credentials": token}}]
+        ),
+    ):
+        # When the repository is made (before anything is stored or looked up)
+        with pytest.raises(ConfigError) as refused:
+            attempt()
+
+        # Then it is refused, showing only the token's prefix, with how to save it
+        assert str(refused.value) == (
+            f"credentials take the name of saved credentials, not a token ({token[:4]}… was given)"
+        )
+        assert refused.value.hint is not None
+        assert "conveyor credentials create" in refused.value.hint
+        assert token not in f"{refused.value} {refused.value.hint}"
+    assert GitRepository("https://github.com/o/r.git", credentials="ghp-tokens").credentials
 
 
 def test_save_takes_prefects_overwrite_keyword(api: ConveyorClient) -> None:

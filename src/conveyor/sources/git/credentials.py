@@ -59,6 +59,7 @@ __all__ = [
     "SSHCredentials",
     "TokenCredentials",
     "ambient_credentials",
+    "check_credentials_name",
     "check_username",
     "load_credentials",
     "provider_fits",
@@ -75,6 +76,24 @@ _USER_FOR_TOKEN = {
     "generic": "x-access-token",
 }
 _USERNAME = re.compile(r"^[^\s:/]{1,200}$")
+
+
+_TOKEN_SHAPES = re.compile(
+    r"^(?:gh[pousr]_|github_pat_|glpat-|gldt-|glrt-|glptt-|ATBB|ATCTT|ATATT)[A-Za-z0-9_\-=]{8,}$"
+)
+"""The prefixes GitHub, GitLab and Atlassian give their tokens."""
+
+
+def check_credentials_name(name: str) -> None:
+    """Refuse a token passed where the credentials' name goes (it would be echoed and stored);
+    the message shows only its prefix."""
+    if _TOKEN_SHAPES.match(name.strip()):
+        raise ConfigError(
+            f"credentials take the name of saved credentials, not a token "
+            f"({name.strip()[:4]}… was given)",
+            hint="save the token once: printf '%s' \"$TOKEN\" | conveyor credentials create "
+            "github|gitlab|bitbucket NAME, then pass credentials=NAME (--credentials NAME)",
+        )
 
 
 def provider_fits(credentials_provider: str | None, provider: str | None) -> bool:

@@ -70,6 +70,7 @@ from conveyor.sources.git.credentials import (
     PROVIDERS,
     GitCredentials,
     ambient_credentials,
+    check_credentials_name,
     load_credentials,
     provider_fits,
     rejected,
@@ -134,6 +135,8 @@ class GitRepository(Source):
             )
         if isinstance(credentials, str) and not credentials.strip():
             credentials = None
+        if isinstance(credentials, str):
+            check_credentials_name(credentials)
         if isinstance(credentials, GitCredentials) and not provider_fits(
             credentials.provider, provider
         ):
