@@ -176,6 +176,31 @@ def test_prefects_credentials_mapping_with_a_secret_placeholder_authenticates(
     assert (dest / "flows/etl.py").read_text() == "X = 1\n"
 
 
+@pytest.mark.parametrize(
+    "repository", ["{{ $REPO_URL }}", "${REPO_URL}", "https://{{ $GIT_HOST }}/org/flows.git"]
+)
+def test_a_templated_repository_url_is_refused_at_deploy_in_one_line(
+    repository: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a Prefect-style step whose repository comes from the deploying machine's environment
+    monkeypatch.setenv("REPO_URL", "https://github.com/org/flows.git")
+    monkeypatch.setenv("GIT_HOST", "github.com")
+    step = {"prefect.deployments.steps.git_clone": {"repository": repository, "branch": "main"}}
+
+    # When deploy takes the step as the source
+    with pytest.raises(ConfigError) as refused:
+        source_from_pull_steps([step])
+
+    # Then it says the URL is a template deploy cannot pin, instead of "repository not found"
+    assert str(refused.value) == (
+        f"the git repository URL {repository} is a template, but deploy needs the URL itself "
+        "to pin a commit"
+    )
+    assert refused.value.hint == (
+        "write the repository's URL (credentials go in credentials= or access_token:)"
+    )
+
+
 def test_pull_steps_name_at_most_one_source() -> None:
     assert source_from_pull_steps([{"set_working_directory": {"directory": "x"}}]) is None
     clone = {"git_clone": {"repository": "https://h/r.git"}}

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from conveyor.errors import ConfigError
+from conveyor.secrets import template_refs
 from conveyor.sources.git._auth import is_ssh_url
 
 __all__ = ["FULL_SHA", "check_commit", "check_directories", "check_ref", "clean_url"]
@@ -28,6 +29,13 @@ def clean_url(url: str) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ConfigError("a git repository URL is required")
     url = url.strip()
+    if any(ref.kind in ("secret", "env") for ref in template_refs(url)):
+        # Prefect resolves {{ $ENV }} here at deploy; Conveyor's worker would be too late
+        raise ConfigError(
+            f"the git repository URL {url} is a template, but deploy needs the URL itself to "
+            "pin a commit",
+            hint="write the repository's URL (credentials go in credentials= or access_token:)",
+        )
     if url.startswith("-") or any(ord(c) < 0x20 or c == "\x7f" for c in url):
         raise ConfigError("the git repository URL is not valid", hint="pass the clone URL")
     if _TRANSPORT.match(url):
