@@ -308,6 +308,54 @@ def test_a_plain_token_refused_as_githubs_user_says_how_to_name_the_provider(
     assert named.resolve(ctx) == sha
 
 
+def test_private_submodules_on_the_same_server_are_pinned_by_the_superprojects_commit(
+    repos: Repos, git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    # Given a private superproject whose private submodule (relative URL, same token-checking
+    # server) is pinned at an older commit than its branch's tip
+    lib = repos.make("lib")
+    old = lib.commit({"lib.py": "L = 1\n"})
+    new = lib.commit({"lib.py": "L = 2\n", "extra.py": "E = 1\n"})
+    lib.configure(basic=[f"x-access-token:{TOKEN}"])
+    app = repos.make("app")
+    app.commit({"main.py": "M = 1\n"})
+    run_git("submodule", "add", "-q", f"../{lib.bare.name}", "libs/lib", cwd=app.work)
+    run_git("checkout", "-q", old, cwd=app.work / "libs/lib")
+    run_git("add", "libs/lib", cwd=app.work)
+    first = app.commit({}, message="lib at old")
+    app.configure(basic=[f"x-access-token:{TOKEN}"])
+    source = GitRepository(
+        git_http.url(app), credentials=GitHubCredentials(TOKEN), include_submodules=True
+    )
+
+    # When it is resolved and fetched, then the pointer moves and it is resolved and fetched again
+    pinned = source.resolve()
+    at_first = _fetch(source, pinned, tmp_path, "first")
+    run_git("checkout", "-q", new, cwd=app.work / "libs/lib")
+    run_git("add", "libs/lib", cwd=app.work)
+    second = app.commit({}, message="lib at new")
+    moved = source.resolve()
+    at_second = _fetch(source, moved, tmp_path, "second")
+    without = _fetch(
+        GitRepository(git_http.url(app), credentials=GitHubCredentials(TOKEN)),
+        moved,
+        tmp_path,
+        "without",
+    )
+
+    # Then each version has exactly its submodule commit's files, without submodules the
+    # directory is empty (as git leaves it), and no token is in any git config on disk
+    assert (pinned, moved) == (first, second)
+    assert sorted(p.name for p in (at_first / "libs/lib").iterdir()) == ["lib.py"]
+    assert (at_first / "libs/lib/lib.py").read_text() == "L = 1\n"
+    assert sorted(p.name for p in (at_second / "libs/lib").iterdir()) == ["extra.py", "lib.py"]
+    assert (at_second / "libs/lib/lib.py").read_text() == "L = 2\n"
+    assert list((without / "libs/lib").iterdir()) == []
+    configs = [p for p in tmp_path.rglob("config") if p.is_file()]
+    assert len(configs) >= 2  # the superproject's mirror and the submodule's
+    assert not [p for p in configs if TOKEN in p.read_text(errors="replace")]
+
+
 def test_a_private_submodule_on_another_host_says_credentials_are_not_sent_there(
     repos: Repos, git_http: GitHttpServer, tmp_path: Path
 ) -> None:
