@@ -356,6 +356,39 @@ def test_private_submodules_on_the_same_server_are_pinned_by_the_superprojects_c
     assert not [p for p in configs if TOKEN in p.read_text(errors="replace")]
 
 
+def test_a_submodule_url_carrying_a_password_is_refused_before_git_sees_it(
+    repos: Repos, git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    # Given a superproject whose .gitmodules names its submodule with a password in the URL
+    lib = repos.make("lib")
+    lib.commit({"lib.py": "L = 1\n"})
+    app = repos.make("app")
+    app.commit({"main.py": "M = 1\n"})
+    embedded = "ada:s3cret-in-gitmodules"
+    with_password = f"http://{embedded}@127.0.0.1:{git_http.port}/{lib.bare.name}"
+    run_git("submodule", "add", "-q", lib.file_url, "libs/lib", cwd=app.work)
+    run_git("config", "-f", ".gitmodules", "submodule.libs/lib.url", with_password, cwd=app.work)
+    sha = app.commit({}, message="add lib")
+    source = GitRepository(git_http.url(app), include_submodules=True)
+    app.configure(anonymous=True)
+
+    # When its commit is fetched with submodules
+    with pytest.raises(ConfigError) as refused:
+        _fetch(source, sha, tmp_path)
+
+    # Then it is refused without showing the password, before any git command or request used
+    # that URL: no mirror config on disk holds it, and the submodule's repository was not asked
+    assert str(refused.value) == (
+        f"a submodule URL in .gitmodules of {git_http.url(app)} is not valid: the repository URL "
+        "carries a password or token; it would be stored and shown"
+    )
+    assert embedded not in f"{refused.value} {refused.value.hint}"
+    on_disk = [p for p in (tmp_path / "scratch").rglob("*") if p.is_file()]
+    assert on_disk  # the superproject's mirror
+    assert not [p for p in on_disk if b"s3cret-in-gitmodules" in p.read_bytes()]
+    assert git_http.requests(lib) == []
+
+
 def test_a_private_submodule_on_another_host_says_credentials_are_not_sent_there(
     repos: Repos, git_http: GitHttpServer, tmp_path: Path
 ) -> None:

@@ -2,8 +2,9 @@
 
 Only what the commit says is used (``git config --blob <sha>:.gitmodules``); a relative URL
 (``../lib.git``) is resolved against the superproject's URL as git does. URLs are checked before
-anything is fetched from them: no option-like values, and only the transports a superproject may
-point to (https/http/ssh/git; ``file://`` only from a ``file://`` superproject).
+anything is fetched from them: no option-like values, no password in an HTTP URL (a user name is
+dropped: it may be a token), and only the transports a superproject may point to
+(https/http/ssh/git; ``file://`` only from a ``file://`` superproject).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 from conveyor.errors import ConfigError
 from conveyor.sources.git._auth import is_ssh_url
 from conveyor.sources.git._cmd import OFFLINE, GitFailed, git
+from conveyor.sources.git._validate import clean_url
 
 __all__ = ["read_gitmodules", "resolve_submodule_url", "same_host"]
 
@@ -87,6 +89,15 @@ def resolve_submodule_url(parent_url: str, url: str) -> str:
                 rest = rest[3:]
                 base = _climb(base, url)
         url = base + ("" if base.endswith(":") else "/") + rest
+    if _scheme(url) in {"http", "https"}:
+        try:
+            url = clean_url(url)  # a user name may be a token: dropped; a password: refused
+        except ConfigError as exc:
+            raise ConfigError(
+                f"a submodule URL in .gitmodules of {parent_url} is not valid: {exc.message}",
+                hint="remove credentials from .gitmodules: the repository's own credentials are "
+                "sent to submodules on its host",
+            ) from None
     parent_scheme = _scheme(parent_url)
     scheme = _scheme(url)
     allowed = set(_REMOTE_SCHEMES)
