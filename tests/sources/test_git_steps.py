@@ -100,6 +100,7 @@ def test_template_token_is_a_step_access_token_and_names_are_credentials() -> No
         ({"credentials": {"access_token": "${A}", "user": "ada"}}, "unknown key 'user'"),
         ({"credentials": {"access_token": "${A}", "username": "a:b"}}, "not a valid git user"),
         ({"credentials": ["gh"]}, "must name saved credentials"),
+        ({"access_token": "{{ clone.directory }}"}, "is a step output; a token comes from"),
         ({"bogus": 1}, "unexpected keyword"),
     ],
 )
@@ -115,10 +116,11 @@ def test_git_clone_step_refuses_literal_tokens_and_bad_arguments(
     "written", ["{{ credentials.gh }}", "{{ prefect.blocks.github-credentials.gh }}"]
 )
 def test_credentials_placeholders_name_saved_credentials(written: str) -> None:
-    step = {"git_clone": {"repository": "https://h/r.git", "credentials": written}}
-    source = source_from_pull_steps([step])
-    assert isinstance(source, GitRepository)
-    assert source.credentials == "gh"
+    for key in ("credentials", "access_token"):  # a credentials block given as access_token too
+        step = {"git_clone": {"repository": "https://h/r.git", key: written}}
+        source = source_from_pull_steps([step])
+        assert isinstance(source, GitRepository)
+        assert source.credentials == "gh"
 
 
 @pytest.mark.parametrize(

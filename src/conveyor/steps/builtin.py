@@ -55,6 +55,14 @@ def _credentials(access_token: Any, credentials: Any) -> str | TokenCredentials 
         return TokenCredentials(token=access_token)
     if access_token is not None:
         ref = template_ref(access_token) if isinstance(access_token, str) else None
+        if ref is not None and ref.kind == "block":  # {{ prefect.blocks.TYPE.NAME }}
+            return ref.name  # saved credentials NAME, as under credentials:
+        if ref is not None and ref.kind == "output":
+            raise ConfigError(
+                f"git_clone access_token {ref.text} is a step output; a token comes from a "
+                "secret: ${NAME} or {{ secrets.NAME }}",
+                hint="store it with `conveyor secret set NAME` (or export NAME on the worker)",
+            )
         if ref is None or ref.kind not in ("secret", "env"):
             raise ConfigError(
                 "git_clone access_token must be a template such as ${GITHUB_TOKEN}, "
