@@ -371,6 +371,19 @@ def test_constructor_validates_without_io(
         GitRepository("https://example.invalid/o/r.git", **kwargs)  # type: ignore[arg-type]
 
 
+def test_prefects_name_and_pull_interval_are_taken_and_change_nothing() -> None:
+    # Prefect's GitRepository(url, name=..., pull_interval=...) as its docs write it
+    prefects = GitRepository(
+        "https://example.invalid/o/r.git", branch="main", name="flows-main", pull_interval=120
+    )
+    assert prefects == GitRepository("https://example.invalid/o/r.git", branch="main")
+    assert prefects.to_spec() == {
+        "kind": "git",
+        "url": "https://example.invalid/o/r.git",
+        "branch": "main",
+    }
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -96,7 +96,12 @@ _FEW_PATHS = 64
 
 
 class GitRepository(Source):
-    """A git repository; versions are full commit hashes."""
+    """A git repository; versions are full commit hashes.
+
+    Prefect's ``name`` (the clone's directory) and ``pull_interval`` (how often ``serve``
+    pulls) are accepted and ignored: the code goes to each run's code directory, and a run
+    fetches its pinned commit (or resolves its ref again with ``follow_ref``).
+    """
 
     kind: ClassVar[str] = "git"
     uses_scratch: ClassVar[bool] = True
@@ -113,7 +118,10 @@ class GitRepository(Source):
         provider: str | None = None,
         follow_ref: bool = False,
         credentials_optional: bool = False,
+        name: str | None = None,
+        pull_interval: int | None = None,
     ) -> None:
+        del name, pull_interval  # Prefect's; see the class docstring
         self.url = clean_url(url)
         if branch is not None and commit_sha is not None:
             raise ConfigError("pass a branch or a commit_sha, not both")
