@@ -371,6 +371,18 @@ def test_constructor_validates_without_io(
         GitRepository("https://example.invalid/o/r.git", **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "url", ["codecommit::eu-west-1://flows", "codecommit::eu-west-1://my-profile@flows"]
+)
+def test_a_git_remote_codecommit_url_is_refused_naming_its_https_url(url: str) -> None:
+    with pytest.raises(ConfigError, match="remote-helper URLs") as refused:
+        GitRepository(url, credentials="aws")
+    assert refused.value.hint == (
+        "use https://git-codecommit.eu-west-1.amazonaws.com/v1/repos/flows with "
+        "CodeCommitCredentials"
+    )
+
+
 def test_prefects_name_and_pull_interval_are_taken_and_change_nothing() -> None:
     # Prefect's GitRepository(url, name=..., pull_interval=...) as its docs write it
     prefects = GitRepository(

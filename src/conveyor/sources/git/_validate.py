@@ -21,6 +21,9 @@ _SHA = re.compile(r"^[0-9a-fA-F]{4,64}$")
 FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|\.lock$|^/|/$|\.$")
 _TRANSPORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_CODECOMMIT = re.compile(
+    r"^codecommit::(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)://(?:[^@/]+@)?(?P<repo>[A-Za-z0-9._-]{1,100})$"
+)
 _SCHEMES = {"https", "http", "ssh", "git", "file", "git+ssh", "ssh+git"}
 
 
@@ -39,9 +42,13 @@ def clean_url(url: str) -> str:
     if url.startswith("-") or any(ord(c) < 0x20 or c == "\x7f" for c in url):
         raise ConfigError("the git repository URL is not valid", hint="pass the clone URL")
     if _TRANSPORT.match(url):
+        grc = _CODECOMMIT.match(url)  # git-remote-codecommit's codecommit::REGION://REPO
         raise ConfigError(
             "git remote-helper URLs (<transport>::<address>) are not supported",
-            hint="use https://, ssh://, git://, file:// or user@host:path",
+            hint=f"use https://git-codecommit.{grc['region']}.amazonaws.com/v1/repos/"
+            f"{grc['repo']} with CodeCommitCredentials"
+            if grc
+            else "use https://, ssh://, git://, file:// or user@host:path",
         )
     if url.lower().startswith(("git+https://", "git+http://", "git+file://")):
         url = url[4:]  # pip's spelling: "this https URL is a git repository"
