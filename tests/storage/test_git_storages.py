@@ -279,8 +279,11 @@ def test_a_missing_default_token_means_no_token_and_the_server_says_no(
         repo=f"org/{repo.bare.stem}", path="f.py", base_url=f"http://127.0.0.1:{git_http.port}"
     )
     flow = Flow("private", storage=storage)
-    with pytest.raises(AuthenticationError):
+    with pytest.raises(AuthenticationError) as refused:
         storage.get_flow(flow.name, settings=settings, client=client)
+    assert str(refused.value).endswith(": no credentials or secret 'GITHUB_ACCESS_TOKEN' was found")
+    assert refused.value.hint is not None
+    assert "`conveyor secret set GITHUB_ACCESS_TOKEN`" in refused.value.hint
 
 
 def test_a_path_missing_from_the_repository_is_named_in_it_not_in_the_code_cache(

@@ -42,6 +42,7 @@ from conveyor.errors import (
     SourceError,
     VersionNotFound,
 )
+from conveyor.secrets import template_name
 from conveyor.sources.base import FetchContext, Source, context
 from conveyor.sources.git._auth import AuthSession, GitAuth
 from conveyor.sources.git._checkout import (
@@ -263,14 +264,21 @@ class GitRepository(Source):
                 if self.credentials is None or used:
                     creds, sent = used[0] if used else (None, None)
                     raise rejected(exc, creds, sent) from None
-                why = "sent only to the repository's host" if anonymous else "optional, not found"
-                raise AuthenticationError(
-                    f"{exc.message}: credentials {self.credentials_name!r} are {why}",
+                name = self.credentials_name
+                if anonymous:
+                    raise AuthenticationError(
+                        f"{exc.message}: credentials {name!r} are sent only to the repository's "
+                        "host",
+                        source=exc.source,
+                        hint="point the submodule at the repository's host and transport (a "
+                        "relative URL such as ../lib.git in .gitmodules), or make it public",
+                    ) from None
+                name = template_name(name or "") or name  # ${NAME}: NAME
+                raise AuthenticationError(  # optional credentials that are nowhere
+                    f"{exc.message}: no credentials or secret {name!r} was found",
                     source=exc.source,
-                    hint="point the submodule at the repository's host and transport (a relative "
-                    "URL such as ../lib.git in .gitmodules), or make it public"
-                    if anonymous
-                    else exc.hint,
+                    hint=f"save them (`conveyor credentials create github|gitlab|bitbucket {name}` "
+                    f"or `conveyor secret set {name}`), or export {name} on the worker",
                 ) from None
 
     # -- deploy time -------------------------------------------------------------------------------
