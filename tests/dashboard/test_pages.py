@@ -101,7 +101,8 @@ def test_the_run_form_keeps_the_apis_parameter_size_limit(site, web, api, tmp_pa
     )
     # Then the form says so, as the API would, and no run was created
     assert answer.status_code == 413
-    assert esc("the run's parameters are") in answer.text and "accepts at most" in answer.text
+    assert esc("the run's parameters are") in answer.text
+    assert "accepts at most" in answer.text
     assert api.list_runs(deployment="pair/big") == []
 
 
