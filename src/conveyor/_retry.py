@@ -23,6 +23,11 @@ The protocol:
 - no attempt starts after the deadline, nor beyond ``max_attempts``; a budget of 0 means one try.
 
 The budget bounds when attempts *start*: an attempt already running is bounded by its own timeout.
+`TryLimits.for_budget` gives those timeouts, and the tries a client library may make itself, so
+that a hung endpoint (it accepts the connection and never answers) costs about the budget too:
+each request waits at most ``connect`` seconds to connect and ``read`` seconds *without
+receiving a byte* (a transfer that keeps moving is never cut off), and the library tries
+``tries`` times (``tries * read`` is about the budget, at least one try).
 The clock, the sleep and the random source are parameters, so tests run in no time.
 """
 
@@ -33,12 +38,12 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from conveyor.errors import ConfigError
 from conveyor.settings import Settings
 
-__all__ = ["DEFAULT_BUDGET", "Attempt", "RetryPolicy", "attempts", "call"]
+__all__ = ["DEFAULT_BUDGET", "Attempt", "RetryPolicy", "TryLimits", "attempts", "call"]
 
 T = TypeVar("T")
 
@@ -74,6 +79,39 @@ class RetryPolicy:
     def wait_limit(self, failed: int) -> float:
         """The longest wait after attempt ``failed`` (1-based): ``min(cap, base * 2**(n-1))``."""
         return float(min(self.cap, self.base * 2.0 ** min(failed - 1, 62)))
+
+
+@dataclass(frozen=True)
+class TryLimits:
+    """The bounds of one request to a network service, from a retry budget: ``connect`` and
+    ``read`` timeouts (seconds; ``read`` is the longest wait for the next bytes, not for the
+    whole transfer) and ``tries``, the attempts the client library makes on its own."""
+
+    connect: float
+    read: float
+    tries: int
+
+    MIN_CONNECT: ClassVar[float] = 3.0
+    MAX_CONNECT: ClassVar[float] = 10.0
+    MIN_READ: ClassVar[float] = 5.0
+    MAX_READ: ClassVar[float] = 60.0
+    MAX_TRIES: ClassVar[int] = 5
+
+    @classmethod
+    def for_budget(cls, budget: float) -> TryLimits:
+        """A third of ``budget`` per wait (within ``[MIN_*, MAX_*]``), and as many tries as fill
+        the budget (1 to ``MAX_TRIES``): a hung endpoint fails after about ``max(budget, 5)``
+        seconds, a budget of 0 makes one try."""
+        third = budget / 3
+        connect = min(max(third, cls.MIN_CONNECT), cls.MAX_CONNECT)
+        read = min(max(third, cls.MIN_READ), cls.MAX_READ)
+        tries = max(1, min(cls.MAX_TRIES, round(budget / read)))
+        return cls(connect=connect, read=read, tries=tries)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None) -> TryLimits:
+        """The limits for ``CONVEYOR_NETWORK_RETRY_SECONDS`` (the default without settings)."""
+        return cls.for_budget(RetryPolicy.from_settings(settings).budget)
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,7 @@ def clear_filesystems() -> None:
     for module, cls in (
         ("s3fs", "S3FileSystem"),
         ("gcsfs", "GCSFileSystem"),
+        ("conveyor.sources.blob._gcs", "GCSFileSystem"),  # gcsfs's, with a retry count
         ("adlfs", "AzureBlobFileSystem"),
     ):
         try:

@@ -159,6 +159,47 @@ def _classify(exc: BaseException) -> str:
     return "other"
 
 
+_TIMEOUTS = frozenset(
+    {
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "ServerTimeoutError",
+        "SocketTimeoutError",
+        "ConnectionTimeoutError",
+        "ServiceRequestTimeoutError",
+        "ServiceResponseTimeoutError",
+    }
+)
+TIMEOUT_HINT = (
+    "check that the endpoint is up and answers from this machine (endpoint_url, "
+    "AWS_ENDPOINT_URL_S3, STORAGE_EMULATOR_HOST or the connection string's BlobEndpoint); "
+    "CONVEYOR_NETWORK_RETRY_SECONDS sets how long each request may wait"
+)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a request waited out its connect or read timeout (a hung endpoint)."""
+    return any(
+        isinstance(item, TimeoutError) or type(item).__name__ in _TIMEOUTS for item in _chain(exc)
+    )
+
+
+def _endpoint(exc: BaseException) -> str | None:
+    """``scheme://host:port`` of the request that failed, when the error says (botocore's
+    ``endpoint_url``): never a path, query or user information."""
+    from urllib.parse import urlsplit
+
+    for item in _chain(exc):
+        kwargs = getattr(item, "kwargs", None)
+        url = kwargs.get("endpoint_url") if isinstance(kwargs, Mapping) else None
+        if isinstance(url, str) and "://" in url:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+            return f"{parts.scheme}://{host}{port}" if host else None
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying may help (the service could not be reached, or said "later")."""
     return not isinstance(exc, ConveyorError) and _classify(exc) == "unavailable"
@@ -189,6 +230,14 @@ def translate(
             hint=WRITE_HINT if writing else None,
         )
     if kind == "unavailable":
+        if _timed_out(exc):
+            endpoint = _endpoint(exc)
+            at = f" at {endpoint}" if endpoint else ""
+            return SourceUnavailable(
+                f"{where}: the store{at} did not answer in time{why}",
+                source=source,
+                hint=TIMEOUT_HINT,
+            )
         return SourceUnavailable(f"{where} could not be reached{why}", source=source)
     if kind == "exists":
         return SourceError(f"{where} already exists", source=source)

@@ -361,7 +361,7 @@ def filesystem_class(url: BlobUrl) -> Any:
         ) from None
     if platform == "gcs":
         try:
-            return importlib.import_module("gcsfs.core").GCSFileSystem
+            return importlib.import_module("conveyor.sources.blob._gcs").GCSFileSystem
         except ModuleNotFoundError:
             raise MissingDependency(package, extra=extra, feature="gs:// blob storage") from None
     try:
@@ -407,15 +407,24 @@ def filesystem(
 ) -> Any:
     """The fsspec filesystem for ``url`` with these options (fsspec keeps one instance per set
     of options in this process, so a worker reuses its HTTP session and client; listings and
-    existence checks invalidate its caches before they look)."""
+    existence checks invalidate its caches before they look), each request bounded by the
+    connect and read timeouts and tries ``CONVEYOR_NETWORK_RETRY_SECONDS`` gives
+    (`conveyor.sources.blob._limits`)."""
+    from conveyor._retry import TryLimits
     from conveyor.sources.blob._errors import translate
+    from conveyor.sources.blob._limits import bound_filesystem, bounded_options
 
     cls = filesystem_class(url)
-    options = storage_options(url, settings, credentials, ctx)
+    limits = TryLimits.from_settings(ctx.settings)
+    options = bounded_options(
+        url.platform, storage_options(url, settings, credentials, ctx), limits
+    )
     if url.platform == "azure" and not _azure_account(options, ctx):
         raise ConfigError(f"no Azure connection string to reach {url.url}", hint=_AZURE_HINT)
     try:
-        return cls(**options)
+        fs = cls(**options)
+        bound_filesystem(fs, url.platform, options, limits)
+        return fs
     except (TypeError, ValueError) as exc:
         if url.platform == "azure" and options.get("connection_string"):
             raise ConfigError(
