@@ -350,3 +350,50 @@ def test_prefect_1s_bare_dollar_templates_resolve_at_build_and_at_run(
     run = run_and_wait(settings, client, "dropbox-flow")
     assert run.state == RunState.COMPLETED, run_logs(client, run.id)
     assert run.result == {"fetched": "fetched over HTTP"}
+
+
+@pytest.mark.timeout(120)
+def test_a_webhook_that_never_answers_fails_within_the_budget(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from conveyor.errors import SourceUnavailable
+    from conveyor.sources.base import FetchContext
+    from conveyor.sources.webhook import WebhookSource
+    from fixtures.black_hole import BlackHole
+
+    # Given a webhook server that accepts connections and never answers, a token, a 3 s budget
+    env = {**os.environ, "HOOK_TOKEN": "hook-secret-7781", "CONVEYOR_NETWORK_RETRY_SECONDS": "3"}
+    ctx = FetchContext(environ=env, settings=Settings.from_env(env))
+    hole = BlackHole().start()
+    try:
+        source = WebhookSource(
+            f"webhook+{hole.url}/flows.py", headers={"Authorization": "Bearer ${HOOK_TOKEN}"}
+        )
+
+        # When deploy asks it for the flow
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable) as caught:
+            source.resolve(ctx)
+        elapsed = time.monotonic() - started
+
+        # Then it fails in seconds (the default read timeout was 60 s), in one line naming the
+        # URL and what to check, without the token
+        assert elapsed < 30, f"{elapsed:.1f} s"
+        assert hole.accepted >= 1
+        message = str(caught.value)
+        assert message == f"GET {hole.url}/flows.py did not answer in time (ReadTimeout)"
+        assert "CONVEYOR_NETWORK_RETRY_SECONDS" in str(caught.value.hint)
+
+        # When the request sets its own timeout, with no retries (budget 0)
+        mine = {**env, "CONVEYOR_NETWORK_RETRY_SECONDS": "0"}
+        quick = WebhookSource(get_flow_request_kwargs={"url": f"{hole.url}/f.py", "timeout": 1})
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable):
+            quick.resolve(FetchContext(environ=mine, settings=Settings.from_env(mine)))
+
+        # Then its 1 s wins over the 5 s the budget would give
+        assert time.monotonic() - started < 4
+    finally:
+        hole.stop()
+    assert "hook-secret-7781" not in message

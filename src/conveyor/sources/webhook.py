@@ -9,7 +9,10 @@ them (``"Authorization": "Bearer ${DBOX_OAUTH2_TOKEN}"``) is resolved when the r
 from the environment first and then the secret store of the `FetchContext`, and revealed only
 inside the call: the stored kwargs, logs and errors hold the templates, never the values. A
 failure to connect, a timeout, 429 and 5xx answers are retried (`conveyor._retry`, within
-``CONVEYOR_NETWORK_RETRY_SECONDS``); 401/403 are `AuthenticationError`, 404 `SourceNotFound`.
+``CONVEYOR_NETWORK_RETRY_SECONDS``); without a ``timeout`` of its own, each try waits at most
+the connect and read timeouts that setting gives (`conveyor._retry.TryLimits`: a server that
+accepts the connection and never answers fails in seconds, a download that keeps moving is
+never cut off); 401/403 are `AuthenticationError`, 404 `SourceNotFound`.
 
 `WebhookSource` (kind ``webhook``, URLs ``webhook+https://host/path/flows.py``) serves the modern
 style: ``flow.from_source("webhook+https://host/flows.py", "flows.py:hello")``. Its tree is the
@@ -42,6 +45,8 @@ from conveyor.sources.base import FetchContext, Source, context
 if TYPE_CHECKING:
     import httpx
 
+    from conveyor._retry import TryLimits
+
 __all__ = ["METHODS", "WebhookRequest", "WebhookSource", "WebhookStorage", "read_webhook"]
 
 logger = logging.getLogger(__name__)
@@ -52,7 +57,6 @@ _KWARGS = frozenset(
     | {"allow_redirects"}
 )
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-_DEFAULT_TIMEOUT = 60.0
 
 
 class _Retryable(Exception):
@@ -107,9 +111,10 @@ class WebhookRequest:
 
     def send(self, ctx: FetchContext | None, *, content: bytes | None = None) -> httpx.Response:
         """Resolve the templates, send the request (retried), raise for an error status."""
-        from conveyor._retry import RetryPolicy, call
+        from conveyor._retry import RetryPolicy, TryLimits, call
 
         ctx = context(ctx)
+        limits = TryLimits.from_settings(ctx.settings)
         rendered = _reveal(
             resolve_templates(
                 dict(self.kwargs), store=ctx.secrets, environ=ctx.environ, kinds={"secret", "env"}
@@ -125,7 +130,7 @@ class WebhookRequest:
 
         try:
             return call(
-                lambda: self._once(rendered),
+                lambda: self._once(rendered, limits),
                 policy=RetryPolicy.from_settings(ctx.settings),
                 retry_if=lambda exc: isinstance(exc, _Retryable | _transport_errors()),
                 on_retry=on_retry,
@@ -136,18 +141,27 @@ class WebhookRequest:
                 source=self.shown,
             ) from None
         except _transport_errors() as exc:
+            if _timed_out(exc):
+                raise SourceUnavailable(
+                    f"{self.shown} did not answer in time ({type(exc).__name__})",
+                    source=self.shown,
+                    hint="check that the server is up and answers from this machine; "
+                    "CONVEYOR_NETWORK_RETRY_SECONDS sets how long each request may wait",
+                ) from None
             raise SourceUnavailable(
                 f"{self.shown} failed: {type(exc).__name__}", source=self.shown
             ) from None
 
-    def _once(self, rendered: dict[str, Any]) -> httpx.Response:
+    def _once(self, rendered: dict[str, Any], limits: TryLimits) -> httpx.Response:
         import httpx
 
         args = dict(rendered)
         url = args.pop("url")
         verify = args.pop("verify", True)
         follow = bool(args.pop("allow_redirects", True))
-        timeout = args.pop("timeout", _DEFAULT_TIMEOUT)
+        timeout = args.pop("timeout", None)
+        if timeout is None:  # per wait, so a download that keeps moving is never cut off
+            timeout = httpx.Timeout(limits.read, connect=limits.connect, pool=limits.connect)
         data = args.pop("data", None)
         if isinstance(data, bytes | str):
             args["content"] = data
@@ -176,6 +190,12 @@ class WebhookRequest:
 
     def to_spec(self) -> dict[str, Any]:
         return {"method": self.method, "kwargs": dict(self.kwargs)}
+
+
+def _timed_out(exc: Exception) -> bool:
+    import httpx
+
+    return isinstance(exc, httpx.TimeoutException)
 
 
 def _transport_errors() -> type[Exception]:
