@@ -18,7 +18,7 @@ from conveyor.errors import SourceUnavailable
 from conveyor.settings import Settings
 from conveyor.sources.base import FetchContext
 from conveyor.sources.blob import BlobStorage
-from e2e.conftest import command_env, conveyor, one_line_error
+from e2e.conftest import api, command_env, conveyor, one_line_error, wait_for_run
 from fixtures.black_hole import BlackHole, black_hole
 from fixtures.blob_servers import (
     AWS_KEY_ID,
@@ -139,6 +139,44 @@ def test_conveyor_deploy_into_a_hung_s3_bundle_store_fails_within_the_budget(
     assert black_hole.url in message
     assert "CONVEYOR_NETWORK_RETRY_SECONDS" in result.stderr
     assert AWS_SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_worker_run_whose_s3_store_hangs_fails_within_the_budget(
+    moto_server: MotoServer, black_hole: BlackHole, tmp_path: Path
+) -> None:
+    # Given a folder deployed into an S3 bundle store that answered at deploy time
+    bucket = moto_server.new_bucket()
+    env = command_env(
+        **_pointing_at("s3", moto_server.endpoint), CONVEYOR_BUNDLE_STORE=f"s3://{bucket}/conveyor"
+    )
+    project = write_project(tmp_path / "project")
+    conveyor("deploy", "flows.py:hello", "--name", "hangs", env=env, cwd=project).check_returncode()
+    with api(env) as client:
+        run = client.create_run("hello", "hangs", parameters={"name": "Ada"})
+
+    # When a worker with an empty cache and a 3 s budget runs it while the endpoint hangs
+    worker = {
+        **env,
+        "AWS_ENDPOINT_URL_S3": black_hole.url,
+        "CONVEYOR_NETWORK_RETRY_SECONDS": BUDGET,
+        "CONVEYOR_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    started = time.monotonic()
+    result = conveyor("worker", "start", "--burst", env=worker, timeout=180)
+    elapsed = time.monotonic() - started
+
+    # Then the worker is done in seconds and the run failed saying which store did not answer
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert elapsed < 2 * BOUND, f"{elapsed:.1f} s"
+    assert black_hole.accepted >= 1
+    with api(env) as client:
+        done = wait_for_run(client, run.id)
+    assert done.state.value in ("failed", "crashed"), done.state
+    assert done.error is not None
+    _assert_names_the_hang(done.error, f"s3://{bucket}/conveyor/")
+    assert black_hole.url in done.error
 
 
 @pytest.fixture(params=["s3", "az", "gs"])
