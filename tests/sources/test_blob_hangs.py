@@ -230,3 +230,28 @@ def test_the_storage_s_own_timeouts_and_retries_win(black_hole: BlackHole) -> No
     assert gcs.requests_timeout == 77
     assert azure.service_client._config.retry_policy.total_retries == 0
     assert azure._timeout_kwargs == {"connection_timeout": 3.0, "read_timeout": 88}
+
+
+def test_a_botocore_config_in_client_kwargs_works_and_wins(
+    moto_server: MotoServer, tmp_path: Path
+) -> None:
+    from botocore.config import Config
+
+    # Given boto3's way of setting timeouts: a Config among the client's options
+    ctx = _ctx(_pointing_at("s3", moto_server.endpoint))
+    config = Config(read_timeout=123, retries={"max_attempts": 2})
+    source = BlobStorage(f"s3://{moto_server.new_bucket()}/code", client_kwargs={"config": config})
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "flows.py").write_text("X = 1\n")
+
+    # When code is pushed and resolved through it
+    version = source.push(tree, ctx)
+
+    # Then it works (s3fs's own config= and this one were a TypeError), with the user's values
+    assert source.resolve(ctx) == version
+    fs = source.filesystem(ctx)
+    assert fs.config_kwargs["read_timeout"] == 123
+    assert fs.config_kwargs["retries"]["total_max_attempts"] == 3  # botocore's: 2 retries
+    assert fs.config_kwargs["connect_timeout"] == 3.0
+    assert "config" not in fs.client_kwargs

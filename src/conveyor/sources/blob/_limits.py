@@ -7,7 +7,8 @@ library the limits of `conveyor._retry.TryLimits` through its own options, unles
 settings set that option themselves (they win):
 
 ========  ===================================================================================
-s3        ``config_kwargs`` (botocore ``Config``): ``connect_timeout``, ``read_timeout``,
+s3        ``config_kwargs`` (botocore ``Config``; a ``Config`` in ``client_kwargs`` is merged
+          into them): ``connect_timeout``, ``read_timeout``,
           ``retries={"total_max_attempts": tries, "mode": "standard"}`` (not when
           ``AWS_MAX_ATTEMPTS`` is set); s3fs's own retry loop around botocore makes one try
 gcs       ``requests_timeout``: ``aiohttp.ClientTimeout(connect, sock_read)``; ``retries``:
@@ -37,7 +38,7 @@ def bounded_options(platform: str, options: Mapping[str, Any], limits: TryLimits
     """``options`` with the per-request limits of ``platform`` added where they are not set."""
     found = dict(options)
     if platform == "s3":
-        config = dict(found.get("config_kwargs") or {})
+        config = {**_given_config(found), **dict(found.get("config_kwargs") or {})}
         config.setdefault("connect_timeout", limits.connect)
         config.setdefault("read_timeout", limits.read)
         if "retries" not in config and not os.environ.get("AWS_MAX_ATTEMPTS"):
@@ -58,6 +59,22 @@ def bounded_options(platform: str, options: Mapping[str, Any], limits: TryLimits
         found.setdefault("connection_timeout", limits.connect)
         found.setdefault("read_timeout", limits.read)
     return found
+
+
+def _given_config(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of a botocore ``Config`` given as ``client_kwargs["config"]`` (boto3's way,
+    e.g. S3 storage's ``client_options``), taken out of ``client_kwargs``: s3fs passes its own
+    ``config=`` to the client, and both at once are a TypeError. Only what the user set counts
+    (``Config._user_provided_options``), so the bounds fill the rest."""
+    client_kwargs = options.get("client_kwargs")
+    if not isinstance(client_kwargs, Mapping) or client_kwargs.get("config") is None:
+        return {}
+    given = client_kwargs["config"]
+    provided = getattr(given, "_user_provided_options", None)
+    if not isinstance(provided, Mapping):
+        return {}
+    options["client_kwargs"] = {k: v for k, v in client_kwargs.items() if k != "config"}
+    return dict(provided)
 
 
 def bound_filesystem(fs: Any, platform: str, options: Mapping[str, Any], limits: TryLimits) -> None:
