@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from conveyor._retry import DEFAULT_BUDGET, Attempt, RetryPolicy, attempts, call
+from conveyor._retry import DEFAULT_BUDGET, Attempt, RetryPolicy, TryLimits, attempts, call
 from conveyor.errors import ConfigError
 from conveyor.settings import Settings
 
@@ -168,3 +168,23 @@ def test_a_bad_retry_setting_is_one_clear_error(text: str) -> None:
         f"CONVEYOR_NETWORK_RETRY_SECONDS {text!r} is not a number of seconds"
     )
     assert caught.value.hint == "write it like 30 or 2.5 (0: off)"
+
+
+@pytest.mark.parametrize(
+    ("budget", "connect", "read", "tries"),
+    [
+        (0, 3.0, 5.0, 1),  # one try, and still time to answer
+        (3, 3.0, 5.0, 1),
+        (12, 4.0, 5.0, 3),  # tries * read covers the budget: no try of Conveyor's starts after
+        (30, 10.0, 10.0, 3),  # the default
+        (300, 10.0, 60.0, 5),
+        (3600, 10.0, 60.0, 5),  # capped: a hung endpoint never waits more than 5 minutes a try
+    ],
+)
+def test_per_request_limits_come_from_the_budget(
+    budget: float, connect: float, read: float, tries: int
+) -> None:
+    limits = TryLimits.for_budget(budget)
+    assert (limits.connect, limits.read, limits.tries) == (connect, read, tries)
+    settings = Settings.from_env({"CONVEYOR_NETWORK_RETRY_SECONDS": str(budget)})
+    assert TryLimits.from_settings(settings) == limits

@@ -105,7 +105,7 @@ class TryLimits:
         third = budget / 3
         connect = min(max(third, cls.MIN_CONNECT), cls.MAX_CONNECT)
         read = min(max(third, cls.MIN_READ), cls.MAX_READ)
-        tries = max(1, min(cls.MAX_TRIES, round(budget / read)))
+        tries = max(1, min(cls.MAX_TRIES, math.ceil(budget / read)))
         return cls(connect=connect, read=read, tries=tries)
 
     @classmethod

@@ -255,3 +255,35 @@ def test_a_botocore_config_in_client_kwargs_works_and_wins(
     assert fs.config_kwargs["retries"]["total_max_attempts"] == 3  # botocore's: 2 retries
     assert fs.config_kwargs["connect_timeout"] == 3.0
     assert "config" not in fs.client_kwargs
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", ["refuse", "reset"])
+def test_a_deploy_rides_out_an_s3_outage_within_the_budget(
+    fault: str, moto_server: MotoServer, tmp_path: Path
+) -> None:
+    from fixtures.faulty_proxy import FaultyProxy
+
+    # Given code pushed to a bucket, reached through a proxy, and a 20 s budget
+    bucket = moto_server.new_bucket()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "flows.py").write_text("X = 1\n")
+    pushed = BlobStorage(f"s3://{bucket}/code").push(
+        tree, _ctx(_pointing_at("s3", moto_server.endpoint))
+    )
+    proxy = FaultyProxy(moto_server.port).start()
+    try:
+        ctx = _ctx(_pointing_at("s3", f"http://127.0.0.1:{proxy.port}"), budget="20")
+
+        # When the store is unreachable for 4 s just as deploy resolves the prefix
+        getattr(proxy, fault)(4.0)
+        started = time.monotonic()
+        version = BlobStorage(f"s3://{bucket}/code").resolve(ctx)
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.stop()
+
+    # Then it was retried past the outage (not given up after botocore's few quick tries)
+    assert version == pushed
+    assert 3.5 <= elapsed < 20, f"{elapsed:.1f} s"

@@ -201,7 +201,10 @@ def _endpoint(exc: BaseException) -> str | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether retrying may help (the service could not be reached, or said "later")."""
+    """Whether retrying may help (the service could not be reached, or said "later"): a
+    library's error of that kind, or the `SourceUnavailable` `translate` made of one."""
+    if isinstance(exc, SourceUnavailable):
+        return True
     return not isinstance(exc, ConveyorError) and _classify(exc) == "unavailable"
 
 
