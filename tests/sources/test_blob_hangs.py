@@ -142,6 +142,39 @@ def test_conveyor_deploy_into_a_hung_s3_bundle_store_fails_within_the_budget(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("scheme", ["gs", "az"])
+def test_conveyor_deploy_from_a_hung_gcs_or_azure_folder_fails_within_the_budget(
+    scheme: str, black_hole: BlackHole, tmp_path: Path
+) -> None:
+    # Given a GCS emulator host or an Azure BlobEndpoint that never answers, and a 3 s budget
+    env = command_env(**_pointing_at(scheme, black_hole.url), CONVEYOR_NETWORK_RETRY_SECONDS=BUDGET)
+    write_project(tmp_path / "project")
+
+    # When a deployment is made from a folder there
+    started = time.monotonic()
+    result = conveyor(
+        "deploy",
+        "flows.py:hello",
+        "--name",
+        "hung",
+        "--source",
+        f"{scheme}://hung-bucket/flows",
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+
+    # Then the command fails in seconds with one line naming the folder, and no account key
+    assert elapsed < BOUND, f"{elapsed:.1f} s"
+    _assert_names_the_hang(one_line_error(result), f"{scheme}://hung-bucket/flows")
+    assert "CONVEYOR_NETWORK_RETRY_SECONDS" in result.stderr
+    assert AZURITE_KEY not in result.stderr + result.stdout
+    assert black_hole.accepted >= 1
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_worker_run_whose_s3_store_hangs_fails_within_the_budget(
     moto_server: MotoServer, black_hole: BlackHole, tmp_path: Path
