@@ -264,6 +264,10 @@ def test_the_storage_s_own_timeouts_and_retries_win(black_hole: BlackHole) -> No
     assert azure.service_client._config.retry_policy.total_retries == 0
     assert azure._timeout_kwargs == {"connection_timeout": 3.0, "read_timeout": 88}
 
+    # And AWS_MAX_ATTEMPTS, botocore's own setting, is left to botocore
+    attempts = _ctx({**_pointing_at("s3", black_hole.url), "AWS_MAX_ATTEMPTS": "9"})
+    assert "retries" not in BlobStorage("s3://own-bucket/x").filesystem(attempts).config_kwargs
+
 
 def test_a_botocore_config_in_client_kwargs_works_and_wins(
     moto_server: MotoServer, tmp_path: Path

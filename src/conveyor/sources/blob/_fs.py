@@ -416,9 +416,8 @@ def filesystem(
 
     cls = filesystem_class(url)
     limits = TryLimits.from_settings(ctx.settings)
-    options = bounded_options(
-        url.platform, storage_options(url, settings, credentials, ctx), limits
-    )
+    options = storage_options(url, settings, credentials, ctx)
+    options = bounded_options(url.platform, options, limits, environ=ctx.environ)
     if url.platform == "azure" and not _azure_account(options, ctx):
         raise ConfigError(f"no Azure connection string to reach {url.url}", hint=_AZURE_HINT)
     try:

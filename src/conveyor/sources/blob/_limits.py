@@ -34,14 +34,22 @@ __all__ = ["bound_filesystem", "bounded_options"]
 _AZURE_RETRY = "retry_total"
 
 
-def bounded_options(platform: str, options: Mapping[str, Any], limits: TryLimits) -> dict[str, Any]:
-    """``options`` with the per-request limits of ``platform`` added where they are not set."""
+def bounded_options(
+    platform: str,
+    options: Mapping[str, Any],
+    limits: TryLimits,
+    *,
+    environ: Mapping[str, str],
+) -> dict[str, Any]:
+    """``options`` with the per-request limits of ``platform`` added where they are not set
+    (``environ``: the context's; botocore reads ``AWS_MAX_ATTEMPTS`` from the process's)."""
     found = dict(options)
     if platform == "s3":
         config = {**_given_config(found), **dict(found.get("config_kwargs") or {})}
         config.setdefault("connect_timeout", limits.connect)
         config.setdefault("read_timeout", limits.read)
-        if "retries" not in config and not os.environ.get("AWS_MAX_ATTEMPTS"):
+        attempts = environ.get("AWS_MAX_ATTEMPTS") or os.environ.get("AWS_MAX_ATTEMPTS")
+        if "retries" not in config and not attempts:
             config["retries"] = {"total_max_attempts": limits.tries, "mode": "standard"}
         found["config_kwargs"] = config
     elif platform == "gcs":
