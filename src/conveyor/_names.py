@@ -35,9 +35,11 @@ __all__ = [
     "check_deployment_name",
     "check_flow_name",
     "check_label",
+    "check_labels",
     "check_name",
     "check_pool_name",
     "check_secret_name",
+    "check_secret_names",
     "check_version",
     "check_worker_name",
     "closest_name",
@@ -111,6 +113,29 @@ def check_label(value: object) -> str:
             "(at most 100 characters), e.g. gpu or region=eu",
         )
     return value
+
+
+def check_labels(value: object, *, what: str = "labels") -> list[str]:
+    """A list of labels (None: none); a bare string is refused, not read letter by letter."""
+    return [check_label(item) for item in _listed(value, what=what, example="prod")]
+
+
+def check_secret_names(value: object, *, what: str = "secrets") -> list[str]:
+    """A list of secret names (None: none); a bare string is refused, as for labels."""
+    return [check_secret_name(item) for item in _listed(value, what=what, example="API_TOKEN")]
+
+
+def _listed(value: object, *, what: str, example: str) -> list[object]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple | set | frozenset):
+        return list(value)
+    plain = isinstance(value, str) and len(value) <= 60 and value.isprintable() and '"' not in value
+    shown = value if plain else example
+    raise ConfigError(
+        f"{what} must be a list, not {_shown(value)}",
+        hint=f'write {what}=["{shown}"]',
+    )
 
 
 def is_version(value: object) -> bool:

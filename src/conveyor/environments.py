@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from conveyor._names import check_labels
 from conveyor.errors import ConfigError
 
 __all__ = ["Environment", "LocalEnvironment"]
@@ -34,7 +35,7 @@ class Environment:
         image = self.metadata.get("image")
         if image is not None and (not isinstance(image, str) or not image.strip()):
             raise ConfigError("environment metadata 'image' must be an image name")
-        self.labels = sorted(set(labels or []))
+        self.labels = sorted(set(check_labels(labels)))
 
     def job_variables(self) -> dict[str, Any]:
         variables: dict[str, Any] = {}

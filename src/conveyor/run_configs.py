@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from conveyor._names import check_labels
 from conveyor.errors import ConfigError
 
 __all__ = ["DockerRun", "KubernetesRun", "LocalRun", "RunConfig", "UniversalRun"]
@@ -43,7 +44,7 @@ class RunConfig:
         ):
             raise ConfigError(f"{type(self).__name__} env must map names to strings")
         self.env = dict(env or {})
-        self.labels = sorted(set(labels or []))
+        self.labels = sorted(set(check_labels(labels)))
 
     def extra(self) -> dict[str, Any]:
         """The subclass's job variables (None values left out)."""

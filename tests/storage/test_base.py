@@ -4,10 +4,14 @@ request resolves to, with which credentials names); the round-2 names say they a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from conveyor import Flow, flow
+from conveyor.environments import LocalEnvironment
 from conveyor.errors import ConfigError
+from conveyor.run_configs import LocalRun
 from conveyor.secrets import Secret
 from conveyor.sources.git.credentials import (
     CodeCommitCredentials,
@@ -15,6 +19,7 @@ from conveyor.sources.git.credentials import (
     load_credentials,
 )
 from conveyor.storage import (
+    S3,
     Bitbucket,
     CodeCommit,
     Git,
@@ -86,6 +91,39 @@ def test_labels_secrets_and_defaults_of_the_base() -> None:
     with pytest.raises(ConfigError, match="is not a valid label"):
         Local(labels=["-bad"])
     assert isinstance(Local().result, LocalResult)
+
+
+@pytest.mark.parametrize(
+    ("make", "message", "hint"),
+    [
+        (lambda: Local(labels="prod"), "labels must be a list, not 'prod'", 'labels=["prod"]'),
+        (
+            lambda: S3("flows", secrets="AWS_CREDENTIALS"),
+            "secrets must be a list, not 'AWS_CREDENTIALS'",
+            'secrets=["AWS_CREDENTIALS"]',
+        ),
+        (lambda: LocalRun(labels="gpu"), "labels must be a list, not 'gpu'", 'labels=["gpu"]'),
+        (
+            lambda: LocalEnvironment(labels="gpu"),
+            "labels must be a list, not 'gpu'",
+            'labels=["gpu"]',
+        ),
+        (
+            lambda: Flow("one-label", storage=Local()).register(labels="prod"),
+            "labels must be a list, not 'prod'",
+            'labels=["prod"]',
+        ),
+    ],
+    ids=["Local", "S3", "LocalRun", "LocalEnvironment", "register"],
+)
+def test_labels_or_secrets_given_as_one_string_are_refused_not_split_into_letters(
+    make: Callable[[], object], message: str, hint: str
+) -> None:
+    # Prefect 1 read labels="prod" letter by letter (p, r, o, d): a run no worker would claim
+    with pytest.raises(ConfigError) as error:
+        make()
+    assert str(error.value) == message
+    assert error.value.hint == f"write {hint}"
 
 
 def test_github_defaults_and_its_token_fallback() -> None:

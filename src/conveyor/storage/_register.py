@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor._context import is_loading
+from conveyor._names import check_labels
 from conveyor.errors import ConfigError
 from conveyor.storage._session import Session, session
 
@@ -66,6 +67,7 @@ def register_flow(
     if is_loading():
         logger.info("flow.register() skipped while flow %r is being loaded", flow.name)
         return None
+    labels = check_labels(labels)
     storage = _storage_of(flow, storage_kwargs)
     with session(settings, client) as current:
         if build:
@@ -85,6 +87,7 @@ def register_flows(
     namespace: Mapping[str, Any] | None = None,
 ) -> list[Deployment]:
     """Register several flows, building each storage object once (``conveyor register``)."""
+    labels = check_labels(labels)
     storages = [_storage_of(flow, {}) for flow in flows]
     with session(settings, client) as current:
         built: set[int] = set()

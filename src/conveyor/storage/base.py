@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from conveyor._context import is_loading
-from conveyor._names import check_label, check_secret_name
+from conveyor._names import check_labels, check_secret_names
 from conveyor.errors import ConfigError
 from conveyor.storage._session import Session, session
 
@@ -62,8 +62,8 @@ class Storage(ABC):
         stored_as_script: bool = False,
     ) -> None:
         self.result = result
-        self.secrets = [check_secret_name(name) for name in secrets or []]
-        self._labels = [check_label(label) for label in labels or []]
+        self.secrets = check_secret_names(secrets)
+        self._labels = check_labels(labels)
         self.add_default_labels = True if add_default_labels is None else bool(add_default_labels)
         self.stored_as_script = True if self.scripts_only else bool(stored_as_script)
         self.flows: dict[str, str] = {}
