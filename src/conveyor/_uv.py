@@ -7,7 +7,8 @@ one line.
   to ``on_line``; killed (its whole process group) after ``timeout`` seconds. Index URLs and
   credentials reach uv through its environment (``UV_INDEX_URL``, ...), never its argv.
 - `uv_failure`: uv's error report (``error: ...`` or a cross mark, followed by ``cause:`` or
-  ``╰─▶`` lines) folded into one line with every URL redacted.
+  ``╰─▶`` lines, and its ``hint:`` lines in parentheses: an index answering 401 is only said
+  there) folded into one line with every URL redacted.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def _redact(line: str) -> str:
 def uv_failure(lines: Sequence[str]) -> str:
     """uv's error report as one line: the error and its causes, joined with ``: ``."""
     parts: list[str] = []
+    hints: list[str] = []
     started = False
     for raw in lines:
         text = raw.strip()
@@ -124,10 +126,15 @@ def uv_failure(lines: Sequence[str]) -> str:
             continue
         if text.startswith(("error:", _CROSS)):
             started = True
-            parts = []  # the last error reported is the one that failed the command
+            parts, hints = [], []  # the last error reported is the one that failed the command
         elif not started:
             continue
-        if text.startswith(("help:", "hint:")) or set(text) <= set("^ "):
+        if text.startswith(("help:", "hint:")):
+            hint = text.partition(":")[2].strip().rstrip(".")
+            if hint and hint not in hints:
+                hints.append(hint)  # uv's reason (a 401 from the index reads "not found")
+            continue
+        if set(text) <= set("^ "):
             continue
         text = _BULLETS.sub("", text)
         for prefix in ("error:", "cause:", "Caused by:"):
@@ -139,7 +146,10 @@ def uv_failure(lines: Sequence[str]) -> str:
         tail = [line.strip() for line in lines if line.strip()]
         parts = tail[-1:] or ["uv failed without saying why"]
     message = _redact(": ".join(parts))
-    return message if len(message) <= _MAX_LINE else message[: _MAX_LINE - 1] + "…"
+    said = _redact("".join(f" ({hint})" for hint in hints))[: _MAX_LINE // 2]
+    if len(message) + len(said) > _MAX_LINE:  # the hint stays: it may be the only reason
+        message = message[: _MAX_LINE - len(said) - 1] + "…"
+    return message + said
 
 
 def check_uv(code: int, lines: Sequence[str], *, timeout: float) -> None:

@@ -19,7 +19,7 @@ import pytest
 from conveyor._uv import find_uv, uv_failure
 from conveyor.cache import CodeCache
 from conveyor.envs import EnvCache, EnvSpec, IndexSettings, read_requirements
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, InstallError
 from fixtures.package_index import PackageIndex
 from fixtures.ports import wait_until
 
@@ -212,6 +212,33 @@ def test_requirements_files_include_their_nested_files_and_refuse_paths(tmp_path
         read_requirements(tmp_path / "missing.txt", root=tmp_path)
 
 
+def test_a_private_index_refusing_the_token_says_so_without_the_token(
+    index_env: PackageIndex, tmp_path: Path
+) -> None:
+    # Given a private index (Basic auth) and a run whose UV_INDEX_URL holds a wrong token
+    private = PackageIndex.start(index_env.wheels, tmp_path / "private.log", token="right-tok3n")
+    try:
+        wrong = private.url.replace("http://", "http://__token__:wr0ng-tok3n@")
+        cache = EnvCache(tmp_path / "cache", max_bytes=10**9)
+
+        # When the environment is built
+        with pytest.raises(InstallError) as caught:
+            cache.ensure(EnvSpec(requirements="cv-greeting==1.0", index=IndexSettings(wrong)))
+
+        # Then the one line says the index refused the credentials (uv's resolver alone says
+        # "not found in the package registry"), and never shows the token
+        message = str(caught.value)
+        assert "\n" not in message
+        assert "cv-greeting" in message
+        assert "401 Unauthorized" in message
+        assert "wr0ng-tok3n" not in message
+        # and with the right token it builds
+        right = private.url.replace("http://", "http://__token__:right-tok3n@")
+        assert cache.ensure(EnvSpec(requirements="cv-greeting==1.0", index=IndexSettings(right)))
+    finally:
+        private.stop()
+
+
 @pytest.mark.parametrize(
     ("output", "line"),
     [
@@ -244,6 +271,23 @@ def test_requirements_files_include_their_nested_files_and_refuse_paths(tmp_path
             ],
             "Couldn't parse requirement in `r.txt` at position 0: Unexpected end of version "
             "specifier, expected version: foo==",
+        ),
+        (
+            [
+                "Using Python 3.11.7 environment at: .tmp-x",
+                "error: No solution found when resolving dependencies",
+                "  cause: Because cv-greeting was not found in the package registry and you "
+                "require cv-greeting==2.0, we can conclude that your requirements are "
+                "unsatisfiable.",
+                "",
+                "hint: An index URL (https://__token__:hunter2@idx.example/simple) could not be "
+                "queried due to a lack of valid authentication credentials (401 Unauthorized).",
+            ],
+            "No solution found when resolving dependencies: Because cv-greeting was not found "
+            "in the package registry and you require cv-greeting==2.0, we can conclude that "
+            "your requirements are unsatisfiable. (An index URL "
+            "(https://__token__:****@idx.example/simple) could not be queried due to a lack of "
+            "valid authentication credentials (401 Unauthorized))",
         ),
     ],
 )
