@@ -112,6 +112,44 @@ def test_seed_snippet_builds_registers_and_runs_with_results_in_the_bucket(
     assert printed.strip() == repr({"shout": "HELLO", "measure": ("hello", 5)})
 
 
+README_S3 = """
+from conveyor import Flow, task
+from conveyor.storage import S3
+
+@task
+def shout(text: str) -> str:
+    return text.upper()
+
+with Flow("s3-flow", storage=S3(bucket="__BUCKET__")) as flow:
+    shout("hello")
+
+flow.storage.build()
+print("BUILT", flow.storage.flows[flow.name])
+deployment = flow.register(labels=["s3"])
+print("STORED", flow.storage.flows[flow.name])
+"""
+
+
+def test_build_then_register_pins_the_object_build_stored_and_stores_no_other(
+    tmp_path: Path, client: ConveyorClient, moto_server: MotoServer
+) -> None:
+    # Given the README's example: a complete flow, build(), then register()
+    bucket = moto_server.new_bucket()
+    script = write_script(
+        tmp_path / "project" / "s3_flow.py", README_S3.replace("__BUCKET__", bucket)
+    )
+    out = python(script, env={"AWS_ENDPOINT_URL_S3": moto_server.endpoint})
+    built = out.split("BUILT ", 1)[1].split()[0]
+    stored = out.split("STORED ", 1)[1].split()[0]
+
+    # Then registering (which gives the flow its storage's S3Result) stored nothing new: the
+    # deployment pins the very object build() put in the bucket, and it is the only one
+    assert stored == built
+    assert _keys(moto_server, bucket) == [built]
+    deployment = client.get_deployment("s3-flow", "default")
+    assert deployment.source["location"] == {"url": {"url": f"s3://{bucket}/{built}"}}
+
+
 def test_script_mode_uploads_the_script_conveyor_register_is_loading(
     tmp_path: Path,
     settings: Settings,

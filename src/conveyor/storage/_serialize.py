@@ -41,13 +41,22 @@ __all__ = [
 ]
 
 
-def pickle_flow(flow: Flow[..., Any], key: SigningKey) -> bytes:
-    """The signed envelope of ``flow`` (its storage and import scope left out)."""
+def pickle_flow(flow: Flow[..., Any], key: SigningKey, *, result: Any = None) -> bytes:
+    """The signed envelope of ``flow`` (its storage and import scope left out). ``result``:
+    the result the flow gets when it has none (its storage's, as registration gives it), so
+    ``storage.build()`` and the ``flow.register()`` after it store the same bytes."""
+    from conveyor._graph import Graph
     from conveyor.sources.pickled import dump_flow
 
     bare = copy.copy(flow)
     bare._opts = replace(flow._opts, storage=None)
     bare._scope = None
+    if result is not None and flow.result_storage is None:
+        bare._opts = replace(bare._opts, result_storage=result)
+        if isinstance(flow._fn, Graph):  # what the flow's result setter does, on a copy
+            graph = copy.copy(flow._fn)
+            graph.result = result
+            bare._fn = bare.__wrapped__ = graph
     return dump_flow(bare, key)
 
 

@@ -212,7 +212,7 @@ class FileStorage(Storage):
                 f"flow {flow_name!r} of this {self.name} storage is not in this process",
                 hint="build the storage in the process that defines the flow",
             )
-        return PICKLE_FILE, pickle_flow(flow, signing_key(current.client))
+        return PICKLE_FILE, pickle_flow(flow, signing_key(current.client), result=self.result)
 
     def _stored(self, flow_name: str, filename: str, data: bytes) -> None:
         from conveyor.sources.flowfile import file_version
