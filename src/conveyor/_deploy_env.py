@@ -12,7 +12,8 @@ their ``env`` over this machine's environment (`run_environ`, as over the worker
 that the extra packages and the index settings (`conveyor.envs.run_extras`): a deployment whose
 ``env`` sets ``UV_FIND_LINKS`` / ``UV_NO_INDEX`` is checked against those, not this shell's.
 Templates in ``env`` resolve against this environment, then ``store`` (the server's secrets), as
-on the worker; a variable whose template has no value here is left out (the worker may have it).
+on the worker; a variable whose template has no value here is left out (the worker may have it),
+and named in the hint when the environment then cannot be built.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor.envs import EnvCache, EnvSpec, read_requirements, run_extras
+from conveyor.errors import InstallError
 
 if TYPE_CHECKING:
     from conveyor.secrets import SecretStore
@@ -52,7 +54,8 @@ def preflight_python(
         name = file.relative_to(top).as_posix() if file.is_relative_to(top) else file.name
         spec = spec.merged(EnvSpec(requirements=text, constraints=constraints, names=(name,)))
     extra = job_variables.get("EXTRA_PIP_PACKAGES")
-    env = run_environ_here(job_variables, store=store)
+    left_out: dict[str, str] = {}
+    env = run_environ_here(job_variables, store=store, left_out=left_out)
     extras = run_extras(env, extra_packages=extra if isinstance(extra, str) else None)
     full = EnvSpec(
         requirements=spec.requirements,
@@ -64,14 +67,28 @@ def preflight_python(
     if full.empty:
         return None
     cache = EnvCache(settings.cache_dir, max_bytes=settings.cache_max_bytes, environ=env)
-    return str(cache.ensure(full).python)
+    try:
+        return str(cache.ensure(full).python)
+    except InstallError as exc:
+        if not left_out:
+            raise
+        key, why = next(iter(sorted(left_out.items())))
+        raise InstallError(
+            exc.reason,
+            hint=f"this check ran without job variable env.{key} ({why}): give it a value "
+            "where you deploy too, or check the requirement and the package index",
+        ) from exc
 
 
 def run_environ_here(
-    job_variables: Mapping[str, Any], *, store: SecretStore | None = None
+    job_variables: Mapping[str, Any],
+    *,
+    store: SecretStore | None = None,
+    left_out: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment a run with ``job_variables`` would get on a worker whose environment is
-    this process's: see the module docstring for templates without a value here."""
+    this process's: see the module docstring for templates without a value here (``left_out``
+    receives their names and why)."""
     from conveyor._jobvars import child_environ, job_env, run_environ
     from conveyor.errors import ConveyorError
     from conveyor.secrets import resolve_templates, reveal
@@ -83,6 +100,8 @@ def run_environ_here(
             resolved[key] = resolve_templates(value, store=store, environ=child_environ(os.environ))
         except ConveyorError as exc:
             logger.info("job variable env.%s left out of the deploy check: %s", key, exc)
+            if left_out is not None:
+                left_out[key] = str(exc)
     own = {key: reveal(value) for key, value in job_env({"env": resolved}).items()}
     return run_environ(os.environ, own)
 

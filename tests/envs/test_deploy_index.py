@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import api, command_env, conveyor, ok, wait_for_run
+from e2e.conftest import api, command_env, conveyor, ok, one_line_error, wait_for_run
 from fixtures.package_index import PackageIndex, build_wheel
 
 pytestmark = pytest.mark.slow
@@ -119,3 +119,26 @@ def test_deploy_checks_requirements_against_the_pools_default_index_settings(
         (run,) = client.list_runs()
         done = wait_for_run(client, run.id, timeout=30)
     assert done.result == "private 1.0", done.error
+
+
+def test_a_failed_check_names_the_job_variable_it_ran_without(
+    index_env: PackageIndex, wheels: Path, tmp_path: Path
+) -> None:
+    # Given a deployment whose runs find their private wheels through a secret the deploying
+    # machine does not have (so the check cannot use it), and a shell index without them
+    job_variables = "    job_variables:\n      env: {UV_FIND_LINKS: '{{ secrets.WHEELS_DIR }}'}\n"
+    project = private_project(tmp_path / "p", pool="default", job_variables=job_variables)
+    env = command_env()
+
+    # When it is deployed
+    failed = conveyor("deploy", env=env, cwd=project, timeout=120)
+
+    # Then the error is uv's, and the hint says the check ran without that variable and why
+    assert one_line_error(failed).startswith("could not install the run's requirements: ")
+    assert "accdemo" in failed.stderr
+    hint = next(line for line in failed.stderr.splitlines() if line.startswith("hint: "))
+    assert hint == (
+        "hint: this check ran without job variable env.UV_FIND_LINKS (template "
+        "{{ secrets.WHEELS_DIR }} has no value in the environment or the secret store): give "
+        "it a value where you deploy too, or check the requirement and the package index"
+    )
