@@ -185,6 +185,28 @@ def test_template_without_a_value_is_a_config_error_with_a_hint() -> None:
     assert store.asked == ["MISSING_TOKEN"]
 
 
+@pytest.mark.parametrize(
+    ("template", "hint"),
+    [
+        (
+            "${API_TOKEN}",
+            "export API_TOKEN=... on the worker, or run `conveyor secret set API_TOKEN`",
+        ),
+        (
+            "{{ prefect.blocks.secret.api-token }}",
+            "run `conveyor secret set api-token`",  # `export api-token=...` is no shell command
+        ),
+        ("{{ secrets.db.password }}", "run `conveyor secret set db.password`"),
+    ],
+)
+def test_the_hint_for_a_missing_secret_offers_export_only_for_a_shell_name(
+    template: str, hint: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_templates(template, store=DictStore({}), environ={})
+    assert caught.value.hint == hint
+
+
 def test_template_error_does_not_show_other_resolved_values() -> None:
     with pytest.raises(ConfigError) as caught:
         resolve_templates("${GOOD}:${MISSING}", environ={"GOOD": VALUE})

@@ -273,6 +273,9 @@ def template_name(text: str) -> str | None:
     return ref.name if ref is not None and ref.kind in ("secret", "env", "block") else None
 
 
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _lookup(ref: TemplateRef, environ: Mapping[str, str], store: SecretStore | None) -> str:
     if ref.name in environ:
         return environ[ref.name]
@@ -281,11 +284,13 @@ def _lookup(ref: TemplateRef, environ: Mapping[str, str], store: SecretStore | N
         if value is not None:
             return value
     where = "the environment" if ref.kind == "env" else "the environment or the secret store"
-    hint = (
-        f"export {ref.name}=... on the worker"
-        if ref.kind == "env"
-        else f"export {ref.name}=... on the worker, or run `conveyor secret set {ref.name}`"
-    )
+    store_it = f"run `conveyor secret set {ref.name}`"
+    if ref.kind == "env":
+        hint = f"export {ref.name}=... on the worker"
+    elif _SHELL_NAME.fullmatch(ref.name):
+        hint = f"export {ref.name}=... on the worker, or {store_it}"
+    else:  # api-token, credentials.x: a secret's name, not a variable a shell can export
+        hint = store_it
     raise ConfigError(f"template {ref.text} has no value in {where}", hint=hint)
 
 
