@@ -129,6 +129,12 @@ def _deployment(raw: Any, where: str, folder: Path, notes: list[str]) -> dict[st
             )
         elif key in _DROPPED:
             continue
+        elif key == "version":
+            if value is not None:
+                notes.append(
+                    f"{where}: version {value!r} is not kept (a Conveyor deployment's version "
+                    "is the code version it pins)"
+                )
         elif key not in _DEPLOYMENT:
             raise ConfigError(f"{where}: {key} has no Conveyor equivalent", hint="remove it")
         elif key in ("build", "push", "pull"):

@@ -34,6 +34,7 @@ The file's JSON schema ships as ``conveyor/project.schema.json`` (`schema_path`;
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ __all__ = [
     "Project",
     "ProjectDeployment",
     "deploy_options",
+    "filled_here",
     "find_project",
     "load_project",
     "schema_path",
@@ -317,10 +319,12 @@ def deploy_options(
     follow_ref: bool,
     description: str | None,
     outputs: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """`DeployableFlow.deploy` keywords for ``entry``: the command line's values over the
     file's (``work_pool`` None means none was given), with the outputs of the build and push
-    steps filled into the file's values."""
+    steps filled into the file's values, and ``{{ $NAME }}`` in its parameters, tags and
+    description from ``environ`` (this process's: `filled_here`)."""
     from conveyor.steps import apply_outputs
 
     own: dict[str, Any] = {
@@ -331,6 +335,10 @@ def deploy_options(
     }
     if outputs:
         own = apply_outputs(own, outputs)
+    here = os.environ if environ is None else environ
+    for key in ("parameters", "tags", "description"):
+        where = f"deployment {entry.name!r}: {key}" if entry else key
+        own[key] = filled_here(own[key], where=where, environ=here)
     return {
         "parameters": {**own["parameters"], **parameters},
         "work_pool": work_pool or (entry.work_pool if entry else "default"),
@@ -340,3 +348,34 @@ def deploy_options(
         "description": description if description is not None or not entry else own["description"],
         "pull_steps": project.pull_steps(entry, outputs=outputs),
     }
+
+
+def filled_here(value: Any, *, where: str, environ: Mapping[str, str]) -> Any:
+    """``value`` (a deployment's parameters, tags or description) with every ``{{ $NAME }}``
+    filled in from ``environ`` now, as ``prefect deploy`` does: nothing fills them later (the
+    worker resolves only pull steps and ``job_variables.env``). A variable not set here, or a
+    ``{{ secrets.NAME }}`` (its value would be stored in the deployment), is a `ConfigError`."""
+    from conveyor.secrets import template_refs
+
+    if isinstance(value, Mapping):
+        return {k: filled_here(v, where=f"{where}.{k}", environ=environ) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [filled_here(v, where=where, environ=environ) for v in value]
+    if not isinstance(value, str):
+        return value
+    for ref in template_refs(value):
+        if ref.kind == "secret" and ref.text.startswith("{{"):
+            raise ConfigError(
+                f"{where}: {ref.text} would store a secret in the deployment",
+                hint="give runs secrets through job_variables.env (resolved on the worker)",
+            )
+        if ref.kind != "env":
+            continue
+        if ref.name not in environ:
+            raise ConfigError(
+                f"{where}: template {ref.text} has no value in this environment",
+                hint=f"export {ref.name}=... where you deploy: a deployment's parameters, "
+                "tags and description are filled in at deploy",
+            )
+        value = value.replace(ref.text, environ[ref.name])
+    return value

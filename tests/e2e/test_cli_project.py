@@ -184,3 +184,69 @@ def test_a_conveyor_yaml_beside_a_prefect_yaml_is_said_to_be_the_one_read(tmp_pa
     assert "note: reading conveyor.yaml; prefect.yaml beside it is not read" in deploy.stderr
     assert one_line_error(wrong) == "prefect.yaml has no deployment named 'nope'"
     assert "hint: it has: pfdemo, pfother" in wrong.stderr
+
+
+PREFECT_ENV_TEMPLATES = """
+name: pf
+deployments:
+  - name: pfenv
+    version: "{{ $GIT_SHA }}"
+    entrypoint: flows.py:hello
+    tags: ["{{ $STAGE }}", static]
+    description: "deployed to {{ $STAGE }}"
+    parameters: {name: "{{ $STAGE }}-team"}
+"""
+
+
+def test_env_templates_in_a_prefect_deployments_fields_are_filled_in_at_deploy(
+    tmp_path: Path,
+) -> None:
+    # Given a prefect.yaml whose deployment fields name the deploying shell's variables, as
+    # `prefect deploy` fills them in (nothing resolves a parameter or a tag later)
+    from e2e.conftest import api, wait_for_run
+
+    project = write_project(tmp_path / "project")
+    (project / "prefect.yaml").write_text(PREFECT_ENV_TEMPLATES)
+
+    # When it is deployed without one of them, then with them, and run
+    missing = conveyor("deploy", env=command_env(GIT_SHA="abc1234"), cwd=project)
+    env = command_env(GIT_SHA="abc1234", STAGE="prod")
+    done = conveyor("deploy", env=env, cwd=project)
+    ok(done)
+    ok(conveyor("run", "hello/pfenv", env=env))
+    ok(conveyor("worker", "start", "--burst", env=env, timeout=120))
+
+    # Then a missing variable is named in one line, and the deployment and its run have the
+    # values (the version label is said not to be kept, not dropped silently)
+    assert one_line_error(missing) == (
+        "deployment 'pfenv': parameters.name: template {{ $STAGE }} has no value in this "
+        "environment"
+    )
+    assert (
+        "note: prefect.yaml: deployments[0] (pfenv): version '{{ $GIT_SHA }}' is not kept"
+        in done.stderr
+    )
+    with api(env) as client:
+        deployment = client.get_deployment("hello", "pfenv")
+        assert deployment.tags == ["prod", "static"]
+        assert deployment.description == "deployed to prod"
+        assert deployment.parameters == {"name": "prod-team"}
+        (run,) = client.list_runs()
+        assert wait_for_run(client, run.id).result == "HELLO PROD-TEAM"
+
+
+def test_a_secret_template_in_a_deployments_parameters_is_refused(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "project")
+    (project / "prefect.yaml").write_text(
+        PREFECT_ENV_TEMPLATES.replace(
+            '"{{ $STAGE }}-team"', '"{{ prefect.blocks.secret.api-key }}"'
+        )
+    )
+    env = command_env(STAGE="prod")
+
+    error = one_line_error(conveyor("deploy", env=env, cwd=project))
+
+    assert error == (
+        "deployment 'pfenv': parameters.name: {{ prefect.blocks.secret.api-key }} would store "
+        "a secret in the deployment"
+    )
