@@ -237,3 +237,47 @@ def test_module_storage_imports_the_installed_module_where_the_flow_runs(
     run = run_and_wait(settings, client, "from-module")
     assert run.state == RunState.COMPLETED, run_logs(client, run.id)
     assert run.result == {"version": "installed 1.0"}
+
+
+@pytest.mark.slow
+def test_conveyor_register_a_folder_registers_its_scripts_and_names_a_missing_flow(
+    tmp_path: Path,
+) -> None:
+    from e2e.conftest import api, command_env, conveyor, ok, one_line_error
+
+    # Given a folder of flow scripts, as `prefect register -p flows/` takes it
+    env = command_env()
+    folder = tmp_path / "project" / "flows"
+    for name in ("extract", "load"):
+        write_script(
+            folder / f"{name}.py",
+            f"""
+            from conveyor import Flow, task
+
+            @task
+            def say(text: str) -> str:
+                return text
+
+            with Flow("{name}") as flow:
+                say("{name}")
+            """,
+        )
+    (folder / "notes.txt").write_text("not a script")
+
+    # When the folder is registered, and then a flow name it does not define is asked for
+    out = ok(conveyor("register", "-p", "flows", "-l", "etl", env=env, cwd=folder.parent))
+    missing = conveyor(
+        "register", "-p", "flows", "-n", "load", "-n", "transform", env=env, cwd=folder.parent
+    )
+
+    # Then each of its scripts' flows is a deployment; the unknown name is an error that says
+    # which flows there are (not a silent partial registration)
+    assert [line.split(" version ")[0] for line in out.splitlines()] == [
+        "registered extract/default",
+        "registered load/default",
+    ]
+    with api(env) as client:
+        assert sorted(d.flow_name for d in client.list_deployments()) == ["extract", "load"]
+    assert one_line_error(missing) == (
+        "no flow named 'transform' in the scripts and modules given (they define: extract, load)"
+    )

@@ -5,6 +5,9 @@ conveyor register --path flows.py [--path more.py] [--module pkg.flows] [-l LABE
                   [--project NAME] [--pool POOL] [--name FLOW ...]
 ```
 
+A ``--path`` folder stands for the ``.py`` files directly in it, as in Prefect 1; a ``--name``
+that no flow has is an error naming the flows there are.
+
 Each file is run as a script (its module-level ``flow.register()`` and ``storage.build()`` do
 nothing while it is loaded); every flow it defines is registered as the deployment
 ``<flow>/<project or "default">`` with the labels given (`conveyor.storage.register_flows`).
@@ -25,7 +28,9 @@ __all__ = ["register"]
 
 
 def register_command(
-    path: list[Path] = typer.Option([], "--path", "-p", help="A flow script (repeatable)."),
+    path: list[Path] = typer.Option(
+        [], "--path", "-p", help="A flow script, or a folder of them (repeatable)."
+    ),
     module: list[str] = typer.Option([], "--module", "-m", help="A flow module (repeatable)."),
     label: list[str] = typer.Option([], "--label", "-l", help="Label (repeatable)."),
     project: str | None = typer.Option(
@@ -44,8 +49,16 @@ def register_command(
     if not path and not module:
         raise ConfigError("nothing to register", hint="pass --path flows.py or --module pkg.mod")
     settings = load_settings()
-    groups = [load_flows_from_script(str(p)) for p in path]
+    groups = [load_flows_from_script(str(p)) for p in _scripts(path)]
     groups += [load_flows_from_module(m) for m in module]
+    found = {f.name for flows, _ in groups for f in flows}
+    missing = sorted(set(name) - found)
+    if missing:
+        raise ConfigError(
+            f"no flow named {', '.join(map(repr, missing))} in the scripts and modules given "
+            f"(they define: {', '.join(sorted(found)) or 'no flows'})",
+            hint="check --name against the flows' names",
+        )
     count = 0
     with client(settings) as api:
         for flows, namespace in groups:
@@ -67,6 +80,21 @@ def register_command(
                 )
     if count == 0:
         raise ConfigError("no flows found to register", hint="define a Flow at the top level")
+
+
+def _scripts(paths: list[Path]) -> list[Path]:
+    """Each ``--path``: a script, or a folder standing for the ``.py`` files directly in it
+    (Prefect 1's ``register -p flows/``)."""
+    scripts: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            scripts.append(path)
+            continue
+        inside = sorted(p for p in path.iterdir() if p.suffix == ".py" and p.is_file())
+        if not inside:
+            raise ConfigError(f"folder {path} holds no .py files", hint="pass a flow script")
+        scripts += inside
+    return scripts
 
 
 def register(app: typer.Typer) -> None:
