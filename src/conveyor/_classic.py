@@ -82,12 +82,27 @@ class FirstGenerationFlow:
         project_name: str | None = None,
         build: bool = True,
         labels: list[str] | None = None,
+        set_schedule_active: bool = True,
+        version_group_id: str | None = None,
+        no_url: bool = False,
+        idempotency_key: str | None = None,
         **kwargs: Any,
     ) -> Deployment | None:
         """Build the flow's storage and create or update the deployment ``<flow>/<project or
         "default">`` (see `conveyor.storage.register_flow`). While a flow file is being loaded
-        (a worker, a preflight, ``conveyor register``) a module-level call does nothing: None."""
+        (a worker, a preflight, ``conveyor register``) a module-level call does nothing: None.
+
+        Prefect 1's ``set_schedule_active``, ``no_url`` and ``idempotency_key`` change nothing
+        here (there are no schedules, no URL is printed, and registering an unchanged flow makes
+        no new revision anyway); ``version_group_id`` is refused. Other keywords are the default
+        storage's (``Local(**kwargs)``)."""
         from conveyor.storage import register_flow
+
+        if version_group_id is not None:
+            raise ConfigError(
+                "register() version_group_id is not supported: a deployment is FLOW/PROJECT",
+                hint="group a flow's versions under one project_name= instead",
+            )
 
         flow = cast("Flow[..., Any]", self)
         return register_flow(

@@ -281,3 +281,44 @@ def test_conveyor_register_a_folder_registers_its_scripts_and_names_a_missing_fl
     assert one_line_error(missing) == (
         "no flow named 'transform' in the scripts and modules given (they define: extract, load)"
     )
+
+
+def test_prefect_register_keywords_are_taken_or_refused_by_name_not_as_storage_options(
+    tmp_path: Path, settings: Settings, client: ConveyorClient
+) -> None:
+    # Given a flow with its storage, registered as Prefect 1 code calls register()
+    namespace = define(
+        """
+from conveyor import Flow, task
+from conveyor.storage import Local
+
+@task
+def one() -> int:
+    return 1
+
+with Flow("prefect-kw", storage=Local(directory=DIR)) as flow:
+    one()
+""",
+        DIR=str(tmp_path / "flows"),
+    )
+    flow = namespace["flow"]
+
+    # When it passes the keywords that have nothing to do here, twice
+    first = flow.register(
+        set_schedule_active=False,
+        no_url=True,
+        idempotency_key="abc",
+        settings=settings,
+        client=client,
+    )
+    again = flow.register(idempotency_key="abc", settings=settings, client=client)
+
+    # Then it is registered once (unchanged: no new revision), and version_group_id, which has
+    # no equivalent, is refused by its own name (not as an option of the default storage)
+    assert (first.flow_name, first.name, first.revision) == ("prefect-kw", "default", 1)
+    assert again.revision == 1
+    with pytest.raises(ConfigError) as caught:
+        flow.register(version_group_id="vg-1", settings=settings, client=client)
+    assert str(caught.value) == (
+        "register() version_group_id is not supported: a deployment is FLOW/PROJECT"
+    )
