@@ -126,6 +126,19 @@ def test_labels_or_secrets_given_as_one_string_are_refused_not_split_into_letter
     assert error.value.hint == f"write {hint}"
 
 
+def test_a_keyword_a_storage_does_not_take_is_named_with_the_class_and_what_it_takes() -> None:
+    # Python would say "Storage.__init__() got an unexpected keyword argument 'directroy'"
+    with pytest.raises(ConfigError) as error:
+        Local(directroy="/srv/flows")
+    assert str(error.value) == "Local storage does not take directroy= (did you mean directory=?)"
+    assert error.value.hint == (
+        "Local takes: add_default_labels, directory, labels, path, result, secrets, "
+        "stored_as_script, validate"
+    )
+    with pytest.raises(ConfigError, match=r"^S3 storage does not take boto3_kwargs=$"):
+        S3("flows", boto3_kwargs={})
+
+
 def test_github_defaults_and_its_token_fallback() -> None:
     repo = GitHub(repo="org/flows", path="flows/a.py").repository()
     assert repo.to_spec() == {

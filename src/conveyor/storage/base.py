@@ -60,7 +60,10 @@ class Storage(ABC):
         labels: list[str] | None = None,
         add_default_labels: bool | None = None,
         stored_as_script: bool = False,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise _unknown_argument(type(self), sorted(unknown)[0])
         self.result = result
         self.secrets = check_secret_names(secrets)
         self._labels = check_labels(labels)
@@ -242,3 +245,26 @@ class FileStorage(Storage):
         if source.signed:
             return source, PICKLE_FILE
         return source, f"{source.filename}:{attribute}"
+
+
+def _unknown_argument(cls: type[Storage], name: str) -> ConfigError:
+    """A one-line error for a keyword no ``__init__`` of ``cls`` takes, with the ones they do
+    (``S3(bucket="b", boto3_kwargs=...)``: Python would name ``Storage.__init__()``)."""
+    import difflib
+    import inspect
+
+    taken: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for parameter in inspect.signature(init).parameters.values():
+            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                taken.add(parameter.name)
+    taken.discard("self")
+    close = difflib.get_close_matches(name, sorted(taken), n=1)
+    return ConfigError(
+        f"{cls.__name__} storage does not take {name}="
+        + (f" (did you mean {close[0]}=?)" if close else ""),
+        hint=f"{cls.__name__} takes: {', '.join(sorted(taken))}",
+    )
