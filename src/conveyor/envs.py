@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import platform
+import re
 import site
 import sys
 import sysconfig
@@ -362,7 +363,7 @@ class EnvCache:
             timeout=self.build_timeout,
             on_line=lambda line: None if line.startswith("Using Python") else say(line),
         )
-        check_uv(code, lines, timeout=self.build_timeout)
+        check_uv(code, _as_given(lines, requirements, spec), timeout=self.build_timeout)
         self._layer(tmp)
         self._check(tmp, env)
 
@@ -399,6 +400,15 @@ class EnvCache:
                 f"cannot create {path}: {exc.strerror or exc}",
                 hint="set CONVEYOR_CACHE_DIR to a writable directory",
             ) from exc
+
+
+def _as_given(lines: Sequence[str], file: Path, spec: EnvSpec) -> list[str]:
+    """uv's output with the build's own requirements file (and a position in it, which is
+    not one in the user's file) called what it was made from: ``requirements.txt``."""
+    written = re.compile(
+        r"`?\S*" + re.escape(f"{file.parent.name}/{file.name}") + r"`?( at position \d+)?"
+    )
+    return [written.sub(spec.describe(), line) for line in lines]
 
 
 def _worker_site_dirs() -> list[str]:

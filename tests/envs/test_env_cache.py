@@ -212,6 +212,22 @@ def test_requirements_files_include_their_nested_files_and_refuse_paths(tmp_path
         read_requirements(tmp_path / "missing.txt", root=tmp_path)
 
 
+def test_a_requirement_uv_cannot_parse_is_named_in_the_users_file(
+    index_env: PackageIndex, tmp_path: Path
+) -> None:
+    cache = EnvCache(tmp_path / "cache", max_bytes=10**9)
+    spec = EnvSpec(requirements="cv greeting", names=("requirements.txt",), index=IndexSettings())
+
+    with pytest.raises(InstallError) as caught:
+        cache.ensure(spec)
+
+    # not "in `.tmp-<digest>-<pid>/conveyor-requirements.txt` at position 0"
+    assert str(caught.value).startswith(
+        "could not install the run's requirements: Couldn't parse requirement in requirements.txt: "
+    )
+    assert str(caught.value).endswith(": cv greeting")
+
+
 def test_a_private_index_refusing_the_token_says_so_without_the_token(
     index_env: PackageIndex, tmp_path: Path
 ) -> None:
