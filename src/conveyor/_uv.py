@@ -33,6 +33,7 @@ UV_ENV_DEFAULTS = {
     "UV_PYTHON_DOWNLOADS": "never",  # never fetch an interpreter behind the worker's back
     "UV_NO_PROGRESS": "1",
     "NO_COLOR": "1",
+    "COLUMNS": "100000",  # never wrapped: uv_failure reads one line per cause
 }
 """Set for every uv call: deterministic, quiet, no downloads of Python itself."""
 

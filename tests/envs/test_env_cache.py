@@ -212,6 +212,25 @@ def test_requirements_files_include_their_nested_files_and_refuse_paths(tmp_path
         read_requirements(tmp_path / "missing.txt", root=tmp_path)
 
 
+def test_uv_errors_are_one_sentence_whatever_the_terminal_width(
+    index_env: PackageIndex, tmp_path: Path
+) -> None:
+    # Given a worker started where COLUMNS is narrow (uv wraps its errors to it)
+    environ = {**os.environ, "COLUMNS": "40"}
+    cache = EnvCache(tmp_path / "cache", max_bytes=10**9, environ=environ)
+
+    # When a requirement cannot be resolved
+    with pytest.raises(InstallError) as caught:
+        cache.ensure(spec(index_env, "cv-greeting==9.9"))
+
+    # Then the line is uv's sentences, not its wrapped pieces joined with ": "
+    assert str(caught.value) == (
+        "could not install the run's requirements: No solution found when resolving "
+        "dependencies: Because there is no version of cv-greeting==9.9 and you require "
+        "cv-greeting==9.9, we can conclude that your requirements are unsatisfiable."
+    )
+
+
 def test_a_requirement_uv_cannot_parse_is_named_in_the_users_file(
     index_env: PackageIndex, tmp_path: Path
 ) -> None:
