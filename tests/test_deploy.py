@@ -474,3 +474,26 @@ def test_prefects_deploy_spellings_are_taken_or_refused_in_one_line(settings, cl
     with pytest.raises(TypeError, match="unexpected keyword argument 'work_pol'"):
         flow_.deploy("pf2", settings=settings, client=client, work_pol="gpu")
     assert [d.name for d in client.list_deployments()] == ["pf"]
+
+
+def test_a_job_variable_the_pool_does_not_declare_is_named_in_a_note(
+    settings, client, project
+) -> None:
+    # Given job variables as Prefect users write them for a process pool, one misspelt
+    notes: list[str] = []
+
+    # When the flow is deployed
+    deployment = from_source(project, "flows.py:hello").deploy(
+        "jv",
+        settings=settings,
+        client=client,
+        job_variables={"working_directory": "sub", "env": {"MODE": "x"}},
+        notify=notes.append,
+    )
+
+    # Then it is stored as given, and the note says the runs ignore it and what was meant
+    assert deployment.job_variables["working_directory"] == "sub"
+    assert notes == [
+        "job variable working_directory is not a variable of work pool 'default': its runs "
+        "ignore it (did you mean working_dir?)"
+    ]

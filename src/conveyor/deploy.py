@@ -249,6 +249,8 @@ class _Deploy:
             merged = [*(existing if isinstance(existing, list) else []), *labels]
             job_variables = {**job_variables, "labels": sorted(set(merged))}
         _check_job_variables(template, job_variables)
+        for note in _ignored_job_variables(template, job_variables, work_pool):
+            self.notify(note)
         request = DeploymentCreate(
             flow_name=info.flow_name,
             name=name,
@@ -453,6 +455,27 @@ def _check_job_variables(template: Mapping[str, Any], job_variables: Mapping[str
         from conveyor._jobs import check_job_variables
 
         check_job_variables(template, job_variables)
+
+
+def _ignored_job_variables(
+    template: Mapping[str, Any], job_variables: Mapping[str, Any], work_pool: str
+) -> list[str]:
+    """A note for each job variable the pool's template does not declare: its runs ignore it
+    (``working_directory`` for ``working_dir`` would otherwise go unnoticed)."""
+    import difflib
+
+    variables = template.get("variables") if template else None
+    declared = variables.get("properties") if isinstance(variables, Mapping) else None
+    if not isinstance(declared, Mapping):
+        return []
+    notes = []
+    for name in sorted(set(job_variables) - set(declared) - {"labels"}):
+        close = difflib.get_close_matches(name, sorted(declared), n=1)
+        notes.append(
+            f"job variable {name} is not a variable of work pool {work_pool!r}: its runs "
+            "ignore it" + (f" (did you mean {close[0]}?)" if close else "")
+        )
+    return notes
 
 
 _SCHEDULING = frozenset(
