@@ -298,6 +298,12 @@ class Flow(FirstGenerationFlow, _Decorated[P, R]):
         if isinstance(fn, str):  # Flow("name", ...): the first generation's class style
             from conveyor._graph import Graph
 
+            if options.pop("schedule", None) is not None:
+                raise ConfigError(
+                    f"Flow {fn!r}: schedule is not supported by Conveyor: it has no schedules",
+                    hint="start runs with `conveyor run` or the API (from cron or a scheduler)",
+                )
+
             graph = Graph(self._check_name(fn))
             graph.__module__ = sys._getframe(1).f_globals.get("__name__", "__main__")
             fn, options["name"] = graph, fn

@@ -139,6 +139,20 @@ def test_a_keyword_a_storage_does_not_take_is_named_with_the_class_and_what_it_t
         S3("flows", boto3_kwargs={})
 
 
+def test_a_first_generation_flow_with_a_schedule_is_refused_in_one_line() -> None:
+    # Prefect 1: Flow("etl", schedule=IntervalSchedule(...)); "@flow got an unknown option
+    # 'schedule'" said neither that Conveyor has no schedules nor what to do
+    with pytest.raises(ConfigError) as error:
+        Flow("etl", schedule=object())
+    assert str(error.value) == (
+        "Flow 'etl': schedule is not supported by Conveyor: it has no schedules"
+    )
+    assert error.value.hint == (
+        "start runs with `conveyor run` or the API (from cron or a scheduler)"
+    )
+    assert Flow("etl", schedule=None).name == "etl"
+
+
 def test_github_defaults_and_its_token_fallback() -> None:
     repo = GitHub(repo="org/flows", path="flows/a.py").repository()
     assert repo.to_spec() == {
