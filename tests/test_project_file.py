@@ -246,8 +246,8 @@ def test_a_prefect_yaml_maps_to_conveyor_steps(tmp_path: Path) -> None:
         ),
         (
             ("branch: main", "branch: '{{ prefect.variables.branch }}'"),
-            "prefect.yaml: {{ prefect.variables.branch }} is not supported "
-            "(Conveyor has no variables)",
+            "prefect.yaml: pull[0].git_clone.branch: {{ prefect.variables.branch }} is not "
+            "supported (Conveyor has no variables)",
         ),
         (
             ("concurrency_limit: null", "concurrency_limit: null\n    triggers: [{enabled: true}]"),
@@ -271,6 +271,21 @@ def test_what_a_prefect_yaml_cannot_map_is_named(
     with pytest.raises(ConfigError) as caught:
         load_project(file)
     assert str(caught.value) == message
+
+
+def test_a_prefect_variable_is_named_by_where_it_is_and_never_with_the_rest_of_its_string(
+    tmp_path: Path,
+) -> None:
+    text = PREFECT.replace(
+        "    description: null", "    description: 'key lit3ral-s3cret {{ prefect.variables.x }}'"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_project(write_prefect(tmp_path, text))
+    assert str(caught.value) == (
+        "prefect.yaml: deployments[0].description: {{ prefect.variables.x }} is not supported "
+        "(Conveyor has no variables)"
+    )
+    assert "lit3ral-s3cret" not in str(caught.value)
 
 
 def test_a_prefect_step_that_maps_to_a_step_not_installed_is_named(

@@ -15,6 +15,7 @@ that maps to a step this installation does not have, a step with no equivalent
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -209,15 +210,22 @@ def _relative_directory(
     return {**arguments, "directory": path.relative_to(folder).as_posix()}
 
 
-def _check_templates(value: Any, where: str) -> None:
+_VARIABLE = re.compile(r"\{\{\s*prefect\.variables\.[^{}]*?\s*\}\}")
+
+
+def _check_templates(value: Any, where: str, path: str = "") -> None:
+    """Refuse ``{{ prefect.variables.NAME }}`` anywhere, naming where it is and only the
+    template (the rest of the string may hold a literal secret)."""
     if isinstance(value, Mapping):
-        for item in value.values():
-            _check_templates(item, where)
+        for key, item in value.items():
+            _check_templates(item, where, f"{path}.{key}" if path else str(key))
     elif isinstance(value, list):
-        for item in value:
-            _check_templates(item, where)
+        for number, item in enumerate(value):
+            _check_templates(item, where, f"{path}[{number}]")
     elif isinstance(value, str) and "prefect.variables." in value:
+        found = _VARIABLE.search(value)
+        shown = found.group(0) if found else "{{ prefect.variables.* }}"
         raise ConfigError(
-            f"{where}: {value.strip()} is not supported (Conveyor has no variables)",
+            f"{where}: {path}: {shown} is not supported (Conveyor has no variables)",
             hint="use ${NAME} (a secret: `conveyor secret set NAME`) or {{ $ENV_VAR }}",
         )
