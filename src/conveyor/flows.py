@@ -303,7 +303,12 @@ class Flow(FirstGenerationFlow, _Decorated[P, R]):
                     f"Flow {fn!r}: schedule is not supported by Conveyor: it has no schedules",
                     hint="start runs with `conveyor run` or the API (from cron or a scheduler)",
                 )
-
+            unknown = sorted(set(options) - self._allowed - {"name"})
+            if unknown:  # executor=, state_handlers=, ...: said of Flow(), not of @flow
+                raise ConfigError(
+                    f"Flow {fn!r}: Flow() got an unknown option {unknown[0]!r}",
+                    hint=f"it takes: {', '.join(sorted(self._allowed | {'result'}))}",
+                )
             graph = Graph(self._check_name(fn))
             graph.__module__ = sys._getframe(1).f_globals.get("__name__", "__main__")
             fn, options["name"] = graph, fn

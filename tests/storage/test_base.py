@@ -151,6 +151,12 @@ def test_a_first_generation_flow_with_a_schedule_is_refused_in_one_line() -> Non
         "start runs with `conveyor run` or the API (from cron or a scheduler)"
     )
     assert Flow("etl", schedule=None).name == "etl"
+    # any other option Prefect 1's Flow took is said of Flow(), not of a decorator
+    with pytest.raises(ConfigError) as error:
+        Flow("etl", executor=object())
+    assert str(error.value) == "Flow 'etl': Flow() got an unknown option 'executor'"
+    assert error.value.hint is not None
+    assert "result, result_storage, retries" in error.value.hint
 
 
 def test_github_defaults_and_its_token_fallback() -> None:
