@@ -118,7 +118,7 @@ class VersionNotFound(SourceError):
 class SourceUnavailable(SourceError):
     """The source could not be reached, after retries."""
 
-    default_hint = "check the network and that the service is up; the run can be retried"
+    default_hint = "check the network and that the service is up, then try again"
 
 
 class BundleError(ConveyorError):
