@@ -167,13 +167,8 @@ def _fail_unreadable(session: Session, row: RunRow, exc: ConfigError, *, now: da
     """Fail a just-claimed run whose secret parameters this server cannot decrypt, saying why
     (instead of failing every claim of its pool); it is not retried: no attempt could run."""
     error = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-    record_attempt(session, row, RunState.FAILED, now=now, error=error)
-    row.state = RunState.FAILED.value
     row.error = error
-    row.ended_at = now
-    row.lease_expires = None
-    message = f"attempt {row.attempt} failed: {error}"
-    append_system_log(session, row, message, level="ERROR", now=now)
+    _end_attempt(session, row, RunState.FAILED, now=now, error=error, may_retry=False)
     session.flush()
 
 
@@ -383,11 +378,14 @@ def _end_attempt(
     now: datetime,
     error: str | None,
     lease_expired: bool = False,
+    may_retry: bool = True,
 ) -> None:
-    """End the current attempt as ``state``: final, or rescheduled when retries are left."""
+    """End the current attempt as ``state``: final, or rescheduled when retries are left (and
+    ``may_retry``: no attempt of a run that cannot start could do better)."""
     record_attempt(session, row, state, now=now, error=error, lease_expired=lease_expired)
     retry = (
-        state in (RunState.FAILED, RunState.CRASHED)
+        may_retry
+        and state in (RunState.FAILED, RunState.CRASHED)
         and row.attempt <= row.max_retries
         and not row.cancel_requested
     )
