@@ -40,6 +40,7 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from conveyor._context import loading
+from conveyor._names import closest_name
 from conveyor.errors import FlowLoadError
 from conveyor.flows import Flow, Task
 
@@ -212,14 +213,12 @@ def _shown(file: Path, base: Path) -> str:
 
 
 def _missing_hint(file: Path, base: Path) -> str:
-    import difflib
-
     folder = file.parent
     if folder.is_dir():
         names = sorted(p.name for p in folder.glob("*.py"))
-        close = difflib.get_close_matches(file.name, names, n=1)
+        close = closest_name(file.name, names)
         if close:
-            return f"did you mean {_shown(folder / close[0], base)}?"
+            return f"did you mean {_shown(folder / close, base)}?"
     return f"the path is relative to {base}"
 
 

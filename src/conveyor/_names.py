@@ -22,7 +22,6 @@ are out.
 
 from __future__ import annotations
 
-import difflib
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -162,6 +161,8 @@ def check_version(value: object) -> str:
 def closest_name(value: str, names: Iterable[str]) -> str | None:
     """The one of ``names`` a mistyped ``value`` most likely meant (difflib's closest match, for
     a "did you mean" hint), or None when none is close."""
+    import difflib  # on a mistake only: not on every command's import path
+
     close = difflib.get_close_matches(value, list(names), n=1)
     return close[0] if close else None
 

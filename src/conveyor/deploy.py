@@ -50,6 +50,7 @@ from conveyor._deploy_tree import (
     deploy_tree,
     preflight_flow,
 )
+from conveyor._names import closest_name
 from conveyor._preflight import FlowInfo
 from conveyor._values import check_parameters
 from conveyor.errors import ConfigError, FlowLoadError
@@ -462,18 +463,16 @@ def _ignored_job_variables(
 ) -> list[str]:
     """A note for each job variable the pool's template does not declare: its runs ignore it
     (``working_directory`` for ``working_dir`` would otherwise go unnoticed)."""
-    import difflib
-
     variables = template.get("variables") if template else None
     declared = variables.get("properties") if isinstance(variables, Mapping) else None
     if not isinstance(declared, Mapping):
         return []
     notes = []
     for name in sorted(set(job_variables) - set(declared) - {"labels"}):
-        close = difflib.get_close_matches(name, sorted(declared), n=1)
+        close = closest_name(name, sorted(declared))
         notes.append(
             f"job variable {name} is not a variable of work pool {work_pool!r}: its runs "
-            "ignore it" + (f" (did you mean {close[0]}?)" if close else "")
+            "ignore it" + (f" (did you mean {close}?)" if close else "")
         )
     return notes
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from conveyor._context import is_loading
-from conveyor._names import check_labels, check_secret_names
+from conveyor._names import check_labels, check_secret_names, closest_name
 from conveyor.errors import ConfigError
 from conveyor.storage._session import Session, session
 
@@ -250,7 +250,6 @@ class FileStorage(Storage):
 def _unknown_argument(cls: type[Storage], name: str) -> ConfigError:
     """A one-line error for a keyword no ``__init__`` of ``cls`` takes, with the ones they do
     (``S3(bucket="b", boto3_kwargs=...)``: Python would name ``Storage.__init__()``)."""
-    import difflib
     import inspect
 
     taken: set[str] = set()
@@ -262,9 +261,9 @@ def _unknown_argument(cls: type[Storage], name: str) -> ConfigError:
             if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
                 taken.add(parameter.name)
     taken.discard("self")
-    close = difflib.get_close_matches(name, sorted(taken), n=1)
+    close = closest_name(name, sorted(taken))
     return ConfigError(
         f"{cls.__name__} storage does not take {name}="
-        + (f" (did you mean {close[0]}=?)" if close else ""),
+        + (f" (did you mean {close}=?)" if close else ""),
         hint=f"{cls.__name__} takes: {', '.join(sorted(taken))}",
     )

@@ -24,10 +24,10 @@ See `conveyor.storage.blob` for keys, both modes and what a run reads.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from conveyor._names import closest_name
 from conveyor.errors import ConfigError
 from conveyor.storage.blob import BlobStorage
 
@@ -78,10 +78,10 @@ class S3(BlobStorage):
             return  # no botocore: the upload itself says which extra to install
         for key in self.upload_options:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                close = closest_name(str(key), sorted(allowed))
                 raise ConfigError(
                     f"S3 upload_options key {key!r} is not an argument of an S3 upload"
-                    + (f" (did you mean {close[0]!r}?)" if close else ""),
+                    + (f" (did you mean {close!r}?)" if close else ""),
                     hint="use boto3's ExtraArgs names, e.g. ServerSideEncryption, Metadata, "
                     "ContentType, StorageClass, SSEKMSKeyId",
                 )
@@ -131,10 +131,10 @@ def _check_client_options(options: Mapping[str, Any]) -> None:
 
     for key in options:
         if key not in _CLIENT_ARGUMENTS:
-            close = difflib.get_close_matches(str(key), sorted(_CLIENT_ARGUMENTS), n=1)
+            close = closest_name(str(key), sorted(_CLIENT_ARGUMENTS))
             raise ConfigError(
                 f"S3 client_options key {key!r} is not an argument of boto3's client"
-                + (f" (did you mean {close[0]!r}?)" if close else ""),
+                + (f" (did you mean {close!r}?)" if close else ""),
                 hint="use " + ", ".join(sorted(_CLIENT_ARGUMENTS - {"config"})),
             )
     endpoint = options.get("endpoint_url")
